@@ -1,0 +1,160 @@
+//! sealinit's command line (lexopt: a few KiB, where clap would add
+//! hundreds to the init binary).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sealinit::launch::Options;
+use tracing::level_filters::LevelFilter;
+
+pub const USAGE: &str = "usage: sealinit [OPTIONS] [--] COMMAND [ARG]...";
+
+pub const HELP: &str = "\
+sealinit: a PID-1 init that starts COMMAND with the secrets of a sealed bundle
+in its environment, then forwards signals, reaps zombies and passes on the exit
+status.
+
+usage: sealinit [OPTIONS] [--] COMMAND [ARG]...
+
+options:
+  --bundle PATH        sealed bundle to open (env SEALINIT_BUNDLE); without it
+                       sealinit is a plain init with no secrets
+  --key-fd N           descriptor carrying exactly 32 raw key bytes then EOF
+                       (env SEALINIT_KEY_FD; default 3 when a bundle is given)
+  --key-timeout SECS   how long to wait for the key's EOF (env
+                       SEALINIT_KEY_TIMEOUT; default 5)
+  --log-level LEVEL    error|warn|info|debug|trace|off, to stderr (env
+                       SEALINIT_LOG; default warn)
+  -h, --help           print this help
+  -V, --version        print the version
+
+exit status: COMMAND's own, or 128+N if it was killed by signal N;
+  64 usage error, 65 bundle malformed/forged/expired, 66 bundle or key
+  missing or unreadable, 71 OS failure, 126 COMMAND not executable,
+  127 COMMAND not found.
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Options, LevelFilter),
+    Help,
+    Version,
+}
+
+/// Parses `args` (without argv[0]); `env` looks up SEALINIT_* defaults.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+
+    let mut bundle = env("SEALINIT_BUNDLE").map(PathBuf::from);
+    let mut key_fd = env("SEALINIT_KEY_FD").map(|v| fd_number(&v)).transpose()?;
+    let mut key_timeout = env("SEALINIT_KEY_TIMEOUT")
+        .map(|v| timeout(&v))
+        .transpose()?;
+    let mut level = env("SEALINIT_LOG").map(|v| log_level(&v)).transpose()?;
+    let mut command = Vec::new();
+
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("bundle") => bundle = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Long("key-fd") => key_fd = Some(fd_number(&p.value().map_err(|e| e.to_string())?)?),
+            Long("key-timeout") => {
+                key_timeout = Some(timeout(&p.value().map_err(|e| e.to_string())?)?)
+            }
+            Long("log-level") => level = Some(log_level(&p.value().map_err(|e| e.to_string())?)?),
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Value(cmd) => {
+                command.push(cmd);
+                command.extend(p.raw_args().map_err(|e| e.to_string())?);
+                break;
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if command.is_empty() {
+        return Err("missing COMMAND to run".into());
+    }
+    Ok(Parsed::Run(
+        Options {
+            bundle,
+            key_fd: key_fd.unwrap_or(3),
+            key_timeout: key_timeout.unwrap_or(Duration::from_secs(5)),
+            command,
+        },
+        level.unwrap_or(LevelFilter::WARN),
+    ))
+}
+
+fn text(v: &OsString) -> Result<&str, String> {
+    v.to_str()
+        .ok_or_else(|| format!("{v:?} is not valid UTF-8"))
+}
+
+fn fd_number(v: &OsString) -> Result<i32, String> {
+    match text(v)?.parse::<i32>() {
+        Ok(0) => Ok(0),
+        Ok(1 | 2) => Err("--key-fd cannot be 1 or 2 (stdout/stderr); use 0 or 3 and above".into()),
+        Ok(n) if n >= 3 => Ok(n),
+        _ => Err(format!(
+            "--key-fd {v:?} is not a descriptor number (0, or 3 and above)"
+        )),
+    }
+}
+
+fn timeout(v: &OsString) -> Result<Duration, String> {
+    match text(v)?.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "--key-timeout {v:?} is not a positive number of seconds"
+        )),
+    }
+}
+
+fn log_level(v: &OsString) -> Result<LevelFilter, String> {
+    sealinit::logging::parse_level(text(v)?).ok_or_else(|| {
+        format!("log level {v:?} is not one of error, warn, info, debug, trace, off")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Parsed, String> {
+        parse(args.iter().map(OsString::from), |_| None)
+    }
+
+    #[test]
+    fn options_stop_at_the_command() {
+        let Ok(Parsed::Run(o, _)) = run(&["--bundle", "b", "sh", "-c", "--bundle"]) else {
+            panic!("not a run")
+        };
+        assert_eq!(o.command, ["sh", "-c", "--bundle"]);
+        assert_eq!(o.key_fd, 3);
+        let Ok(Parsed::Run(o, _)) = run(&["--key-fd=0", "--", "-x"]) else {
+            panic!("not a run")
+        };
+        assert_eq!(o.command, ["-x"]);
+        assert_eq!(o.key_fd, 0);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(run(&[]).unwrap_err().contains("missing COMMAND"));
+        assert!(run(&["--"]).unwrap_err().contains("missing COMMAND"));
+        assert!(
+            run(&["--key-fd", "2", "x"])
+                .unwrap_err()
+                .contains("cannot be 1 or 2")
+        );
+        assert!(run(&["--key-fd", "-4", "x"]).is_err());
+        assert!(run(&["--log-level", "loud", "x"]).is_err());
+        assert!(run(&["--nope", "x"]).unwrap_err().contains("--nope"));
+    }
+}

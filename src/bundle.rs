@@ -1,0 +1,533 @@
+//! The sealed bundle, format v1 (`docs/FORMAT.md`). Pure format code: no
+//! I/O, no clock (callers pass the time), no `unsafe`.
+
+use std::collections::HashSet;
+use std::ffi::CStr;
+use std::fmt;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::secret::{SecretBuf, SecretKey, SecretValue};
+
+pub const MAGIC: &[u8; 8] = b"SEALINIT";
+pub const VERSION: u8 = 1;
+/// magic + version + header_len
+pub const PREFIX_LEN: usize = 13;
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+pub const MIN_HEADER_LEN: usize = 2;
+pub const MAX_HEADER_LEN: usize = 65_536;
+pub const MAX_LABEL_LEN: usize = 1_024;
+/// Largest plaintext payload.
+pub const MAX_PAYLOAD_LEN: usize = 1 << 20;
+pub const MAX_ENTRIES: usize = 10_000;
+/// Largest `NAME=value` (without its NUL): Linux `MAX_ARG_STRLEN` − 1.
+pub const MAX_ENTRY_LEN: usize = 131_071;
+/// Prefix of variables that configure sealinit; never sealed, never passed on.
+pub const RESERVED_PREFIX: &str = "SEALINIT_";
+/// Largest possible bundle file.
+pub const MAX_BUNDLE_LEN: usize =
+    PREFIX_LEN + MAX_HEADER_LEN + NONCE_LEN + MAX_PAYLOAD_LEN + TAG_LEN;
+
+const COUNT_LEN: usize = 4;
+const ENTRY_FIXED_LEN: usize = 2 + 4 + 1 + 1; // name_len, value_len, '=', NUL
+
+/// The bundle header: readable without the key, authenticated with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub version: u8,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds; the bundle is refused at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Header {
+    pub fn new(created: u64, expires: Option<u64>, label: Option<String>) -> Self {
+        Self {
+            version: VERSION,
+            created,
+            expires,
+            label,
+        }
+    }
+
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+}
+
+/// A region of the file, for "truncated" errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Prefix,
+    Header,
+    Nonce,
+    Ciphertext,
+    Tag,
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Region::Prefix => "magic/version/header length",
+            Region::Header => "header",
+            Region::Nonce => "nonce",
+            Region::Ciphertext => "ciphertext",
+            Region::Tag => "authentication tag",
+        })
+    }
+}
+
+/// Why bytes are not a usable bundle. Messages never contain payload bytes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BundleError {
+    #[error("is empty (0 bytes); expected a sealed bundle written by `sealctl seal`")]
+    Empty,
+    #[error("not a sealinit bundle (it does not start with the SEALINIT magic)")]
+    NotABundle,
+    #[error(
+        "format version {0} is newer than this sealinit understands (version {VERSION}); upgrade sealinit"
+    )]
+    NewerVersion(u8),
+    #[error("malformed: format version 0 does not exist")]
+    VersionZero,
+    #[error("truncated: the file ends inside the {0}")]
+    Truncated(Region),
+    #[error("malformed: header length {0} is outside 2..=65536")]
+    HeaderLength(usize),
+    #[error("malformed: header is not valid: {0}")]
+    HeaderInvalid(String),
+    #[error("malformed: {0} bytes is larger than any bundle (at most {MAX_BUNDLE_LEN})")]
+    TooLarge(usize),
+    #[error("authentication failed: wrong key or modified file")]
+    DecryptionFailed,
+    #[error("malformed payload: {0}")]
+    Payload(#[from] PayloadError),
+    #[error("expired at {} (now {}); seal a new bundle", crate::time::rfc3339(*expires), crate::time::rfc3339(*now))]
+    Expired { expires: u64, now: u64 },
+}
+
+/// Why a set of entries cannot be sealed, or a payload is malformed.
+/// Names are not secret and may appear; values never do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("invalid name {0}: names must match [A-Za-z_][A-Za-z0-9_]*")]
+    InvalidName(String),
+    #[error("name {0} is reserved: the SEALINIT_ prefix configures sealinit itself")]
+    ReservedName(String),
+    #[error("the value of {0} contains a NUL byte, which an environment variable cannot hold")]
+    NulInValue(String),
+    #[error("duplicate name {0}")]
+    DuplicateName(String),
+    #[error(
+        "{name}=value is {len} bytes, over the {MAX_ENTRY_LEN}-byte limit of one environment string (MAX_ARG_STRLEN)"
+    )]
+    EntryTooLarge { name: String, len: usize },
+    #[error("{count} entries is more than the {MAX_ENTRIES} allowed")]
+    TooManyEntries { count: usize },
+    #[error("the payload would be {len} bytes, over the {MAX_PAYLOAD_LEN}-byte limit")]
+    TooLarge { len: usize },
+    #[error("{0}")]
+    Structure(&'static str),
+}
+
+/// A name/value pair to seal.
+#[derive(Debug)]
+pub struct Entry {
+    pub name: String,
+    pub value: SecretValue,
+}
+
+/// A name as shown in errors: escaped, and cut short if long.
+fn shown(name: &[u8]) -> String {
+    let cut = &name[..name.len().min(64)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(cut));
+    if name.len() > 64 {
+        s.push('…');
+    }
+    s
+}
+
+/// Checks one name: syntax and the reserved prefix.
+pub fn validate_name(name: &[u8]) -> Result<(), PayloadError> {
+    let ok = match name.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        }
+        None => false,
+    };
+    if !ok {
+        return Err(PayloadError::InvalidName(shown(name)));
+    }
+    if name.starts_with(RESERVED_PREFIX.as_bytes()) {
+        return Err(PayloadError::ReservedName(shown(name)));
+    }
+    Ok(())
+}
+
+/// Validates entries for sealing and returns the payload length.
+pub fn validate_entries(entries: &[Entry]) -> Result<usize, PayloadError> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(PayloadError::TooManyEntries {
+            count: entries.len(),
+        });
+    }
+    let mut seen = HashSet::with_capacity(entries.len());
+    let mut len = COUNT_LEN;
+    for e in entries {
+        let name = e.name.as_bytes();
+        validate_name(name)?;
+        if !seen.insert(name) {
+            return Err(PayloadError::DuplicateName(shown(name)));
+        }
+        let value = e.value.expose();
+        if value.contains(&0) {
+            return Err(PayloadError::NulInValue(shown(name)));
+        }
+        let entry_len = name.len() + 1 + value.len();
+        if entry_len > MAX_ENTRY_LEN {
+            return Err(PayloadError::EntryTooLarge {
+                name: shown(name),
+                len: entry_len,
+            });
+        }
+        len += ENTRY_FIXED_LEN + name.len() + value.len();
+    }
+    if len > MAX_PAYLOAD_LEN {
+        return Err(PayloadError::TooLarge { len });
+    }
+    Ok(len)
+}
+
+/// Seals `entries` under `key` with the given header and nonce. Callers pass
+/// a fresh random nonce; a fixed one is only for test vectors.
+///
+/// The plaintext is written once, into the output buffer, and encrypted in
+/// place there; the buffer is wiped if anything fails before encryption.
+pub fn seal(
+    key: &SecretKey,
+    header: &Header,
+    entries: &[Entry],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<Vec<u8>, BundleError> {
+    let payload_len = validate_entries(entries)?;
+    if header
+        .label
+        .as_ref()
+        .is_some_and(|l| l.len() > MAX_LABEL_LEN)
+    {
+        return Err(BundleError::HeaderInvalid(format!(
+            "label is longer than {MAX_LABEL_LEN} bytes"
+        )));
+    }
+    let header_json =
+        serde_json::to_vec(header).map_err(|e| BundleError::HeaderInvalid(e.to_string()))?;
+    if !(MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_json.len()) {
+        return Err(BundleError::HeaderLength(header_json.len()));
+    }
+
+    let total = PREFIX_LEN + header_json.len() + NONCE_LEN + payload_len + TAG_LEN;
+    let mut out = Zeroizing::new(Vec::with_capacity(total));
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header_json);
+    let aad_end = out.len();
+    out.extend_from_slice(nonce);
+    let payload_start = out.len();
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        let value = e.value.expose();
+        out.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(e.name.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    debug_assert_eq!(out.len() - payload_start, payload_len);
+
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
+    let (aad, rest) = out.split_at_mut(aad_end);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut rest[NONCE_LEN..])
+        .map_err(|_| BundleError::TooLarge(total))?;
+    drop(cipher);
+    out.extend_from_slice(&tag);
+    debug_assert_eq!(out.len(), total);
+    // Encrypted now: hand the buffer out without copying it.
+    Ok(std::mem::take(&mut *out))
+}
+
+/// Where the parts of a bundle lie, and its (not yet authenticated) header.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub header: Header,
+    /// End of the associated data (= start of the nonce).
+    pub aad_end: usize,
+    /// Length of the ciphertext (= of the plaintext payload).
+    pub payload_len: usize,
+}
+
+impl Layout {
+    fn ciphertext(&self) -> std::ops::Range<usize> {
+        let start = self.aad_end + NONCE_LEN;
+        start..start + self.payload_len
+    }
+}
+
+/// Parses the unencrypted part of a bundle. Nothing it returns is
+/// authenticated until [`OpenedBundle::open`] succeeds.
+pub fn parse(bytes: &[u8]) -> Result<Layout, BundleError> {
+    if bytes.is_empty() {
+        return Err(BundleError::Empty);
+    }
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(BundleError::NotABundle);
+    }
+    if bytes.len() > MAX_BUNDLE_LEN {
+        return Err(BundleError::TooLarge(bytes.len()));
+    }
+    let Some(&version) = bytes.get(8) else {
+        return Err(BundleError::Truncated(Region::Prefix));
+    };
+    match version {
+        0 => return Err(BundleError::VersionZero),
+        VERSION => {}
+        v => return Err(BundleError::NewerVersion(v)),
+    }
+    let Some(len_bytes) = bytes.get(9..PREFIX_LEN) else {
+        return Err(BundleError::Truncated(Region::Prefix));
+    };
+    let header_len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+    if !(MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_len) {
+        return Err(BundleError::HeaderLength(header_len));
+    }
+    let aad_end = PREFIX_LEN + header_len;
+    let need = |region, end: usize| {
+        if bytes.len() < end {
+            Err(BundleError::Truncated(region))
+        } else {
+            Ok(())
+        }
+    };
+    need(Region::Header, aad_end)?;
+    need(Region::Nonce, aad_end + NONCE_LEN)?;
+    need(Region::Ciphertext, aad_end + NONCE_LEN + COUNT_LEN)?;
+    need(Region::Tag, aad_end + NONCE_LEN + COUNT_LEN + TAG_LEN)?;
+    let payload_len = bytes.len() - aad_end - NONCE_LEN - TAG_LEN;
+
+    let header: Header = serde_json::from_slice(&bytes[PREFIX_LEN..aad_end])
+        .map_err(|e| BundleError::HeaderInvalid(e.to_string()))?;
+    if header.version != version {
+        return Err(BundleError::HeaderInvalid(format!(
+            "header version {} differs from the format version {version}",
+            header.version
+        )));
+    }
+    if header
+        .label
+        .as_ref()
+        .is_some_and(|l| l.len() > MAX_LABEL_LEN)
+    {
+        return Err(BundleError::HeaderInvalid(format!(
+            "label is longer than {MAX_LABEL_LEN} bytes"
+        )));
+    }
+    Ok(Layout {
+        header,
+        aad_end,
+        payload_len,
+    })
+}
+
+/// Position of one decoded entry inside the decrypted buffer.
+#[derive(Debug, Clone, Copy)]
+struct EntryPos {
+    /// Offset of the name; `name=value\0` follows contiguously.
+    start: usize,
+    name_len: usize,
+    value_len: usize,
+}
+
+/// A bundle decrypted in place, in the locked buffer it was read into.
+/// Dropping it wipes the plaintext.
+pub struct OpenedBundle {
+    buf: SecretBuf,
+    header: Header,
+    entries: Vec<EntryPos>,
+}
+
+impl OpenedBundle {
+    /// Authenticates and decrypts the bundle held in `buf`, in place, then
+    /// decodes and validates its payload and checks the expiry against `now`
+    /// (Unix seconds; `None` skips the check, for inspection). On error the
+    /// buffer is wiped (dropped).
+    pub fn open(
+        key: &SecretKey,
+        mut buf: SecretBuf,
+        now: Option<u64>,
+    ) -> Result<Self, BundleError> {
+        let layout = parse(buf.expose())?;
+        let ct = layout.ciphertext();
+        {
+            let bytes = buf.expose_mut();
+            let (head, rest) = bytes.split_at_mut(layout.aad_end);
+            let nonce = *XNonce::from_slice(&rest[..NONCE_LEN]);
+            let tag = *Tag::from_slice(&rest[NONCE_LEN + layout.payload_len..]);
+            let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
+            let payload = &mut rest[NONCE_LEN..NONCE_LEN + layout.payload_len];
+            let ok = cipher
+                .decrypt_in_place_detached(&nonce, head, payload, &tag)
+                .is_ok();
+            drop(cipher);
+            if !ok {
+                return Err(BundleError::DecryptionFailed);
+            }
+        }
+        let entries = decode_payload(&buf.expose()[ct.clone()], ct.start)?;
+        let header = layout.header;
+        if let (Some(expires), Some(now)) = (header.expires, now) {
+            if header.is_expired(now) {
+                return Err(BundleError::Expired { expires, now });
+            }
+        }
+        Ok(Self {
+            buf,
+            header,
+            entries,
+        })
+    }
+
+    /// The header, authenticated.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in payload order, borrowed from the decrypted buffer.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = EntryRef<'_>> + '_ {
+        let bytes = self.buf.expose();
+        self.entries.iter().map(move |p| EntryRef {
+            env: &bytes[p.start..p.start + p.name_len + 1 + p.value_len + 1],
+            name_len: p.name_len,
+        })
+    }
+}
+
+impl fmt::Debug for OpenedBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenedBundle")
+            .field("header", &self.header)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of an opened bundle: `NAME=value\0` in the decrypted buffer.
+#[derive(Clone, Copy)]
+pub struct EntryRef<'a> {
+    env: &'a [u8],
+    name_len: usize,
+}
+
+impl<'a> EntryRef<'a> {
+    pub fn name(&self) -> &'a str {
+        std::str::from_utf8(&self.env[..self.name_len]).expect("validated ASCII name")
+    }
+
+    /// The secret value. Never log it.
+    pub fn value(&self) -> &'a [u8] {
+        &self.env[self.name_len + 1..self.env.len() - 1]
+    }
+
+    /// `NAME=value` as a C string, ready for `execve`'s envp, not copied.
+    pub fn as_env(&self) -> &'a CStr {
+        CStr::from_bytes_with_nul(self.env).expect("validated: one NUL, at the end")
+    }
+}
+
+impl fmt::Debug for EntryRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "EntryRef({}, {} bytes, redacted)",
+            self.name(),
+            self.value().len()
+        )
+    }
+}
+
+/// Decodes and validates a payload; `base` is its offset in the buffer.
+fn decode_payload(p: &[u8], base: usize) -> Result<Vec<EntryPos>, PayloadError> {
+    use PayloadError::Structure;
+    if p.len() > MAX_PAYLOAD_LEN {
+        return Err(PayloadError::TooLarge { len: p.len() });
+    }
+    let count = u32::from_le_bytes(p[..COUNT_LEN].try_into().expect("4 bytes")) as usize;
+    if count > MAX_ENTRIES {
+        return Err(PayloadError::TooManyEntries { count });
+    }
+    // Each entry takes at least ENTRY_FIXED_LEN + 1 bytes: bound the
+    // allocation by what the payload can actually hold.
+    let mut entries = Vec::with_capacity(count.min(p.len() / (ENTRY_FIXED_LEN + 1)));
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(entries.capacity());
+    let mut at = COUNT_LEN;
+    for _ in 0..count {
+        let fixed = p.get(at..at + 6).ok_or(Structure("an entry is cut off"))?;
+        let name_len = u16::from_le_bytes([fixed[0], fixed[1]]) as usize;
+        let value_len = u32::from_le_bytes(fixed[2..6].try_into().expect("4 bytes")) as usize;
+        let start = at + 6;
+        let eq = start + name_len;
+        let nul = eq + 1 + value_len;
+        if nul >= p.len() {
+            return Err(Structure("an entry is cut off"));
+        }
+        let name = &p[start..eq];
+        validate_name(name)?;
+        if p[eq] != b'=' {
+            return Err(Structure("an entry lacks its '=' separator"));
+        }
+        if p[nul] != 0 {
+            return Err(Structure("an entry lacks its terminating NUL"));
+        }
+        if p[eq + 1..nul].contains(&0) {
+            return Err(PayloadError::NulInValue(shown(name)));
+        }
+        if name_len + 1 + value_len > MAX_ENTRY_LEN {
+            return Err(PayloadError::EntryTooLarge {
+                name: shown(name),
+                len: name_len + 1 + value_len,
+            });
+        }
+        if !seen.insert(name) {
+            return Err(PayloadError::DuplicateName(shown(name)));
+        }
+        entries.push(EntryPos {
+            start: base + start,
+            name_len,
+            value_len,
+        });
+        at = nul + 1;
+    }
+    if at != p.len() {
+        return Err(Structure("bytes follow the last entry"));
+    }
+    Ok(entries)
+}

@@ -1,0 +1,129 @@
+//! The crate's error type and the one place where errors become exit codes.
+//!
+//! Every message says what failed and where (path, fd, command), and what to
+//! do when that is not obvious. No message contains a secret value.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::bundle::{BundleError, PayloadError};
+use crate::key::KeyError;
+
+/// Exit codes of sealinit and sealctl themselves (BSD `sysexits.h` where
+/// one fits, the shell's 126/127 for exec failures). A child's own exit
+/// code is passed through unchanged.
+pub mod exit {
+    /// Bad command line.
+    pub const USAGE: u8 = 64;
+    /// Bundle or input data malformed, failed authentication, or expired.
+    pub const DATA: u8 = 65;
+    /// Bundle, key or input file missing or unreadable; key not 32 bytes.
+    pub const NO_INPUT: u8 = 66;
+    /// An operating-system call failed (fork, signal setup).
+    pub const OS: u8 = 71;
+    /// Output file cannot be created (or already exists).
+    pub const CANT_CREATE: u8 = 73;
+    /// The command was found but cannot be executed.
+    pub const NOT_EXECUTABLE: u8 = 126;
+    /// The command was not found.
+    pub const NOT_FOUND: u8 = 127;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{source_name}: {source}")]
+    Key {
+        /// "key fd 3" or "key file /path".
+        source_name: String,
+        #[source]
+        source: KeyError,
+    },
+
+    #[error("bundle {}: {}", path.display(), describe_io(source))]
+    BundleRead { path: PathBuf, source: io::Error },
+
+    #[error("bundle {}: {source}", path.display())]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: BundleError,
+    },
+
+    #[error("command {command:?} not found (searched PATH)")]
+    CommandNotFound { command: String },
+
+    #[error("command {command:?} cannot be executed: {}", describe_io(source))]
+    CommandNotExecutable { command: String, source: io::Error },
+
+    #[error(
+        "the command line and environment need {needed} bytes, over this system's ARG_MAX of {limit}; seal fewer or smaller secrets"
+    )]
+    ArgMax { needed: usize, limit: usize },
+
+    #[error("{op} failed: {source}")]
+    Os {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{what} {}: {}", path.display(), describe_io(source))]
+    Input {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("{what} {}: {reason}", path.display())]
+    Import {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("cannot seal: {0}")]
+    Payload(#[from] PayloadError),
+
+    #[error("{} already exists; refusing to overwrite it (remove it first or choose another path)", path.display())]
+    OutputExists { path: PathBuf },
+
+    #[error("cannot write {}: {}", path.display(), describe_io(source))]
+    Output { path: PathBuf, source: io::Error },
+}
+
+impl Error {
+    /// The process exit code for this error: the single mapping.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => exit::USAGE,
+            Error::Bundle { .. } | Error::Import { .. } | Error::Payload(_) => exit::DATA,
+            Error::Key { .. } | Error::BundleRead { .. } | Error::Input { .. } => exit::NO_INPUT,
+            Error::Os { .. } => exit::OS,
+            Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
+            Error::CommandNotExecutable { .. } | Error::ArgMax { .. } => exit::NOT_EXECUTABLE,
+            Error::CommandNotFound { .. } => exit::NOT_FOUND,
+        }
+    }
+
+    pub fn os(op: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Os {
+            op,
+            source: source.into(),
+        }
+    }
+}
+
+/// An I/O error as a short phrase, with a hint for the usual causes.
+fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::IsADirectory => "is a directory, not a file".into(),
+        _ => e.to_string(),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

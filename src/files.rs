@@ -1,0 +1,106 @@
+//! Files sealinit and sealctl read and write: key files (created 0600,
+//! never overwritten), bundles (read into locked memory, written atomically).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::bundle::{self, BundleError};
+use crate::error::{Error, Result};
+use crate::key;
+use crate::secret::{SecretBuf, SecretKey};
+
+/// Writes `key` to a new file with mode 0600; refuses to replace a file.
+pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
+    let out_err = |source| Error::Output {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::OutputExists {
+                path: path.to_owned(),
+            },
+            _ => out_err(e),
+        })?;
+    if let Err(e) = file.write_all(key.expose()).and_then(|()| file.sync_all()) {
+        let _ = std::fs::remove_file(path);
+        return Err(out_err(e));
+    }
+    Ok(())
+}
+
+/// Reads a 32-byte key file.
+pub fn read_key_file(path: &Path) -> Result<SecretKey> {
+    let file = File::open(path).map_err(|source| Error::Input {
+        what: "key file",
+        path: path.to_owned(),
+        source,
+    })?;
+    key::read_key(file.into(), Duration::from_secs(5)).map_err(|source| Error::Key {
+        source_name: format!("key file {}", path.display()),
+        source,
+    })
+}
+
+/// Reads a whole bundle file into locked memory, where it can be decrypted
+/// in place.
+pub fn read_bundle(path: &Path) -> Result<SecretBuf> {
+    let read_err = |source| Error::BundleRead {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if meta.is_dir() {
+        return Err(read_err(io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if len > bundle::MAX_BUNDLE_LEN {
+        return Err(Error::Bundle {
+            path: path.to_owned(),
+            source: BundleError::TooLarge(len),
+        });
+    }
+    let mut buf = SecretBuf::zeroed(len).map_err(|e| Error::os("allocating locked memory", e))?;
+    if !buf.is_locked() {
+        warn!("could not lock the secret buffer in memory (RLIMIT_MEMLOCK); it may be swapped out");
+    }
+    file.read_exact(buf.expose_mut()).map_err(read_err)?;
+    Ok(buf)
+}
+
+/// Replaces `path` atomically with `bytes`: a 0600 temporary file in the
+/// same directory, fsync, rename, fsync of the directory. A crash leaves
+/// either the old file or the new one, never a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let out_err = |source| Error::Output {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sealctl-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(out_err)?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(out_err)?;
+    tmp.persist(path).map_err(|e| out_err(e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(out_err)?;
+    Ok(())
+}

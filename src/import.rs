@@ -1,0 +1,212 @@
+//! Reading secrets to seal from a dotenv file or a JSON object (sealctl).
+//!
+//! Parse errors never quote the input: a syntax error names the file and
+//! the line, not the line's text, which may hold a secret.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::Path;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+use crate::bundle::Entry;
+use crate::error::{Error, Result};
+use crate::secret::SecretValue;
+
+/// Reads a dotenv file (`dotenvy` syntax: `NAME=value`, `export`, quotes,
+/// `#` comments, `${VAR}` expansion outside single quotes).
+pub fn from_env_file(path: &Path) -> Result<Vec<Entry>> {
+    const WHAT: &str = "env file";
+    let iter = dotenvy::from_path_iter(path).map_err(|e| io_or_import(WHAT, path, e))?;
+    let mut entries = Vec::new();
+    for item in iter {
+        let (name, value) = item.map_err(|e| io_or_import(WHAT, path, e))?;
+        entries.push(Entry {
+            name,
+            value: SecretValue::from(value),
+        });
+    }
+    Ok(entries)
+}
+
+fn io_or_import(what: &'static str, path: &Path, e: dotenvy::Error) -> Error {
+    match e {
+        dotenvy::Error::Io(source) => Error::Input {
+            what,
+            path: path.to_owned(),
+            source,
+        },
+        dotenvy::Error::LineParse(line, _) => {
+            // The line's text may hold a secret: find its number instead.
+            let line = zeroize::Zeroizing::new(line);
+            let contents = zeroize::Zeroizing::new(std::fs::read(path).unwrap_or_default());
+            let number = contents
+                .split(|&b| b == b'\n')
+                .position(|l| {
+                    l.strip_suffix(b"\r")
+                        .unwrap_or(l)
+                        .starts_with(line.as_bytes())
+                })
+                .map_or(String::new(), |n| format!(" on line {}", n + 1));
+            Error::Import {
+                what,
+                path: path.to_owned(),
+                reason: format!(
+                    "syntax error{number} (the line is not shown, it may hold a secret); expected NAME=value, check quotes"
+                ),
+            }
+        }
+        dotenvy::Error::EnvVar(e) => Error::Import {
+            what,
+            path: path.to_owned(),
+            reason: format!("variable expansion failed: {e}"),
+        },
+        other => Error::Import {
+            what,
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Reads a JSON object whose values are all strings. Duplicate keys are kept
+/// (and then rejected by validation), not silently collapsed.
+pub fn from_json_file(path: &Path) -> Result<Vec<Entry>> {
+    const WHAT: &str = "JSON file";
+    let file = File::open(path).map_err(|source| Error::Input {
+        what: WHAT,
+        path: path.to_owned(),
+        source,
+    })?;
+    let own_error = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+    let result = de
+        .deserialize_map(ObjectVisitor { error: &own_error })
+        .and_then(|v| de.end().map(|()| v));
+    result.map_err(|e| {
+        // serde_json's own messages can quote input ("invalid type: string
+        // \"...\""), so only its position and category are used.
+        let at = format!("line {}, column {}", e.line(), e.column());
+        let reason = match (own_error.take(), e.classify()) {
+            (Some(msg), _) => format!("{msg} ({at})"),
+            (None, serde_json::error::Category::Io) => {
+                return Error::Input {
+                    what: WHAT,
+                    path: path.to_owned(),
+                    source: io::Error::from(e),
+                };
+            }
+            (None, serde_json::error::Category::Eof) => {
+                format!("unexpected end of file ({at}); the JSON is incomplete")
+            }
+            (None, serde_json::error::Category::Syntax) => format!("not valid JSON ({at})"),
+            (None, serde_json::error::Category::Data) => format!(
+                "expected one JSON object whose values are strings, like {{\"NAME\": \"value\"}} ({at})"
+            ),
+        };
+        Error::Import {
+            what: WHAT,
+            path: path.to_owned(),
+            reason,
+        }
+    })
+}
+
+struct ObjectVisitor<'a> {
+    error: &'a RefCell<Option<String>>,
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor<'_> {
+    type Value = Vec<Entry>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of string values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Entry>, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ValueSeed {
+                name: &name,
+                error: self.error,
+            })?;
+            entries.push(Entry { name, value });
+        }
+        Ok(entries)
+    }
+}
+
+struct ValueSeed<'a> {
+    name: &'a str,
+    error: &'a RefCell<Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = SecretValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SecretValue, D::Error> {
+        d.deserialize_string(self)
+    }
+}
+
+impl ValueSeed<'_> {
+    fn not_a_string<E: de::Error>(self) -> Result<SecretValue, E> {
+        let msg = format!(
+            "the value of {:?} is not a string; every value must be a JSON string",
+            self.name
+        );
+        *self.error.borrow_mut() = Some(msg.clone());
+        Err(E::custom(msg))
+    }
+}
+
+/// Accepts strings only. Every other `visit_*` is overridden so that serde's
+/// default "invalid type" message, which quotes the value, is never built.
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = SecretValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<SecretValue, E> {
+        Ok(SecretValue::from(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretValue, E> {
+        Ok(SecretValue::from(v.to_owned()))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_none<E: de::Error>(self) -> Result<SecretValue, E> {
+        self.not_a_string()
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
+        self.not_a_string()
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
+        self.not_a_string()
+    }
+}

@@ -1,0 +1,207 @@
+//! What sealinit does from start until its child runs, in this order
+//! (README "Operation" lists the same steps):
+//!
+//! 1. block signals (the supervisor takes them synchronously later);
+//! 2. become a child subreaper unless PID 1;
+//! 3. read the key from its fd into locked memory and close the fd;
+//! 4. read the bundle into locked memory and open it in place;
+//! 5. drop the key (wiped) and scrub the stack;
+//! 6. build argv and envp, pointing into the decrypted buffer, check ARG_MAX;
+//! 7. fork and exec, wait until exec succeeded;
+//! 8. wipe the plaintext, then supervise.
+
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::bundle::{OpenedBundle, RESERVED_PREFIX};
+use crate::error::{Error, Result};
+use crate::files;
+use crate::key::{self, KeyError};
+use crate::secret;
+use crate::supervisor::Supervisor;
+use crate::sys::{self, CStrArray, SpawnError};
+
+/// `PATH` for the command search when the environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to launch, as parsed from sealinit's command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bundle: Option<PathBuf>,
+    pub key_fd: RawFd,
+    pub key_timeout: Duration,
+    /// The command and its arguments; never empty.
+    pub command: Vec<OsString>,
+}
+
+/// Runs sealinit: launch the command, supervise it, and return the exit
+/// code sealinit should exit with (the child's, or 128 + signal).
+pub fn run(opts: &Options) -> Result<i32> {
+    let mut supervisor = Supervisor::new()?;
+    let secrets = match &opts.bundle {
+        Some(path) => Some(load_secrets(path, opts.key_fd, opts.key_timeout)?),
+        None => None,
+    };
+    let pid = spawn(&opts.command, secrets.as_ref(), &supervisor)?;
+    // The child has exec'd: its environment lives in its own memory now.
+    drop(secrets);
+    debug!(pid, "plaintext wiped; supervising");
+    let status = supervisor.supervise(pid)?;
+    Ok(status.code())
+}
+
+/// Steps 3 to 5: key, bundle, open, wipe the key.
+pub fn load_secrets(path: &Path, key_fd: RawFd, key_timeout: Duration) -> Result<OpenedBundle> {
+    let key_err = |source| Error::Key {
+        source_name: format!("key fd {key_fd}"),
+        source,
+    };
+    let fd = sys::take_inherited_fd(key_fd).map_err(|_| key_err(KeyError::NotOpen))?;
+    let key = key::read_key(fd, key_timeout).map_err(key_err)?;
+    if key_fd <= 2 {
+        // The key came on stdin: the child gets /dev/null there instead.
+        sys::null_onto(key_fd).map_err(|e| Error::os("reopening the key fd on /dev/null", e))?;
+        info!(
+            fd = key_fd,
+            "key read from fd {key_fd}; the command gets /dev/null on it"
+        );
+    }
+    let buf = files::read_bundle(path)?;
+    let opened =
+        OpenedBundle::open(&key, buf, Some(crate::time::now())).map_err(|source| Error::Bundle {
+            path: path.to_owned(),
+            source,
+        });
+    drop(key);
+    secret::scrub_stack();
+    let opened = opened?;
+    debug!(
+        entries = opened.len(),
+        label = opened.header().label.as_deref().unwrap_or(""),
+        "bundle opened"
+    );
+    for e in opened.entries() {
+        debug!(name = e.name(), len = e.value().len(), "secret");
+    }
+    Ok(opened)
+}
+
+/// Steps 6 and 7: build argv/envp and start the command.
+fn spawn(
+    command: &[OsString],
+    secrets: Option<&OpenedBundle>,
+    supervisor: &Supervisor,
+) -> Result<libc::pid_t> {
+    let argv_owned: Vec<CString> = command.iter().map(|a| cstring(a.as_bytes())).collect();
+    let mut argv = CStrArray::with_capacity(argv_owned.len());
+    argv_owned.iter().for_each(|a| argv.push(a));
+
+    let secret_names: HashSet<&str> = secrets
+        .into_iter()
+        .flat_map(|s| s.entries().map(|e| e.name()))
+        .collect();
+    let inherited = inherited_env(&secret_names);
+    let mut envp = CStrArray::with_capacity(inherited.len() + secret_names.len());
+    inherited.iter().for_each(|v| envp.push(v));
+    if let Some(s) = secrets {
+        s.entries().for_each(|e| envp.push(e.as_env()));
+    }
+
+    let needed = argv.exec_size() + envp.exec_size();
+    let limit = sys::arg_max();
+    if needed > limit {
+        return Err(Error::ArgMax { needed, limit });
+    }
+
+    let path_var = secrets
+        .and_then(|s| s.entries().find(|e| e.name() == "PATH").map(|e| e.value()))
+        .map(OsStr::from_bytes)
+        .or_else(|| {
+            inherited
+                .iter()
+                .find_map(|v| v.as_bytes().strip_prefix(b"PATH=").map(OsStr::from_bytes))
+        });
+    let name = &command[0];
+    let candidates = command_candidates(name, path_var);
+    let shown = name.to_string_lossy().into_owned();
+
+    match sys::spawn(&candidates, &argv, &envp, supervisor.child_mask()) {
+        Ok(pid) => {
+            info!(pid, command = %shown, secrets = secret_names.len(), "command started");
+            Ok(pid)
+        }
+        Err(SpawnError::Os(e)) => Err(Error::os("starting the command (fork)", e)),
+        Err(SpawnError::Exec(e)) => Err(match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Error::CommandNotFound { command: shown },
+            Some(libc::E2BIG) => Error::ArgMax { needed, limit },
+            _ => Error::CommandNotExecutable {
+                command: shown,
+                source: e,
+            },
+        }),
+    }
+}
+
+/// The inherited environment as `NAME=value` strings, minus sealinit's own
+/// `SEALINIT_*` variables and minus names a secret overrides.
+fn inherited_env(overridden: &HashSet<&str>) -> Vec<CString> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.as_bytes();
+            !k.starts_with(RESERVED_PREFIX.as_bytes())
+                && std::str::from_utf8(k).map_or(true, |k| !overridden.contains(k))
+        })
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
+        })
+        .collect()
+}
+
+/// The paths to try for `name`, in `execvp` order.
+fn command_candidates(name: &OsStr, path_var: Option<&OsStr>) -> Vec<CString> {
+    let name = name.as_bytes();
+    if name.contains(&b'/') {
+        return vec![cstring(name)];
+    }
+    let path = path_var.map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
+    path.split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+            p.extend_from_slice(dir);
+            p.push(b'/');
+            p.extend_from_slice(name);
+            cstring(&p)
+        })
+        .collect()
+}
+
+/// Arguments and environment strings come from the kernel as C strings, so
+/// they contain no NUL; the `expect` documents that.
+fn cstring(bytes: &[u8]) -> CString {
+    CString::new(bytes).expect("argv and environ strings contain no NUL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_follow_path_order() {
+        let c = command_candidates(OsStr::new("ls"), Some(OsStr::new("/a:/b/c::")));
+        let c: Vec<_> = c.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(c, ["/a/ls", "/b/c/ls", "./ls", "./ls"]);
+        let c = command_candidates(OsStr::new("./x/ls"), Some(OsStr::new("/a")));
+        assert_eq!(c[0].to_str().unwrap(), "./x/ls");
+        assert_eq!(c.len(), 1);
+    }
+}
