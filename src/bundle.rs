@@ -531,3 +531,371 @@ fn decode_payload(p: &[u8], base: usize) -> Result<Vec<EntryPos>, PayloadError> 
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NONCE: [u8; NONCE_LEN] = [7; NONCE_LEN];
+
+    fn key(b: u8) -> SecretKey {
+        SecretKey::from_bytes_for_tests(&[b; 32]).unwrap()
+    }
+
+    fn entry(name: &str, value: &[u8]) -> Entry {
+        Entry {
+            name: name.into(),
+            value: SecretValue::from(value.to_vec()),
+        }
+    }
+
+    fn buf(bytes: &[u8]) -> SecretBuf {
+        let mut b = SecretBuf::zeroed(bytes.len()).unwrap();
+        b.expose_mut().copy_from_slice(bytes);
+        b
+    }
+
+    fn open(k: &SecretKey, bytes: &[u8], now: u64) -> Result<OpenedBundle, BundleError> {
+        OpenedBundle::open(k, buf(bytes), Some(now))
+    }
+
+    fn sample() -> Vec<u8> {
+        let header = Header::new(1_700_000_000, None, Some("acme/api".into()));
+        let entries = [entry("A", b"alpha"), entry("MULTI", b"x\ny=z")];
+        seal(&key(1), &header, &entries, &NONCE).unwrap()
+    }
+
+    /// Seals an arbitrary payload, bypassing validation, so that the reader
+    /// can be shown to reject authenticated but malformed payloads.
+    fn seal_raw(payload: &[u8]) -> Vec<u8> {
+        let header = serde_json::to_vec(&Header::new(1, None, None)).unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        let aad_end = out.len();
+        out.extend_from_slice(&NONCE);
+        out.extend_from_slice(payload);
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(key(1).expose()));
+        let (aad, rest) = out.split_at_mut(aad_end);
+        let tag = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&NONCE), aad, &mut rest[NONCE_LEN..])
+            .unwrap();
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    fn raw_entry(name: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut e = Vec::new();
+        e.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        e.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        e.extend_from_slice(name);
+        e.push(b'=');
+        e.extend_from_slice(value);
+        e.push(0);
+        e
+    }
+
+    fn payload(count: u32, entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut p = count.to_le_bytes().to_vec();
+        entries.iter().for_each(|e| p.extend_from_slice(e));
+        p
+    }
+
+    #[test]
+    fn opens_what_it_seals() {
+        let b = sample();
+        let o = open(&key(1), &b, 0).unwrap();
+        assert_eq!(o.header().label.as_deref(), Some("acme/api"));
+        let got: Vec<_> = o.entries().map(|e| (e.name(), e.value())).collect();
+        assert_eq!(got, [("A", &b"alpha"[..]), ("MULTI", &b"x\ny=z"[..])]);
+        let envs: Vec<_> = o.entries().map(|e| e.as_env().to_bytes()).collect();
+        assert_eq!(envs, [&b"A=alpha"[..], &b"MULTI=x\ny=z"[..]]);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_rejected() {
+        let b = sample();
+        let aad_end = parse(&b).unwrap().aad_end;
+        for i in 0..b.len() {
+            for bit in [0x01, 0x80] {
+                let mut t = b.clone();
+                t[i] ^= bit;
+                let err = open(&key(1), &t, 0).expect_err(&format!("byte {i} bit {bit:#x}"));
+                if i >= aad_end {
+                    // nonce, ciphertext, tag: only the AEAD can notice.
+                    assert_eq!(err, BundleError::DecryptionFailed, "byte {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn header_changes_that_still_parse_fail_authentication() {
+        let b = sample();
+        let text = String::from_utf8_lossy(&b[PREFIX_LEN..parse(&b).unwrap().aad_end]).into_owned();
+        let forged = text.replace("acme/api", "acme/apj");
+        assert_eq!(forged.len(), text.len());
+        let mut t = b.clone();
+        t[PREFIX_LEN..PREFIX_LEN + forged.len()].copy_from_slice(forged.as_bytes());
+        assert_eq!(parse(&t).unwrap().header.label.as_deref(), Some("acme/apj"));
+        assert_eq!(
+            open(&key(1), &t, 0).unwrap_err(),
+            BundleError::DecryptionFailed
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_rejected() {
+        assert_eq!(
+            open(&key(2), &sample(), 0).unwrap_err(),
+            BundleError::DecryptionFailed
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_rejected_and_named() {
+        let b = sample();
+        let aad_end = parse(&b).unwrap().aad_end;
+        assert_eq!(open(&key(1), &[], 0).unwrap_err(), BundleError::Empty);
+        for len in 1..b.len() {
+            let err = open(&key(1), &b[..len], 0).unwrap_err();
+            let want = match len {
+                n if n < MAGIC.len() => BundleError::NotABundle,
+                n if n < PREFIX_LEN => BundleError::Truncated(Region::Prefix),
+                n if n < aad_end => BundleError::Truncated(Region::Header),
+                n if n < aad_end + NONCE_LEN => BundleError::Truncated(Region::Nonce),
+                n if n < aad_end + NONCE_LEN + COUNT_LEN => {
+                    BundleError::Truncated(Region::Ciphertext)
+                }
+                n if n < aad_end + NONCE_LEN + COUNT_LEN + TAG_LEN => {
+                    BundleError::Truncated(Region::Tag)
+                }
+                _ => BundleError::DecryptionFailed,
+            };
+            assert_eq!(err, want, "length {len}");
+        }
+    }
+
+    #[test]
+    fn format_errors_are_told_apart() {
+        let mut b = sample();
+        b[8] = 2;
+        assert_eq!(parse(&b).unwrap_err(), BundleError::NewerVersion(2));
+        b[8] = 0;
+        assert_eq!(parse(&b).unwrap_err(), BundleError::VersionZero);
+        assert_eq!(
+            parse(b"PK\x03\x04 zip").unwrap_err(),
+            BundleError::NotABundle
+        );
+        let mut b = sample();
+        b[9..13].copy_from_slice(&(MAX_HEADER_LEN as u32 + 1).to_le_bytes());
+        assert_eq!(
+            parse(&b).unwrap_err(),
+            BundleError::HeaderLength(MAX_HEADER_LEN + 1)
+        );
+        let mut b = sample();
+        b[PREFIX_LEN] = b'[';
+        assert!(matches!(parse(&b), Err(BundleError::HeaderInvalid(_))));
+    }
+
+    #[test]
+    fn header_rejects_unknown_members_and_version_mismatch() {
+        let mut bytes = Vec::new();
+        let mk = |json: &str, bytes: &mut Vec<u8>| {
+            bytes.clear();
+            bytes.extend_from_slice(MAGIC);
+            bytes.push(VERSION);
+            bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(json.as_bytes());
+            bytes.extend_from_slice(&[0; NONCE_LEN + COUNT_LEN + TAG_LEN]);
+        };
+        mk(r#"{"version":1,"created":5,"only_on":"x"}"#, &mut bytes);
+        let err = parse(&bytes).unwrap_err().to_string();
+        assert!(err.contains("unknown field `only_on`"), "{err}");
+        mk(r#"{"version":2,"created":5}"#, &mut bytes);
+        assert!(parse(&bytes).unwrap_err().to_string().contains("differs"));
+        mk(
+            r#"{"version":1,"created":5,"expires":null,"label":null}"#,
+            &mut bytes,
+        );
+        assert!(parse(&bytes).is_ok());
+    }
+
+    #[test]
+    fn expiry_is_checked_after_authentication() {
+        let header = Header::new(100, Some(200), None);
+        let b = seal(&key(1), &header, &[], &NONCE).unwrap();
+        assert!(open(&key(1), &b, 199).is_ok());
+        assert_eq!(
+            open(&key(1), &b, 200).unwrap_err(),
+            BundleError::Expired {
+                expires: 200,
+                now: 200
+            }
+        );
+        // A wrong key reports authentication, not expiry.
+        assert_eq!(
+            open(&key(9), &b, 500).unwrap_err(),
+            BundleError::DecryptionFailed
+        );
+        assert!(OpenedBundle::open(&key(1), buf(&b), None).is_ok());
+    }
+
+    #[test]
+    fn sealing_validates_entries() {
+        let v = |entries: &[Entry]| validate_entries(entries).unwrap_err();
+        assert!(matches!(
+            v(&[entry("1A", b"")]),
+            PayloadError::InvalidName(_)
+        ));
+        assert!(matches!(
+            v(&[entry("A-B", b"")]),
+            PayloadError::InvalidName(_)
+        ));
+        assert!(matches!(v(&[entry("", b"")]), PayloadError::InvalidName(_)));
+        assert!(matches!(
+            v(&[entry("É", b"")]),
+            PayloadError::InvalidName(_)
+        ));
+        assert!(matches!(
+            v(&[entry("SEALINIT_BUNDLE", b"")]),
+            PayloadError::ReservedName(_)
+        ));
+        assert!(matches!(
+            v(&[entry("A", b"x\0y")]),
+            PayloadError::NulInValue(_)
+        ));
+        assert_eq!(
+            v(&[entry("A", b"1"), entry("B", b""), entry("A", b"2")]),
+            PayloadError::DuplicateName("\"A\"".into())
+        );
+        // NAME=value may be 131,071 bytes, not one more.
+        let big = vec![b'v'; MAX_ENTRY_LEN - 2];
+        assert!(validate_entries(&[entry("A", &big)]).is_ok());
+        let bigger = vec![b'v'; MAX_ENTRY_LEN - 1];
+        assert!(matches!(
+            v(&[entry("A", &bigger)]),
+            PayloadError::EntryTooLarge { len: 131_072, .. }
+        ));
+        let many: Vec<_> = (0..=MAX_ENTRIES)
+            .map(|i| entry(&format!("N{i}"), b""))
+            .collect();
+        assert!(matches!(
+            v(&many),
+            PayloadError::TooManyEntries { count: 10_001 }
+        ));
+        let heavy: Vec<_> = ["A", "B", "C", "D", "E", "F", "G", "H", "I"]
+            .iter()
+            .map(|n| entry(n, &big))
+            .collect();
+        assert!(matches!(v(&heavy), PayloadError::TooLarge { .. }));
+        let most: Vec<_> = (0..MAX_ENTRIES)
+            .map(|i| entry(&format!("N{i}"), b""))
+            .collect();
+        assert!(seal(&key(1), &Header::new(0, None, None), &most, &NONCE).is_ok());
+    }
+
+    #[test]
+    fn authenticated_but_malformed_payloads_are_rejected() {
+        let open_raw = |p: &[u8]| open(&key(1), &seal_raw(p), 0).unwrap_err();
+        let good = raw_entry(b"A", b"v");
+        assert!(open(&key(1), &seal_raw(&payload(1, &[good.clone()])), 0).is_ok());
+        assert!(matches!(
+            open_raw(&payload(2, &[good.clone()])),
+            BundleError::Payload(PayloadError::Structure(_))
+        ));
+        let mut trailing = payload(1, &[good.clone()]);
+        trailing.push(0);
+        assert!(matches!(
+            open_raw(&trailing),
+            BundleError::Payload(PayloadError::Structure(_))
+        ));
+        let mut no_eq = good.clone();
+        no_eq[7] = b':';
+        assert!(matches!(
+            open_raw(&payload(1, &[no_eq])),
+            BundleError::Payload(PayloadError::Structure(_))
+        ));
+        let mut no_nul = good.clone();
+        *no_nul.last_mut().unwrap() = b'x';
+        assert!(matches!(
+            open_raw(&payload(1, &[no_nul])),
+            BundleError::Payload(PayloadError::Structure(_))
+        ));
+        assert!(matches!(
+            open_raw(&payload(1, &[raw_entry(b"A", b"x\0y")])),
+            BundleError::Payload(PayloadError::NulInValue(_))
+        ));
+        assert!(matches!(
+            open_raw(&payload(2, &[good.clone(), good.clone()])),
+            BundleError::Payload(PayloadError::DuplicateName(_))
+        ));
+        assert!(matches!(
+            open_raw(&payload(1, &[raw_entry(b"9X", b"")])),
+            BundleError::Payload(PayloadError::InvalidName(_))
+        ));
+        assert!(matches!(
+            open_raw(&payload(1, &[raw_entry(b"SEALINIT_X", b"")])),
+            BundleError::Payload(PayloadError::ReservedName(_))
+        ));
+        assert!(matches!(
+            open_raw(&payload(10_001, &[])),
+            BundleError::Payload(PayloadError::TooManyEntries { .. })
+        ));
+        // A huge value_len must not be trusted for arithmetic or allocation.
+        let mut lying = good;
+        lying[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            open_raw(&payload(1, &[lying])),
+            BundleError::Payload(PayloadError::Structure(_))
+        ));
+    }
+
+    #[test]
+    fn debug_output_redacts_values() {
+        let b = sample();
+        let o = open(&key(1), &b, 0).unwrap();
+        let shown = format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            o,
+            o.entries().collect::<Vec<_>>(),
+            key(1),
+            entry("A", b"alpha"),
+            buf(b"alpha")
+        );
+        assert!(!shown.contains("alpha"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+        assert!(!shown.contains("[1, 1, 1"), "{shown}");
+    }
+
+    fn name_strategy() -> impl Strategy<Value = String> {
+        "[A-Za-z_][A-Za-z0-9_]{0,24}".prop_filter("reserved", |n| !n.starts_with(RESERVED_PREFIX))
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            pairs in proptest::collection::btree_map(
+                name_strategy(),
+                proptest::collection::vec(1u8..=255, 0..300),
+                0..40,
+            ),
+            label in proptest::option::of(".{0,40}"),
+            nonce in proptest::array::uniform24(any::<u8>()),
+            k in proptest::array::uniform32(any::<u8>()),
+        ) {
+            let key = SecretKey::from_bytes_for_tests(&k).unwrap();
+            let entries: Vec<_> = pairs.iter().map(|(n, v)| entry(n, v)).collect();
+            let header = Header::new(42, Some(u64::MAX), label);
+            let sealed = seal(&key, &header, &entries, &nonce).unwrap();
+            let opened = OpenedBundle::open(&key, buf(&sealed), Some(43)).unwrap();
+            prop_assert_eq!(opened.header(), &header);
+            let got: Vec<_> = opened.entries().map(|e| (e.name().to_owned(), e.value().to_vec())).collect();
+            let want: Vec<_> = pairs.into_iter().collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
