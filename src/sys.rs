@@ -149,6 +149,17 @@ pub fn null_onto(fd: RawFd) -> io::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
+    if null.as_raw_fd() == fd {
+        // `open` took the lowest free number, which is `fd` itself: keep it
+        // open for the child (std opened it close-on-exec) instead of
+        // closing it with `null`.
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(null);
+        // SAFETY: F_SETFD on a descriptor we just opened; touches no memory.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(());
+    }
     // SAFETY: dup2 onto a descriptor number; `fd` is not owned by any Rust
     // object at this point (its owner was dropped), and `null` stays valid
     // for the call.

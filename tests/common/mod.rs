@@ -1,0 +1,167 @@
+//! Helpers shared by the integration tests: sealed fixtures, running
+//! sealinit as a real PID 1 (`unshare --pid --fork --mount-proc`) or as a
+//! plain process with the key on fd 3, and file-based synchronisation.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sealinit::bundle::{self, Entry, Header};
+use sealinit::secret::{SecretKey, SecretValue};
+
+pub const SEALINIT: &str = env!("CARGO_BIN_EXE_sealinit");
+pub const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
+
+/// A temporary directory holding a key and a bundle sealed under it.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(entries: &[(&str, &[u8])]) -> Self {
+        Self::with_header(entries, Header::new(sealinit::time::now(), None, None))
+    }
+
+    pub fn with_header(entries: &[(&str, &[u8])], header: Header) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key_bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
+        let key = SecretKey::from_bytes_for_tests(&key_bytes).unwrap();
+        let entries: Vec<Entry> = entries
+            .iter()
+            .map(|(n, v)| Entry {
+                name: (*n).into(),
+                value: SecretValue::from(v.to_vec()),
+            })
+            .collect();
+        let sealed = bundle::seal(&key, &header, &entries, &[9; 24]).unwrap();
+        let key_path = dir.path().join("key");
+        let bundle_path = dir.path().join("bundle");
+        std::fs::write(&key_path, key_bytes).unwrap();
+        std::fs::write(&bundle_path, sealed).unwrap();
+        Self {
+            dir,
+            key: key_path,
+            bundle: bundle_path,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// How to run sealinit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// PID 1 of a fresh PID namespace.
+    Pid1,
+    /// An ordinary process (a child subreaper).
+    Plain,
+}
+
+/// A command that runs `prefix... args...` with `key` (if any) open on fd 3.
+/// The redirection is done by `sh` so that the tests need no `unsafe`.
+pub fn with_key_on_fd3(key: Option<&Path>, program: &[&str], args: &[OsString]) -> Command {
+    let mut cmd = Command::new("sh");
+    match key {
+        Some(k) => {
+            cmd.args(["-c", r#"k=$1; shift; exec "$@" 3<"$k""#, "sh"]);
+            cmd.arg(k);
+        }
+        None => {
+            cmd.args(["-c", r#"exec "$@""#, "sh"]);
+        }
+    }
+    cmd.args(program).args(args);
+    cmd
+}
+
+/// `sealinit args...` in `mode`, with `key` on fd 3.
+pub fn sealinit(mode: Mode, key: Option<&Path>, args: &[&str]) -> Command {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    sealinit_os(mode, key, &args)
+}
+
+pub fn sealinit_os(mode: Mode, key: Option<&Path>, args: &[OsString]) -> Command {
+    let program: &[&str] = match mode {
+        Mode::Pid1 => &["unshare", "--pid", "--fork", "--mount-proc", SEALINIT],
+        Mode::Plain => &[SEALINIT],
+    };
+    let mut cmd = with_key_on_fd3(key, program, args);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Parses `env -0` output into a map.
+pub fn parse_env0(out: &[u8]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    out.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=').unwrap();
+            (kv[..eq].to_vec(), kv[eq + 1..].to_vec())
+        })
+        .collect()
+}
+
+/// Waits until `path` exists (the child's "ready" signal).
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The host pid of sealinit for a child spawned by `sealinit(mode, ..)`:
+/// the process itself in plain mode (the `sh` wrapper execs), or the only
+/// child of `unshare` in PID-1 mode.
+pub fn sealinit_pid(child: &Child, mode: Mode) -> i32 {
+    let pid = child.id() as i32;
+    if mode == Mode::Plain {
+        return pid;
+    }
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(first) = text.split_whitespace().next() {
+            return first.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "unshare never forked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn kill(pid: i32, sig: &str) {
+    let st = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -s {sig} {pid}");
+}
+
+pub fn os(bytes: Vec<u8>) -> OsString {
+    OsString::from_vec(bytes)
+}
