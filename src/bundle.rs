@@ -802,12 +802,19 @@ mod tests {
     fn authenticated_but_malformed_payloads_are_rejected() {
         let open_raw = |p: &[u8]| open(&key(1), &seal_raw(p), 0).unwrap_err();
         let good = raw_entry(b"A", b"v");
-        assert!(open(&key(1), &seal_raw(&payload(1, &[good.clone()])), 0).is_ok());
+        assert!(
+            open(
+                &key(1),
+                &seal_raw(&payload(1, std::slice::from_ref(&good))),
+                0
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            open_raw(&payload(2, &[good.clone()])),
+            open_raw(&payload(2, std::slice::from_ref(&good))),
             BundleError::Payload(PayloadError::Structure(_))
         ));
-        let mut trailing = payload(1, &[good.clone()]);
+        let mut trailing = payload(1, std::slice::from_ref(&good));
         trailing.push(0);
         assert!(matches!(
             open_raw(&trailing),
