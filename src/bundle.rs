@@ -107,7 +107,7 @@ pub enum BundleError {
     HeaderInvalid(String),
     #[error("malformed: {0} bytes is larger than any bundle (at most {MAX_BUNDLE_LEN})")]
     TooLarge(usize),
-    #[error("authentication failed: wrong key or modified file")]
+    #[error("authentication failed: wrong key, or the file was modified or truncated")]
     DecryptionFailed,
     #[error("malformed payload: {0}")]
     Payload(#[from] PayloadError),

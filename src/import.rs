@@ -42,13 +42,13 @@ fn io_or_import(what: &'static str, path: &Path, e: dotenvy::Error) -> Error {
             // The line's text may hold a secret: find its number instead.
             let line = zeroize::Zeroizing::new(line);
             let contents = zeroize::Zeroizing::new(std::fs::read(path).unwrap_or_default());
+            // dotenvy reports the text from the offending line on (the rest
+            // of the file for an unclosed quote): match its first line.
+            let first = line.split('\n').next().unwrap_or_default();
+            let first = first.trim_end_matches('\r').as_bytes();
             let number = contents
                 .split(|&b| b == b'\n')
-                .position(|l| {
-                    l.strip_suffix(b"\r")
-                        .unwrap_or(l)
-                        .starts_with(line.as_bytes())
-                })
+                .position(|l| !first.is_empty() && l.strip_suffix(b"\r").unwrap_or(l) == first)
                 .map_or(String::new(), |n| format!(" on line {}", n + 1));
             Error::Import {
                 what,
@@ -147,7 +147,9 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = SecretValue;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SecretValue, D::Error> {
-        d.deserialize_string(self)
+        // `deserialize_any`, so that a non-string reaches our `visit_*` and
+        // never serde_json's own "invalid type" message.
+        d.deserialize_any(self)
     }
 }
 
