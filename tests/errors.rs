@@ -82,83 +82,63 @@ fn usage_errors_exit_64() {
 fn missing_or_unreadable_inputs_exit_66() {
     let fx = fixture();
     let b = bundle_arg(&fx);
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", "/nonexistent/bundle"],
-        Case {
-            name: "missing bundle",
-            code: 66,
-            message: "bundle /nonexistent/bundle: no such file or directory",
-        },
-    );
     let dir = fx.dir.path().to_str().unwrap().to_owned();
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &dir],
-        Case {
-            name: "bundle is a directory",
-            code: 66,
-            message: "is a directory, not a file",
-        },
+    let key_file = |name: &str, bytes: &[u8]| {
+        let p = fx.path(name);
+        fs::write(&p, bytes).unwrap();
+        p
+    };
+    let (short, long, empty) = (
+        key_file("short", &[1; 16]),
+        key_file("long", &[1; 33]),
+        key_file("empty", &[]),
     );
-    check(
-        &fx,
-        None,
-        &["--bundle", &b],
-        Case {
-            name: "key fd not open",
-            code: 66,
-            message: "key fd 3: is not open",
-        },
-    );
-    check(
-        &fx,
-        Some(fx.dir.path()),
-        &["--bundle", &b],
-        Case {
-            name: "key fd is a directory",
-            code: 66,
-            message: "key fd 3: is a directory",
-        },
-    );
-    let short = fx.path("short");
-    fs::write(&short, [1u8; 16]).unwrap();
-    check(
-        &fx,
-        Some(&short),
-        &["--bundle", &b],
-        Case {
-            name: "short key",
-            code: 66,
-            message: "key fd 3: holds 16 bytes; a key is exactly 32 raw bytes",
-        },
-    );
-    let long = fx.path("long");
-    fs::write(&long, [1u8; 33]).unwrap();
-    check(
-        &fx,
-        Some(&long),
-        &["--bundle", &b],
-        Case {
-            name: "long key",
-            code: 66,
-            message: "key fd 3: holds more than 32 bytes",
-        },
-    );
-    let empty = fx.path("empty");
-    fs::write(&empty, []).unwrap();
-    check(
-        &fx,
-        Some(&empty),
-        &["--bundle", &b],
-        Case {
-            name: "empty key",
-            code: 66,
-            message: "key fd 3: is empty",
-        },
-    );
+    let cases: [(&str, Option<&Path>, &str, &str); 7] = [
+        (
+            "missing bundle",
+            Some(&fx.key),
+            "/nonexistent/bundle",
+            "bundle /nonexistent/bundle: no such file or directory",
+        ),
+        (
+            "bundle is a directory",
+            Some(&fx.key),
+            &dir,
+            "is a directory, not a file",
+        ),
+        ("key fd not open", None, &b, "key fd 3: is not open"),
+        (
+            "key fd is a directory",
+            Some(fx.dir.path()),
+            &b,
+            "key fd 3: is a directory",
+        ),
+        (
+            "short key",
+            Some(&short),
+            &b,
+            "key fd 3: holds 16 bytes; a key is exactly 32 raw bytes",
+        ),
+        (
+            "long key",
+            Some(&long),
+            &b,
+            "key fd 3: holds more than 32 bytes",
+        ),
+        ("empty key", Some(&empty), &b, "key fd 3: is empty"),
+    ];
+    for (name, key, bundle, message) in cases {
+        check(
+            &fx,
+            key,
+            &["--bundle", bundle],
+            Case {
+                name,
+                code: 66,
+                message,
+            },
+        );
+    }
 }
 
 #[test]
@@ -197,115 +177,84 @@ fn bad_bundles_exit_65() {
         fs::write(&p, bytes).unwrap();
         p.to_str().unwrap().to_owned()
     };
+    let changed = |at: usize, to: u8| {
+        let mut v = sealed.clone();
+        v[at] = to;
+        v
+    };
+    let header_end = sealinit::bundle::parse(&sealed).unwrap().aad_end;
     let wrong_key = fx.path("wrong-key");
     fs::write(&wrong_key, [0xee; 32]).unwrap();
+    const AUTH: &str = "authentication failed: wrong key, or the file was modified or truncated";
     let b = bundle_arg(&fx);
-    check(
-        &fx,
-        Some(&wrong_key),
-        &["--bundle", &b],
-        Case {
-            name: "wrong key",
-            code: 65,
-            message: "authentication failed: wrong key, or the file was modified or truncated",
-        },
-    );
-    let mut tampered = sealed.clone();
-    let i = tampered.len() - 30;
-    tampered[i] ^= 4;
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &variant("tampered", &tampered)],
-        Case {
-            name: "tampered",
-            code: 65,
-            message: "authentication failed: wrong key, or the file was modified or truncated",
-        },
-    );
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &variant("empty", &[])],
-        Case {
-            name: "empty bundle",
-            code: 65,
-            message: "is empty (0 bytes)",
-        },
-    );
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &variant("trunc-header", &sealed[..30])],
-        Case {
-            name: "truncated in the header",
-            code: 65,
-            message: "truncated: the file ends inside the header",
-        },
-    );
-    let header_end = sealinit::bundle::parse(&sealed).unwrap().aad_end;
-    check(
-        &fx,
-        Some(&fx.key),
-        &[
-            "--bundle",
-            &variant("trunc-nonce", &sealed[..header_end + 10]),
-        ],
-        Case {
-            name: "truncated in the nonce",
-            code: 65,
-            message: "truncated: the file ends inside the nonce",
-        },
-    );
-    // Cut inside the ciphertext or tag, the file is a shorter ciphertext
-    // whose tag does not verify: the AEAD is what notices.
-    check(
-        &fx,
-        Some(&fx.key),
-        &[
-            "--bundle",
-            &variant("trunc-ct", &sealed[..sealed.len() - 20]),
-        ],
-        Case {
-            name: "truncated in the ciphertext",
-            code: 65,
-            message: "authentication failed: wrong key, or the file was modified or truncated",
-        },
-    );
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &variant("magic", b"#!/bin/sh\necho hi\n")],
-        Case {
-            name: "wrong magic",
-            code: 65,
-            message: "not a sealinit bundle",
-        },
-    );
-    let mut newer = sealed.clone();
-    newer[8] = 7;
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &variant("newer", &newer)],
-        Case {
-            name: "future version",
-            code: 65,
-            message: "format version 7 is newer than this sealinit understands",
-        },
-    );
-    let mut bad_json = sealed.clone();
-    bad_json[13] = b'[';
-    check(
-        &fx,
-        Some(&fx.key),
-        &["--bundle", &variant("json", &bad_json)],
-        Case {
-            name: "header JSON",
-            code: 65,
-            message: "header is not valid",
-        },
-    );
+    let cases = [
+        ("wrong key", wrong_key.as_path(), b.clone(), AUTH),
+        (
+            "tampered",
+            &fx.key,
+            variant(
+                "tampered",
+                &changed(sealed.len() - 30, sealed[sealed.len() - 30] ^ 4),
+            ),
+            AUTH,
+        ),
+        (
+            "empty bundle",
+            &fx.key,
+            variant("empty", &[]),
+            "is empty (0 bytes)",
+        ),
+        (
+            "truncated in the header",
+            &fx.key,
+            variant("t-header", &sealed[..30]),
+            "truncated: the file ends inside the header",
+        ),
+        (
+            "truncated in the nonce",
+            &fx.key,
+            variant("t-nonce", &sealed[..header_end + 10]),
+            "truncated: the file ends inside the nonce",
+        ),
+        // Cut inside the ciphertext or tag, the file is a shorter ciphertext
+        // whose tag does not verify: the AEAD is what notices.
+        (
+            "truncated in the ciphertext",
+            &fx.key,
+            variant("t-ct", &sealed[..sealed.len() - 20]),
+            AUTH,
+        ),
+        (
+            "wrong magic",
+            &fx.key,
+            variant("magic", b"#!/bin/sh\necho hi\n"),
+            "not a sealinit bundle",
+        ),
+        (
+            "future version",
+            &fx.key,
+            variant("newer", &changed(8, 7)),
+            "format version 7 is newer than this sealinit understands",
+        ),
+        (
+            "header JSON",
+            &fx.key,
+            variant("json", &changed(13, b'[')),
+            "header is not valid",
+        ),
+    ];
+    for (name, key, bundle, message) in cases {
+        check(
+            &fx,
+            Some(key),
+            &["--bundle", &bundle],
+            Case {
+                name,
+                code: 65,
+                message,
+            },
+        );
+    }
 
     let now = sealinit::time::now();
     let expired = Fixture::with_header(
@@ -313,16 +262,12 @@ fn bad_bundles_exit_65() {
         Header::new(now - 100, Some(now - 10), None),
     );
     let eb = bundle_arg(&expired);
-    check(
-        &expired,
-        Some(&expired.key),
-        &["--bundle", &eb],
-        Case {
-            name: "expired",
-            code: 65,
-            message: "expired at",
-        },
-    );
+    let case = Case {
+        name: "expired",
+        code: 65,
+        message: "expired at",
+    };
+    check(&expired, Some(&expired.key), &["--bundle", &eb], case);
 }
 
 #[test]

@@ -299,64 +299,38 @@ fn bad_inputs_are_refused_with_their_codes_and_nothing_is_written() {
         "JSON file missing.json: no such file or directory",
     );
     fs::write(d.join("ok.env"), "A=1\n").unwrap();
-    let o = sealctl(
-        d,
-        &[
+    let seal_ok = |key: &str, extra: &[&str]| {
+        let mut args = vec![
             "seal",
             "--key",
-            "nokey",
+            key,
             "--out",
             "out",
             "--from-env-file",
             "ok.env",
-        ],
+        ];
+        args.extend_from_slice(extra);
+        sealctl(d, &args)
+    };
+    assert_fails(
+        &seal_ok("nokey", &[]),
+        66,
+        "key file nokey: no such file or directory",
     );
-    assert_fails(&o, 66, "key file nokey: no such file or directory");
     fs::write(d.join("shortkey"), [0u8; 31]).unwrap();
-    let o = sealctl(
-        d,
-        &[
-            "seal",
-            "--key",
-            "shortkey",
-            "--out",
-            "out",
-            "--from-env-file",
-            "ok.env",
-        ],
+    assert_fails(
+        &seal_ok("shortkey", &[]),
+        66,
+        "key file shortkey: holds 31 bytes",
     );
-    assert_fails(&o, 66, "key file shortkey: holds 31 bytes");
     let o = sealctl(d, &["seal", "--key", "k", "--out", "out"]);
     assert_fails(&o, 64, "--from-env-file");
-    let o = sealctl(
-        d,
-        &[
-            "seal",
-            "--key",
-            "k",
-            "--out",
-            "out",
-            "--from-env-file",
-            "ok.env",
-            "--from-json",
-            "x",
-        ],
+    assert_fails(
+        &seal_ok("k", &["--from-json", "x"]),
+        64,
+        "cannot be used with",
     );
-    assert_fails(&o, 64, "cannot be used with");
-    let o = sealctl(
-        d,
-        &[
-            "seal",
-            "--key",
-            "k",
-            "--out",
-            "out",
-            "--from-env-file",
-            "ok.env",
-            "--ttl",
-            "5 min",
-        ],
-    );
+    let o = seal_ok("k", &["--ttl", "5 min"]);
     assert_fails(&o, 64, "invalid duration");
     assert!(!d.join("out").exists());
     assert_fails(
@@ -377,55 +351,33 @@ fn limits_are_checked_at_seal_time() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     sealctl(d, &["keygen", "--out", "k"]);
-    fs::write(d.join("big.env"), format!("BIG={}\n", "v".repeat(131_072))).unwrap();
-    let o = sealctl(
-        d,
-        &[
-            "seal",
-            "--key",
-            "k",
-            "--out",
-            "b",
-            "--from-env-file",
-            "big.env",
-        ],
-    );
-    assert_fails(
-        &o,
-        65,
-        "\"BIG\"=value is 131076 bytes, over the 131071-byte limit",
-    );
+    let big = format!("BIG={}\n", "v".repeat(131_072));
     let many: String = (0..10_001).map(|i| format!("N{i}=\n")).collect();
-    fs::write(d.join("many.env"), many).unwrap();
-    let o = sealctl(
-        d,
-        &[
-            "seal",
-            "--key",
-            "k",
-            "--out",
-            "b",
-            "--from-env-file",
-            "many.env",
-        ],
-    );
-    assert_fails(&o, 65, "10001 entries is more than the 10000 allowed");
     let heavy: String = (0..9)
         .map(|i| format!("N{i}={}\n", "v".repeat(130_000)))
         .collect();
-    fs::write(d.join("heavy.env"), heavy).unwrap();
-    let o = sealctl(
-        d,
-        &[
-            "seal",
-            "--key",
-            "k",
-            "--out",
-            "b",
-            "--from-env-file",
-            "heavy.env",
-        ],
-    );
-    assert_fails(&o, 65, "over the 1048576-byte limit");
-    assert!(!d.join("b").exists());
+    for (content, message) in [
+        (
+            big,
+            "\"BIG\"=value is 131076 bytes, over the 131071-byte limit",
+        ),
+        (many, "10001 entries is more than the 10000 allowed"),
+        (heavy, "over the 1048576-byte limit"),
+    ] {
+        fs::write(d.join("in.env"), content).unwrap();
+        let o = sealctl(
+            d,
+            &[
+                "seal",
+                "--key",
+                "k",
+                "--out",
+                "b",
+                "--from-env-file",
+                "in.env",
+            ],
+        );
+        assert_fails(&o, 65, message);
+        assert!(!d.join("b").exists());
+    }
 }

@@ -1,25 +1,26 @@
 //! The `sealinit` binary: parse the command line, run the library, map the
 //! outcome to an exit code.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
 mod args;
 
-use std::ffi::{c_char, c_int};
-use std::io::Write;
+use std::ffi::c_int;
 
 use args::Parsed;
 
 /// The C entry point. `no_main` keeps std's start-up code from setting
 /// SIGPIPE to SIG_IGN, which every command would otherwise inherit; std's
 /// argument and environment access still works (glibc hands them to std
-/// through `.init_array`).
+/// through `.init_array`). Unit tests use the normal harness instead.
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+extern "C" fn main(_argc: c_int, _argv: *const *const std::ffi::c_char) -> c_int {
     let code = run();
-    let _ = std::io::stdout().flush();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     code
 }
 
+#[cfg_attr(test, allow(dead_code))]
 fn run() -> c_int {
     let parsed = args::parse(std::env::args_os().skip(1), |k| std::env::var_os(k));
     match parsed {
