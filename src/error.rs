@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::bundle::{BundleError, PayloadError};
 use crate::key::KeyError;
+use crate::sys::ExitStatus;
 
 /// Exit codes of sealinit and sealctl themselves (BSD `sysexits.h` where
 /// one fits, the shell's 126/127 for exec failures). A child's own exit
@@ -63,6 +64,15 @@ pub enum Error {
     )]
     ArgMax { needed: usize, limit: usize },
 
+    #[error("setup step {step} of {total} ({command:?}) {}; the command was not started", describe_setup(*status, *interrupted))]
+    Setup {
+        step: usize,
+        total: usize,
+        command: String,
+        status: ExitStatus,
+        interrupted: Option<std::ffi::c_int>,
+    },
+
     #[error("{op} failed: {source}")]
     Os {
         op: &'static str,
@@ -105,6 +115,14 @@ impl Error {
             Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
             Error::CommandNotExecutable { .. } | Error::ArgMax { .. } => exit::NOT_EXECUTABLE,
             Error::CommandNotFound { .. } => exit::NOT_FOUND,
+            Error::Setup {
+                status,
+                interrupted,
+                ..
+            } => match (status, interrupted) {
+                (ExitStatus::Code(0), Some(sig)) => (128 + sig) as u8,
+                (status, _) => status.code() as u8,
+            },
         }
     }
 
@@ -113,6 +131,17 @@ impl Error {
             op,
             source: source.into(),
         }
+    }
+}
+
+fn describe_setup(status: ExitStatus, interrupted: Option<std::ffi::c_int>) -> String {
+    let how = match status {
+        ExitStatus::Code(c) => format!("exited with status {c}"),
+        ExitStatus::Signal(s) => format!("was killed by {}", crate::signal::name(s)),
+    };
+    match interrupted {
+        Some(sig) => format!("{how} after sealinit received {}", crate::signal::name(sig)),
+        None => how,
     }
 }
 

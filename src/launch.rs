@@ -7,25 +7,27 @@
 //! 4. read the bundle into locked memory and open it in place;
 //! 5. drop the key (wiped) and scrub the stack;
 //! 6. build argv and envp, pointing into the decrypted buffer, check ARG_MAX;
-//! 7. fork and exec, wait until exec succeeded;
-//! 8. wipe the plaintext, then supervise.
+//! 7. run each `--setup` step, then fork and exec the command, waiting until
+//!    exec succeeded;
+//! 8. wipe the plaintext, supervise, and end whatever remains.
 
 use std::collections::HashSet;
+use std::ffi::c_int;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::bundle::{OpenedBundle, RESERVED_PREFIX};
 use crate::error::{Error, Result};
 use crate::files;
 use crate::key::{self, KeyError};
 use crate::secret;
-use crate::supervisor::Supervisor;
-use crate::sys::{self, CStrArray, SpawnError};
+use crate::supervisor::{Policy, Supervisor};
+use crate::sys::{self, CStrArray, ExitStatus, SpawnError};
 
 /// `PATH` for the command search when the environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -36,24 +38,114 @@ pub struct Options {
     pub bundle: Option<PathBuf>,
     pub key_fd: RawFd,
     pub key_timeout: Duration,
+    pub policy: Policy,
+    /// `CODE=NEW` rewrites of the command's exit code.
+    pub map_exit: Vec<(i32, i32)>,
+    /// Signal to receive (and forward) when sealinit's parent dies.
+    pub pdeathsig: Option<c_int>,
+    /// Shell commands run in order, with the same environment, before the
+    /// command.
+    pub setup: Vec<String>,
     /// The command and its arguments; never empty.
     pub command: Vec<OsString>,
 }
 
-/// Runs sealinit: launch the command, supervise it, and return the exit
-/// code sealinit should exit with (the child's, or 128 + signal).
+/// Runs sealinit: launch the command, supervise it, end whatever remains,
+/// and return the exit code sealinit should exit with (the command's, or
+/// 128 + signal, after `--map-exit`).
 pub fn run(opts: &Options) -> Result<i32> {
-    let mut supervisor = Supervisor::new()?;
+    let mut supervisor = Supervisor::new(opts.policy.clone())?;
+    if let Some(sig) = opts.pdeathsig {
+        if supervisor.is_pid1() {
+            warn!("--pdeathsig has no effect for PID 1 (its parent is outside the namespace)");
+        } else {
+            sys::set_parent_death_signal(sig)
+                .map_err(|e| Error::os("prctl(PR_SET_PDEATHSIG)", e))?;
+        }
+    }
     let secrets = match &opts.bundle {
         Some(path) => Some(load_secrets(path, opts.key_fd, opts.key_timeout)?),
         None => None,
     };
-    let pid = spawn(&opts.command, secrets.as_ref(), &supervisor)?;
-    // The child has exec'd: its environment lives in its own memory now.
+    let overridden: HashSet<&str> = secrets
+        .iter()
+        .flat_map(|s| s.entries().map(|e| e.name()))
+        .collect();
+    let inherited = inherited_env(&overridden);
+    let env = ChildEnv::new(&inherited, secrets.as_ref());
+
+    let total = opts.setup.len();
+    for (i, step) in opts.setup.iter().enumerate() {
+        let started = Instant::now();
+        let argv = [OsString::from("/bin/sh"), "-c".into(), step.into()];
+        let pid = start(&argv, &env, &supervisor)?;
+        let status = supervisor.supervise(pid)?;
+        info!(
+            step = i + 1,
+            of = total,
+            ms = started.elapsed().as_millis() as u64,
+            ?status,
+            "setup step finished"
+        );
+        let interrupted = supervisor.shutdown_signal();
+        if status != ExitStatus::Code(0) || interrupted.is_some() {
+            supervisor.finish()?;
+            return Err(Error::Setup {
+                step: i + 1,
+                total,
+                command: step.clone(),
+                status,
+                interrupted,
+            });
+        }
+    }
+
+    let pid = start(&opts.command, &env, &supervisor)?;
+    // The command has exec'd: its environment lives in its own memory now.
+    drop(env);
     drop(secrets);
     debug!(pid, "plaintext wiped; supervising");
     let status = supervisor.supervise(pid)?;
-    Ok(status.code())
+    supervisor.finish()?;
+    let code = status.code();
+    Ok(opts
+        .map_exit
+        .iter()
+        .find(|(from, _)| *from == code)
+        .map_or(code, |&(_, to)| to))
+}
+
+/// The command's environment: inherited strings and pointers into the
+/// decrypted bundle, with the `PATH` used to find the command.
+struct ChildEnv<'a> {
+    envp: CStrArray<'a>,
+    path: Option<&'a OsStr>,
+    secrets: usize,
+}
+
+impl<'a> ChildEnv<'a> {
+    fn new(inherited: &'a [CString], secrets: Option<&'a OpenedBundle>) -> Self {
+        let count = secrets.map_or(0, OpenedBundle::len);
+        let mut envp = CStrArray::with_capacity(inherited.len() + count);
+        inherited.iter().for_each(|v| envp.push(v));
+        secrets
+            .iter()
+            .flat_map(|s| s.entries())
+            .for_each(|e| envp.push(e.as_env()));
+        let path = secrets
+            .and_then(|s| s.entries().find(|e| e.name() == "PATH").map(|e| e.value()))
+            .or_else(|| {
+                inherited
+                    .iter()
+                    .find_map(|v| v.as_bytes().strip_prefix(b"PATH="))
+            })
+            .map(OsStr::from_bytes);
+        Self {
+            envp,
+            path,
+            secrets: count,
+        }
+    }
 }
 
 /// Steps 3 to 5: key, bundle, open, wipe the key.
@@ -92,48 +184,31 @@ pub fn load_secrets(path: &Path, key_fd: RawFd, key_timeout: Duration) -> Result
     Ok(opened)
 }
 
-/// Steps 6 and 7: build argv/envp and start the command.
-fn spawn(
-    command: &[OsString],
-    secrets: Option<&OpenedBundle>,
-    supervisor: &Supervisor,
-) -> Result<libc::pid_t> {
+/// Steps 6 and 7: build argv, check ARG_MAX, fork and exec.
+fn start(command: &[OsString], env: &ChildEnv<'_>, supervisor: &Supervisor) -> Result<libc::pid_t> {
     let argv_owned: Vec<CString> = command.iter().map(|a| cstring(a.as_bytes())).collect();
     let mut argv = CStrArray::with_capacity(argv_owned.len());
     argv_owned.iter().for_each(|a| argv.push(a));
 
-    let secret_names: HashSet<&str> = secrets
-        .into_iter()
-        .flat_map(|s| s.entries().map(|e| e.name()))
-        .collect();
-    let inherited = inherited_env(&secret_names);
-    let mut envp = CStrArray::with_capacity(inherited.len() + secret_names.len());
-    inherited.iter().for_each(|v| envp.push(v));
-    if let Some(s) = secrets {
-        s.entries().for_each(|e| envp.push(e.as_env()));
-    }
-
-    let needed = argv.exec_size() + envp.exec_size();
+    let needed = argv.exec_size() + env.envp.exec_size();
     let limit = sys::arg_max();
     if needed > limit {
         return Err(Error::ArgMax { needed, limit });
     }
 
-    let path_var = secrets
-        .and_then(|s| s.entries().find(|e| e.name() == "PATH").map(|e| e.value()))
-        .map(OsStr::from_bytes)
-        .or_else(|| {
-            inherited
-                .iter()
-                .find_map(|v| v.as_bytes().strip_prefix(b"PATH=").map(OsStr::from_bytes))
-        });
     let name = &command[0];
-    let candidates = command_candidates(name, path_var);
+    let candidates = command_candidates(name, env.path);
     let shown = name.to_string_lossy().into_owned();
-
-    match sys::spawn(&candidates, &argv, &envp, supervisor.child_mask()) {
+    let spawned = sys::spawn(
+        &candidates,
+        &argv,
+        &env.envp,
+        supervisor.child_mask(),
+        supervisor.child_setup(),
+    );
+    match spawned {
         Ok(pid) => {
-            info!(pid, command = %shown, secrets = secret_names.len(), "command started");
+            info!(pid, command = %shown, secrets = env.secrets, "command started");
             Ok(pid)
         }
         Err(SpawnError::Os(e)) => Err(Error::os("starting the command (fork)", e)),

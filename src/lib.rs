@@ -20,6 +20,7 @@ pub mod key;
 pub mod launch;
 pub mod logging;
 pub mod secret;
+pub mod signal;
 pub mod supervisor;
 pub mod sys;
 pub mod time;

@@ -1,15 +1,24 @@
-//! The init side of sealinit: signals are blocked for the whole life of the
-//! process and taken synchronously with `sigtimedwait`, so none is lost to a
+//! The init side of sealinit. Signals are blocked for the whole life of the
+//! process and taken synchronously with `sigtimedwait`: none is lost to a
 //! race, nothing runs in a signal handler, and an idle sealinit sleeps in
-//! one syscall with no timer. One loop reaps every child with
-//! `waitpid(-1, WNOHANG)` and forwards every other signal to the command.
+//! one syscall with no timer (a timeout exists only while a grace period
+//! runs). One loop reaps every child with `waitpid(-1, WNOHANG)` and
+//! forwards every other signal to the command.
+//!
+//! Shutdown: when the command exits while other processes remain, or when
+//! sealinit receives SIGTERM/SIGINT/SIGHUP/SIGQUIT, everything left gets
+//! SIGTERM, then SIGKILL once the grace period is over; sealinit exits only
+//! when no process of its own is left.
 
+use std::collections::HashMap;
 use std::ffi::c_int;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, ExitStatus, SignalSet};
+use crate::signal;
+use crate::sys::{self, ChildSetup, ExitStatus, Reaped, SignalSet};
 
 /// Synchronous fault signals: they belong to sealinit itself (blocking them
 /// would turn a crash into a hang), and are never forwarded.
@@ -23,26 +32,58 @@ const FAULT_SIGNALS: [c_int; 7] = [
     libc::SIGABRT,
 ];
 
+/// Signals that, received by sealinit, start the shutdown grace period.
+const SHUTDOWN_SIGNALS: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// How the supervisor treats the command and the other processes.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Time between SIGTERM and SIGKILL for whatever remains.
+    pub grace: Duration,
+    /// Forward signals to the command's whole process group.
+    pub process_group: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+            process_group: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Supervisor {
-    /// The mask sealinit inherited; the child gets it back.
+    policy: Policy,
+    /// The mask sealinit inherited; each child gets it back.
     original_mask: SignalSet,
     /// Every signal we block and wait for.
     waited: SignalSet,
+    is_pid1: bool,
+    /// Stdin is a terminal: the command gets its own foreground group.
+    tty: bool,
+    /// The shutdown signal received, if any.
+    shutdown: Option<c_int>,
+    /// When whatever is still alive gets SIGKILL.
+    kill_at: Option<Instant>,
+    /// SIGKILL was sent to everything.
+    killed: bool,
 }
 
 impl Supervisor {
     /// Blocks every catchable signal but the fault signals and, unless this
     /// is PID 1, makes this process a child subreaper. Call before anything
     /// that may start a child.
-    pub fn new() -> Result<Self> {
+    pub fn new(policy: Policy) -> Result<Self> {
         let mut waited = SignalSet::full();
         for sig in FAULT_SIGNALS {
             waited.remove(sig);
         }
         let original_mask =
             sys::set_signal_mask(&waited).map_err(|e| Error::os("blocking signals", e))?;
-        if std::process::id() != 1 {
+        let is_pid1 = std::process::id() == 1;
+        if !is_pid1 {
             match sys::set_child_subreaper() {
                 Ok(()) => debug!("not PID 1: registered as child subreaper"),
                 Err(e) => warn!(
@@ -51,9 +92,19 @@ impl Supervisor {
             }
         }
         Ok(Self {
+            policy,
             original_mask,
             waited,
+            is_pid1,
+            tty: sys::is_terminal(0),
+            shutdown: None,
+            kill_at: None,
+            killed: false,
         })
+    }
+
+    pub fn is_pid1(&self) -> bool {
+        self.is_pid1
     }
 
     /// The signal mask to restore in the child.
@@ -61,40 +112,179 @@ impl Supervisor {
         &self.original_mask
     }
 
+    /// What each child does before exec: its own process group in group
+    /// mode, and the terminal's foreground group when stdin is a terminal.
+    pub fn child_setup(&self) -> ChildSetup {
+        ChildSetup {
+            new_process_group: self.policy.process_group || self.tty,
+            foreground_of: self.tty.then_some(0),
+        }
+    }
+
+    /// The shutdown signal received so far, if any.
+    pub fn shutdown_signal(&self) -> Option<c_int> {
+        self.shutdown
+    }
+
     /// Forwards signals to `child` and reaps every process that exits,
     /// until `child` itself exits; returns its status.
     pub fn supervise(&mut self, child: libc::pid_t) -> Result<ExitStatus> {
         loop {
-            let Some(sig) = sys::wait_signal(&self.waited, None)
-                .map_err(|e| Error::os("waiting for signals", e))?
-            else {
-                continue;
-            };
-            if sig == libc::SIGCHLD {
-                if let Some(status) = self.reap(child)? {
-                    debug!(?status, "command exited");
-                    return Ok(status);
+            let timeout = self
+                .kill_at
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            match self.wait(timeout)? {
+                None => self.kill_everything(),
+                Some(libc::SIGCHLD) => {
+                    if let Some(status) = self.reap_all(Some(child))?.main {
+                        debug!(?status, pid = child, "command exited");
+                        return Ok(status);
+                    }
                 }
-            } else {
-                trace!(signal = sig, pid = child, "forwarding signal");
-                if let Err(e) = sys::send_signal(child, sig) {
-                    warn!("forwarding signal {sig} to pid {child} failed: {e}");
+                Some(sig) => {
+                    self.forward(child, sig);
+                    if SHUTDOWN_SIGNALS.contains(&sig) && self.shutdown.is_none() {
+                        info!(
+                            "received {}: forwarded; everything left gets SIGKILL in {:?}",
+                            signal::name(sig),
+                            self.policy.grace
+                        );
+                        self.shutdown = Some(sig);
+                        self.kill_at = Some(Instant::now() + self.policy.grace);
+                    }
                 }
             }
         }
     }
 
-    /// Reaps every exited process; returns the status of `child` if it was
-    /// among them. SIGCHLD coalesces, so one signal may stand for many exits.
-    fn reap(&mut self, child: libc::pid_t) -> Result<Option<ExitStatus>> {
-        let mut main = None;
-        while let Some((pid, status)) = sys::reap_one().map_err(|e| Error::os("waitpid", e))? {
-            if pid == child {
-                main = Some(status);
-            } else {
-                trace!(pid, ?status, "reaped");
+    /// Ends every remaining process: SIGTERM, then SIGKILL when the grace
+    /// period (started now, or earlier by a shutdown signal) is over.
+    /// Returns once sealinit has no child left.
+    pub fn finish(&mut self) -> Result<()> {
+        if !self.reap_all(None)?.children_left {
+            return Ok(());
+        }
+        info!(
+            "the command exited but other processes remain: sending SIGTERM, SIGKILL after {:?}",
+            self.policy.grace
+        );
+        self.signal_all(libc::SIGTERM);
+        let deadline = *self
+            .kill_at
+            .get_or_insert_with(|| Instant::now() + self.policy.grace);
+        while self.reap_all(None)?.children_left {
+            let timeout =
+                (!self.killed).then(|| deadline.saturating_duration_since(Instant::now()));
+            match self.wait(timeout)? {
+                None => self.kill_everything(),
+                // A process may have forked while we were killing: again.
+                Some(libc::SIGCHLD) if self.killed => self.signal_all(libc::SIGKILL),
+                Some(libc::SIGCHLD) => {}
+                Some(sig) if SHUTDOWN_SIGNALS.contains(&sig) => self.signal_all(sig),
+                Some(sig) => trace!("ignoring {} during shutdown", signal::name(sig)),
             }
         }
-        Ok(main)
+        debug!("no process left");
+        Ok(())
     }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<Option<c_int>> {
+        sys::wait_signal(&self.waited, timeout).map_err(|e| Error::os("waiting for signals", e))
+    }
+
+    fn forward(&self, child: libc::pid_t, sig: c_int) {
+        let target = if self.policy.process_group {
+            -child
+        } else {
+            child
+        };
+        trace!(signal = %signal::name(sig), target, "forwarding");
+        if let Err(e) = sys::send_signal(target, sig) {
+            warn!("forwarding {} to {target} failed: {e}", signal::name(sig));
+        }
+    }
+
+    fn kill_everything(&mut self) {
+        warn!(
+            "grace period of {:?} is over: sending SIGKILL to every remaining process",
+            self.policy.grace
+        );
+        self.signal_all(libc::SIGKILL);
+        self.killed = true;
+        self.kill_at = None;
+    }
+
+    /// Sends `sig` to every process sealinit is responsible for: as PID 1
+    /// every other process in the namespace (`kill(-1)`, which also reaches
+    /// `setsid` escapees); otherwise every descendant.
+    fn signal_all(&self, sig: c_int) {
+        if self.is_pid1 {
+            let _ = sys::send_signal(-1, sig);
+        } else {
+            for pid in descendants(std::process::id() as libc::pid_t) {
+                let _ = sys::send_signal(pid, sig);
+            }
+        }
+    }
+
+    /// Reaps every exited process. SIGCHLD coalesces, so one signal may
+    /// stand for many exits; `child`'s status is returned if it was reaped.
+    fn reap_all(&mut self, child: Option<libc::pid_t>) -> Result<Reap> {
+        let mut main = None;
+        loop {
+            match sys::reap_one().map_err(|e| Error::os("waitpid", e))? {
+                Reaped::Child(pid, status) if Some(pid) == child => main = Some(status),
+                Reaped::Child(pid, status) => trace!(pid, ?status, "reaped"),
+                // Orphans are reparented to us (PID 1 or subreaper), so no
+                // child means no descendant is left at all.
+                Reaped::NoneYet => {
+                    return Ok(Reap {
+                        main,
+                        children_left: true,
+                    });
+                }
+                Reaped::NoChildren => {
+                    return Ok(Reap {
+                        main,
+                        children_left: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct Reap {
+    main: Option<ExitStatus>,
+    children_left: bool,
+}
+
+/// Every descendant of `root`, following parent links in `/proc`.
+fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<libc::pid_t, Vec<libc::pid_t>> = HashMap::new();
+    for (pid, ppid) in dir.filter_map(|e| parent_of(e.ok()?.file_name().to_str()?)) {
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(c);
+            stack.push(c);
+        }
+    }
+    out
+}
+
+/// `(pid, ppid)` for a `/proc` entry name, if it is a live process.
+fn parent_of(entry: &str) -> Option<(libc::pid_t, libc::pid_t)> {
+    let pid: libc::pid_t = entry.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+    Some((pid, ppid))
 }

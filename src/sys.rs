@@ -217,6 +217,10 @@ pub fn sigrtmax() -> c_int {
     libc::SIGRTMAX()
 }
 
+pub fn sigrtmin() -> c_int {
+    libc::SIGRTMIN()
+}
+
 /// Replaces the calling thread's signal mask, returning the previous one.
 pub fn set_signal_mask(set: &SignalSet) -> io::Result<SignalSet> {
     let mut old = SignalSet::empty();
@@ -298,24 +302,60 @@ impl ExitStatus {
     }
 }
 
-/// Reaps one terminated child without blocking. `Ok(None)` when no child
-/// has terminated (or there are no children at all).
-pub fn reap_one() -> io::Result<Option<(libc::pid_t, ExitStatus)>> {
+/// What one non-blocking `waitpid(-1)` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// A child terminated and was reaped.
+    Child(libc::pid_t, ExitStatus),
+    /// Children exist but none has terminated.
+    NoneYet,
+    /// There are no children at all (`ECHILD`).
+    NoChildren,
+}
+
+/// Reaps one terminated child without blocking.
+pub fn reap_one() -> io::Result<Reaped> {
     let mut status: c_int = 0;
-    // SAFETY: `status` is a valid out-pointer for the duration of the call.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    match pid {
-        0 => Ok(None),
-        -1 => {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::ECHILD) => Ok(None),
-                Some(libc::EINTR) => reap_one(),
-                _ => Err(err),
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the duration of the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        return match pid {
+            0 => Ok(Reaped::NoneYet),
+            -1 => {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::ECHILD) => Ok(Reaped::NoChildren),
+                    Some(libc::EINTR) => continue,
+                    _ => Err(err),
+                }
             }
-        }
-        pid => Ok(Some((pid, ExitStatus::from_raw(status)))),
+            pid => Ok(Reaped::Child(pid, ExitStatus::from_raw(status))),
+        };
     }
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies
+/// (`PR_SET_PDEATHSIG`). If the parent already died before the call, the
+/// signal is raised at once, so the race is closed.
+pub fn set_parent_death_signal(sig: c_int) -> io::Result<()> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is passed.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        // SAFETY: raise has no memory-safety preconditions.
+        unsafe { libc::raise(sig) };
+    }
+    Ok(())
+}
+
+/// Whether `fd` is a terminal.
+pub fn is_terminal(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the descriptor number.
+    unsafe { libc::isatty(fd) == 1 }
 }
 
 /// Blocks until `pid` terminates and reaps it.
@@ -393,6 +433,16 @@ impl std::fmt::Debug for CStrArray<'_> {
     }
 }
 
+/// What the child does between `fork` and `execve`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChildSetup {
+    /// Become the leader of a new process group.
+    pub new_process_group: bool,
+    /// Make that group the foreground group of the terminal on this fd
+    /// (errors such as `ENOTTY` are ignored).
+    pub foreground_of: Option<RawFd>,
+}
+
 /// Why the child could not be started.
 #[derive(Debug)]
 pub enum SpawnError {
@@ -414,6 +464,7 @@ pub fn spawn(
     argv: &CStrArray<'_>,
     envp: &CStrArray<'_>,
     child_mask: &SignalSet,
+    setup: ChildSetup,
 ) -> Result<libc::pid_t, SpawnError> {
     // The child reports a failed exec by writing errno into this pipe; a
     // successful exec closes its end (O_CLOEXEC) and we read EOF.
@@ -435,12 +486,19 @@ pub fn spawn(
                 argv.as_ptr(),
                 envp.as_ptr(),
                 child_mask,
+                setup,
                 wr.as_raw_fd(),
             )
         }
     }
     if pid < 0 {
         return Err(SpawnError::Os(io::Error::last_os_error()));
+    }
+    if setup.new_process_group {
+        // Also from the parent, so that the group exists before we signal
+        // it; EACCES once the child has exec'd is harmless.
+        // SAFETY: setpgid has no memory-safety preconditions.
+        unsafe { libc::setpgid(pid, pid) };
     }
     drop(wr);
 
@@ -471,11 +529,19 @@ unsafe fn exec_child(
     argv: *const *const c_char,
     envp: *const *const c_char,
     child_mask: &SignalSet,
+    setup: ChildSetup,
     report: RawFd,
 ) -> ! {
     // SAFETY: the whole body makes only async-signal-safe calls, on memory
     // that was valid before the fork, per the function's contract.
     unsafe {
+        if setup.new_process_group {
+            libc::setpgid(0, 0);
+        }
+        if let Some(tty) = setup.foreground_of {
+            // Signals are still blocked here, so SIGTTOU cannot stop us.
+            libc::tcsetpgrp(tty, libc::getpid());
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask.0, ptr::null_mut());
         let mut saw_eacces = false;
         let mut errno = 'search: {

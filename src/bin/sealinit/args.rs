@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sealinit::launch::Options;
+use sealinit::supervisor::Policy;
 use tracing::level_filters::LevelFilter;
 
 pub const USAGE: &str = "usage: sealinit [OPTIONS] [--] COMMAND [ARG]...";
@@ -26,6 +27,16 @@ options:
                        SEALINIT_KEY_TIMEOUT; default 5)
   --log-level LEVEL    error|warn|info|debug|trace|off, to stderr (env
                        SEALINIT_LOG; default warn)
+  -g, --process-group  forward signals to COMMAND's whole process group
+  --grace SECS         on shutdown, SIGTERM what remains and SIGKILL it after
+                       SECS (default 10)
+  --map-exit CODE=NEW  exit with NEW when COMMAND exits with CODE (repeatable),
+                       e.g. 143=0
+  --pdeathsig SIG      when sealinit's parent dies, act as if sent SIG
+                       (not as PID 1); SIG as TERM, SIGTERM or 15
+  --setup 'SHELL CMD'  run with /bin/sh -c before COMMAND, with the same
+                       environment (repeatable, in order); the first failure
+                       stops the start with its status
   -h, --help           print this help
   -V, --version        print the version
 
@@ -56,6 +67,10 @@ pub fn parse(
         .map(|v| timeout(&v))
         .transpose()?;
     let mut level = env("SEALINIT_LOG").map(|v| log_level(&v)).transpose()?;
+    let mut policy = Policy::default();
+    let mut map_exit = Vec::new();
+    let mut pdeathsig = None;
+    let mut setup = Vec::new();
     let mut command = Vec::new();
 
     let mut p = lexopt::Parser::from_args(args);
@@ -67,6 +82,16 @@ pub fn parse(
                 key_timeout = Some(timeout(&p.value().map_err(|e| e.to_string())?)?)
             }
             Long("log-level") => level = Some(log_level(&p.value().map_err(|e| e.to_string())?)?),
+            Short('g') | Long("process-group") => policy.process_group = true,
+            Long("grace") => policy.grace = grace(&p.value().map_err(|e| e.to_string())?)?,
+            Long("map-exit") => map_exit.push(exit_map(&p.value().map_err(|e| e.to_string())?)?),
+            Long("pdeathsig") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                pdeathsig = Some(
+                    sealinit::signal::parse(text(&v)?).map_err(|e| format!("--pdeathsig: {e}"))?,
+                );
+            }
+            Long("setup") => setup.push(text(&p.value().map_err(|e| e.to_string())?)?.to_owned()),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(cmd) => {
@@ -85,6 +110,10 @@ pub fn parse(
             bundle,
             key_fd: key_fd.unwrap_or(3),
             key_timeout: key_timeout.unwrap_or(Duration::from_secs(5)),
+            policy,
+            map_exit,
+            pdeathsig,
+            setup,
             command,
         },
         level.unwrap_or(LevelFilter::WARN),
@@ -114,6 +143,20 @@ fn timeout(v: &OsString) -> Result<Duration, String> {
             "--key-timeout {v:?} is not a positive number of seconds"
         )),
     }
+}
+
+fn grace(v: &OsString) -> Result<Duration, String> {
+    text(v)?
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("--grace {v:?} is not a whole number of seconds"))
+}
+
+fn exit_map(v: &OsString) -> Result<(i32, i32), String> {
+    let bad = || format!("--map-exit {v:?} is not CODE=NEW with codes 0-255 (e.g. 143=0)");
+    let (from, to) = text(v)?.split_once('=').ok_or_else(bad)?;
+    let code = |s: &str| s.parse::<u8>().map(i32::from).map_err(|_| bad());
+    Ok((code(from)?, code(to)?))
 }
 
 fn log_level(v: &OsString) -> Result<LevelFilter, String> {
@@ -156,5 +199,43 @@ mod tests {
         assert!(run(&["--key-fd", "-4", "x"]).is_err());
         assert!(run(&["--log-level", "loud", "x"]).is_err());
         assert!(run(&["--nope", "x"]).unwrap_err().contains("--nope"));
+        assert!(
+            run(&["--map-exit", "143", "x"])
+                .unwrap_err()
+                .contains("CODE=NEW")
+        );
+        assert!(run(&["--map-exit", "256=0", "x"]).is_err());
+        assert!(run(&["--grace", "1.5", "x"]).is_err());
+        assert!(
+            run(&["--pdeathsig", "NOPE", "x"])
+                .unwrap_err()
+                .contains("not a signal")
+        );
+    }
+
+    #[test]
+    fn init_options() {
+        let Ok(Parsed::Run(o, _)) = run(&[
+            "-g",
+            "--grace",
+            "3",
+            "--map-exit",
+            "143=0",
+            "--map-exit=1=2",
+            "--pdeathsig",
+            "SIGUSR1",
+            "--setup",
+            "echo a",
+            "--setup",
+            "echo b",
+            "cmd",
+        ]) else {
+            panic!("not a run")
+        };
+        assert!(o.policy.process_group);
+        assert_eq!(o.policy.grace, Duration::from_secs(3));
+        assert_eq!(o.map_exit, [(143, 0), (1, 2)]);
+        assert_eq!(o.pdeathsig, Some(libc::SIGUSR1));
+        assert_eq!(o.setup, ["echo a", "echo b"]);
     }
 }
