@@ -111,6 +111,14 @@ pub enum BundleError {
     DecryptionFailed,
     #[error("malformed payload: {0}")]
     Payload(#[from] PayloadError),
+    #[error(
+        "label is {}, not the expected {expected:?}: this bundle was sealed for something else",
+        found.as_ref().map_or("absent".to_owned(), |f| format!("{f:?}"))
+    )]
+    LabelMismatch {
+        expected: String,
+        found: Option<String>,
+    },
     #[error("expired at {} (now {}); seal a new bundle", crate::time::rfc3339(*expires), crate::time::rfc3339(*now))]
     Expired { expires: u64, now: u64 },
 }
@@ -135,8 +143,40 @@ pub enum PayloadError {
     TooManyEntries { count: usize },
     #[error("the payload would be {len} bytes, over the {MAX_PAYLOAD_LEN}-byte limit")]
     TooLarge { len: usize },
+    #[error("name {0} changes how programs load code; refused unless sealed with --allow-name {0}")]
+    CodeLoadingName(String),
     #[error("{0}")]
     Structure(&'static str),
+}
+
+/// Names that make programs load or run other code: `LD_*` (the dynamic
+/// loader), shell start-up files, and interpreter start-up options. A
+/// secret store should not be able to inject code into every process of a
+/// sandbox, so sealing one needs an explicit `--allow-name`.
+pub fn changes_code_loading(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "BASH_ENV",
+        "ENV",
+        "PROMPT_COMMAND",
+        "NODE_OPTIONS",
+        "PYTHONSTARTUP",
+        "PERL5OPT",
+        "RUBYOPT",
+        "JAVA_TOOL_OPTIONS",
+        "GCONV_PATH",
+    ];
+    name.starts_with("LD_") || NAMES.contains(&name)
+}
+
+/// Refuses code-loading names (see [`changes_code_loading`]) not in `allowed`.
+pub fn check_name_policy(entries: &[Entry], allowed: &[String]) -> Result<(), PayloadError> {
+    match entries
+        .iter()
+        .find(|e| changes_code_loading(&e.name) && !allowed.contains(&e.name))
+    {
+        Some(e) => Err(PayloadError::CodeLoadingName(e.name.clone())),
+        None => Ok(()),
+    }
 }
 
 /// A name/value pair to seal.

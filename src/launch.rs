@@ -2,9 +2,12 @@
 //! (README "Operation" lists the same steps):
 //!
 //! 1. block signals (the supervisor takes them synchronously later);
-//! 2. become a child subreaper unless PID 1;
+//! 2. become a child subreaper unless PID 1; become non-dumpable with a zero
+//!    core limit; mark inherited descriptors above 2 close-on-exec except
+//!    `--keep-fd` ones;
 //! 3. read the key from its fd into locked memory and close the fd;
-//! 4. read the bundle into locked memory and open it in place;
+//! 4. read the bundle into locked memory (unlink it with --remove-bundle)
+//!    and open it in place; check --expect-label;
 //! 5. drop the key (wiped) and scrub the stack;
 //! 6. build argv and envp, pointing into the decrypted buffer, check ARG_MAX;
 //! 7. run each `--setup` step, then fork and exec the command, waiting until
@@ -21,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::bundle::{OpenedBundle, RESERVED_PREFIX};
+use crate::bundle::{BundleError, OpenedBundle, RESERVED_PREFIX};
 use crate::error::{Error, Result};
 use crate::files;
+use crate::hardening::{self, Hardening};
 use crate::key::{self, KeyError};
 use crate::secret;
 use crate::supervisor::{Policy, Supervisor};
-use crate::sys::{self, CStrArray, ExitStatus, SpawnError};
+use crate::sys::{self, CStrArray, ChildSetup, ExitStatus, SpawnError};
 
 /// `PATH` for the command search when the environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -46,6 +50,12 @@ pub struct Options {
     /// Shell commands run in order, with the same environment, before the
     /// command.
     pub setup: Vec<String>,
+    /// Inherited descriptors above 2 that the command keeps.
+    pub keep_fds: Vec<RawFd>,
+    /// Unlink the bundle file once read.
+    pub remove_bundle: bool,
+    /// Refuse a bundle whose authenticated label is not this.
+    pub expect_label: Option<String>,
     /// The command and its arguments; never empty.
     pub command: Vec<OsString>,
 }
@@ -55,6 +65,7 @@ pub struct Options {
 /// 128 + signal, after `--map-exit`).
 pub fn run(opts: &Options) -> Result<i32> {
     let mut supervisor = Supervisor::new(opts.policy.clone())?;
+    let hardening = hardening::apply(&opts.keep_fds)?;
     if let Some(sig) = opts.pdeathsig {
         if supervisor.is_pid1() {
             warn!("--pdeathsig has no effect for PID 1 (its parent is outside the namespace)");
@@ -64,7 +75,7 @@ pub fn run(opts: &Options) -> Result<i32> {
         }
     }
     let secrets = match &opts.bundle {
-        Some(path) => Some(load_secrets(path, opts.key_fd, opts.key_timeout)?),
+        Some(path) => Some(load_secrets(path, opts)?),
         None => None,
     };
     let overridden: HashSet<&str> = secrets
@@ -78,7 +89,7 @@ pub fn run(opts: &Options) -> Result<i32> {
     for (i, step) in opts.setup.iter().enumerate() {
         let started = Instant::now();
         let argv = [OsString::from("/bin/sh"), "-c".into(), step.into()];
-        let pid = start(&argv, &env, &supervisor)?;
+        let pid = start(&argv, &env, &supervisor, &hardening)?;
         let status = supervisor.supervise(pid)?;
         info!(
             step = i + 1,
@@ -100,7 +111,7 @@ pub fn run(opts: &Options) -> Result<i32> {
         }
     }
 
-    let pid = start(&opts.command, &env, &supervisor)?;
+    let pid = start(&opts.command, &env, &supervisor, &hardening)?;
     // The command has exec'd: its environment lives in its own memory now.
     drop(env);
     drop(secrets);
@@ -149,13 +160,14 @@ impl<'a> ChildEnv<'a> {
 }
 
 /// Steps 3 to 5: key, bundle, open, wipe the key.
-pub fn load_secrets(path: &Path, key_fd: RawFd, key_timeout: Duration) -> Result<OpenedBundle> {
+pub fn load_secrets(path: &Path, opts: &Options) -> Result<OpenedBundle> {
+    let key_fd = opts.key_fd;
     let key_err = |source| Error::Key {
         source_name: format!("key fd {key_fd}"),
         source,
     };
     let fd = sys::take_inherited_fd(key_fd).map_err(|_| key_err(KeyError::NotOpen))?;
-    let key = key::read_key(fd, key_timeout).map_err(key_err)?;
+    let key = key::read_key(fd, opts.key_timeout).map_err(key_err)?;
     if key_fd <= 2 {
         // The key came on stdin: the child gets /dev/null there instead.
         sys::null_onto(key_fd).map_err(|e| Error::os("reopening the key fd on /dev/null", e))?;
@@ -165,6 +177,15 @@ pub fn load_secrets(path: &Path, key_fd: RawFd, key_timeout: Duration) -> Result
         );
     }
     let buf = files::read_bundle(path)?;
+    if opts.remove_bundle {
+        match std::fs::remove_file(path) {
+            Ok(()) => debug!(path = %path.display(), "bundle file removed"),
+            Err(e) => warn!(
+                "--remove-bundle: cannot remove {} ({e}); continuing (read-only mount?)",
+                path.display()
+            ),
+        }
+    }
     let opened =
         OpenedBundle::open(&key, buf, Some(crate::time::now())).map_err(|source| Error::Bundle {
             path: path.to_owned(),
@@ -173,6 +194,18 @@ pub fn load_secrets(path: &Path, key_fd: RawFd, key_timeout: Duration) -> Result
     drop(key);
     secret::scrub_stack();
     let opened = opened?;
+    if let Some(want) = &opts.expect_label {
+        let found = opened.header().label.clone();
+        if found.as_deref() != Some(want.as_str()) {
+            return Err(Error::Bundle {
+                path: path.to_owned(),
+                source: BundleError::LabelMismatch {
+                    expected: want.clone(),
+                    found,
+                },
+            });
+        }
+    }
     debug!(
         entries = opened.len(),
         label = opened.header().label.as_deref().unwrap_or(""),
@@ -185,7 +218,12 @@ pub fn load_secrets(path: &Path, key_fd: RawFd, key_timeout: Duration) -> Result
 }
 
 /// Steps 6 and 7: build argv, check ARG_MAX, fork and exec.
-fn start(command: &[OsString], env: &ChildEnv<'_>, supervisor: &Supervisor) -> Result<libc::pid_t> {
+fn start(
+    command: &[OsString],
+    env: &ChildEnv<'_>,
+    supervisor: &Supervisor,
+    hardening: &Hardening,
+) -> Result<libc::pid_t> {
     let argv_owned: Vec<CString> = command.iter().map(|a| cstring(a.as_bytes())).collect();
     let mut argv = CStrArray::with_capacity(argv_owned.len());
     argv_owned.iter().for_each(|a| argv.push(a));
@@ -199,12 +237,16 @@ fn start(command: &[OsString], env: &ChildEnv<'_>, supervisor: &Supervisor) -> R
     let name = &command[0];
     let candidates = command_candidates(name, env.path);
     let shown = name.to_string_lossy().into_owned();
+    let setup = ChildSetup {
+        core_limit: hardening.core_limit,
+        ..supervisor.child_setup()
+    };
     let spawned = sys::spawn(
         &candidates,
         &argv,
         &env.envp,
         supervisor.child_mask(),
-        supervisor.child_setup(),
+        setup,
     );
     match spawned {
         Ok(pid) => {

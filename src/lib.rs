@@ -7,6 +7,8 @@
 //! - [`key`]: reading the 32-byte key from a descriptor or file;
 //! - [`launch`]: what sealinit does until its command runs;
 //! - [`supervisor`]: signals and reaping, the init proper;
+//! - [`hardening`]: non-dumpable, no core, descriptor hygiene;
+//! - [`signal`]: signal names;
 //! - [`files`], [`import`]: files read and written by sealctl;
 //! - [`error`]: the error type and the exit-code mapping;
 //! - [`sys`]: every `unsafe` block and raw syscall.
@@ -15,6 +17,7 @@
 pub mod bundle;
 pub mod error;
 pub mod files;
+pub mod hardening;
 pub mod import;
 pub mod key;
 pub mod launch;

@@ -118,6 +118,7 @@ impl Supervisor {
         ChildSetup {
             new_process_group: self.policy.process_group || self.tty,
             foreground_of: self.tty.then_some(0),
+            core_limit: None,
         }
     }
 

@@ -169,6 +169,68 @@ pub fn null_onto(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks every descriptor from 3 up close-on-exec, then clears the flag
+/// on `keep`: only 0-2 and the named descriptors reach a child.
+pub fn cloexec_all_but(keep: &[RawFd]) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open
+    // descriptors; it closes nothing and touches no memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        // Kernels before 5.11: walk /proc/self/fd instead.
+        let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        for fd in fds {
+            // SAFETY: F_SETFD on a descriptor number touches no memory; a
+            // number that was the directory iterator's (now closed) gives
+            // EBADF, which is ignored.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    for &fd in keep {
+        // SAFETY: as above; an fd that is not open gives EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Makes this process non-dumpable (no ptrace or /proc/PID/mem access by
+/// other processes of the same user, no core dump) and sets the soft core
+/// limit to 0. Returns the previous core limit, for the child.
+pub fn make_undumpable() -> io::Result<libc::rlimit> {
+    let mut core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `core` is a valid out-pointer for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut core) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: core.rlim_max,
+    };
+    // SAFETY: `zero` is a valid in-pointer for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: PR_SET_DUMPABLE takes an integer; no memory is passed.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(core)
+}
+
 // ---------------------------------------------------------------------------
 // Signals
 
@@ -441,6 +503,8 @@ pub struct ChildSetup {
     /// Make that group the foreground group of the terminal on this fd
     /// (errors such as `ENOTTY` are ignored).
     pub foreground_of: Option<RawFd>,
+    /// The core-dump limit to restore (sealinit runs with 0).
+    pub core_limit: Option<libc::rlimit>,
 }
 
 /// Why the child could not be started.
@@ -474,7 +538,8 @@ pub fn spawn(
 
     // SAFETY: fork in a single-threaded process. Between fork and
     // execve/_exit the child only calls async-signal-safe functions
-    // (pthread_sigmask, execve, write, _exit) on memory prepared before the
+    // (setpgid, tcsetpgrp, setrlimit, pthread_sigmask, execve, write,
+    // _exit) on memory prepared before the
     // fork, and never allocates, unwinds or returns into Rust code.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -541,6 +606,9 @@ unsafe fn exec_child(
         if let Some(tty) = setup.foreground_of {
             // Signals are still blocked here, so SIGTTOU cannot stop us.
             libc::tcsetpgrp(tty, libc::getpid());
+        }
+        if let Some(core) = setup.core_limit {
+            libc::setrlimit(libc::RLIMIT_CORE, &core);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask.0, ptr::null_mut());
         let mut saw_eacces = false;

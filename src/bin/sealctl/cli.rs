@@ -63,6 +63,10 @@ pub struct SealArgs {
     /// Free text bound into the bundle, e.g. the repository owner/name
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
+    /// Allow a name that changes how programs load code (LD_*, BASH_ENV,
+    /// ENV, NODE_OPTIONS, ...); repeatable
+    #[arg(long, value_name = "NAME")]
+    pub allow_name: Vec<String>,
     /// Lifetime: the bundle is refused after it (30s, 15m, 2h, 7d)
     #[arg(long, value_name = "DURATION", value_parser = sealinit::time::parse_duration)]
     pub ttl: Option<Duration>,

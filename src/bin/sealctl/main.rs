@@ -54,6 +54,7 @@ fn seal(args: &SealArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one input"),
     };
     bundle::validate_entries(&entries)?;
+    bundle::check_name_policy(&entries, &args.allow_name)?;
     let key = files::read_key_file(&args.key)?;
     let now = time::now();
     let expires = args.ttl.map(|ttl| now.saturating_add(ttl.as_secs()));

@@ -37,6 +37,12 @@ options:
   --setup 'SHELL CMD'  run with /bin/sh -c before COMMAND, with the same
                        environment (repeatable, in order); the first failure
                        stops the start with its status
+  --keep-fd N          pass inherited descriptor N (3 and above) on to
+                       COMMAND (repeatable); all others above 2 are closed
+  --remove-bundle      unlink the bundle file once read (a failure, e.g. on a
+                       read-only mount, is only a warning)
+  --expect-label TEXT  refuse a bundle whose label is not TEXT (env
+                       SEALINIT_EXPECT_LABEL)
   -h, --help           print this help
   -V, --version        print the version
 
@@ -71,6 +77,11 @@ pub fn parse(
     let mut map_exit = Vec::new();
     let mut pdeathsig = None;
     let mut setup = Vec::new();
+    let mut keep_fds = Vec::new();
+    let mut remove_bundle = false;
+    let mut expect_label = env("SEALINIT_EXPECT_LABEL")
+        .map(|v| text(&v).map(str::to_owned))
+        .transpose()?;
     let mut command = Vec::new();
 
     let mut p = lexopt::Parser::from_args(args);
@@ -91,6 +102,11 @@ pub fn parse(
                     sealinit::signal::parse(text(&v)?).map_err(|e| format!("--pdeathsig: {e}"))?,
                 );
             }
+            Long("keep-fd") => keep_fds.push(keep_fd(&p.value().map_err(|e| e.to_string())?)?),
+            Long("remove-bundle") => remove_bundle = true,
+            Long("expect-label") => {
+                expect_label = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
+            }
             Long("setup") => setup.push(text(&p.value().map_err(|e| e.to_string())?)?.to_owned()),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
@@ -105,15 +121,24 @@ pub fn parse(
     if command.is_empty() {
         return Err("missing COMMAND to run".into());
     }
+    let key_fd = key_fd.unwrap_or(3);
+    if bundle.is_some() && keep_fds.contains(&key_fd) {
+        return Err(format!(
+            "--keep-fd {key_fd} is the key descriptor, which is always closed before COMMAND starts"
+        ));
+    }
     Ok(Parsed::Run(
         Options {
             bundle,
-            key_fd: key_fd.unwrap_or(3),
+            key_fd,
             key_timeout: key_timeout.unwrap_or(Duration::from_secs(5)),
             policy,
             map_exit,
             pdeathsig,
             setup,
+            keep_fds,
+            remove_bundle,
+            expect_label,
             command,
         },
         level.unwrap_or(LevelFilter::WARN),
@@ -141,6 +166,15 @@ fn timeout(v: &OsString) -> Result<Duration, String> {
         Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
         _ => Err(format!(
             "--key-timeout {v:?} is not a positive number of seconds"
+        )),
+    }
+}
+
+fn keep_fd(v: &OsString) -> Result<i32, String> {
+    match text(v)?.parse::<i32>() {
+        Ok(n) if n >= 3 => Ok(n),
+        _ => Err(format!(
+            "--keep-fd {v:?} is not a descriptor number of 3 or above"
         )),
     }
 }
@@ -206,6 +240,17 @@ mod tests {
         );
         assert!(run(&["--map-exit", "256=0", "x"]).is_err());
         assert!(run(&["--grace", "1.5", "x"]).is_err());
+        assert!(
+            run(&["--keep-fd", "2", "x"])
+                .unwrap_err()
+                .contains("3 or above")
+        );
+        let err = run(&["--bundle", "b", "--keep-fd", "3", "x"]).unwrap_err();
+        assert!(err.contains("is the key descriptor"), "{err}");
+        assert!(
+            run(&["--keep-fd", "3", "x"]).is_ok(),
+            "no bundle, no key fd"
+        );
         assert!(
             run(&["--pdeathsig", "NOPE", "x"])
                 .unwrap_err()
