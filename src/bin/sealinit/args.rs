@@ -55,7 +55,7 @@ exit status: COMMAND's own, or 128+N if it was killed by signal N;
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Options, LevelFilter),
+    Run(Box<Options>, LevelFilter),
     Help,
     Version,
 }
@@ -128,7 +128,7 @@ pub fn parse(
         ));
     }
     Ok(Parsed::Run(
-        Options {
+        Box::new(Options {
             bundle,
             key_fd,
             key_timeout: key_timeout.unwrap_or(Duration::from_secs(5)),
@@ -140,7 +140,7 @@ pub fn parse(
             remove_bundle,
             expect_label,
             command,
-        },
+        }),
         level.unwrap_or(LevelFilter::WARN),
     ))
 }
