@@ -5,11 +5,11 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufReader};
 use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::error::Category;
+use zeroize::Zeroizing;
 
 use crate::bundle::Entry;
 use crate::error::{Error, Result};
@@ -19,69 +19,81 @@ use crate::secret::SecretValue;
 /// `#` comments, `${VAR}` expansion outside single quotes).
 pub fn from_env_file(path: &Path) -> Result<Vec<Entry>> {
     const WHAT: &str = "env file";
-    let iter = dotenvy::from_path_iter(path).map_err(|e| io_or_import(WHAT, path, e))?;
-    let mut entries = Vec::new();
-    for item in iter {
-        let (name, value) = item.map_err(|e| io_or_import(WHAT, path, e))?;
-        entries.push(Entry {
-            name,
-            value: SecretValue::from(value),
-        });
-    }
-    Ok(entries)
-}
-
-fn io_or_import(what: &'static str, path: &Path, e: dotenvy::Error) -> Error {
-    match e {
-        dotenvy::Error::Io(source) => Error::Input {
-            what,
-            path: path.to_owned(),
-            source,
-        },
-        dotenvy::Error::LineParse(line, _) => {
-            // The line's text may hold a secret: find its number instead.
-            let line = zeroize::Zeroizing::new(line);
-            let contents = zeroize::Zeroizing::new(std::fs::read(path).unwrap_or_default());
-            // dotenvy reports the text from the offending line on (the rest
-            // of the file for an unclosed quote): match its first line.
-            let first = line.split('\n').next().unwrap_or_default();
-            let first = first.trim_end_matches('\r').as_bytes();
-            let number = contents
-                .split(|&b| b == b'\n')
-                .position(|l| !first.is_empty() && l.strip_suffix(b"\r").unwrap_or(l) == first)
-                .map_or(String::new(), |n| format!(" on line {}", n + 1));
-            Error::Import {
-                what,
-                path: path.to_owned(),
-                reason: format!(
-                    "syntax error{number} (the line is not shown, it may hold a secret); expected NAME=value, check quotes"
-                ),
-            }
-        }
-        dotenvy::Error::EnvVar(e) => Error::Import {
-            what,
-            path: path.to_owned(),
-            reason: format!("variable expansion failed: {e}"),
-        },
-        other => Error::Import {
-            what,
-            path: path.to_owned(),
-            reason: other.to_string(),
-        },
-    }
+    let bytes = read_input(WHAT, path)?;
+    parse_env(&bytes).map_err(|reason| Error::Import {
+        what: WHAT,
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Reads a JSON object whose values are all strings. Duplicate keys are kept
 /// (and then rejected by validation), not silently collapsed.
 pub fn from_json_file(path: &Path) -> Result<Vec<Entry>> {
     const WHAT: &str = "JSON file";
-    let file = File::open(path).map_err(|source| Error::Input {
+    let bytes = read_input(WHAT, path)?;
+    parse_json(&bytes).map_err(|reason| Error::Import {
         what: WHAT,
         path: path.to_owned(),
-        source,
-    })?;
+        reason,
+    })
+}
+
+/// The whole input file, wiped when dropped.
+fn read_input(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|source| Error::Input {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Parses dotenv text. The error says what is wrong and where, never the
+/// offending text.
+pub fn parse_env(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
+    let mut entries = Vec::new();
+    for item in dotenvy::from_read_iter(bytes) {
+        match item {
+            Ok((name, value)) => entries.push(Entry {
+                name,
+                value: SecretValue::from(value),
+            }),
+            Err(dotenvy::Error::LineParse(line, _)) => {
+                let line = Zeroizing::new(line);
+                return Err(format!(
+                    "syntax error{} (the line is not shown, it may hold a secret); expected NAME=value, check quotes",
+                    line_number(bytes, &line).map_or(String::new(), |n| format!(" on line {n}"))
+                ));
+            }
+            Err(dotenvy::Error::Io(_)) => return Err("is not valid UTF-8 text".into()),
+            Err(dotenvy::Error::EnvVar(e)) => {
+                return Err(format!("variable expansion failed: {e}"));
+            }
+            Err(other) => return Err(other.to_string()),
+        }
+    }
+    Ok(entries)
+}
+
+/// The 1-based number of the line where dotenvy's error text starts (it
+/// reports the text from the offending line on: the rest of the file for an
+/// unclosed quote).
+fn line_number(bytes: &[u8], error_text: &str) -> Option<usize> {
+    let first = error_text.split('\n').next().unwrap_or_default();
+    let first = first.trim_end_matches('\r').as_bytes();
+    bytes
+        .split(|&b| b == b'\n')
+        .position(|l| !first.is_empty() && l.strip_suffix(b"\r").unwrap_or(l) == first)
+        .map(|n| n + 1)
+}
+
+/// Parses a JSON object of string values. The error gives a position and
+/// a category, or a message of ours naming the key, never input text.
+pub fn parse_json(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
     let own_error = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = de
         .deserialize_map(ObjectVisitor { error: &own_error })
         .and_then(|v| de.end().map(|()| v));
@@ -89,27 +101,13 @@ pub fn from_json_file(path: &Path) -> Result<Vec<Entry>> {
         // serde_json's own messages can quote input ("invalid type: string
         // \"...\""), so only its position and category are used.
         let at = format!("line {}, column {}", e.line(), e.column());
-        let reason = match (own_error.take(), e.classify()) {
+        match (own_error.take(), e.classify()) {
             (Some(msg), _) => format!("{msg} ({at})"),
-            (None, serde_json::error::Category::Io) => {
-                return Error::Input {
-                    what: WHAT,
-                    path: path.to_owned(),
-                    source: io::Error::from(e),
-                };
-            }
-            (None, serde_json::error::Category::Eof) => {
-                format!("unexpected end of file ({at}); the JSON is incomplete")
-            }
-            (None, serde_json::error::Category::Syntax) => format!("not valid JSON ({at})"),
-            (None, serde_json::error::Category::Data) => format!(
+            (None, Category::Eof) => format!("unexpected end of file ({at}); the JSON is incomplete"),
+            (None, Category::Syntax | Category::Io) => format!("not valid JSON ({at})"),
+            (None, Category::Data) => format!(
                 "expected one JSON object whose values are strings, like {{\"NAME\": \"value\"}} ({at})"
             ),
-        };
-        Error::Import {
-            what: WHAT,
-            path: path.to_owned(),
-            reason,
         }
     })
 }

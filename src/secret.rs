@@ -1,5 +1,12 @@
 //! Secret-holding types. None derives `Debug`: each prints a redaction. Each
 //! wipes its bytes on drop. None implements `Display`, `Clone` or `Serialize`.
+//!
+//! Panics cannot print a value: no message anywhere formats secret bytes
+//! (the only way to reach them is `expose`, and its callers pass them to the
+//! cipher, to `execve` or to a file, never to a formatter); the `expect`s
+//! and `assert!`s near secrets carry fixed text; and formatting a secret
+//! type, even in a panic, shows only the redaction (tested below). Release
+//! builds abort on panic, so no unwinding handler sees a value either.
 
 use std::fmt;
 use std::io;
@@ -135,4 +142,58 @@ pub fn scrub_stack() {
     let mut area = [0u8; 64 * 1024];
     area.zeroize();
     std::hint::black_box(&area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `VmFlags` of the mapping that holds `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                    {
+                        inside = (a..b).contains(&addr);
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.to_owned();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn secret_pages_are_locked_and_excluded_from_core_dumps() {
+        let buf = SecretBuf::zeroed(100).unwrap();
+        let flags = vm_flags(buf.expose().as_ptr() as usize);
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        assert!(flags.contains(&"dd"), "not MADV_DONTDUMP: {flags:?}");
+        assert!(buf.is_locked(), "mlock failed (RLIMIT_MEMLOCK?)");
+        assert!(flags.contains(&"lo"), "not locked: {flags:?}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_panic_messages() {
+        let key = SecretKey::from_bytes_for_tests(&[0x41; 32]).unwrap();
+        let value = SecretValue::from("hunter2-hunter2".to_owned());
+        let buf = SecretBuf::zeroed(8).unwrap();
+        // A panic that formats the secrets, as an assertion message might.
+        let panic = std::panic::catch_unwind(|| panic!("{key:?} {value:?} {buf:?}")).unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            !message.contains("AAAA") && !message.contains("hunter2"),
+            "{message}"
+        );
+        assert!(message.contains("redacted"), "{message}");
+    }
 }

@@ -297,8 +297,8 @@ fn a_straggler_ignoring_term_is_killed_after_the_grace_period() {
     for mode in both() {
         let fx = Fixture::new(&[]);
         // The background sleep ignores SIGTERM; the command exits 7 at once.
-        let script =
-            "(trap '' TERM; exec sleep 1000) >/dev/null 2>&1 & echo $! > straggler; exit 7";
+        let script = "(trap '' TERM; : > ready; exec sleep 1000) >/dev/null 2>&1 & echo $! > straggler; \
+                      while [ ! -e ready ]; do sleep 0.01; done; exit 7";
         let mut cmd = sealinit(mode, None, &["--grace", "1", "sh", "-c", script]);
         cmd.current_dir(fx.dir.path());
         let started = Instant::now();
@@ -325,8 +325,8 @@ fn a_straggler_ignoring_term_is_killed_after_the_grace_period() {
 fn background_work_that_obeys_term_ends_without_waiting_for_the_grace_period() {
     for mode in both() {
         let fx = Fixture::new(&[]);
-        let script = "sh -c \"trap 'echo cleaned >> log; exit 0' TERM; sleep 1000 >/dev/null & wait\" & \
-                      sleep 0.2; exit 0";
+        let script = "sh -c \"trap 'echo cleaned >> log; exit 0' TERM; : > ready; sleep 1000 >/dev/null & wait\" & \
+                      while [ ! -e ready ]; do sleep 0.01; done; exit 0";
         let mut cmd = sealinit(mode, None, &["--grace", "30", "sh", "-c", script]);
         cmd.current_dir(fx.dir.path());
         let started = Instant::now();

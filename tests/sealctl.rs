@@ -204,7 +204,7 @@ fn bad_inputs_are_refused_with_their_codes_and_nothing_is_written() {
     sealctl(d, &["keygen", "--out", "k"]);
     let seal =
         |file: &str, flag: &str| sealctl(d, &["seal", "--key", "k", "--out", "out", flag, file]);
-    let cases: [(&str, &str, &str, i32, &str); 11] = [
+    let cases: [(&str, &str, &str, i32, &str); 12] = [
         (
             "syntax.env",
             "--from-env-file",
@@ -246,6 +246,13 @@ fn bad_inputs_are_refused_with_their_codes_and_nothing_is_written() {
             &format!(r#"{{"A": ["{SECRET}"]}}"#),
             65,
             "the value of \"A\" is not a string",
+        ),
+        (
+            "nul.json",
+            "--from-json",
+            r#"{"A": "x\u0000y"}"#,
+            65,
+            "the value of \"A\" contains a NUL byte",
         ),
         (
             "dup.json",

@@ -30,7 +30,8 @@ impl Fixture {
 
     pub fn with_header(entries: &[(&str, &[u8])], header: Header) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let key_bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
+        let mut key_bytes = [0u8; 32];
+        getrandom::fill(&mut key_bytes).unwrap();
         let key = SecretKey::from_bytes_for_tests(&key_bytes).unwrap();
         let entries: Vec<Entry> = entries
             .iter()
@@ -49,6 +50,10 @@ impl Fixture {
             key: key_path,
             bundle: bundle_path,
         }
+    }
+
+    pub fn key_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.key).unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -160,6 +165,54 @@ pub fn kill(pid: i32, sig: &str) {
         .status()
         .unwrap();
     assert!(st.success(), "kill -s {sig} {pid}");
+}
+
+/// Random printable text, distinctive enough to search memory for.
+pub fn random_text(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
+        .iter()
+        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[*b as usize % 36]))
+        .collect()
+}
+
+/// Which of `needles` occur anywhere in the readable memory of `pid`
+/// (regions that may have been written: writable or anonymous ones).
+pub fn needles_in_memory(pid: i32, needles: &[&[u8]]) -> Vec<usize> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    let mut scanned = 0usize;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (perms, inode) = (f[1], f[4]);
+        let name = f.get(5).copied().unwrap_or("");
+        // Read-only file mappings hold file contents, never runtime data.
+        if !perms.starts_with('r')
+            || (!perms.contains('w') && inode != "0")
+            || name == "[vvar]"
+            || name == "[vsyscall]"
+        {
+            continue;
+        }
+        let (start, end) = f[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut buf, start).is_err() {
+            continue;
+        }
+        scanned += buf.len();
+        for (i, n) in needles.iter().enumerate() {
+            if !found.contains(&i) && buf.windows(n.len()).any(|w| w == *n) {
+                found.push(i);
+            }
+        }
+    }
+    assert!(scanned > 0, "nothing of {pid} was readable");
+    found
 }
 
 pub fn os(bytes: Vec<u8>) -> OsString {
