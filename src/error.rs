@@ -24,6 +24,8 @@ pub mod exit {
     pub const OS: u8 = 71;
     /// Output file cannot be created (or already exists).
     pub const CANT_CREATE: u8 = 73;
+    /// The store database failed (I/O, locked for too long, damaged).
+    pub const IO_ERR: u8 = 74;
     /// The command was found but cannot be executed.
     pub const NOT_EXECUTABLE: u8 = 126;
     /// The command was not found.
@@ -73,6 +75,20 @@ pub enum Error {
         interrupted: Option<std::ffi::c_int>,
     },
 
+    #[error("store {}: {reason}", path.display())]
+    Store { path: PathBuf, reason: String },
+
+    #[error("store {}: the master key does not open this store (wrong key file?); nothing was changed", path.display())]
+    WrongMasterKey { path: PathBuf },
+
+    #[error("repository {repo} has no secret named {name}; nothing was removed")]
+    NoSuchSecret { repo: String, name: String },
+
+    #[error(
+        "secret {name} of {repo} does not decrypt: the row was modified or copied from another repository or name"
+    )]
+    SecretUndecryptable { repo: String, name: String },
+
     #[error("{op} failed: {source}")]
     Os {
         op: &'static str,
@@ -109,7 +125,13 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::Bundle { .. } | Error::Import { .. } | Error::Payload(_) => exit::DATA,
+            Error::Bundle { .. }
+            | Error::Import { .. }
+            | Error::Payload(_)
+            | Error::WrongMasterKey { .. }
+            | Error::SecretUndecryptable { .. } => exit::DATA,
+            Error::NoSuchSecret { .. } => exit::NO_INPUT,
+            Error::Store { .. } => exit::IO_ERR,
             Error::Key { .. } | Error::BundleRead { .. } | Error::Input { .. } => exit::NO_INPUT,
             Error::Os { .. } => exit::OS,
             Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,

@@ -10,6 +10,8 @@
 //! - [`hardening`]: non-dumpable, no core, descriptor hygiene;
 //! - [`signal`]: signal names;
 //! - [`files`], [`import`]: files read and written by sealctl;
+//! - [`store`]: sealctl's encrypted per-repository secret store;
+//! - [`local`]: `sealctl run`, store to sandbox on one machine;
 //! - [`error`]: the error type and the exit-code mapping;
 //! - [`sys`]: every `unsafe` block and raw syscall.
 #![deny(unsafe_code)]
@@ -21,9 +23,11 @@ pub mod hardening;
 pub mod import;
 pub mod key;
 pub mod launch;
+pub mod local;
 pub mod logging;
 pub mod secret;
 pub mod signal;
+pub mod store;
 pub mod supervisor;
 pub mod sys;
 pub mod time;

@@ -119,6 +119,7 @@ impl Supervisor {
             new_process_group: self.policy.process_group || self.tty,
             foreground_of: self.tty.then_some(0),
             core_limit: None,
+            mount_proc: false,
         }
     }
 

@@ -149,21 +149,51 @@ pub fn null_onto(fd: RawFd) -> io::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    if null.as_raw_fd() == fd {
-        // `open` took the lowest free number, which is `fd` itself: keep it
-        // open for the child (std opened it close-on-exec) instead of
-        // closing it with `null`.
-        let fd = std::os::fd::IntoRawFd::into_raw_fd(null);
-        // SAFETY: F_SETFD on a descriptor we just opened; touches no memory.
+    move_onto(null.into(), fd)
+}
+
+/// Makes `fd` refer to what `from` refers to, inheritable across exec
+/// (`dup2`, or clearing close-on-exec when `from` already is `fd`), and
+/// closes `from` otherwise.
+pub fn move_onto(from: OwnedFd, fd: RawFd) -> io::Result<()> {
+    if from.as_raw_fd() == fd {
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(from);
+        // SAFETY: F_SETFD on a descriptor we own; touches no memory.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
             return Err(io::Error::last_os_error());
         }
         return Ok(());
     }
-    // SAFETY: dup2 onto a descriptor number; `fd` is not owned by any Rust
-    // object at this point (its owner was dropped), and `null` stays valid
-    // for the call.
-    if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
+    // SAFETY: dup2 onto a descriptor number. Callers only target numbers
+    // that no Rust object owns (0 after the key was read from it, 3 in
+    // sealctl, where nothing else is open there); `from` stays valid for
+    // the call and is closed when dropped afterwards.
+    if unsafe { libc::dup2(from.as_raw_fd(), fd) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Moves this process into new mount and PID namespaces: its next child is
+/// PID 1 of the new PID namespace. Mounts become private, so the child's
+/// `/proc` does not leak into the host.
+pub fn unshare_pid_namespace() -> io::Result<()> {
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: all pointers are NUL-terminated literals or null, as mount
+    // expects for a propagation change.
+    let rc = unsafe {
+        libc::mount(
+            ptr::null(),
+            c"/".as_ptr(),
+            ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            ptr::null(),
+        )
+    };
+    if rc == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -505,6 +535,8 @@ pub struct ChildSetup {
     pub foreground_of: Option<RawFd>,
     /// The core-dump limit to restore (sealinit runs with 0).
     pub core_limit: Option<libc::rlimit>,
+    /// Mount a fresh `/proc` (the child is PID 1 of a new namespace).
+    pub mount_proc: bool,
 }
 
 /// Why the child could not be started.
@@ -538,9 +570,9 @@ pub fn spawn(
 
     // SAFETY: fork in a single-threaded process. Between fork and
     // execve/_exit the child only calls async-signal-safe functions
-    // (setpgid, tcsetpgrp, setrlimit, pthread_sigmask, execve, write,
-    // _exit) on memory prepared before the
-    // fork, and never allocates, unwinds or returns into Rust code.
+    // (setpgid, tcsetpgrp, setrlimit, mount, pthread_sigmask, execve,
+    // write, _exit) on memory prepared before the fork, and never
+    // allocates, unwinds or returns into Rust code.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: see above; all pointers were built before the fork and
@@ -609,6 +641,11 @@ unsafe fn exec_child(
         }
         if let Some(core) = setup.core_limit {
             libc::setrlimit(libc::RLIMIT_CORE, &core);
+        }
+        if setup.mount_proc {
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let proc_ = c"proc".as_ptr();
+            libc::mount(proc_, c"/proc".as_ptr(), proc_, flags, ptr::null());
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask.0, ptr::null_mut());
         let mut saw_eacces = false;

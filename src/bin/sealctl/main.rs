@@ -3,16 +3,19 @@
 mod cli;
 
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use sealinit::bundle::{self, Header, OpenedBundle};
+use sealinit::bundle::{self, Entry, Header, OpenedBundle};
 use sealinit::error::{Error, Result, exit};
+use sealinit::secret::{SecretKey, SecretValue};
+use sealinit::store::{self, Store};
 use sealinit::{files, import, time};
 use serde_json::json;
 
-use cli::{Cli, Command, SealArgs};
+use cli::{Cli, Command, RunArgs, SealArgs, SecretsCommand, StoreArgs, StoreCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -27,6 +30,10 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen(&out),
         Command::Seal(args) => seal(&args),
         Command::Inspect { path, key, json } => inspect(&path, key.as_deref(), json),
+        Command::Store(cmd) => store_command(cmd),
+        Command::Secrets(cmd) => secrets_command(cmd),
+        Command::Repos { store, json } => repos(&store, json),
+        Command::Run(args) => run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,17 +55,39 @@ fn keygen(out: &Path) -> Result<()> {
 }
 
 fn seal(args: &SealArgs) -> Result<()> {
-    let entries = match (&args.from_env_file, &args.from_json) {
-        (Some(path), _) => import::from_env_file(path)?,
-        (None, Some(path)) => import::from_json_file(path)?,
-        (None, None) => unreachable!("clap requires one input"),
+    let (entries, key, label) = match (&args.from_env_file, &args.from_json, &args.repo) {
+        (Some(path), _, _) => (import::from_env_file(path)?, None, args.label.clone()),
+        (None, Some(path), _) => (import::from_json_file(path)?, None, args.label.clone()),
+        (None, None, Some(repo)) => {
+            store::validate_repo(repo)?;
+            let entries = open_store(&args.store)?.entries(repo)?;
+            let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
+            let key_out = args
+                .key_out
+                .as_deref()
+                .expect("clap: --repo requires --key-out");
+            (
+                entries,
+                Some((key, key_out)),
+                Some(args.label.clone().unwrap_or_else(|| repo.clone())),
+            )
+        }
+        (None, None, None) => unreachable!("clap requires one input"),
     };
     bundle::validate_entries(&entries)?;
     bundle::check_name_policy(&entries, &args.allow_name)?;
-    let key = files::read_key_file(&args.key)?;
+    let (key, new_key_path) = match key {
+        Some((key, path)) => (key, Some(path)),
+        None => (
+            files::read_key_file(args.key.as_deref().ok_or_else(|| {
+                Error::Usage("--key PATH is required with --from-env-file or --from-json".into())
+            })?)?,
+            None,
+        ),
+    };
     let now = time::now();
     let expires = args.ttl.map(|ttl| now.saturating_add(ttl.as_secs()));
-    let header = Header::new(now, expires, args.label.clone());
+    let header = Header::new(now, expires, label);
     let mut nonce = [0u8; bundle::NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", std::io::Error::other(e)))?;
     let sealed = bundle::seal(&key, &header, &entries, &nonce).map_err(|source| Error::Bundle {
@@ -67,7 +96,15 @@ fn seal(args: &SealArgs) -> Result<()> {
     })?;
     let count = entries.len();
     drop(entries);
-    files::write_atomic(&args.out, &sealed)?;
+    if let Some(path) = new_key_path {
+        files::create_key_file(path, &key)?;
+    }
+    if let Err(e) = files::write_atomic(&args.out, &sealed) {
+        if let Some(path) = new_key_path {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
     eprintln!(
         "sealctl: sealed {} secrets into {}{}",
         count,
@@ -75,6 +112,217 @@ fn seal(args: &SealArgs) -> Result<()> {
         expires.map_or(String::new(), |e| format!(", expires {}", time::rfc3339(e)))
     );
     Ok(())
+}
+
+fn store_path(args_store: Option<&Path>) -> Result<PathBuf> {
+    match args_store {
+        Some(p) => Ok(p.to_owned()),
+        None => store::default_path().ok_or_else(|| {
+            Error::Usage("no --store given and neither XDG_DATA_HOME nor HOME is set".into())
+        }),
+    }
+}
+
+/// The master key from `--master-key PATH` (which must be 0600) or
+/// `--master-key-fd N`.
+fn master_key(args: &StoreArgs) -> Result<SecretKey> {
+    match (&args.master_key, args.master_key_fd) {
+        (Some(path), _) => {
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(Error::Key {
+                        source_name: format!("master key file {}", path.display()),
+                        source: sealinit::key::KeyError::Io(std::io::Error::other(format!(
+                            "is readable by other users (mode {mode:o}); chmod 600 it"
+                        ))),
+                    });
+                }
+            }
+            files::read_key_file(path)
+        }
+        (None, Some(fd)) => {
+            let source_name = format!("master key fd {fd}");
+            let owned = sealinit::sys::take_inherited_fd(fd).map_err(|_| Error::Key {
+                source_name: source_name.clone(),
+                source: sealinit::key::KeyError::NotOpen,
+            })?;
+            sealinit::key::read_key(owned, std::time::Duration::from_secs(5))
+                .map_err(|source| Error::Key { source_name, source })
+        }
+        (None, None) => Err(Error::Usage(
+            "the store needs its master key: --master-key PATH or --master-key-fd N (or SEALCTL_MASTER_KEY)".into(),
+        )),
+    }
+}
+
+fn open_store(args: &StoreArgs) -> Result<Store> {
+    let path = store_path(args.store.as_deref())?;
+    let key = master_key(args)?;
+    Store::open(&path, key)
+}
+
+fn store_command(cmd: StoreCommand) -> Result<()> {
+    match cmd {
+        StoreCommand::Init { store, master_key } => {
+            let path = store_path(store.as_deref())?;
+            if path.exists() {
+                return Err(Error::OutputExists { path });
+            }
+            let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
+            files::create_key_file(&master_key, &key)?;
+            if let Err(e) = Store::create(&path, &key) {
+                let _ = std::fs::remove_file(&master_key);
+                return Err(e);
+            }
+            eprintln!(
+                "sealctl: created store {} and master key {} (mode 0600); keep the key apart from the store",
+                path.display(),
+                master_key.display()
+            );
+            Ok(())
+        }
+        StoreCommand::RotateMasterKey { store, new } => {
+            let mut st = open_store(&store)?;
+            let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
+            files::create_key_file(&new, &key)?;
+            match st.rotate(&key) {
+                Ok(n) => {
+                    eprintln!(
+                        "sealctl: re-encrypted {n} secrets under {}; the old master key no longer opens the store",
+                        new.display()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&new);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn secrets_command(cmd: SecretsCommand) -> Result<()> {
+    match cmd {
+        SecretsCommand::Set {
+            store,
+            repo,
+            name,
+            from_env_file,
+        } => {
+            store::validate_repo(&repo)?;
+            let entries = match (name, from_env_file) {
+                (_, Some(path)) => import::from_env_file(&path)?,
+                (Some(name), None) => vec![Entry {
+                    name,
+                    value: read_value_from_stdin()?,
+                }],
+                (None, None) => unreachable!("clap requires NAME or --from-env-file"),
+            };
+            bundle::validate_entries(&entries)?;
+            for e in &entries {
+                if bundle::changes_code_loading(&e.name) {
+                    tracing::warn!(
+                        "{} changes how programs load code: sealing it will need --allow-name {}",
+                        e.name,
+                        e.name
+                    );
+                }
+            }
+            open_store(&store)?.set_many(&repo, &entries)?;
+            eprintln!("sealctl: set {} secret(s) in {repo}", entries.len());
+            Ok(())
+        }
+        SecretsCommand::List { store, repo, json } => {
+            let list = open_store(&store)?.list(&repo)?;
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                writeln!(out, "{:#}", json!(list))
+            } else {
+                list.iter().try_for_each(|s| {
+                    writeln!(
+                        out,
+                        "{:<32} {:>8} bytes  v{:<4} updated {}",
+                        s.name,
+                        s.size,
+                        s.version,
+                        time::rfc3339(s.updated_at as u64)
+                    )
+                })
+            };
+            written.map_err(stdout_err)
+        }
+        SecretsCommand::Rm { store, repo, names } => {
+            open_store(&store)?.remove(&repo, &names)?;
+            eprintln!("sealctl: removed {} secret(s) from {repo}", names.len());
+            Ok(())
+        }
+    }
+}
+
+fn repos(store: &StoreArgs, as_json: bool) -> Result<()> {
+    let list = open_store(store)?.repos()?;
+    let mut out = std::io::stdout().lock();
+    let written = if as_json {
+        let doc: Vec<_> = list
+            .iter()
+            .map(|(r, n)| json!({"repo": r, "secrets": n}))
+            .collect();
+        writeln!(out, "{:#}", json!(doc))
+    } else {
+        list.iter()
+            .try_for_each(|(r, n)| writeln!(out, "{r:<40} {n} secret(s)"))
+    };
+    written.map_err(stdout_err)
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    store::validate_repo(&args.repo)?;
+    let st = open_store(&args.store)?;
+    let opts = sealinit::local::RunOptions {
+        repo: args.repo,
+        sealinit: args.sealinit,
+        pid_namespace: args.pid_namespace,
+        ttl: args.ttl,
+        allow_names: args.allow_name,
+        sealinit_args: args.sealinit_args,
+        command: args.command,
+    };
+    let code = sealinit::local::run(st, &opts)?;
+    std::process::exit(code);
+}
+
+/// The value of `secrets set`: all of stdin, without one trailing newline.
+/// A terminal is refused: typing the value would echo it.
+fn read_value_from_stdin() -> Result<SecretValue> {
+    if sealinit::sys::is_terminal(0) {
+        return Err(Error::Usage(
+            "the value is read from stdin, which is a terminal (it would echo); pipe it in, e.g. `printf %s \"$VALUE\" | sealctl secrets set ...`".into(),
+        ));
+    }
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf).map_err(|source| {
+        Error::Input {
+            what: "value on",
+            path: "standard input".into(),
+            source,
+        }
+    })?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    Ok(SecretValue::from(std::mem::take(&mut *buf)))
+}
+
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::Output {
+        path: "standard output".into(),
+        source: e,
+    }
 }
 
 fn inspect(path: &Path, key: Option<&Path>, as_json: bool) -> Result<()> {

@@ -1,0 +1,451 @@
+//! The orchestrator's per-repository secret store: one SQLite database in
+//! which every value is encrypted with XChaCha20-Poly1305 under a master
+//! key, with the repository, the name and the row's version bound in as
+//! associated data (a row copied to another repository or name does not
+//! decrypt). A check row tells a wrong master key from a damaged store.
+//!
+//! Every change is one transaction; a busy timeout lets concurrent writers
+//! wait for each other instead of failing.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::bundle::{self, Entry, NONCE_LEN, TAG_LEN};
+use crate::error::{Error, Result};
+use crate::secret::{SecretKey, SecretValue};
+
+const SCHEMA_VERSION: i64 = 1;
+const CHECK_PLAINTEXT: &[u8] = b"sealinit store master key check";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the store lives when `--store` is not given:
+/// `$XDG_DATA_HOME/sealinit/store.db`, else `~/.local/share/sealinit/store.db`.
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("sealinit/store.db"))
+}
+
+/// Checks a repository name: `owner/name`, each part letters, digits, `-`,
+/// `_` or `.`, not starting with `.` or `-`, at most 100 bytes.
+pub fn validate_repo(repo: &str) -> Result<()> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 100
+            && !p.starts_with(['.', '-'])
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match repo.split_once('/') {
+        Some((owner, name)) if part_ok(owner) && part_ok(name) => Ok(()),
+        _ => Err(Error::Usage(format!(
+            "repository {repo:?} is not of the form owner/name (letters, digits, '-', '_', '.')"
+        ))),
+    }
+}
+
+/// One secret as listed: never its value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub size: usize,
+    pub version: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+pub struct Store {
+    conn: Connection,
+    master: SecretKey,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Creates a new store at `path` (mode 0600, in a 0700 directory if
+    /// the directory is new) whose values `master` will encrypt. Refuses an
+    /// existing file.
+    pub fn create(path: &Path, master: &SecretKey) -> Result<()> {
+        let out_err = |source| Error::Output {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(out_err)?;
+            }
+        }
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::OutputExists {
+                    path: path.to_owned(),
+                },
+                _ => out_err(e),
+            })?;
+        let result = (|| {
+            let conn = connect(path)?;
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+                 CREATE TABLE secrets (
+                     repo TEXT NOT NULL,
+                     name TEXT NOT NULL,
+                     version INTEGER NOT NULL,
+                     nonce BLOB NOT NULL,
+                     ciphertext BLOB NOT NULL,
+                     size INTEGER NOT NULL,
+                     updated_at INTEGER NOT NULL,
+                     PRIMARY KEY (repo, name)
+                 ) WITHOUT ROWID;",
+            )
+            .map_err(|e| db_err(path, e))?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                params![SCHEMA_VERSION],
+            )
+            .map_err(|e| db_err(path, e))?;
+            let check = encrypt(master, &check_aad(), CHECK_PLAINTEXT)?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('check', ?1)",
+                params![check],
+            )
+            .map_err(|e| db_err(path, e))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        result
+    }
+
+    /// Opens an existing store and checks that `master` is its key.
+    pub fn open(path: &Path, master: SecretKey) -> Result<Self> {
+        let meta = fs::metadata(path).map_err(|source| Error::Input {
+            what: "store",
+            path: path.to_owned(),
+            source,
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "store {} is readable by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+        let conn = connect(path)?;
+        let check: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| db_err(path, e))?;
+        let Some(check) = check else {
+            return Err(Error::Store {
+                path: path.to_owned(),
+                reason: "not a sealinit store (no master key check row); create one with `sealctl store init`".into(),
+            });
+        };
+        match decrypt(&master, &check_aad(), &check) {
+            Some(p) if p.as_slice() == CHECK_PLAINTEXT => {}
+            _ => {
+                return Err(Error::WrongMasterKey {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(Self {
+            conn,
+            master,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Sets every entry of `repo` in one transaction: all or nothing.
+    pub fn set_many(&mut self, repo: &str, entries: &[Entry]) -> Result<()> {
+        validate_repo(repo)?;
+        for e in entries {
+            validate_one(e)?;
+        }
+        let now = crate::time::now() as i64;
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_err(&path, e))?;
+        for e in entries {
+            let version: i64 = tx
+                .query_row(
+                    "SELECT version FROM secrets WHERE repo = ?1 AND name = ?2",
+                    params![repo, e.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|err| db_err(&path, err))?
+                .map_or(1, |v: i64| v + 1);
+            let sealed = encrypt(
+                &self.master,
+                &row_aad(repo, &e.name, version),
+                e.value.expose(),
+            )?;
+            tx.execute(
+                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (repo, name) DO UPDATE SET version = ?3, nonce = ?4,
+                     ciphertext = ?5, size = ?6, updated_at = ?7",
+                params![
+                    repo,
+                    e.name,
+                    version,
+                    &sealed[..NONCE_LEN],
+                    &sealed[NONCE_LEN..],
+                    e.value.len() as i64,
+                    now
+                ],
+            )
+            .map_err(|err| db_err(&path, err))?;
+        }
+        tx.commit().map_err(|e| db_err(&path, e))
+    }
+
+    /// The secrets of `repo`, by name, without values.
+    pub fn list(&self, repo: &str) -> Result<Vec<SecretInfo>> {
+        validate_repo(repo)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, size, version, updated_at FROM secrets WHERE repo = ?1 ORDER BY name",
+            )
+            .map_err(|e| db_err(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![repo], |r| {
+                Ok(SecretInfo {
+                    name: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as usize,
+                    version: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            })
+            .map_err(|e| db_err(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Removes `names` from `repo` in one transaction; every name must exist.
+    pub fn remove(&mut self, repo: &str, names: &[String]) -> Result<()> {
+        validate_repo(repo)?;
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_err(&path, e))?;
+        for name in names {
+            let n = tx
+                .execute(
+                    "DELETE FROM secrets WHERE repo = ?1 AND name = ?2",
+                    params![repo, name],
+                )
+                .map_err(|e| db_err(&path, e))?;
+            if n == 0 {
+                return Err(Error::NoSuchSecret {
+                    repo: repo.into(),
+                    name: name.clone(),
+                });
+            }
+        }
+        tx.commit().map_err(|e| db_err(&path, e))
+    }
+
+    /// Every repository with its number of secrets.
+    pub fn repos(&self) -> Result<Vec<(String, usize)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT repo, COUNT(*) FROM secrets GROUP BY repo ORDER BY repo")
+            .map_err(|e| db_err(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
+            .map_err(|e| db_err(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// The decrypted secrets of `repo`, for sealing.
+    pub fn entries(&self, repo: &str) -> Result<Vec<Entry>> {
+        validate_repo(repo)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, version, nonce, ciphertext FROM secrets WHERE repo = ?1 ORDER BY name",
+            )
+            .map_err(|e| db_err(&self.path, e))?;
+        let mut rows = stmt
+            .query(params![repo])
+            .map_err(|e| db_err(&self.path, e))?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| db_err(&self.path, e))? {
+            let read = |i| row.get::<_, Vec<u8>>(i).map_err(|e| db_err(&self.path, e));
+            let name: String = row.get(0).map_err(|e| db_err(&self.path, e))?;
+            let version: i64 = row.get(1).map_err(|e| db_err(&self.path, e))?;
+            let mut sealed = read(2)?;
+            sealed.extend_from_slice(&read(3)?);
+            let mut value = decrypt(&self.master, &row_aad(repo, &name, version), &sealed)
+                .ok_or_else(|| Error::SecretUndecryptable {
+                    repo: repo.into(),
+                    name: name.clone(),
+                })?;
+            entries.push(Entry {
+                name,
+                // Moved out of the zeroizing wrapper, not copied.
+                value: SecretValue::from(std::mem::take(&mut *value)),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Re-encrypts every value and the check row under `new`, in one
+    /// transaction: if it is interrupted, the old key still opens all.
+    pub fn rotate(&mut self, new: &SecretKey) -> Result<usize> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(|e| db_err(&path, e))?;
+        let rows: Vec<(String, String, i64, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare("SELECT repo, name, version, nonce || ciphertext FROM secrets")
+                .map_err(|e| db_err(&path, e))?;
+            let it = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(|e| db_err(&path, e))?;
+            it.collect::<rusqlite::Result<_>>()
+                .map_err(|e| db_err(&path, e))?
+        };
+        for (repo, name, version, sealed) in &rows {
+            let aad = row_aad(repo, name, *version);
+            let value =
+                decrypt(&self.master, &aad, sealed).ok_or_else(|| Error::SecretUndecryptable {
+                    repo: repo.clone(),
+                    name: name.clone(),
+                })?;
+            let resealed = encrypt(new, &aad, &value)?;
+            tx.execute(
+                "UPDATE secrets SET nonce = ?3, ciphertext = ?4 WHERE repo = ?1 AND name = ?2",
+                params![repo, name, &resealed[..NONCE_LEN], &resealed[NONCE_LEN..]],
+            )
+            .map_err(|e| db_err(&path, e))?;
+        }
+        let check = encrypt(new, &check_aad(), CHECK_PLAINTEXT)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'check'",
+            params![check],
+        )
+        .map_err(|e| db_err(&path, e))?;
+        tx.commit().map_err(|e| db_err(&path, e))?;
+        Ok(rows.len())
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| db_err(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| db_err(path, e))?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        .map_err(|e| db_err(path, e))?;
+    Ok(conn)
+}
+
+fn db_err(path: &Path, e: rusqlite::Error) -> Error {
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    let reason = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => "not a SQLite database".to_owned(),
+        _ if busy => format!("still locked by another writer after {BUSY_TIMEOUT:?}; try again"),
+        _ => e.to_string(),
+    };
+    Error::Store {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+fn validate_one(e: &Entry) -> Result<()> {
+    bundle::validate_entries(std::slice::from_ref(e))?;
+    Ok(())
+}
+
+fn check_aad() -> Vec<u8> {
+    b"sealinit-store-v1\0check".to_vec()
+}
+
+/// `sealinit-store-v1 NUL repo NUL name NUL version(u64 LE)`: names and
+/// repositories contain no NUL, so the encoding is unambiguous.
+fn row_aad(repo: &str, name: &str, version: i64) -> Vec<u8> {
+    let mut aad = b"sealinit-store-v1\0".to_vec();
+    aad.extend_from_slice(repo.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(name.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&(version as u64).to_le_bytes());
+    aad
+}
+
+/// `nonce || ciphertext || tag` of `plaintext`.
+fn encrypt(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", io::Error::other(e)))?;
+    let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+        .map_err(|_| Error::os("encrypting a value", io::Error::other("too large")))?;
+    out.extend_from_slice(&tag);
+    Ok(std::mem::take(&mut *out))
+}
+
+/// Opens `nonce || ciphertext || tag`; `None` if it does not authenticate.
+fn decrypt(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut out = Zeroizing::new(ct.to_vec());
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
+    cipher
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            aad,
+            &mut out,
+            Tag::from_slice(tag),
+        )
+        .ok()?;
+    Some(out)
+}
