@@ -214,15 +214,30 @@ pub fn validate_name(name: &[u8]) -> Result<(), PayloadError> {
     Ok(())
 }
 
-/// Validates entries for sealing and returns the payload length.
+/// Validates entries for sealing and returns the payload length: each
+/// entry (see [`validate_each`]), then the count and total size limits.
 pub fn validate_entries(entries: &[Entry]) -> Result<usize, PayloadError> {
     if entries.len() > MAX_ENTRIES {
         return Err(PayloadError::TooManyEntries {
             count: entries.len(),
         });
     }
+    validate_each(entries)?;
+    let len = COUNT_LEN
+        + entries
+            .iter()
+            .map(|e| ENTRY_FIXED_LEN + e.name.len() + e.value.len())
+            .sum::<usize>();
+    if len > MAX_PAYLOAD_LEN {
+        return Err(PayloadError::TooLarge { len });
+    }
+    Ok(len)
+}
+
+/// Checks each entry on its own (name, no NUL, `NAME=value` size) and that
+/// no name repeats; not the count or total size of a bundle.
+pub fn validate_each(entries: &[Entry]) -> Result<(), PayloadError> {
     let mut seen = HashSet::with_capacity(entries.len());
-    let mut len = COUNT_LEN;
     for e in entries {
         let name = e.name.as_bytes();
         validate_name(name)?;
@@ -240,12 +255,8 @@ pub fn validate_entries(entries: &[Entry]) -> Result<usize, PayloadError> {
                 len: entry_len,
             });
         }
-        len += ENTRY_FIXED_LEN + name.len() + value.len();
     }
-    if len > MAX_PAYLOAD_LEN {
-        return Err(PayloadError::TooLarge { len });
-    }
-    Ok(len)
+    Ok(())
 }
 
 /// Seals `entries` under `key` with the given header and nonce. Callers pass

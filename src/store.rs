@@ -188,9 +188,7 @@ impl Store {
     /// Sets every entry of `repo` in one transaction: all or nothing.
     pub fn set_many(&mut self, repo: &str, entries: &[Entry]) -> Result<()> {
         validate_repo(repo)?;
-        for e in entries {
-            validate_one(e)?;
-        }
+        bundle::validate_each(entries)?;
         let now = crate::time::now() as i64;
         let path = self.path.clone();
         let tx = self
@@ -336,10 +334,14 @@ impl Store {
             .map_err(|e| db_err(&path, e))?;
         let rows: Vec<(String, String, i64, Vec<u8>)> = {
             let mut stmt = tx
-                .prepare("SELECT repo, name, version, nonce || ciphertext FROM secrets")
+                .prepare("SELECT repo, name, version, nonce, ciphertext FROM secrets")
                 .map_err(|e| db_err(&path, e))?;
             let it = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map([], |r| {
+                    let mut sealed: Vec<u8> = r.get(3)?;
+                    sealed.extend_from_slice(&r.get::<_, Vec<u8>>(4)?);
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, sealed))
+                })
                 .map_err(|e| db_err(&path, e))?;
             it.collect::<rusqlite::Result<_>>()
                 .map_err(|e| db_err(&path, e))?
@@ -392,11 +394,6 @@ fn db_err(path: &Path, e: rusqlite::Error) -> Error {
         path: path.to_owned(),
         reason,
     }
-}
-
-fn validate_one(e: &Entry) -> Result<()> {
-    bundle::validate_entries(std::slice::from_ref(e))?;
-    Ok(())
 }
 
 fn check_aad() -> Vec<u8> {

@@ -220,7 +220,7 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
                 }],
                 (None, None) => unreachable!("clap requires NAME or --from-env-file"),
             };
-            bundle::validate_entries(&entries)?;
+            bundle::validate_each(&entries)?;
             for e in &entries {
                 if bundle::changes_code_loading(&e.name) {
                     tracing::warn!(
