@@ -5,7 +5,8 @@
 //! 2. become a child subreaper unless PID 1; become non-dumpable with a zero
 //!    core limit; mark inherited descriptors above 2 close-on-exec except
 //!    `--keep-fd` ones;
-//! 3. read the key from its fd into locked memory and close the fd;
+//! 3. read the key from its fd (or `--key-file`, then unlinked) into locked
+//!    memory and close the fd;
 //! 4. read the bundle into locked memory (unlink it with --remove-bundle)
 //!    and open it in place; check --expect-label;
 //! 5. drop the key (wiped) and scrub the stack;
@@ -29,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::hardening::{self, Hardening};
 use crate::key::{self, KeyError};
-use crate::secret;
+use crate::secret::{self, SecretKey};
 use crate::supervisor::{Policy, Supervisor};
 use crate::sys::{self, CStrArray, ChildSetup, ExitStatus, SpawnError};
 
@@ -40,7 +41,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Debug, Clone)]
 pub struct Options {
     pub bundle: Option<PathBuf>,
-    pub key_fd: RawFd,
+    /// Where the key comes from.
+    pub key: KeySource,
     pub key_timeout: Duration,
     pub policy: Policy,
     /// `CODE=NEW` rewrites of the command's exit code.
@@ -58,6 +60,17 @@ pub struct Options {
     pub expect_label: Option<String>,
     /// The command and its arguments; never empty.
     pub command: Vec<OsString>,
+}
+
+/// Where sealinit reads the 32-byte key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An inherited descriptor (runc/crun/podman `--preserve-fds`, bwrap,
+    /// `docker run -i` with fd 0).
+    Fd(RawFd),
+    /// A file, unlinked once read (Kubernetes tmpfs volume); it must not be
+    /// readable by group or others.
+    File(PathBuf),
 }
 
 /// Runs sealinit: launch the command, supervise it, end whatever remains,
@@ -161,21 +174,10 @@ impl<'a> ChildEnv<'a> {
 
 /// Steps 3 to 5: key, bundle, open, wipe the key.
 pub fn load_secrets(path: &Path, opts: &Options) -> Result<OpenedBundle> {
-    let key_fd = opts.key_fd;
-    let key_err = |source| Error::Key {
-        source_name: format!("key fd {key_fd}"),
-        source,
+    let key = match &opts.key {
+        KeySource::Fd(fd) => key_from_fd(*fd, opts.key_timeout)?,
+        KeySource::File(path) => key_from_file(path, opts.key_timeout)?,
     };
-    let fd = sys::take_inherited_fd(key_fd).map_err(|_| key_err(KeyError::NotOpen))?;
-    let key = key::read_key(fd, opts.key_timeout).map_err(key_err)?;
-    if key_fd <= 2 {
-        // The key came on stdin: the child gets /dev/null there instead.
-        sys::null_onto(key_fd).map_err(|e| Error::os("reopening the key fd on /dev/null", e))?;
-        info!(
-            fd = key_fd,
-            "key read from fd {key_fd}; the command gets /dev/null on it"
-        );
-    }
     let buf = files::read_bundle(path)?;
     if opts.remove_bundle {
         match std::fs::remove_file(path) {
@@ -215,6 +217,56 @@ pub fn load_secrets(path: &Path, opts: &Options) -> Result<OpenedBundle> {
         debug!(name = e.name(), len = e.value().len(), "secret");
     }
     Ok(opened)
+}
+
+fn key_from_fd(key_fd: RawFd, timeout: Duration) -> Result<SecretKey> {
+    let key_err = |source| Error::Key {
+        source_name: format!("key fd {key_fd}"),
+        source,
+    };
+    let fd = sys::take_inherited_fd(key_fd).map_err(|_| key_err(KeyError::NotOpen))?;
+    let key = key::read_key(fd, timeout).map_err(key_err)?;
+    if key_fd <= 2 {
+        // The key came on stdin: the command gets /dev/null there instead.
+        sys::null_onto(key_fd).map_err(|e| Error::os("reopening the key fd on /dev/null", e))?;
+        warn!("the key was read from fd {key_fd}: the command gets /dev/null as fd {key_fd}");
+    }
+    Ok(key)
+}
+
+/// Reads the key file, refusing one that group or others may read, then
+/// unlinks it (a failure to unlink, e.g. on a read-only volume, is a warning).
+fn key_from_file(path: &Path, timeout: Duration) -> Result<SecretKey> {
+    let source_name = format!("key file {}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| Error::Key {
+        source_name: source_name.clone(),
+        source: KeyError::Io(e),
+    })?;
+    let meta = file.metadata().map_err(|e| Error::Key {
+        source_name: source_name.clone(),
+        source: KeyError::Io(e),
+    })?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    if mode & 0o077 != 0 && !meta.is_dir() {
+        return Err(Error::Key {
+            source_name,
+            source: KeyError::Io(std::io::Error::other(format!(
+                "is readable by group or others (mode {mode:o}); make it 0600 or 0400 (Kubernetes: defaultMode: 0400)"
+            ))),
+        });
+    }
+    let key = key::read_key(file.into(), timeout).map_err(|source| Error::Key {
+        source_name,
+        source,
+    })?;
+    match std::fs::remove_file(path) {
+        Ok(()) => debug!(path = %path.display(), "key file removed"),
+        Err(e) => warn!(
+            "cannot remove key file {} ({e}); remove it yourself",
+            path.display()
+        ),
+    }
+    Ok(key)
 }
 
 /// Steps 6 and 7: build argv, check ARG_MAX, fork and exec.

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sealinit::launch::Options;
+use sealinit::launch::{KeySource, Options};
 use sealinit::supervisor::Policy;
 use tracing::level_filters::LevelFilter;
 
@@ -23,6 +23,9 @@ options:
                        sealinit is a plain init with no secrets
   --key-fd N           descriptor carrying exactly 32 raw key bytes then EOF
                        (env SEALINIT_KEY_FD; default 3 when a bundle is given)
+  --key-file PATH      read the key from a file instead, then unlink it; the
+                       file must not be readable by group or others (env
+                       SEALINIT_KEY_FILE)
   --key-timeout SECS   how long to wait for the key's EOF (env
                        SEALINIT_KEY_TIMEOUT; default 5)
   --log-level LEVEL    error|warn|info|debug|trace|off, to stderr (env
@@ -69,6 +72,7 @@ pub fn parse(
 
     let mut bundle = env("SEALINIT_BUNDLE").map(PathBuf::from);
     let mut key_fd = env("SEALINIT_KEY_FD").map(|v| fd_number(&v)).transpose()?;
+    let mut key_file = env("SEALINIT_KEY_FILE").map(PathBuf::from);
     let mut key_timeout = env("SEALINIT_KEY_TIMEOUT")
         .map(|v| timeout(&v))
         .transpose()?;
@@ -89,6 +93,7 @@ pub fn parse(
         match arg {
             Long("bundle") => bundle = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("key-fd") => key_fd = Some(fd_number(&p.value().map_err(|e| e.to_string())?)?),
+            Long("key-file") => key_file = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("key-timeout") => {
                 key_timeout = Some(timeout(&p.value().map_err(|e| e.to_string())?)?)
             }
@@ -121,16 +126,22 @@ pub fn parse(
     if command.is_empty() {
         return Err("missing COMMAND to run".into());
     }
-    let key_fd = key_fd.unwrap_or(3);
-    if bundle.is_some() && keep_fds.contains(&key_fd) {
-        return Err(format!(
-            "--keep-fd {key_fd} is the key descriptor, which is always closed before COMMAND starts"
-        ));
+    let key = match (key_fd, key_file) {
+        (Some(_), Some(_)) => return Err("--key-fd and --key-file exclude each other".into()),
+        (_, Some(path)) => KeySource::File(path),
+        (fd, None) => KeySource::Fd(fd.unwrap_or(3)),
+    };
+    if let (Some(_), KeySource::Fd(fd)) = (&bundle, &key) {
+        if keep_fds.contains(fd) {
+            return Err(format!(
+                "--keep-fd {fd} is the key descriptor, which is always closed before COMMAND starts"
+            ));
+        }
     }
     Ok(Parsed::Run(
         Box::new(Options {
             bundle,
-            key_fd,
+            key,
             key_timeout: key_timeout.unwrap_or(Duration::from_secs(5)),
             policy,
             map_exit,
@@ -213,12 +224,12 @@ mod tests {
             panic!("not a run")
         };
         assert_eq!(o.command, ["sh", "-c", "--bundle"]);
-        assert_eq!(o.key_fd, 3);
+        assert_eq!(o.key, KeySource::Fd(3));
         let Ok(Parsed::Run(o, _)) = run(&["--key-fd=0", "--", "-x"]) else {
             panic!("not a run")
         };
         assert_eq!(o.command, ["-x"]);
-        assert_eq!(o.key_fd, 0);
+        assert_eq!(o.key, KeySource::Fd(0));
     }
 
     #[test]
