@@ -17,9 +17,9 @@
 
 use std::collections::HashSet;
 use std::ffi::c_int;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::RawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -148,7 +148,7 @@ struct ChildEnv<'a> {
 }
 
 impl<'a> ChildEnv<'a> {
-    fn new(inherited: &'a [CString], secrets: Option<&'a OpenedBundle>) -> Self {
+    fn new(inherited: &'a [&'static CStr], secrets: Option<&'a OpenedBundle>) -> Self {
         let count = secrets.map_or(0, OpenedBundle::len);
         let mut envp = CStrArray::with_capacity(inherited.len() + count);
         inherited.iter().for_each(|v| envp.push(v));
@@ -161,7 +161,7 @@ impl<'a> ChildEnv<'a> {
             .or_else(|| {
                 inherited
                     .iter()
-                    .find_map(|v| v.as_bytes().strip_prefix(b"PATH="))
+                    .find_map(|v| v.to_bytes().strip_prefix(b"PATH="))
             })
             .map(OsStr::from_bytes);
         Self {
@@ -317,20 +317,17 @@ fn start(
     }
 }
 
-/// The inherited environment as `NAME=value` strings, minus sealinit's own
-/// `SEALINIT_*` variables and minus names a secret overrides.
-fn inherited_env(overridden: &HashSet<&str>) -> Vec<CString> {
-    std::env::vars_os()
-        .filter(|(k, _)| {
-            let k = k.as_bytes();
-            !k.starts_with(RESERVED_PREFIX.as_bytes())
-                && std::str::from_utf8(k).map_or(true, |k| !overridden.contains(k))
-        })
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstring(&kv)
+/// The inherited environment as `NAME=value` strings, borrowed in place,
+/// minus sealinit's own `SEALINIT_*` variables and minus names a secret
+/// overrides.
+fn inherited_env(overridden: &HashSet<&str>) -> Vec<&'static CStr> {
+    sys::environment()
+        .into_iter()
+        .filter(|kv| {
+            let kv = kv.to_bytes();
+            let name = kv.split(|&b| b == b'=').next().unwrap_or(kv);
+            !name.starts_with(RESERVED_PREFIX.as_bytes())
+                && std::str::from_utf8(name).map_or(true, |n| !overridden.contains(n))
         })
         .collect()
 }

@@ -134,12 +134,12 @@ impl fmt::Debug for SecretValue {
     }
 }
 
-/// Overwrites 64 KiB of stack below the caller's frame with zeros, wiping
-/// what returned callees (the cipher's key schedule, its keystream blocks)
-/// left there. Called once a bundle has been opened.
+/// Overwrites 16 KiB of stack below the caller's frame with zeros, wiping
+/// what returned callees (the cipher's state, its keystream blocks) left
+/// there; their frames take a few KiB. Called once a bundle has been opened.
 #[inline(never)]
 pub fn scrub_stack() {
-    let mut area = [0u8; 64 * 1024];
+    let mut area = [0u8; 16 * 1024];
     area.zeroize();
     std::hint::black_box(&area);
 }

@@ -116,6 +116,31 @@ fn page_size() -> usize {
     if n > 0 { n as usize } else { 4096 }
 }
 
+/// The environment sealinit was started with, as borrowed C strings: the
+/// block the kernel set up at exec, used in place instead of copied.
+pub fn environment() -> Vec<&'static CStr> {
+    unsafe extern "C" {
+        static environ: *const *const c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: `environ` is the NULL-terminated array of NUL-terminated
+    // strings that libc set up before main. Nothing in this program calls
+    // setenv/putenv/unsetenv (std's `set_var` is never used), so neither
+    // the array nor its strings change or move for the life of the process,
+    // which makes the `'static` borrows sound.
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return out;
+        }
+        while !(*p).is_null() {
+            out.push(CStr::from_ptr(*p));
+            p = p.add(1);
+        }
+    }
+    out
+}
+
 /// The system's `ARG_MAX`: the bytes `execve` accepts for argv plus envp.
 pub fn arg_max() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
-    sealinit::logging::init(cli.log_level);
+    sealinit::logging::init("sealctl", cli.log_level);
     let outcome = match cli.command {
         Command::Keygen { out } => keygen(&out),
         Command::Seal(args) => seal(&args),

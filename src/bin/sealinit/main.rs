@@ -37,7 +37,7 @@ fn run() -> c_int {
             sealinit::error::exit::USAGE.into()
         }
         Ok(Parsed::Run(opts, level)) => {
-            sealinit::logging::init(level);
+            sealinit::logging::init("sealinit", level);
             match sealinit::launch::run(&opts) {
                 Ok(code) => code,
                 Err(e) => {
