@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::hardening::{self, Hardening};
 use crate::key::{self, KeyError};
+use crate::mask::Masker;
+use crate::output::Pump;
 use crate::secret::{self, SecretKey};
 use crate::supervisor::{Policy, Supervisor};
 use crate::sys::{self, CStrArray, ChildSetup, ExitStatus, SpawnError};
@@ -58,8 +60,28 @@ pub struct Options {
     pub remove_bundle: bool,
     /// Refuse a bundle whose authenticated label is not this.
     pub expect_label: Option<String>,
+    /// Mask secret values in the output of the command and setup steps.
+    pub mask: Option<MaskOptions>,
     /// The command and its arguments; never empty.
     pub command: Vec<OsString>,
+}
+
+/// `--mask` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskOptions {
+    /// What replaces each occurrence (`--mask-with`).
+    pub replacement: String,
+    /// Values shorter than this are not masked (`--mask-min-len`).
+    pub min_len: usize,
+}
+
+impl Default for MaskOptions {
+    fn default() -> Self {
+        Self {
+            replacement: "***".into(),
+            min_len: 4,
+        }
+    }
 }
 
 /// Where sealinit reads the 32-byte key.
@@ -95,6 +117,9 @@ pub fn run(opts: &Options) -> Result<i32> {
         .iter()
         .flat_map(|s| s.entries().map(|e| e.name()))
         .collect();
+    if let Some(mask) = &opts.mask {
+        supervisor.attach(build_pump(mask, secrets.as_ref())?)?;
+    }
     let inherited = inherited_env(&overridden);
     let env = ChildEnv::new(&inherited, secrets.as_ref());
 
@@ -114,6 +139,7 @@ pub fn run(opts: &Options) -> Result<i32> {
         let interrupted = supervisor.shutdown_signal();
         if status != ExitStatus::Code(0) || interrupted.is_some() {
             supervisor.finish()?;
+            supervisor.drain_output();
             return Err(Error::Setup {
                 step: i + 1,
                 total,
@@ -128,9 +154,11 @@ pub fn run(opts: &Options) -> Result<i32> {
     // The command has exec'd: its environment lives in its own memory now.
     drop(env);
     drop(secrets);
+    supervisor.command_started();
     debug!(pid, "plaintext wiped; supervising");
     let status = supervisor.supervise(pid)?;
     supervisor.finish()?;
+    supervisor.drain_output();
     let code = status.code();
     Ok(opts
         .map_exit
@@ -170,6 +198,39 @@ impl<'a> ChildEnv<'a> {
             secrets: count,
         }
     }
+}
+
+/// `--mask`: the matcher, built once from the values (and their encodings)
+/// before the plaintext is wiped, and the output proxy around it. All of
+/// sealinit's memory is locked from here on, as the matcher embeds the
+/// values.
+fn build_pump(mask: &MaskOptions, secrets: Option<&OpenedBundle>) -> Result<Pump> {
+    let values: Vec<(&str, &[u8])> = secrets
+        .iter()
+        .flat_map(|s| s.entries().map(|e| (e.name(), e.value())))
+        .collect();
+    let (masker, skipped) = Masker::new(
+        values.iter().map(|(_, v)| *v),
+        mask.min_len,
+        mask.replacement.as_bytes(),
+    );
+    if !skipped.is_empty() {
+        let names: Vec<&str> = skipped.iter().map(|&i| values[i].0).collect();
+        warn!(
+            "--mask: {} shorter than {} bytes and not masked: {}",
+            if names.len() == 1 {
+                "this value is"
+            } else {
+                "these values are"
+            },
+            mask.min_len,
+            names.join(", ")
+        );
+    }
+    if let Err(e) = sys::lock_all_memory() {
+        warn!("--mask: cannot lock sealinit's memory ({e}); the matcher may be swapped out");
+    }
+    Pump::new(masker).map_err(|e| Error::os("setting up --mask output", e))
 }
 
 /// Steps 3 to 5: key, bundle, open, wipe the key.

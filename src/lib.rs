@@ -8,6 +8,7 @@
 //! - [`launch`]: what sealinit does until its command runs;
 //! - [`supervisor`]: signals and reaping, the init proper;
 //! - [`hardening`]: non-dumpable, no core, descriptor hygiene;
+//! - [`mask`], [`output`]: masking secret values in the command's output;
 //! - [`signal`]: signal names;
 //! - [`files`], [`import`]: files read and written by sealctl;
 //! - [`store`]: sealctl's encrypted per-repository secret store;
@@ -25,6 +26,8 @@ pub mod key;
 pub mod launch;
 pub mod local;
 pub mod logging;
+pub mod mask;
+pub mod output;
 pub mod secret;
 pub mod signal;
 pub mod store;

@@ -12,11 +12,16 @@
 
 use std::collections::HashMap;
 use std::ffi::c_int;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use tracing::{debug, info, trace, warn};
 
 use crate::error::{Error, Result};
+use crate::output::Pump;
 use crate::signal;
 use crate::sys::{self, ChildSetup, ExitStatus, Reaped, SignalSet};
 
@@ -69,6 +74,9 @@ pub struct Supervisor {
     kill_at: Option<Instant>,
     /// SIGKILL was sent to everything.
     killed: bool,
+    /// `--mask`: the output proxy, and signals as a descriptor to poll
+    /// beside it.
+    pump: Option<(Pump, OwnedFd)>,
 }
 
 impl Supervisor {
@@ -100,7 +108,29 @@ impl Supervisor {
             shutdown: None,
             kill_at: None,
             killed: false,
+            pump: None,
         })
+    }
+
+    /// Routes the output of every child started from now on through `pump`.
+    pub fn attach(&mut self, pump: Pump) -> Result<()> {
+        let fd = sys::signal_fd(&self.waited).map_err(|e| Error::os("signalfd", e))?;
+        self.pump = Some((pump, fd));
+        Ok(())
+    }
+
+    /// The command has started (see [`Pump::command_started`]).
+    pub fn command_started(&mut self) {
+        if let Some((pump, _)) = &mut self.pump {
+            pump.command_started();
+        }
+    }
+
+    /// Once no process is left: deliver every byte still in the pipes.
+    pub fn drain_output(&mut self) {
+        if let Some((pump, _)) = &mut self.pump {
+            pump.drain();
+        }
     }
 
     pub fn is_pid1(&self) -> bool {
@@ -115,11 +145,18 @@ impl Supervisor {
     /// What each child does before exec: its own process group in group
     /// mode, and the terminal's foreground group when stdin is a terminal.
     pub fn child_setup(&self) -> ChildSetup {
-        ChildSetup {
+        let base = ChildSetup {
             new_process_group: self.policy.process_group || self.tty,
             foreground_of: self.tty.then_some(0),
             core_limit: None,
             mount_proc: false,
+            session_on: None,
+            stdout_to: None,
+            stderr_to: None,
+        };
+        match &self.pump {
+            Some((pump, _)) => pump.child_setup(base),
+            None => base,
         }
     }
 
@@ -190,11 +227,76 @@ impl Supervisor {
         Ok(())
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> Result<Option<c_int>> {
-        sys::wait_signal(&self.waited, timeout).map_err(|e| Error::os("waiting for signals", e))
+    /// The next signal, or `None` after `timeout`. With `--mask`, output is
+    /// pumped meanwhile; held bytes are flushed after a silence. Without a
+    /// timeout and with nothing held, this sleeps until something happens.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<c_int>> {
+        let Some((pump, sigfd)) = &mut self.pump else {
+            return sys::wait_signal(&self.waited, timeout)
+                .map_err(|e| Error::os("waiting for signals", e));
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(sig) =
+                sys::read_signal(sigfd).map_err(|e| Error::os("reading signalfd", e))?
+            {
+                return Ok(Some(sig));
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            if pump.flush_deadline().is_some_and(|d| now >= d) {
+                pump.flush_held();
+            }
+            let wake = [deadline, pump.flush_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let ms = wake.map(|w| {
+                w.saturating_duration_since(now)
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32
+                    + 1
+            });
+            let ready: Vec<usize> = {
+                let fds = pump.fds();
+                let mut polled: Vec<PollFd<'_>> = std::iter::once(sigfd.as_fd())
+                    .chain(fds.iter().copied())
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                    .collect();
+                match poll(
+                    &mut polled,
+                    ms.map_or(PollTimeout::NONE, |m| {
+                        PollTimeout::try_from(m).unwrap_or(PollTimeout::MAX)
+                    }),
+                ) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(Error::os("poll", io::Error::from(e))),
+                }
+                polled[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            // Service from the last, so that indices stay valid when a
+            // stream closes.
+            for i in ready.into_iter().rev() {
+                pump.service(i);
+            }
+        }
     }
 
     fn forward(&self, child: libc::pid_t, sig: c_int) {
+        if let (libc::SIGWINCH, Some((pump, _))) = (sig, &self.pump) {
+            if pump.is_pty() {
+                // The kernel signals the pty's foreground group itself.
+                pump.resize();
+                return;
+            }
+        }
         let target = if self.policy.process_group {
             -child
         } else {

@@ -391,6 +391,59 @@ pub fn send_signal(pid: libc::pid_t, sig: c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// A descriptor that becomes readable when a signal of `set` (which must
+/// be blocked) is pending; read it with [`read_signal`].
+pub fn signal_fd(set: &SignalSet) -> io::Result<OwnedFd> {
+    // SAFETY: `set.0` is an initialised sigset; -1 asks for a new fd.
+    let fd = unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes one pending signal from a [`signal_fd`]; `None` if there is none.
+pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<c_int>> {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match nix::unistd::read(fd, &mut info) {
+        Ok(n) if n == info.len() => {
+            // ssi_signo is the first field, a native-endian u32.
+            Ok(Some(
+                u32::from_ne_bytes(info[..4].try_into().expect("4 bytes")) as c_int,
+            ))
+        }
+        Ok(_) => Ok(None),
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Locks all current and future memory of this process against swapping
+/// (`--mask` keeps its matcher, which embeds the values, for its lifetime).
+pub fn lock_all_memory() -> io::Result<()> {
+    // SAFETY: mlockall takes flags only.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Copies the window size of the terminal `from` to the terminal `to`.
+pub fn copy_window_size(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: `ws` is a valid winsize for TIOCGWINSZ to fill and for
+    // TIOCSWINSZ to read, alive across both calls.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == -1
+            || libc::ioctl(to, libc::TIOCSWINSZ, &ws) == -1
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Processes
 
@@ -562,6 +615,12 @@ pub struct ChildSetup {
     pub core_limit: Option<libc::rlimit>,
     /// Mount a fresh `/proc` (the child is PID 1 of a new namespace).
     pub mount_proc: bool,
+    /// Start a new session with this terminal (a pty slave) as the
+    /// controlling terminal and as fds 0, 1 and 2.
+    pub session_on: Option<RawFd>,
+    /// Descriptors to put on fds 1 and 2 (`--mask` pipes).
+    pub stdout_to: Option<RawFd>,
+    pub stderr_to: Option<RawFd>,
 }
 
 /// Why the child could not be started.
@@ -595,8 +654,8 @@ pub fn spawn(
 
     // SAFETY: fork in a single-threaded process. Between fork and
     // execve/_exit the child only calls async-signal-safe functions
-    // (setpgid, tcsetpgrp, setrlimit, mount, pthread_sigmask, execve,
-    // write, _exit) on memory prepared before the fork, and never
+    // (setsid, ioctl, dup2, setpgid, tcsetpgrp, setrlimit, mount,
+    // pthread_sigmask, execve, write, _exit) on memory prepared before the fork, and never
     // allocates, unwinds or returns into Rust code.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -657,6 +716,19 @@ unsafe fn exec_child(
     // SAFETY: the whole body makes only async-signal-safe calls, on memory
     // that was valid before the fork, per the function's contract.
     unsafe {
+        if let Some(tty) = setup.session_on {
+            libc::setsid();
+            libc::ioctl(tty, libc::TIOCSCTTY, 0);
+            for fd in 0..3 {
+                libc::dup2(tty, fd);
+            }
+        }
+        if let Some(fd) = setup.stdout_to {
+            libc::dup2(fd, 1);
+        }
+        if let Some(fd) = setup.stderr_to {
+            libc::dup2(fd, 2);
+        }
         if setup.new_process_group {
             libc::setpgid(0, 0);
         }

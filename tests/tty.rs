@@ -94,7 +94,13 @@ fn pid_after(term: &Terminal, root: u32, marker: &str, skip: usize) -> (i32, usi
 
 #[test]
 fn interactive_bash_has_working_job_control() {
-    for mode in [Mode::Pid1, Mode::Plain] {
+    let cases = [
+        (Mode::Pid1, false),
+        (Mode::Plain, false),
+        (Mode::Pid1, true),
+        (Mode::Plain, true),
+    ];
+    for (mode, mask) in cases {
         let pty = nix::pty::openpty(None, None).unwrap();
         let slave = pty.slave;
         let mut cmd = Command::new("setsid");
@@ -102,7 +108,12 @@ fn interactive_bash_has_working_job_control() {
         if mode == Mode::Pid1 {
             cmd.args(["unshare", "--pid", "--fork", "--mount-proc"]);
         }
-        cmd.args([SEALINIT, "bash", "--norc", "--noprofile", "-i"])
+        cmd.arg(SEALINIT);
+        if mask {
+            // The command then runs on a pty that sealinit proxies.
+            cmd.arg("--mask");
+        }
+        cmd.args(["bash", "--norc", "--noprofile", "-i"])
             .env("PS1", "PROMPT> ")
             .env("TERM", "dumb")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -147,7 +158,7 @@ fn interactive_bash_has_working_job_control() {
         wait_foreground(pid);
         term.send("\x1a");
         let at = term.expect("Stopped", at);
-        assert_eq!(stat(pid).0, 'T', "{mode:?}: not stopped");
+        assert_eq!(stat(pid).0, 'T', "{mode:?} mask={mask}: not stopped");
         term.send("fg\n");
         wait_foreground(pid);
         term.send("\x03");

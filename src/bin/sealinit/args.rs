@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sealinit::launch::{KeySource, Options};
+use sealinit::launch::{KeySource, MaskOptions, Options};
 use sealinit::supervisor::Policy;
 use tracing::level_filters::LevelFilter;
 
@@ -46,6 +46,12 @@ options:
                        read-only mount, is only a warning)
   --expect-label TEXT  refuse a bundle whose label is not TEXT (env
                        SEALINIT_EXPECT_LABEL)
+  --mask               replace every secret value (and its base64, URL and
+                       JSON forms) in the output of COMMAND and the setup
+                       steps (env SEALINIT_MASK=1); on a terminal, COMMAND
+                       runs on a pseudo-terminal that sealinit proxies
+  --mask-with TEXT     the replacement (default ***)
+  --mask-min-len N     values shorter than N bytes are not masked (default 4)
   -h, --help           print this help
   -V, --version        print the version
 
@@ -86,6 +92,12 @@ pub fn parse(
     let mut expect_label = env("SEALINIT_EXPECT_LABEL")
         .map(|v| text(&v).map(str::to_owned))
         .transpose()?;
+    let mut mask = match env("SEALINIT_MASK").as_ref().and_then(|v| v.to_str()) {
+        None | Some("" | "0" | "false" | "no") => None,
+        Some(_) => Some(MaskOptions::default()),
+    };
+    let mut mask_with = None;
+    let mut mask_min_len = None;
     let mut command = Vec::new();
 
     let mut p = lexopt::Parser::from_args(args);
@@ -109,6 +121,18 @@ pub fn parse(
             }
             Long("keep-fd") => keep_fds.push(keep_fd(&p.value().map_err(|e| e.to_string())?)?),
             Long("remove-bundle") => remove_bundle = true,
+            Long("mask") => mask = Some(MaskOptions::default()),
+            Long("mask-with") => {
+                mask_with = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
+            }
+            Long("mask-min-len") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                mask_min_len = Some(
+                    text(&v)?
+                        .parse::<usize>()
+                        .map_err(|_| format!("--mask-min-len {v:?} is not a whole number"))?,
+                );
+            }
             Long("expect-label") => {
                 expect_label = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
             }
@@ -125,6 +149,16 @@ pub fn parse(
     }
     if command.is_empty() {
         return Err("missing COMMAND to run".into());
+    }
+    if let Some(m) = &mut mask {
+        if let Some(w) = mask_with {
+            m.replacement = w;
+        }
+        if let Some(n) = mask_min_len {
+            m.min_len = n.max(1);
+        }
+    } else if mask_with.is_some() || mask_min_len.is_some() {
+        return Err("--mask-with and --mask-min-len need --mask".into());
     }
     let key = match (key_fd, key_file) {
         (Some(_), Some(_)) => return Err("--key-fd and --key-file exclude each other".into()),
@@ -150,6 +184,7 @@ pub fn parse(
             keep_fds,
             remove_bundle,
             expect_label,
+            mask,
             command,
         }),
         level.unwrap_or(LevelFilter::WARN),

@@ -1,0 +1,376 @@
+//! Masking secret values in the command's output (`--mask`). Pure: no I/O.
+//!
+//! What is recognised, for each value of at least `min_len` bytes: the value;
+//! each line of a multi-line value; its base64 encoding at the three byte
+//! alignments (the characters that depend only on the value, as GitHub
+//! Actions does); its URL-encoded (RFC 3986) and JSON-escaped forms. All of
+//! them go into one Aho-Corasick DFA, built once; leftmost-longest matches
+//! are replaced.
+//!
+//! Streaming: [`Masker::feed`] emits everything that can no longer be part
+//! of a match and holds back only the shortest tail that is still a prefix
+//! of some pattern (or a match that a longer pattern could extend); the
+//! caller flushes that tail after a silence or at the end.
+
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, Input, MatchKind, StartKind};
+
+/// A built matcher. It embeds the patterns (the values and their encodings):
+/// see the README on what stays in memory with `--mask`.
+pub struct Masker {
+    dfa: Option<DFA>,
+    replacement: Vec<u8>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field(
+                "patterns",
+                &self.dfa.as_ref().map_or(0, |d| d.patterns_len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Masker {
+    /// Builds the matcher for `values`; values shorter than `min_len` are
+    /// not masked (their indices are returned, for a warning by name).
+    pub fn new<'a>(
+        values: impl IntoIterator<Item = &'a [u8]>,
+        min_len: usize,
+        replacement: &[u8],
+    ) -> (Self, Vec<usize>) {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, v) in values.into_iter().enumerate() {
+            if v.len() < min_len.max(1) {
+                skipped.push(i);
+                continue;
+            }
+            variants(v, min_len.max(1), &mut patterns);
+        }
+        patterns.sort();
+        patterns.dedup();
+        let dfa = (!patterns.is_empty()).then(|| {
+            aho_corasick::dfa::Builder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .start_kind(StartKind::Both)
+                .build(&patterns)
+                .expect("patterns are non-empty byte strings")
+        });
+        for p in &mut patterns {
+            zeroize::Zeroize::zeroize(p);
+        }
+        (
+            Self {
+                dfa,
+                replacement: replacement.to_vec(),
+            },
+            skipped,
+        )
+    }
+
+    /// Masks a complete buffer at once.
+    pub fn mask_all(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        let mut s = Stream::default();
+        self.feed(&mut s, data, &mut out);
+        self.finish(&mut s, &mut out);
+        out
+    }
+
+    /// Takes new output of stream `s`; appends to `out` what is decided.
+    pub fn feed(&self, s: &mut Stream, data: &[u8], out: &mut Vec<u8>) {
+        if s.pending.is_empty() {
+            let used = self.process(data, out, false);
+            s.pending.extend_from_slice(&data[used..]);
+        } else {
+            s.pending.extend_from_slice(data);
+            let used = self.process(&s.pending, out, false);
+            s.pending.drain(..used);
+        }
+    }
+
+    /// Emits the held tail of `s` (after a silence, or at the end of the
+    /// stream), masking what is complete in it.
+    pub fn finish(&self, s: &mut Stream, out: &mut Vec<u8>) {
+        self.process(&s.pending, out, true);
+        zeroize::Zeroize::zeroize(&mut s.pending);
+        s.pending.clear();
+    }
+
+    /// Whether `tail` may still grow into a match (or into a longer one):
+    /// stepping the anchored automaton through it never dies, and, if it
+    /// ends on a match, some byte could extend it.
+    fn undecided(&self, dfa: &DFA, tail: &[u8]) -> bool {
+        let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
+            return false;
+        };
+        for &b in tail {
+            sid = dfa.next_state(Anchored::Yes, sid, b);
+            if dfa.is_dead(sid) {
+                return false;
+            }
+        }
+        if !dfa.is_match(sid) {
+            return true;
+        }
+        (0..=255u8).any(|b| !dfa.is_dead(dfa.next_state(Anchored::Yes, sid, b)))
+    }
+
+    /// Masks `buf`, appending to `out`; returns how many bytes of `buf`
+    /// were consumed (the rest is an undecided tail, unless `last`).
+    fn process(&self, buf: &[u8], out: &mut Vec<u8>, last: bool) -> usize {
+        let Some(dfa) = &self.dfa else {
+            out.extend_from_slice(buf);
+            return buf.len();
+        };
+        // The hold point: the leftmost position whose suffix is undecided.
+        // Only the last (longest pattern - 1) bytes can be.
+        let hold = if last {
+            buf.len()
+        } else {
+            let window = dfa.max_pattern_len().min(buf.len());
+            (buf.len() - window..buf.len())
+                .find(|&p| self.undecided(dfa, &buf[p..]))
+                .unwrap_or(buf.len())
+        };
+        let mut at = 0;
+        while at < hold {
+            let input = Input::new(buf).span(at..buf.len());
+            match dfa
+                .try_find(&input)
+                .expect("unanchored search is supported")
+            {
+                Some(m) if m.start() < hold => {
+                    out.extend_from_slice(&buf[at..m.start()]);
+                    out.extend_from_slice(&self.replacement);
+                    at = m.end();
+                }
+                _ => {
+                    out.extend_from_slice(&buf[at..hold]);
+                    at = hold;
+                }
+            }
+        }
+        at
+    }
+}
+
+/// The state of one output stream: the undecided tail, held back.
+#[derive(Default)]
+pub struct Stream {
+    pending: Vec<u8>,
+}
+
+impl Stream {
+    /// Whether bytes are held back, waiting for more.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stream({} bytes held, redacted)", self.pending.len())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.pending);
+    }
+}
+
+/// The forms of `v` that are masked.
+fn variants(v: &[u8], min_len: usize, out: &mut Vec<Vec<u8>>) {
+    out.push(v.to_vec());
+    if v.contains(&b'\n') {
+        for line in v.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() >= min_len {
+                out.push(line.to_vec());
+            }
+        }
+    }
+    for shift in 0..3 {
+        let b64 = base64_core(v, shift);
+        if b64.len() >= min_len {
+            out.push(b64);
+        }
+    }
+    let url = url_encode(v);
+    if url != v {
+        out.push(url);
+    }
+    if let Ok(text) = std::str::from_utf8(v) {
+        let json = serde_json::to_string(text).expect("a str serialises");
+        let inner = json.as_bytes()[1..json.len() - 1].to_vec();
+        if inner != v {
+            out.push(inner);
+        }
+    }
+}
+
+/// The base64 characters of `v` placed `shift` bytes into a stream, that
+/// depend on `v`'s bits only.
+fn base64_core(v: &[u8], shift: usize) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = vec![0u8; shift];
+    bytes.extend_from_slice(v);
+    let mut chars = Vec::with_capacity(bytes.len() * 4 / 3 + 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            chars.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
+        }
+    }
+    // Characters fully inside the value: from bit 8*shift to bit 8*(shift+len).
+    let first = (8 * shift).div_ceil(6);
+    let last = 8 * (shift + v.len()) / 6;
+    let core = chars[first.min(last)..last].to_vec();
+    zeroize::Zeroize::zeroize(&mut bytes);
+    zeroize::Zeroize::zeroize(&mut chars);
+    core
+}
+
+/// Percent-encoding of everything but RFC 3986 unreserved characters.
+fn url_encode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 3);
+    for &b in v {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masker(values: &[&str]) -> Masker {
+        Masker::new(values.iter().map(|v| v.as_bytes()), 4, b"***").0
+    }
+
+    fn masked(m: &Masker, s: &str) -> String {
+        String::from_utf8(m.mask_all(s.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn values_and_their_forms_are_masked() {
+        let m = masker(&["s3cr3t-token", "line one\nline two", "a b&c/d"]);
+        assert_eq!(masked(&m, "x s3cr3t-token y"), "x *** y");
+        assert_eq!(masked(&m, "got line two!"), "got ***!");
+        assert_eq!(masked(&m, "url=a%20b%26c%2Fd"), "url=***");
+        assert_eq!(
+            masked(&m, r#"{"v":"line one\nline two"}"#),
+            r#"{"v":"***"}"#
+        );
+        // base64 at all three alignments, as it appears inside longer data.
+        for prefix in ["", "x", "xy"] {
+            let text = format!("{prefix}s3cr3t-token!!");
+            let b64 = base64_std(text.as_bytes());
+            let out = masked(&m, &b64);
+            assert!(out.contains("***"), "{prefix:?}: {b64} -> {out}");
+        }
+    }
+
+    fn base64_std(v: &[u8]) -> String {
+        let mut s = String::from_utf8(base64_core(v, 0)).unwrap();
+        // pad to full quanta as an encoder would (tail chars are irrelevant here)
+        while s.len() % 4 != 0 {
+            s.push('=');
+        }
+        s
+    }
+
+    #[test]
+    fn short_values_are_skipped_and_reported() {
+        let (m, skipped) = Masker::new([&b"abc"[..], b"abcd"], 4, b"***");
+        assert_eq!(skipped, [0]);
+        assert_eq!(m.mask_all(b"abc abcd"), b"abc ***");
+    }
+
+    #[test]
+    fn a_value_split_at_every_byte_is_still_masked() {
+        let m = masker(&["hunter2-secret"]);
+        let text = b"before hunter2-secret after";
+        for cut in 0..=text.len() {
+            let mut s = Stream::default();
+            let mut out = Vec::new();
+            m.feed(&mut s, &text[..cut], &mut out);
+            m.feed(&mut s, &text[cut..], &mut out);
+            m.finish(&mut s, &mut out);
+            assert_eq!(out, b"before *** after", "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn only_an_undecided_tail_is_held() {
+        let m = masker(&["hunter2-secret"]);
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        m.feed(&mut s, b"progress 50%\r", &mut out);
+        assert_eq!(
+            out, b"progress 50%\r",
+            "nothing held without a possible prefix"
+        );
+        m.feed(&mut s, b"hunt", &mut out);
+        assert_eq!(out, b"progress 50%\r", "a prefix is held");
+        assert!(s.has_pending());
+        m.feed(&mut s, b"ing", &mut out);
+        assert_eq!(
+            out, b"progress 50%\rhunting",
+            "released once it cannot match"
+        );
+        m.feed(&mut s, b"xhunt", &mut out);
+        m.finish(&mut s, &mut out);
+        assert_eq!(
+            out, b"progress 50%\rhuntingxhunt",
+            "a flush emits the held prefix"
+        );
+    }
+
+    #[test]
+    fn prefixes_and_overlaps_take_the_longest() {
+        let m = masker(&["abcd", "abcdefgh", "cdefxyz"]);
+        assert_eq!(masked(&m, "abcdefgh"), "***");
+        assert_eq!(masked(&m, "abcdefg"), "***efg");
+        assert_eq!(masked(&m, "abcdefxyz"), "***efxyz");
+        assert_eq!(masked(&m, "xxcdefxyz"), "xx***");
+        // A complete short match is held while a longer one may follow.
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        m.feed(&mut s, b"abcd", &mut out);
+        assert!(out.is_empty());
+        m.feed(&mut s, b"efgh", &mut out);
+        assert_eq!(out, b"***");
+    }
+
+    #[test]
+    fn binary_passes_through_apart_from_masking() {
+        let m = masker(&["\u{1}\u{2}secret\u{ff}"]);
+        let mut data: Vec<u8> = (0..=255u8).collect();
+        data.extend_from_slice("\u{1}\u{2}secret\u{ff}".as_bytes());
+        data.extend(0..=255u8);
+        let out = m.mask_all(&data);
+        let mut want: Vec<u8> = (0..=255u8).collect();
+        want.extend_from_slice(b"***");
+        want.extend(0..=255u8);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn no_values_means_a_plain_copy() {
+        let (m, _) = Masker::new(std::iter::empty(), 4, b"***");
+        assert_eq!(m.mask_all(b"anything"), b"anything");
+    }
+}
