@@ -29,6 +29,8 @@ const ORPHANS: usize = 5000;
 const REAP_ROUNDS: usize = 9;
 const IDLE: Duration = Duration::from_secs(15);
 const OPEN_ROUNDS: usize = 100;
+const MASK_GIB_CHUNKS: usize = 1024; // 1 GiB in 1 MiB chunks
+const MASK_ROUNDS: usize = 3;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -36,6 +38,7 @@ fn main() {
         Some("--signal-child") => return signal_child(),
         Some("--reap-child") => return reap_child(args[2].parse().unwrap()),
         Some("--spawner") => return spawner(args[2].parse().unwrap()),
+        Some("--emit") => return emit(Path::new(&args[2]), args[3].parse().unwrap()),
         _ => {}
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -87,6 +90,8 @@ fn main() {
     let idle = idle(&plain);
     eprintln!("bundle opening ({OPEN_ROUNDS} rounds)...");
     let opening = opening();
+    eprintln!("masking 1 GiB with 1000 secrets against cat ({MASK_ROUNDS} rounds)...");
+    let masking = masking(&static_, &fx, work.path());
     let sizes = sizes(&root, &peers, &dynamic, &static_);
 
     let report = Report {
@@ -97,6 +102,7 @@ fn main() {
         reaping,
         idle,
         opening,
+        masking,
         sizes,
     };
     let md = report.markdown();
@@ -510,6 +516,88 @@ fn opening() -> (Stats, Stats) {
     (stats(open), stats(raw))
 }
 
+/// Writes the file at `chunk` to stdout `n` times.
+fn emit(chunk: &Path, n: usize) {
+    let data = fs::read(chunk).unwrap();
+    let mut out = std::io::stdout().lock();
+    for _ in 0..n {
+        if out.write_all(&data).is_err() {
+            return;
+        }
+    }
+}
+
+/// GB/s of 1 GiB of text with scattered secret values through
+/// `sealinit --mask` (1,000 secrets) and through `cat`, same producer.
+fn masking(sealinit: &Path, fx: &Fixtures, dir: &Path) -> (Stats, Stats) {
+    let me = std::env::current_exe().unwrap();
+    // 1 MiB of log-like lines; every 40th line carries a secret value.
+    let mut chunk = Vec::with_capacity(1 << 20);
+    let mut i = 0usize;
+    while chunk.len() < (1 << 20) - 200 {
+        if i % 40 == 0 {
+            let v = format!("value-{:04}-{}", (i / 40) % 1000, "x".repeat(40));
+            chunk.extend_from_slice(format!("[{i:08}] connecting with token={v} ok\n").as_bytes());
+        } else {
+            chunk.extend_from_slice(
+                format!(
+                    "[{i:08}] GET /api/v1/items?page={} 200 12.3ms user-agent=bench\n",
+                    i % 97
+                )
+                .as_bytes(),
+            );
+        }
+        i += 1;
+    }
+    chunk.resize(1 << 20, b'\n');
+    let chunk_path = dir.join("chunk");
+    fs::write(&chunk_path, &chunk).unwrap();
+    let gb = (MASK_GIB_CHUNKS << 20) as f64 / 1e9;
+    let emit_args = [
+        "--emit".to_owned(),
+        chunk_path.display().to_string(),
+        MASK_GIB_CHUNKS.to_string(),
+    ];
+    let (mut masked, mut cat) = (Vec::new(), Vec::new());
+    for _ in 0..MASK_ROUNDS {
+        let t = Instant::now();
+        let st = Command::new(sealinit)
+            .args([
+                "--mask",
+                "--log-level",
+                "error",
+                "--key-fd",
+                "0",
+                "--bundle",
+            ])
+            .arg(&fx.b1000)
+            .arg(&me)
+            .args(&emit_args)
+            .stdin(fs::File::open(&fx.key).unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        masked.push(gb / t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut producer = Command::new(&me)
+            .args(&emit_args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let st = Command::new("cat")
+            .stdin(producer.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        producer.wait().unwrap();
+        assert!(st.success());
+        cat.push(gb / t.elapsed().as_secs_f64());
+    }
+    (stats(masked), stats(cat))
+}
+
 fn sizes(root: &Path, peers: &[Init], dynamic: &Path, static_: &Path) -> Vec<(String, u64)> {
     let _ = root;
     let mut v: Vec<(String, u64)> = peers
@@ -552,6 +640,7 @@ struct Report {
     reaping: Vec<(String, Stats)>,
     idle: Vec<(String, f64)>,
     opening: (Stats, Stats),
+    masking: (Stats, Stats),
     sizes: Vec<(String, u64)>,
 }
 
@@ -726,6 +815,25 @@ impl Report {
             fmt1(raw.max)
         );
 
+        let (masked, cat) = self.masking;
+        let _ = writeln!(md, "\n## 8. Masking throughput (`--mask`)\n");
+        let _ = writeln!(
+            md,
+            "1 GiB of log lines, one in 40 carrying one of 1,000 secret values, written by the same producer through `sealinit --mask` (sealinit-static, 1,000-secret bundle) and through `cat`, both to /dev/null; {MASK_ROUNDS} interleaved rounds.\n"
+        );
+        let _ = writeln!(md, "| path | median GB/s | min | max |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "| sealinit --mask | {:.2} | {:.2} | {:.2} |",
+            masked.median, masked.min, masked.max
+        );
+        let _ = writeln!(
+            md,
+            "| cat | {:.2} | {:.2} | {:.2} |",
+            cat.median, cat.min, cat.max
+        );
+
         let _ = writeln!(md, "\n## Targets\n");
         let _ = writeln!(md, "| target | measured | verdict |");
         let _ = writeln!(md, "|---|---|---|");
@@ -797,6 +905,12 @@ impl Report {
             "| bundle opening ≥ 0.8× raw cipher | {:.2}× | {} |",
             open.median / raw.median,
             verdict(open.median >= 0.8 * raw.median)
+        );
+        let _ = writeln!(
+            md,
+            "| masking ≥ 0.5× cat | {:.2}× | {} |",
+            masked.median / cat.median,
+            verdict(masked.median >= 0.5 * cat.median)
         );
         let _ = writeln!(
             md,
