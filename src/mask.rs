@@ -4,8 +4,8 @@
 //! each line of a multi-line value; its base64 encoding at the three byte
 //! alignments (the characters that depend only on the value, as GitHub
 //! Actions does); its URL-encoded (RFC 3986) and JSON-escaped forms. All of
-//! them go into one Aho-Corasick DFA, built once; leftmost-longest matches
-//! are replaced.
+//! them go into one Aho-Corasick automaton (a contiguous NFA), built once;
+//! leftmost-longest matches are replaced.
 //!
 //! Streaming: [`Masker::feed`] emits everything that can no longer be part
 //! of a match and holds back only the shortest tail that is still a prefix
@@ -13,13 +13,15 @@
 //! caller flushes that tail after a silence or at the end.
 
 use aho_corasick::automaton::Automaton;
-use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, Input, MatchKind, StartKind};
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{Anchored, Input, MatchKind};
 
 /// A built matcher. It embeds the patterns (the values and their encodings):
 /// see the README on what stays in memory with `--mask`.
 pub struct Masker {
-    dfa: Option<DFA>,
+    /// A contiguous Aho-Corasick NFA: about 2.5 MB for 1,000 secrets and
+    /// their forms, where a DFA takes 50 MB for 10-20% more speed.
+    dfa: Option<NFA>,
     replacement: Vec<u8>,
 }
 
@@ -54,9 +56,8 @@ impl Masker {
         patterns.sort();
         patterns.dedup();
         let dfa = (!patterns.is_empty()).then(|| {
-            aho_corasick::dfa::Builder::new()
+            aho_corasick::nfa::contiguous::Builder::new()
                 .match_kind(MatchKind::LeftmostLongest)
-                .start_kind(StartKind::Both)
                 .build(&patterns)
                 .expect("patterns are non-empty byte strings")
         });
@@ -104,7 +105,7 @@ impl Masker {
     /// Whether `tail` may still grow into a match (or into a longer one):
     /// stepping the anchored automaton through it never dies, and, if it
     /// ends on a match, some byte could extend it.
-    fn undecided(&self, dfa: &DFA, tail: &[u8]) -> bool {
+    fn undecided(&self, dfa: &NFA, tail: &[u8]) -> bool {
         let Ok(mut sid) = dfa.start_state(Anchored::Yes) else {
             return false;
         };
@@ -366,6 +367,40 @@ mod tests {
         want.extend_from_slice(b"***");
         want.extend(0..=255u8);
         assert_eq!(out, want);
+    }
+
+    proptest::proptest! {
+        /// Whatever the values (over a small alphabet, so that they overlap
+        /// and prefix each other), the data and where it is split into
+        /// writes, no value survives, and the same output results as from
+        /// one write.
+        #[test]
+        fn no_value_survives_any_split(
+            values in proptest::collection::vec("[ab]{4,9}", 1..6),
+            noise in proptest::collection::vec("[abc]{0,12}", 1..8),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let m = Masker::new(values.iter().map(|v| v.as_bytes()), 4, b"#").0;
+            let mut data = Vec::new();
+            for (i, n) in noise.iter().enumerate() {
+                data.extend_from_slice(n.as_bytes());
+                data.extend_from_slice(values[i % values.len()].as_bytes());
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort();
+            let mut s = Stream::default();
+            let mut out = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([data.len()]) {
+                m.feed(&mut s, &data[at..c], &mut out);
+                at = c;
+            }
+            m.finish(&mut s, &mut out);
+            for v in &values {
+                proptest::prop_assert!(!out.windows(v.len()).any(|w| w == v.as_bytes()), "{v} in {:?}", String::from_utf8_lossy(&out));
+            }
+            proptest::prop_assert_eq!(out, m.mask_all(&data));
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::sys::{self, ChildSetup};
 /// written out as it is.
 pub const HOLD: Duration = Duration::from_millis(50);
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 struct Channel {
     /// Read end of the pipe, or the pty master.
