@@ -242,11 +242,21 @@ fn map_exit_rewrites_only_the_named_codes() {
 
 #[test]
 fn idle_means_no_wake_ups() {
-    for mode in both() {
+    // With --mask too: sealinit then sleeps in poll(2) on its pipes, again
+    // without a timeout while nothing is held back.
+    for (mode, mask) in [
+        (Mode::Pid1, false),
+        (Mode::Plain, false),
+        (Mode::Pid1, true),
+    ] {
         let fx = Fixture::new(&[]);
         let ready = fx.path("ready");
         let script = format!(": > {}; exec sleep 1000", ready.display());
-        let mut child = spawn(&mut sealinit(mode, None, &["sh", "-c", &script]));
+        let mut args = vec!["sh", "-c", &script];
+        if mask {
+            args.insert(0, "--mask");
+        }
+        let mut child = spawn(&mut sealinit(mode, None, &args));
         let pid = sealinit_pid(&child, mode);
         wait_for_file(&ready);
         std::thread::sleep(Duration::from_millis(200)); // let start-up settle
