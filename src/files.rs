@@ -14,13 +14,9 @@ use crate::error::{Error, Result};
 use crate::key;
 use crate::secret::{SecretBuf, SecretKey};
 
-/// Writes `key` to a new file with mode 0600; refuses to replace a file.
-pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
-    let out_err = |source| Error::Output {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = OpenOptions::new()
+/// Creates a new, empty file with mode 0600; refuses to replace one.
+pub fn create_private(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -29,11 +25,22 @@ pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
             io::ErrorKind::AlreadyExists => Error::OutputExists {
                 path: path.to_owned(),
             },
-            _ => out_err(e),
-        })?;
+            _ => Error::Output {
+                path: path.to_owned(),
+                source: e,
+            },
+        })
+}
+
+/// Writes `key` to a new file with mode 0600; refuses to replace a file.
+pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
+    let mut file = create_private(path)?;
     if let Err(e) = file.write_all(key.expose()).and_then(|()| file.sync_all()) {
         let _ = std::fs::remove_file(path);
-        return Err(out_err(e));
+        return Err(Error::Output {
+            path: path.to_owned(),
+            source: e,
+        });
     }
     Ok(())
 }

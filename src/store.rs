@@ -7,9 +7,9 @@
 //! Every change is one transaction; a busy timeout lets concurrent writers
 //! wait for each other instead of failing.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -97,17 +97,7 @@ impl Store {
                     .map_err(out_err)?;
             }
         }
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => Error::OutputExists {
-                    path: path.to_owned(),
-                },
-                _ => out_err(e),
-            })?;
+        crate::files::create_private(path)?;
         let result = (|| {
             let conn = connect(path)?;
             conn.execute_batch(

@@ -193,9 +193,12 @@ fn without_mask_the_command_keeps_sealinits_stdio() {
     let fx = fixture();
     let b = fx.bundle.to_str().unwrap();
     let out_file = fx.path("out.txt");
-    for (flag, want) in [
-        (None, out_file.display().to_string()),
-        (Some("--mask"), "pipe:".to_owned()),
+    // (flag, SEALINIT_MASK, where fd 1 should point)
+    for (flag, env, want) in [
+        (None, None, out_file.display().to_string()),
+        (Some("--mask"), None, "pipe:".to_owned()),
+        (None, Some("1"), "pipe:".to_owned()),
+        (None, Some("0"), out_file.display().to_string()),
     ] {
         let mut args = vec!["--bundle", b];
         args.extend(flag);
@@ -205,12 +208,15 @@ fn without_mask_the_command_keeps_sealinits_stdio() {
             "readlink /proc/$$/fd/1; readlink /proc/$$/fd/2 >&2",
         ]);
         let mut c = sealinit(Mode::Plain, Some(&fx.key), &args);
+        if let Some(v) = env {
+            c.env("SEALINIT_MASK", v);
+        }
         c.stdout(File::create(&out_file).unwrap())
             .stderr(Stdio::piped());
         let o = c.output().unwrap();
         let seen = fs::read_to_string(&out_file).unwrap();
-        assert!(seen.starts_with(&want), "{flag:?}: fd 1 is {seen}");
-        if flag.is_none() {
+        assert!(seen.starts_with(&want), "{flag:?} {env:?}: fd 1 is {seen}");
+        if want != "pipe:" {
             assert!(
                 stderr(&o).starts_with("pipe:"),
                 "fd 2 is the test's pipe itself: {}",
@@ -220,36 +226,39 @@ fn without_mask_the_command_keeps_sealinits_stdio() {
     }
 }
 
+/// `sealinit --mask` with the fixture's bundle, running `sh -c script`,
+/// with stdout and stderr on the slave of `pty`.
+fn spawn_on_pty(fx: &Fixture, pty: &nix::pty::OpenptyResult, script: &str) -> std::process::Child {
+    let b = fx.bundle.to_str().unwrap();
+    let args: Vec<std::ffi::OsString> = ["--mask", "--bundle", b, "sh", "-c", script]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let mut cmd = with_key_on_fd3(Some(&fx.key), &[SEALINIT], &args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+    cmd.spawn().unwrap()
+}
+
+/// What has arrived on the master side of `pty`.
+fn read_master(pty: nix::pty::OpenptyResult) -> String {
+    drop(pty.slave);
+    let mut master = File::from(pty.master);
+    let mut buf = vec![0u8; 4096];
+    let n = master.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 #[test]
 fn on_a_terminal_the_command_gets_a_pty_with_colours_intact() {
     let fx = fixture();
     let pty = nix::pty::openpty(None, None).unwrap();
-    let b = fx.bundle.to_str().unwrap();
     let script =
         r#"[ -t 1 ] && echo isatty-yes; printf '\033[31mred\033[0m %s\n' "$TOKEN"; exit 4"#;
-    let mut cmd = with_key_on_fd3(
-        Some(&fx.key),
-        &[SEALINIT],
-        &[
-            "--mask".into(),
-            "--bundle".into(),
-            b.into(),
-            "sh".into(),
-            "-c".into(),
-            script.into(),
-        ],
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave));
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4));
-    let mut master = File::from(pty.master);
-    let mut buf = vec![0u8; 4096];
-    let n = master.read(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut child = spawn_on_pty(&fx, &pty, script);
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    let text = read_master(pty);
     assert!(text.contains("isatty-yes"), "{text:?}");
     assert!(text.contains("\x1b[31mred\x1b[0m ***"), "{text:?}");
     assert!(!text.contains(TOKEN));
@@ -266,29 +275,12 @@ fn window_size_changes_reach_the_command_on_its_pty() {
         ws_ypixel: 0,
     };
     let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    let b = fx.bundle.to_str().unwrap();
     let ready = fx.path("ready");
     let script = format!(
         "trap 'stty size; exit 0' WINCH; stty size; : > {}; while :; do sleep 0.05; done",
         ready.display()
     );
-    let mut cmd = with_key_on_fd3(
-        Some(&fx.key),
-        &[SEALINIT],
-        &[
-            "--mask".into(),
-            "--bundle".into(),
-            b.into(),
-            "sh".into(),
-            "-c".into(),
-            script.into(),
-        ],
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
+    let mut child = spawn_on_pty(&fx, &pty, &script);
     wait_for_file(&ready);
     // The terminal sealinit writes to is resized; sealinit learns of it by
     // SIGWINCH (sent here by hand: the test's pty is not its controlling
@@ -301,12 +293,8 @@ fn window_size_changes_reach_the_command_on_its_pty() {
     };
     set_size(&pty.slave, &bigger);
     kill(child.id() as i32, "WINCH");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    let mut master = File::from(pty.master);
-    let mut buf = vec![0u8; 4096];
-    let n = master.read(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = read_master(pty);
     assert!(
         text.contains("24 80") && text.contains("50 132"),
         "{text:?}"
