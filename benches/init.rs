@@ -167,17 +167,50 @@ struct Fixtures {
     key: PathBuf,
     b10: PathBuf,
     b1000: PathBuf,
+    /// The values of `b1000`.
+    values: Vec<String>,
 }
 
 impl Fixtures {
     fn new(dir: &Path) -> Self {
         let key_bytes = [0x42u8; 32];
         let key = SecretKey::from_bytes_for_tests(&key_bytes).unwrap();
+        // Realistic secrets: random tokens of 24-48 characters, some with
+        // the prefixes real providers use.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let prefixes = [
+            "sk_live_",
+            "ghp_",
+            "xoxb-",
+            "AKIA",
+            "postgres://app:",
+            "",
+            "",
+            "",
+        ];
+        let values: Vec<String> = (0..1000)
+            .map(|_| {
+                let mut v = prefixes[(next() % 8) as usize].to_owned();
+                for _ in 0..24 + next() % 25 {
+                    v.push(ALNUM[(next() % 62) as usize] as char);
+                }
+                v
+            })
+            .collect();
         let seal = |n: usize| {
-            let entries: Vec<Entry> = (0..n)
-                .map(|i| Entry {
+            let entries: Vec<Entry> = values[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Entry {
                     name: format!("SECRET_{i:04}"),
-                    value: SecretValue::from(format!("value-{i:04}-{}", "x".repeat(40))),
+                    value: SecretValue::from(v.clone()),
                 })
                 .collect();
             let header = Header::new(0, None, Some("bench/repo".into()));
@@ -188,10 +221,12 @@ impl Fixtures {
         };
         let key_path = dir.join("key");
         fs::write(&key_path, key_bytes).unwrap();
+        let (b10, b1000) = (seal(10), seal(1000));
         Self {
             key: key_path,
-            b10: seal(10),
-            b1000: seal(1000),
+            b10,
+            b1000,
+            values,
         }
     }
 }
@@ -531,12 +566,13 @@ fn emit(chunk: &Path, n: usize) {
 /// `sealinit --mask` (1,000 secrets) and through `cat`, same producer.
 fn masking(sealinit: &Path, fx: &Fixtures, dir: &Path) -> (Stats, Stats) {
     let me = std::env::current_exe().unwrap();
-    // 1 MiB of log-like lines; every 40th line carries a secret value.
+    // 1 MiB of log-like lines; every 40th line carries one of the
+    // bundle's values (see Fixtures: random tokens with common prefixes).
     let mut chunk = Vec::with_capacity(1 << 20);
     let mut i = 0usize;
     while chunk.len() < (1 << 20) - 200 {
         if i % 40 == 0 {
-            let v = format!("value-{:04}-{}", (i / 40) % 1000, "x".repeat(40));
+            let v = &fx.values[(i / 40) % fx.values.len()];
             chunk.extend_from_slice(format!("[{i:08}] connecting with token={v} ok\n").as_bytes());
         } else {
             chunk.extend_from_slice(
@@ -819,7 +855,7 @@ impl Report {
         let _ = writeln!(md, "\n## 8. Masking throughput (`--mask`)\n");
         let _ = writeln!(
             md,
-            "1 GiB of log lines, one in 40 carrying one of 1,000 secret values, written by the same producer through `sealinit --mask` (sealinit-static, 1,000-secret bundle) and through `cat`, both to /dev/null; {MASK_ROUNDS} interleaved rounds.\n"
+            "1 GiB of log lines, one in 40 carrying one of 1,000 secret values (random tokens of 24-48 characters, some with provider prefixes), written by the same producer through `sealinit --mask` (sealinit-static, 1,000-secret bundle) and through `cat`, both to /dev/null; {MASK_ROUNDS} interleaved rounds.\n"
         );
         let _ = writeln!(md, "| path | median GB/s | min | max |");
         let _ = writeln!(md, "|---|---:|---:|---:|");

@@ -41,6 +41,7 @@ pub struct Pump {
     /// command has started so that setup steps can use them too.
     child_ends: Vec<OwnedFd>,
     setup: ChildSetup,
+    /// When the last data arrived, while some stream holds bytes back.
     held_since: Option<Instant>,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -190,15 +191,19 @@ impl Pump {
         self.masker
             .feed(&mut ch.stream, &self.buf[..n], &mut self.out);
         self.buf[..n].zeroize();
-        if ch.stream.has_pending() {
-            self.held_since.get_or_insert_with(Instant::now);
-        }
         if let Err(e) = ch.dst.write_all(&self.out) {
             // The reader of our output is gone: let the command see that
             // too, by closing its pipe.
             debug!("writing masked output failed ({e}); closing that stream");
             ch.src = None;
         }
+        // Silence is counted from the last data: a tail held now gets its
+        // full HOLD, whatever was held (and released) before.
+        self.held_since = self
+            .channels
+            .iter()
+            .any(|c| c.stream.has_pending())
+            .then(Instant::now);
     }
 
     fn forward_input(&mut self) {

@@ -59,6 +59,27 @@ for cut in range(len(v) + 1):
 }
 
 #[test]
+fn a_held_prefix_always_gets_its_full_hold_time() {
+    // Regression: a prefix held (and released) earlier must not make a
+    // later held prefix look overdue and be flushed at once, unmasked.
+    let fx = fixture();
+    // Output keeps flowing (no 50 ms silence) for longer than 50 ms, and
+    // every line is split inside the value.
+    let script = r#"
+import os, time
+v = os.environ["TOKEN"].encode()
+for _ in range(100):
+    os.write(1, b"a " + v[:6]); time.sleep(0.001)
+    os.write(1, v[6:] + b"\n"); time.sleep(0.001)
+"#;
+    let (out, err, code) = masked(&fx, &[], script);
+    assert_eq!(code, Some(0), "{err}");
+    let text = String::from_utf8(out).unwrap();
+    let leaked = text.lines().filter(|l| *l != "a ***").count();
+    assert_eq!(leaked, 0, "{text}");
+}
+
+#[test]
 fn forms_lines_prefixes_and_binary_are_handled() {
     let fx = fixture();
     let script = r#"
