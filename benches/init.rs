@@ -1072,11 +1072,13 @@ const NOTES: &str = "
   both within target; RELR-packed relocations won back ~50 kB of VmHWM.
   tini-static and catatonit are non-PIE, so they have no start-up
   relocations.
-- **Masking.** The base64 forms of the values (three per value) start with
-  common letters and defeat aho-corasick's prefilters, so the matcher runs
-  byte by byte. A DFA would be ~15% faster but takes 52 MB for 1,000 secrets
-  and their forms, locked in memory in every sandbox; the contiguous NFA
-  used takes 2.5 MB.
+- **Masking.** Throughput depends on the values: aho-corasick's SIMD
+  prefilters work when values share rare bytes, and fail for random tokens,
+  where the automaton steps byte by byte (a DFA would be faster but takes
+  ~50 MB for 1,000 secrets and their forms, locked in every sandbox; the
+  NFAs take 2.5 MB). sealinit searches base64 forms only inside long runs of
+  base64 characters and uses a 32 KiB start bitmap when there is no
+  prefilter; the benchmark uses random tokens, the hard case.
 ";
 
 fn fmt1(x: f64) -> String {
