@@ -73,6 +73,9 @@ pub struct MaskOptions {
     pub replacement: String,
     /// Values shorter than this are not masked (`--mask-min-len`).
     pub min_len: usize,
+    /// How long a possible prefix is held after the last output
+    /// (`--mask-hold-ms`).
+    pub hold: Duration,
 }
 
 impl Default for MaskOptions {
@@ -80,6 +83,7 @@ impl Default for MaskOptions {
         Self {
             replacement: "***".into(),
             min_len: 4,
+            hold: crate::output::HOLD,
         }
     }
 }
@@ -230,7 +234,7 @@ fn build_pump(mask: &MaskOptions, secrets: Option<&OpenedBundle>) -> Result<Pump
     if let Err(e) = sys::lock_all_memory() {
         warn!("--mask: cannot lock sealinit's memory ({e}); the matcher may be swapped out");
     }
-    Pump::new(masker).map_err(|e| Error::os("setting up --mask output", e))
+    Pump::new(masker, mask.hold).map_err(|e| Error::os("setting up --mask output", e))
 }
 
 /// Steps 3 to 5: key, bundle, open, wipe the key.

@@ -16,9 +16,18 @@ use zeroize::Zeroize;
 use crate::mask::{Masker, Stream};
 use crate::sys::{self, ChildSetup};
 
-/// How long a possible prefix of a secret is held back before it is
-/// written out as it is.
+/// How long, by default, a possible prefix of a secret is held back after
+/// the last output before it is written out as it is (`--mask-hold-ms`).
 pub const HOLD: Duration = Duration::from_millis(50);
+
+/// One descriptor the pump polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The command's output stream number `n` (stdout first).
+    Output(usize),
+    /// sealinit's stdin, forwarded to the pty.
+    Input,
+}
 
 const CHUNK: usize = 256 * 1024;
 
@@ -43,6 +52,7 @@ pub struct Pump {
     setup: ChildSetup,
     /// When the last data arrived, while some stream holds bytes back.
     held_since: Option<Instant>,
+    hold: Duration,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -58,7 +68,7 @@ impl std::fmt::Debug for Pump {
 
 impl Pump {
     /// Sets up the pipes, or a pty when sealinit's stdout is a terminal.
-    pub fn new(masker: Masker) -> io::Result<Self> {
+    pub fn new(masker: Masker, hold: Duration) -> io::Result<Self> {
         let stdout = io::stdout().as_fd().try_clone_to_owned()?;
         let stderr = io::stderr().as_fd().try_clone_to_owned()?;
         let mut pump = Self {
@@ -69,6 +79,7 @@ impl Pump {
             child_ends: Vec::new(),
             setup: ChildSetup::default(),
             held_since: None,
+            hold,
             buf: vec![0; CHUNK],
             out: Vec::with_capacity(CHUNK + 1024),
         };
@@ -145,27 +156,25 @@ impl Pump {
         self.setup = ChildSetup::default();
     }
 
-    /// The descriptors to poll for reading, in a stable order.
-    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut v: Vec<BorrowedFd<'_>> = self
+    /// The descriptors to poll for reading, stdout before stderr.
+    pub fn fds(&self) -> Vec<(BorrowedFd<'_>, Source)> {
+        let mut v: Vec<(BorrowedFd<'_>, Source)> = self
             .channels
             .iter()
-            .filter_map(|c| c.src.as_ref().map(|f| f.as_fd()))
+            .enumerate()
+            .filter_map(|(i, c)| c.src.as_ref().map(|f| (f.as_fd(), Source::Output(i))))
             .collect();
         if let Some((stdin, _)) = &self.input {
-            v.push(stdin.as_fd());
+            v.push((stdin.as_fd(), Source::Input));
         }
         v
     }
 
-    /// Services the `i`-th descriptor of [`Self::fds`], which is readable.
-    pub fn service(&mut self, i: usize) {
-        let open: Vec<usize> = (0..self.channels.len())
-            .filter(|&c| self.channels[c].src.is_some())
-            .collect();
-        match open.get(i) {
-            Some(&c) => self.read_channel(c),
-            None => self.forward_input(),
+    /// Services a descriptor that poll found readable.
+    pub fn service(&mut self, source: Source) {
+        match source {
+            Source::Output(c) => self.read_channel(c),
+            Source::Input => self.forward_input(),
         }
     }
 
@@ -198,7 +207,7 @@ impl Pump {
             ch.src = None;
         }
         // Silence is counted from the last data: a tail held now gets its
-        // full HOLD, whatever was held (and released) before.
+        // full hold time, whatever was held (and released) before.
         self.held_since = self
             .channels
             .iter()
@@ -230,10 +239,10 @@ impl Pump {
 
     /// When held bytes must be written out, if any are held.
     pub fn flush_deadline(&self) -> Option<Instant> {
-        self.held_since.map(|t| t + HOLD)
+        self.held_since.map(|t| t + self.hold)
     }
 
-    /// Writes out every held tail (after [`HOLD`] of silence).
+    /// Writes out every held tail (after the hold time of silence).
     pub fn flush_held(&mut self) {
         for ch in &mut self.channels {
             if ch.stream.has_pending() {

@@ -21,7 +21,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tracing::{debug, info, trace, warn};
 
 use crate::error::{Error, Result};
-use crate::output::Pump;
+use crate::output::{Pump, Source};
 use crate::signal;
 use crate::sys::{self, ChildSetup, ExitStatus, Reaped, SignalSet};
 
@@ -259,32 +259,30 @@ impl Supervisor {
                     .min(i32::MAX as u128) as i32
                     + 1
             });
-            let ready: Vec<usize> = {
+            let ready: Vec<Source> = {
                 let fds = pump.fds();
                 let mut polled: Vec<PollFd<'_>> = std::iter::once(sigfd.as_fd())
-                    .chain(fds.iter().copied())
+                    .chain(fds.iter().map(|(fd, _)| *fd))
                     .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                     .collect();
-                match poll(
-                    &mut polled,
-                    ms.map_or(PollTimeout::NONE, |m| {
-                        PollTimeout::try_from(m).unwrap_or(PollTimeout::MAX)
-                    }),
-                ) {
+                let timeout = ms.map_or(PollTimeout::NONE, |m| {
+                    PollTimeout::try_from(m).unwrap_or(PollTimeout::MAX)
+                });
+                match poll(&mut polled, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(Error::os("poll", io::Error::from(e))),
                 }
                 polled[1..]
                     .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
-                    .map(|(i, _)| i)
+                    .zip(&fds)
+                    .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(_, (_, source))| *source)
                     .collect()
             };
-            // Service from the last, so that indices stay valid when a
-            // stream closes.
-            for i in ready.into_iter().rev() {
-                pump.service(i);
+            // In order: what the command wrote to stdout before stderr
+            // goes out first when both are ready.
+            for source in ready {
+                pump.service(source);
             }
         }
     }

@@ -50,7 +50,9 @@ for cut in range(len(v) + 1):
     time.sleep(0.001)
     os.write(1, v[cut:] + b">\n")
 "#;
-    let (out, err, code) = masked(&fx, &[], script);
+    // A generous hold, so that a busy CI machine cannot turn the pause
+    // between the two writes into a 50 ms silence.
+    let (out, err, code) = masked(&fx, &["--mask-hold-ms", "2000"], script);
     assert_eq!(code, Some(0), "{err}");
     let text = String::from_utf8(out).unwrap();
     let bad: Vec<&str> = text.lines().filter(|l| *l != "<***>").collect();
@@ -63,16 +65,16 @@ fn a_held_prefix_always_gets_its_full_hold_time() {
     // Regression: a prefix held (and released) earlier must not make a
     // later held prefix look overdue and be flushed at once, unmasked.
     let fx = fixture();
-    // Output keeps flowing (no 50 ms silence) for longer than 50 ms, and
-    // every line is split inside the value.
+    // Output keeps flowing, with pauses far shorter than the hold time,
+    // for longer than the hold time; every line is split inside the value.
     let script = r#"
 import os, time
 v = os.environ["TOKEN"].encode()
-for _ in range(100):
+for _ in range(300):
     os.write(1, b"a " + v[:6]); time.sleep(0.001)
     os.write(1, v[6:] + b"\n"); time.sleep(0.001)
 "#;
-    let (out, err, code) = masked(&fx, &[], script);
+    let (out, err, code) = masked(&fx, &["--mask-hold-ms", "100"], script);
     assert_eq!(code, Some(0), "{err}");
     let text = String::from_utf8(out).unwrap();
     let leaked = text.lines().filter(|l| *l != "a ***").count();

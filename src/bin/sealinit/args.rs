@@ -52,6 +52,8 @@ options:
                        runs on a pseudo-terminal that sealinit proxies
   --mask-with TEXT     the replacement (default ***)
   --mask-min-len N     values shorter than N bytes are not masked (default 4)
+  --mask-hold-ms N     how long output that may be the start of a value is
+                       held after the last output (default 50)
   -h, --help           print this help
   -V, --version        print the version
 
@@ -98,6 +100,7 @@ pub fn parse(
     };
     let mut mask_with = None;
     let mut mask_min_len = None;
+    let mut mask_hold = None;
     let mut command = Vec::new();
 
     let mut p = lexopt::Parser::from_args(args);
@@ -124,6 +127,12 @@ pub fn parse(
             Long("mask") => mask = Some(MaskOptions::default()),
             Long("mask-with") => {
                 mask_with = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
+            }
+            Long("mask-hold-ms") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                mask_hold = Some(Duration::from_millis(text(&v)?.parse::<u64>().map_err(
+                    |_| format!("--mask-hold-ms {v:?} is not a whole number of milliseconds"),
+                )?));
             }
             Long("mask-min-len") => {
                 let v = p.value().map_err(|e| e.to_string())?;
@@ -157,8 +166,11 @@ pub fn parse(
         if let Some(n) = mask_min_len {
             m.min_len = n.max(1);
         }
-    } else if mask_with.is_some() || mask_min_len.is_some() {
-        return Err("--mask-with and --mask-min-len need --mask".into());
+        if let Some(h) = mask_hold {
+            m.hold = h;
+        }
+    } else if mask_with.is_some() || mask_min_len.is_some() || mask_hold.is_some() {
+        return Err("--mask-with, --mask-min-len and --mask-hold-ms need --mask".into());
     }
     let key = match (key_fd, key_file) {
         (Some(_), Some(_)) => return Err("--key-fd and --key-file exclude each other".into()),
