@@ -214,6 +214,15 @@ pub fn validate_name(name: &[u8]) -> Result<(), PayloadError> {
     Ok(())
 }
 
+fn check_label(header: &Header) -> Result<(), BundleError> {
+    match &header.label {
+        Some(l) if l.len() > MAX_LABEL_LEN => Err(BundleError::HeaderInvalid(format!(
+            "label is longer than {MAX_LABEL_LEN} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Validates entries for sealing and returns the payload length: each
 /// entry (see [`validate_each`]), then the count and total size limits.
 pub fn validate_entries(entries: &[Entry]) -> Result<usize, PayloadError> {
@@ -271,15 +280,7 @@ pub fn seal(
     nonce: &[u8; NONCE_LEN],
 ) -> Result<Vec<u8>, BundleError> {
     let payload_len = validate_entries(entries)?;
-    if header
-        .label
-        .as_ref()
-        .is_some_and(|l| l.len() > MAX_LABEL_LEN)
-    {
-        return Err(BundleError::HeaderInvalid(format!(
-            "label is longer than {MAX_LABEL_LEN} bytes"
-        )));
-    }
+    check_label(header)?;
     let header_json =
         serde_json::to_vec(header).map_err(|e| BundleError::HeaderInvalid(e.to_string()))?;
     if !(MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_json.len()) {
@@ -385,15 +386,7 @@ pub fn parse(bytes: &[u8]) -> Result<Layout, BundleError> {
             header.version
         )));
     }
-    if header
-        .label
-        .as_ref()
-        .is_some_and(|l| l.len() > MAX_LABEL_LEN)
-    {
-        return Err(BundleError::HeaderInvalid(format!(
-            "label is longer than {MAX_LABEL_LEN} bytes"
-        )));
-    }
+    check_label(&header)?;
     Ok(Layout {
         header,
         aad_end,

@@ -506,6 +506,35 @@ mod tests {
         assert_eq!(out, want);
     }
 
+    /// Feeds `data` to a fresh stream of `m`, split at `cuts`.
+    fn streamed(m: &Masker, data: &[u8], cuts: Vec<usize>) -> Vec<u8> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.sort();
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([data.len()]) {
+            m.feed(&mut s, &data[at..c], &mut out);
+            at = c;
+        }
+        m.finish(&mut s, &mut out);
+        out
+    }
+
+    /// One leftmost-longest replacement of all forms of `values` with `#`.
+    fn union_reference(values: &[String], data: &[u8]) -> Vec<u8> {
+        let (mut plain, mut b64) = (Vec::new(), Vec::new());
+        for v in values {
+            variants(v.as_bytes(), 4, &mut plain, &mut b64);
+        }
+        plain.extend(b64);
+        aho_corasick::AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&plain)
+            .unwrap()
+            .replace_all_bytes(data, &vec![&b"#"[..]; plain.len()])
+    }
+
     proptest::proptest! {
         /// Whatever the values (over a small alphabet, so that they overlap
         /// and prefix each other), the data (with the values and their
@@ -532,29 +561,11 @@ mod tests {
                     }
                 }
             }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort();
-            let mut s = Stream::default();
-            let mut out = Vec::new();
-            let mut at = 0;
-            for c in cuts.into_iter().chain([data.len()]) {
-                m.feed(&mut s, &data[at..c], &mut out);
-                at = c;
-            }
-            m.finish(&mut s, &mut out);
+            let out = streamed(&m, &data, cuts);
             for v in &values {
                 proptest::prop_assert!(!out.windows(v.len()).any(|w| w == v.as_bytes()), "{v} in {:?}", String::from_utf8_lossy(&out));
             }
-            let (mut plain, mut b64) = (Vec::new(), Vec::new());
-            for v in &values {
-                variants(v.as_bytes(), 4, &mut plain, &mut b64);
-            }
-            plain.extend(b64);
-            let reference = aho_corasick::AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&plain)
-                .unwrap()
-                .replace_all_bytes(&data, &vec![&b"#"[..]; plain.len()]);
+            let reference = union_reference(&values, &data);
             proptest::prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&reference));
         }
     }
@@ -575,26 +586,8 @@ mod tests {
                 data.extend_from_slice(noise.as_bytes());
                 data.extend_from_slice(values[i % values.len()].as_bytes());
             }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort();
-            let mut s = Stream::default();
-            let mut out = Vec::new();
-            let mut at = 0;
-            for c in cuts.into_iter().chain([data.len()]) {
-                m.feed(&mut s, &data[at..c], &mut out);
-                at = c;
-            }
-            m.finish(&mut s, &mut out);
-            let (mut plain, mut b64) = (Vec::new(), Vec::new());
-            for v in &values {
-                variants(v.as_bytes(), 4, &mut plain, &mut b64);
-            }
-            plain.extend(b64);
-            let reference = aho_corasick::AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&plain)
-                .unwrap()
-                .replace_all_bytes(&data, &vec![&b"#"[..]; plain.len()]);
+            let out = streamed(&m, &data, cuts);
+            let reference = union_reference(&values, &data);
             proptest::prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&reference));
         }
     }
