@@ -143,7 +143,6 @@ pub fn run(opts: &Options) -> Result<i32> {
         let interrupted = supervisor.shutdown_signal();
         if status != ExitStatus::Code(0) || interrupted.is_some() {
             supervisor.finish()?;
-            supervisor.drain_output();
             return Err(Error::Setup {
                 step: i + 1,
                 total,
@@ -162,7 +161,6 @@ pub fn run(opts: &Options) -> Result<i32> {
     debug!(pid, "plaintext wiped; supervising");
     let status = supervisor.supervise(pid)?;
     supervisor.finish()?;
-    supervisor.drain_output();
     let code = status.code();
     Ok(opts
         .map_exit
@@ -182,12 +180,11 @@ struct ChildEnv<'a> {
 impl<'a> ChildEnv<'a> {
     fn new(inherited: &'a [&'static CStr], secrets: Option<&'a OpenedBundle>) -> Self {
         let count = secrets.map_or(0, OpenedBundle::len);
-        let mut envp = CStrArray::with_capacity(inherited.len() + count);
-        inherited.iter().for_each(|v| envp.push(v));
-        secrets
+        let envp: CStrArray<'a> = inherited
             .iter()
-            .flat_map(|s| s.entries())
-            .for_each(|e| envp.push(e.as_env()));
+            .copied()
+            .chain(secrets.iter().flat_map(|s| s.entries()).map(|e| e.as_env()))
+            .collect();
         let path = secrets
             .and_then(|s| s.entries().find(|e| e.name() == "PATH").map(|e| e.value()))
             .or_else(|| {
@@ -341,9 +338,11 @@ fn start(
     supervisor: &Supervisor,
     hardening: &Hardening,
 ) -> Result<libc::pid_t> {
-    let argv_owned: Vec<CString> = command.iter().map(|a| cstring(a.as_bytes())).collect();
-    let mut argv = CStrArray::with_capacity(argv_owned.len());
-    argv_owned.iter().for_each(|a| argv.push(a));
+    let argv_owned: Vec<CString> = command
+        .iter()
+        .map(|a| sys::arg_cstring(a.as_bytes()))
+        .collect();
+    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
 
     let needed = argv.exec_size() + env.envp.exec_size();
     let limit = sys::arg_max();
@@ -401,7 +400,7 @@ fn inherited_env(overridden: &HashSet<&str>) -> Vec<&'static CStr> {
 fn command_candidates(name: &OsStr, path_var: Option<&OsStr>) -> Vec<CString> {
     let name = name.as_bytes();
     if name.contains(&b'/') {
-        return vec![cstring(name)];
+        return vec![sys::arg_cstring(name)];
     }
     let path = path_var.map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
     path.split(|&b| b == b':')
@@ -411,15 +410,9 @@ fn command_candidates(name: &OsStr, path_var: Option<&OsStr>) -> Vec<CString> {
             p.extend_from_slice(dir);
             p.push(b'/');
             p.extend_from_slice(name);
-            cstring(&p)
+            sys::arg_cstring(&p)
         })
         .collect()
-}
-
-/// Arguments and environment strings come from the kernel as C strings, so
-/// they contain no NUL; the `expect` documents that.
-fn cstring(bytes: &[u8]) -> CString {
-    CString::new(bytes).expect("argv and environ strings contain no NUL")
 }
 
 #[cfg(test)]

@@ -113,29 +113,19 @@ fn launch(sealinit: &Path, bundle: &Path, key: SecretKey, opts: &RunOptions) -> 
         return Err(exec_error(shown, err));
     };
 
-    let mut argv_owned = vec![CString::new(sealinit.as_os_str().as_bytes()).expect("path")];
-    argv_owned.extend(
-        args.iter()
-            .map(|a| CString::new(a.as_bytes()).expect("argument")),
-    );
-    let mut argv = CStrArray::with_capacity(argv_owned.len());
-    argv_owned.iter().for_each(|a| argv.push(a));
-    let env_owned: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).expect("environment")
-        })
+    let argv_owned: Vec<CString> = std::iter::once(sealinit.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| sys::arg_cstring(a.as_bytes()))
         .collect();
-    let mut envp = CStrArray::with_capacity(env_owned.len());
-    env_owned.iter().for_each(|v| envp.push(v));
+    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
+    // sealctl's own environment, used in place (it holds no secret).
+    let envp: CStrArray<'_> = sys::environment().into_iter().collect();
     let setup = ChildSetup {
         mount_proc: true,
         ..ChildSetup::default()
     };
     let pid = sys::spawn(
-        &[argv_owned[0].clone()],
+        &argv_owned[..1],
         &argv,
         &envp,
         supervisor.child_mask(),

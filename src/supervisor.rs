@@ -126,13 +126,6 @@ impl Supervisor {
         }
     }
 
-    /// Once no process is left: deliver every byte still in the pipes.
-    pub fn drain_output(&mut self) {
-        if let Some((pump, _)) = &mut self.pump {
-            pump.drain();
-        }
-    }
-
     pub fn is_pid1(&self) -> bool {
         self.is_pid1
     }
@@ -196,10 +189,19 @@ impl Supervisor {
         }
     }
 
-    /// Ends every remaining process: SIGTERM, then SIGKILL when the grace
-    /// period (started now, or earlier by a shutdown signal) is over.
-    /// Returns once sealinit has no child left.
+    /// Ends every remaining process (SIGTERM, then SIGKILL when the grace
+    /// period, started now or earlier by a shutdown signal, is over), then,
+    /// with `--mask`, delivers every byte still in the pipes. Returns once
+    /// sealinit has no child left and all output is out.
     pub fn finish(&mut self) -> Result<()> {
+        self.end_remaining()?;
+        if let Some((pump, _)) = &mut self.pump {
+            pump.drain();
+        }
+        Ok(())
+    }
+
+    fn end_remaining(&mut self) -> Result<()> {
         if !self.reap_all(None)?.children_left {
             return Ok(());
         }

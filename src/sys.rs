@@ -560,7 +560,7 @@ pub struct CStrArray<'a> {
 }
 
 impl<'a> CStrArray<'a> {
-    pub fn with_capacity(n: usize) -> Self {
+    fn with_capacity(n: usize) -> Self {
         let mut ptrs = Vec::with_capacity(n + 1);
         ptrs.push(ptr::null());
         Self {
@@ -595,6 +595,21 @@ impl<'a> CStrArray<'a> {
     fn as_ptr(&self) -> *const *const c_char {
         self.ptrs.as_ptr()
     }
+}
+
+impl<'a> FromIterator<&'a CStr> for CStrArray<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a CStr>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut array = Self::with_capacity(iter.size_hint().0);
+        iter.for_each(|s| array.push(s));
+        array
+    }
+}
+
+/// Arguments (and paths built from them) as C strings. They come from the
+/// kernel as C strings, so they contain no NUL; the `expect` documents that.
+pub fn arg_cstring(bytes: &[u8]) -> CString {
+    CString::new(bytes).expect("argv and environ strings contain no NUL")
 }
 
 impl std::fmt::Debug for CStrArray<'_> {
@@ -639,8 +654,8 @@ pub enum SpawnError {
 ///
 /// `paths` are tried as `execvp` does: `ENOENT`-like failures move on to the
 /// next candidate, `EACCES` is remembered, anything else stops the search.
-pub fn spawn(
-    paths: &[CString],
+pub fn spawn<P: AsRef<CStr>>(
+    paths: &[P],
     argv: &CStrArray<'_>,
     envp: &CStrArray<'_>,
     child_mask: &SignalSet,
@@ -650,7 +665,7 @@ pub fn spawn(
     // successful exec closes its end (O_CLOEXEC) and we read EOF.
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| SpawnError::Os(io::Error::from(e)))?;
-    let path_ptrs: Vec<*const c_char> = paths.iter().map(|p| p.as_ptr()).collect();
+    let path_ptrs: Vec<*const c_char> = paths.iter().map(|p| p.as_ref().as_ptr()).collect();
 
     // SAFETY: fork in a single-threaded process. Between fork and
     // execve/_exit the child only calls async-signal-safe functions
