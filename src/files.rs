@@ -3,15 +3,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
 use tracing::warn;
 
-use crate::bundle::{self, BundleError};
+use crate::bundle::{self, BundleError, Entry, Header};
 use crate::error::{Error, Result};
-use crate::key;
+use crate::key::{self, KeyError};
 use crate::secret::{SecretBuf, SecretKey};
 
 /// Creates a new, empty file with mode 0600; refuses to replace one.
@@ -45,17 +45,54 @@ pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
     Ok(())
 }
 
-/// Reads a 32-byte key file.
-pub fn read_key_file(path: &Path) -> Result<SecretKey> {
+/// Reads a 32-byte key file; `what` names it in errors ("key file").
+/// With `private`, a file that group or others may read is refused (the
+/// mode of the opened file is checked, not of the path).
+pub fn read_key_file(
+    path: &Path,
+    what: &'static str,
+    private: bool,
+    timeout: Duration,
+) -> Result<SecretKey> {
     let file = File::open(path).map_err(|source| Error::Input {
-        what: "key file",
+        what,
         path: path.to_owned(),
         source,
     })?;
-    key::read_key(file.into(), Duration::from_secs(5)).map_err(|source| Error::Key {
-        source_name: format!("key file {}", path.display()),
+    let key_err = |source| Error::Key {
+        source_name: format!("{what} {}", path.display()),
         source,
-    })
+    };
+    if private {
+        let meta = file.metadata().map_err(|e| key_err(KeyError::Io(e)))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 && !meta.is_dir() {
+            return Err(key_err(KeyError::NotPrivate(mode)));
+        }
+    }
+    key::read_key(file.into(), timeout).map_err(key_err)
+}
+
+/// Seals `entries` under `key` now, with a fresh random nonce, after
+/// refusing code-loading names not in `allow`; the bundle expires after
+/// `ttl` if given. Returns the bytes to write and the header sealed.
+pub fn seal_now(
+    key: &SecretKey,
+    entries: &[Entry],
+    allow: &[String],
+    label: Option<String>,
+    ttl: Option<Duration>,
+) -> Result<(Vec<u8>, Header)> {
+    bundle::check_name_policy(entries, allow)?;
+    let now = crate::time::now();
+    let header = Header::new(now, ttl.map(|t| now.saturating_add(t.as_secs())), label);
+    let mut nonce = [0u8; bundle::NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", io::Error::other(e)))?;
+    let sealed = bundle::seal(key, &header, entries, &nonce).map_err(|e| match e {
+        BundleError::Payload(p) => Error::Payload(p),
+        other => Error::Usage(format!("cannot seal: {other}")),
+    })?;
+    Ok((sealed, header))
 }
 
 /// Reads a whole bundle file into locked memory, where it can be decrypted

@@ -29,8 +29,18 @@ pub enum KeyError {
         "did not reach end-of-file within {0:?}; the writer must close its end after the 32 key bytes"
     )]
     Timeout(Duration),
+    #[error(
+        "is readable by group or others (mode {0:o}); chmod 600 it (on Kubernetes: defaultMode: 0400)"
+    )]
+    NotPrivate(u32),
     #[error("cannot be read: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Reads the key from a descriptor inherited from the parent (and closes it).
+pub fn read_inherited(fd: std::os::fd::RawFd, timeout: Duration) -> Result<SecretKey, KeyError> {
+    let owned = crate::sys::take_inherited_fd(fd).map_err(|_| KeyError::NotOpen)?;
+    read_key(owned, timeout)
 }
 
 /// Reads exactly 32 bytes followed by end-of-file from `fd`, then closes it.

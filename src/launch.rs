@@ -29,7 +29,7 @@ use crate::bundle::{BundleError, OpenedBundle, RESERVED_PREFIX};
 use crate::error::{Error, Result};
 use crate::files;
 use crate::hardening::{self, Hardening};
-use crate::key::{self, KeyError};
+use crate::key;
 use crate::mask::Masker;
 use crate::output::Pump;
 use crate::secret::{self, SecretKey};
@@ -282,12 +282,10 @@ pub fn load_secrets(path: &Path, opts: &Options) -> Result<OpenedBundle> {
 }
 
 fn key_from_fd(key_fd: RawFd, timeout: Duration) -> Result<SecretKey> {
-    let key_err = |source| Error::Key {
+    let key = key::read_inherited(key_fd, timeout).map_err(|source| Error::Key {
         source_name: format!("key fd {key_fd}"),
         source,
-    };
-    let fd = sys::take_inherited_fd(key_fd).map_err(|_| key_err(KeyError::NotOpen))?;
-    let key = key::read_key(fd, timeout).map_err(key_err)?;
+    })?;
     if key_fd <= 2 {
         // The key came on stdin: the command gets /dev/null there instead.
         sys::null_onto(key_fd).map_err(|e| Error::os("reopening the key fd on /dev/null", e))?;
@@ -299,28 +297,7 @@ fn key_from_fd(key_fd: RawFd, timeout: Duration) -> Result<SecretKey> {
 /// Reads the key file, refusing one that group or others may read, then
 /// unlinks it (a failure to unlink, e.g. on a read-only volume, is a warning).
 fn key_from_file(path: &Path, timeout: Duration) -> Result<SecretKey> {
-    let source_name = format!("key file {}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| Error::Key {
-        source_name: source_name.clone(),
-        source: KeyError::Io(e),
-    })?;
-    let meta = file.metadata().map_err(|e| Error::Key {
-        source_name: source_name.clone(),
-        source: KeyError::Io(e),
-    })?;
-    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-    if mode & 0o077 != 0 && !meta.is_dir() {
-        return Err(Error::Key {
-            source_name,
-            source: KeyError::Io(std::io::Error::other(format!(
-                "is readable by group or others (mode {mode:o}); make it 0600 or 0400 (Kubernetes: defaultMode: 0400)"
-            ))),
-        });
-    }
-    let key = key::read_key(file.into(), timeout).map_err(|source| Error::Key {
-        source_name,
-        source,
-    })?;
+    let key = files::read_key_file(path, "key file", true, timeout)?;
     match std::fs::remove_file(path) {
         Ok(()) => debug!(path = %path.display(), "key file removed"),
         Err(e) => warn!(

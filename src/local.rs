@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use crate::bundle::{self, Header};
 use crate::error::{Error, Result};
+use crate::files;
 use crate::secret::SecretKey;
 use crate::store::Store;
 use crate::supervisor::{Policy, Supervisor};
@@ -49,22 +49,14 @@ pub fn run(store: Store, opts: &RunOptions) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
     let entries = store.entries(&opts.repo)?;
     drop(store);
-    bundle::validate_entries(&entries)?;
-    bundle::check_name_policy(&entries, &opts.allow_names)?;
-
     let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-    let now = crate::time::now();
-    let header = Header::new(
-        now,
-        Some(now.saturating_add(opts.ttl.as_secs())),
+    let (sealed, _) = files::seal_now(
+        &key,
+        &entries,
+        &opts.allow_names,
         Some(opts.repo.clone()),
-    );
-    let mut nonce = [0u8; bundle::NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", std::io::Error::other(e)))?;
-    let sealed = bundle::seal(&key, &header, &entries, &nonce).map_err(|source| Error::Bundle {
-        path: "(in memory)".into(),
-        source,
-    })?;
+        Some(opts.ttl),
+    )?;
     drop(entries);
     let bundle_path = write_private_bundle(&sealed)?;
     debug!(bundle = %bundle_path.display(), "one-use bundle written");

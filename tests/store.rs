@@ -292,7 +292,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     fails(
         &o,
         66,
-        "is readable by other users (mode 644); chmod 600 it",
+        "is readable by group or others (mode 644); chmod 600 it",
     );
     // Missing store, not a store.
     fails(

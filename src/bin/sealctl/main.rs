@@ -3,12 +3,11 @@
 mod cli;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use sealinit::bundle::{self, Entry, Header, OpenedBundle};
+use sealinit::bundle::{self, Entry, OpenedBundle};
 use sealinit::error::{Error, Result, exit};
 use sealinit::secret::{SecretKey, SecretValue};
 use sealinit::store::{self, Store};
@@ -16,6 +15,9 @@ use sealinit::{files, import, time};
 use serde_json::json;
 
 use cli::{Cli, Command, RunArgs, SealArgs, SecretsCommand, StoreArgs, StoreCommand};
+
+/// How long a key file or fd may take to reach end-of-file.
+const KEY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -74,26 +76,19 @@ fn seal(args: &SealArgs) -> Result<()> {
         }
         (None, None, None) => unreachable!("clap requires one input"),
     };
-    bundle::validate_entries(&entries)?;
-    bundle::check_name_policy(&entries, &args.allow_name)?;
     let (key, new_key_path) = match key {
         Some((key, path)) => (key, Some(path)),
-        None => (
-            files::read_key_file(args.key.as_deref().ok_or_else(|| {
+        None => {
+            let path = args.key.as_deref().ok_or_else(|| {
                 Error::Usage("--key PATH is required with --from-env-file or --from-json".into())
-            })?)?,
-            None,
-        ),
+            })?;
+            (
+                files::read_key_file(path, "key file", false, KEY_TIMEOUT)?,
+                None,
+            )
+        }
     };
-    let now = time::now();
-    let expires = args.ttl.map(|ttl| now.saturating_add(ttl.as_secs()));
-    let header = Header::new(now, expires, label);
-    let mut nonce = [0u8; bundle::NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", std::io::Error::other(e)))?;
-    let sealed = bundle::seal(&key, &header, &entries, &nonce).map_err(|source| Error::Bundle {
-        path: args.out.clone(),
-        source,
-    })?;
+    let (sealed, header) = files::seal_now(&key, &entries, &args.allow_name, label, args.ttl)?;
     let count = entries.len();
     drop(entries);
     if let Some(path) = new_key_path {
@@ -109,7 +104,9 @@ fn seal(args: &SealArgs) -> Result<()> {
         "sealctl: sealed {} secrets into {}{}",
         count,
         args.out.display(),
-        expires.map_or(String::new(), |e| format!(", expires {}", time::rfc3339(e)))
+        header
+            .expires
+            .map_or(String::new(), |e| format!(", expires {}", time::rfc3339(e)))
     );
     Ok(())
 }
@@ -127,29 +124,13 @@ fn store_path(args_store: Option<&Path>) -> Result<PathBuf> {
 /// `--master-key-fd N`.
 fn master_key(args: &StoreArgs) -> Result<SecretKey> {
     match (&args.master_key, args.master_key_fd) {
-        (Some(path), _) => {
-            if let Ok(meta) = std::fs::metadata(path) {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(Error::Key {
-                        source_name: format!("master key file {}", path.display()),
-                        source: sealinit::key::KeyError::Io(std::io::Error::other(format!(
-                            "is readable by other users (mode {mode:o}); chmod 600 it"
-                        ))),
-                    });
-                }
+        (Some(path), _) => files::read_key_file(path, "master key file", true, KEY_TIMEOUT),
+        (None, Some(fd)) => sealinit::key::read_inherited(fd, KEY_TIMEOUT).map_err(|source| {
+            Error::Key {
+                source_name: format!("master key fd {fd}"),
+                source,
             }
-            files::read_key_file(path)
-        }
-        (None, Some(fd)) => {
-            let source_name = format!("master key fd {fd}");
-            let owned = sealinit::sys::take_inherited_fd(fd).map_err(|_| Error::Key {
-                source_name: source_name.clone(),
-                source: sealinit::key::KeyError::NotOpen,
-            })?;
-            sealinit::key::read_key(owned, std::time::Duration::from_secs(5))
-                .map_err(|source| Error::Key { source_name, source })
-        }
+        }),
         (None, None) => Err(Error::Usage(
             "the store needs its master key: --master-key PATH or --master-key-fd N (or SEALCTL_MASTER_KEY)".into(),
         )),
@@ -337,7 +318,7 @@ fn inspect(path: &Path, key: Option<&Path>, as_json: bool) -> Result<()> {
     let expired = h.is_expired(now);
     let opened = match key {
         Some(k) => {
-            let key = files::read_key_file(k)?;
+            let key = files::read_key_file(k, "key file", false, KEY_TIMEOUT)?;
             Some(OpenedBundle::open(&key, buf, None).map_err(bundle_err)?)
         }
         None => None,
