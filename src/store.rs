@@ -160,7 +160,7 @@ impl Store {
                 reason: "not a sealinit store (no master key check row); create one with `sealctl store init`".into(),
             });
         };
-        match decrypt(&master, &check_aad(), &check) {
+        match decrypt(&master, &check_aad(), check) {
             Some(p) if p.as_slice() == CHECK_PLAINTEXT => {}
             _ => {
                 return Err(Error::WrongMasterKey {
@@ -300,7 +300,7 @@ impl Store {
             let version: i64 = row.get(1).map_err(|e| db_err(&self.path, e))?;
             let mut sealed = read(2)?;
             sealed.extend_from_slice(&read(3)?);
-            let mut value = decrypt(&self.master, &row_aad(repo, &name, version), &sealed)
+            let mut value = decrypt(&self.master, &row_aad(repo, &name, version), sealed)
                 .ok_or_else(|| Error::SecretUndecryptable {
                     repo: repo.into(),
                     name: name.clone(),
@@ -336,17 +336,19 @@ impl Store {
             it.collect::<rusqlite::Result<_>>()
                 .map_err(|e| db_err(&path, e))?
         };
-        for (repo, name, version, sealed) in &rows {
-            let aad = row_aad(repo, name, *version);
-            let value =
-                decrypt(&self.master, &aad, sealed).ok_or_else(|| Error::SecretUndecryptable {
-                    repo: repo.clone(),
-                    name: name.clone(),
-                })?;
-            let resealed = encrypt(new, &aad, &value)?;
+        let count = rows.len();
+        for (repo, name, version, sealed) in rows {
+            // Decrypted and re-encrypted in one buffer: the plaintext is
+            // never copied.
+            let aad = row_aad(&repo, &name, version);
+            let mut buf = Zeroizing::new(sealed);
+            if !open_in_place(&self.master, &aad, &mut buf) {
+                return Err(Error::SecretUndecryptable { repo, name });
+            }
+            seal_in_place(new, &aad, &mut buf)?;
             tx.execute(
                 "UPDATE secrets SET nonce = ?3, ciphertext = ?4 WHERE repo = ?1 AND name = ?2",
-                params![repo, name, &resealed[..NONCE_LEN], &resealed[NONCE_LEN..]],
+                params![repo, name, &buf[..NONCE_LEN], &buf[NONCE_LEN..]],
             )
             .map_err(|e| db_err(&path, e))?;
         }
@@ -357,7 +359,7 @@ impl Store {
         )
         .map_err(|e| db_err(&path, e))?;
         tx.commit().map_err(|e| db_err(&path, e))?;
-        Ok(rows.len())
+        Ok(count)
     }
 }
 
@@ -402,37 +404,51 @@ fn row_aad(repo: &str, name: &str, version: i64) -> Vec<u8> {
     aad
 }
 
-/// `nonce || ciphertext || tag` of `plaintext`.
+/// `nonce || ciphertext || tag` of `plaintext`: one buffer, encrypted in place.
 fn encrypt(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", io::Error::other(e)))?;
-    let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plaintext);
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
-        .map_err(|_| Error::os("encrypting a value", io::Error::other("too large")))?;
-    out.extend_from_slice(&tag);
-    Ok(std::mem::take(&mut *out))
+    let mut buf = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
+    buf.extend_from_slice(&[0; NONCE_LEN]);
+    buf.extend_from_slice(plaintext);
+    seal_in_place(key, aad, &mut buf)?;
+    Ok(std::mem::take(&mut *buf))
 }
 
-/// Opens `nonce || ciphertext || tag`; `None` if it does not authenticate.
-fn decrypt(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    if sealed.len() < NONCE_LEN + TAG_LEN {
-        return None;
+/// Turns `nonce || plaintext` into `nonce || ciphertext || tag` in place,
+/// under a fresh nonce.
+fn seal_in_place(key: &SecretKey, aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", io::Error::other(e)))?;
+    buf[..NONCE_LEN].copy_from_slice(&nonce);
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf[NONCE_LEN..])
+        .map_err(|_| Error::os("encrypting a value", io::Error::other("too large")))?;
+    buf.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Turns `nonce || ciphertext || tag` into `nonce || plaintext` in place;
+/// `false` (and nothing decrypted) if it does not authenticate.
+fn open_in_place(key: &SecretKey, aad: &[u8], buf: &mut Vec<u8>) -> bool {
+    if buf.len() < NONCE_LEN + TAG_LEN {
+        return false;
     }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let mut out = Zeroizing::new(ct.to_vec());
+    let tag = *Tag::from_slice(&buf[buf.len() - TAG_LEN..]);
+    buf.truncate(buf.len() - TAG_LEN);
+    let (nonce, ct) = buf.split_at_mut(NONCE_LEN);
     let cipher = XChaCha20Poly1305::new(Key::from_slice(key.expose()));
     cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            aad,
-            &mut out,
-            Tag::from_slice(tag),
-        )
-        .ok()?;
-    Some(out)
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, ct, &tag)
+        .is_ok()
+}
+
+/// The plaintext of `nonce || ciphertext || tag`, decrypted in the same
+/// allocation (wiped when dropped); `None` if it does not authenticate.
+fn decrypt(key: &SecretKey, aad: &[u8], sealed: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(sealed);
+    if !open_in_place(key, aad, &mut buf) {
+        return None;
+    }
+    buf.drain(..NONCE_LEN);
+    Some(buf)
 }
