@@ -377,9 +377,22 @@ pub fn parse(bytes: &[u8]) -> Result<Layout, BundleError> {
     need(Region::Ciphertext, aad_end + NONCE_LEN + COUNT_LEN)?;
     need(Region::Tag, aad_end + NONCE_LEN + COUNT_LEN + TAG_LEN)?;
     let payload_len = bytes.len() - aad_end - NONCE_LEN - TAG_LEN;
+    if payload_len > MAX_PAYLOAD_LEN {
+        return Err(BundleError::Payload(PayloadError::TooLarge {
+            len: payload_len,
+        }));
+    }
 
-    let header: Header = serde_json::from_slice(&bytes[PREFIX_LEN..aad_end])
-        .map_err(|e| BundleError::HeaderInvalid(e.to_string()))?;
+    // Unauthenticated bytes: the error says where, never what (serde's own
+    // text quotes field names, which a forger chooses).
+    let header: Header = serde_json::from_slice(&bytes[PREFIX_LEN..aad_end]).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax => "is not valid JSON",
+            serde_json::error::Category::Eof => "is cut short",
+            _ => "has an unknown, missing or mistyped member",
+        };
+        BundleError::HeaderInvalid(format!("{what} (line {}, column {})", e.line(), e.column()))
+    })?;
     if header.version != version {
         return Err(BundleError::HeaderInvalid(format!(
             "header version {} differs from the format version {version}",
@@ -746,6 +759,22 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_over_the_limit_is_refused_before_decryption() {
+        let json = r#"{"version":1,"created":5}"#;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.resize(bytes.len() + NONCE_LEN + MAX_PAYLOAD_LEN + 1 + TAG_LEN, 0);
+        assert!(bytes.len() <= MAX_BUNDLE_LEN);
+        assert!(matches!(
+            parse(&bytes),
+            Err(BundleError::Payload(PayloadError::TooLarge { len })) if len == MAX_PAYLOAD_LEN + 1
+        ));
+    }
+
+    #[test]
     fn header_rejects_unknown_members_and_version_mismatch() {
         let mut bytes = Vec::new();
         let mk = |json: &str, bytes: &mut Vec<u8>| {
@@ -758,7 +787,9 @@ mod tests {
         };
         mk(r#"{"version":1,"created":5,"only_on":"x"}"#, &mut bytes);
         let err = parse(&bytes).unwrap_err().to_string();
-        assert!(err.contains("unknown field `only_on`"), "{err}");
+        // Unauthenticated: the error says where, never the forger's text.
+        assert!(err.contains("unknown, missing or mistyped member"), "{err}");
+        assert!(!err.contains("only_on"), "{err}");
         mk(r#"{"version":2,"created":5}"#, &mut bytes);
         assert!(parse(&bytes).unwrap_err().to_string().contains("differs"));
         mk(

@@ -75,6 +75,9 @@ pub enum Error {
         interrupted: Option<std::ffi::c_int>,
     },
 
+    #[error("received {} during start-up; the command was not started", crate::signal::name(*signal))]
+    Interrupted { signal: std::ffi::c_int },
+
     #[error("store {}: {reason}", path.display())]
     Store { path: PathBuf, reason: String },
 
@@ -137,6 +140,7 @@ impl Error {
             Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
             Error::CommandNotExecutable { .. } | Error::ArgMax { .. } => exit::NOT_EXECUTABLE,
             Error::CommandNotFound { .. } => exit::NOT_FOUND,
+            Error::Interrupted { signal } => (128 + signal) as u8,
             Error::Setup {
                 status,
                 interrupted,

@@ -48,13 +48,17 @@ pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
 /// Reads a 32-byte key file; `what` names it in errors ("key file").
 /// With `private`, a file that group or others may read is refused (the
 /// mode of the opened file is checked, not of the path).
+///
+/// The file is opened without blocking (a FIFO with no writer yet does not
+/// hang the open), so `timeout` bounds the whole wait, open included.
 pub fn read_key_file(
     path: &Path,
     what: &'static str,
     private: bool,
     timeout: Duration,
+    wake: Option<key::Wake<'_>>,
 ) -> Result<SecretKey> {
-    let file = File::open(path).map_err(|source| Error::Input {
+    let file = open_nonblocking(path).map_err(|source| Error::Input {
         what,
         path: path.to_owned(),
         source,
@@ -70,7 +74,7 @@ pub fn read_key_file(
             return Err(key_err(KeyError::NotPrivate(mode)));
         }
     }
-    key::read_key(file.into(), timeout).map_err(key_err)
+    key::read_key(file.into(), timeout, wake).map_err(key_err)
 }
 
 /// Seals `entries` under `key` now, with a fresh random nonce, after
@@ -102,10 +106,15 @@ pub fn read_bundle(path: &Path) -> Result<SecretBuf> {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
+    let mut file = open_nonblocking(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if meta.is_dir() {
         return Err(read_err(io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    if !meta.is_file() {
+        return Err(read_err(io::Error::other(
+            "is not a regular file (a FIFO, socket or device cannot hold a bundle); copy the bundle into a file",
+        )));
     }
     let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
     if len > bundle::MAX_BUNDLE_LEN {
@@ -120,6 +129,15 @@ pub fn read_bundle(path: &Path) -> Result<SecretBuf> {
     }
     file.read_exact(buf.expose_mut()).map_err(read_err)?;
     Ok(buf)
+}
+
+/// Opens `path` for reading with `O_NONBLOCK`: a FIFO without a writer
+/// does not block the open. (Regular files ignore the flag.)
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// Replaces `path` atomically with `bytes`: a 0600 temporary file in the

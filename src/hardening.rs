@@ -14,11 +14,16 @@ use crate::sys;
 pub struct Hardening {
     /// The core-dump limit sealinit inherited (its own is now 0).
     pub core_limit: Option<libc::rlimit>,
+    /// Which of fds 0-2 sealinit inherited closed (now held by a
+    /// close-on-exec `/dev/null`, so the command finds them closed too).
+    pub closed_std: [bool; 3],
 }
 
-/// Makes sealinit non-dumpable with a zero core limit, and marks every
+/// Holds closed fds 0-2 (see [`sys::hold_std_fds`]), makes sealinit
+/// non-dumpable with a zero core limit, and marks every
 /// inherited descriptor above 2 close-on-exec except `keep_fds`.
 pub fn apply(keep_fds: &[RawFd]) -> Result<Hardening> {
+    let closed_std = sys::hold_std_fds().map_err(|e| Error::os("holding the closed fds 0-2", e))?;
     let core_limit = match sys::make_undumpable() {
         Ok(core) => Some(core),
         Err(e) => {
@@ -33,5 +38,8 @@ pub fn apply(keep_fds: &[RawFd]) -> Result<Hardening> {
         source: e,
     })?;
     debug!(?keep_fds, "non-dumpable; descriptors above 2 close on exec");
-    Ok(Hardening { core_limit })
+    Ok(Hardening {
+        core_limit,
+        closed_std,
+    })
 }

@@ -33,19 +33,38 @@ pub enum KeyError {
         "is readable by group or others (mode {0:o}); chmod 600 it (on Kubernetes: defaultMode: 0400)"
     )]
     NotPrivate(u32),
+    #[error("was not read: sealinit received signal {0} while waiting for it")]
+    Interrupted(std::ffi::c_int),
     #[error("cannot be read: {0}")]
     Io(#[from] io::Error),
 }
 
+/// A descriptor polled beside the key (sealinit's signalfd), and what to do
+/// when it is readable: `Err` aborts the wait.
+pub type Wake<'a> = (
+    std::os::fd::BorrowedFd<'a>,
+    &'a mut dyn FnMut() -> Result<(), KeyError>,
+);
+
 /// Reads the key from a descriptor inherited from the parent (and closes it).
-pub fn read_inherited(fd: std::os::fd::RawFd, timeout: Duration) -> Result<SecretKey, KeyError> {
+pub fn read_inherited(
+    fd: std::os::fd::RawFd,
+    timeout: Duration,
+    wake: Option<Wake<'_>>,
+) -> Result<SecretKey, KeyError> {
     let owned = crate::sys::take_inherited_fd(fd).map_err(|_| KeyError::NotOpen)?;
-    read_key(owned, timeout)
+    read_key(owned, timeout, wake)
 }
 
 /// Reads exactly 32 bytes followed by end-of-file from `fd`, then closes it.
-/// Gives up after `timeout` if the writer neither sends nor closes.
-pub fn read_key(fd: OwnedFd, timeout: Duration) -> Result<SecretKey, KeyError> {
+/// Gives up after `timeout` if the writer neither sends nor closes; `wake`
+/// is serviced meanwhile. A non-blocking descriptor (a FIFO opened with
+/// `O_NONBLOCK`) is fine: the wait is always `poll`.
+pub fn read_key(
+    fd: OwnedFd,
+    timeout: Duration,
+    mut wake: Option<Wake<'_>>,
+) -> Result<SecretKey, KeyError> {
     let meta = nix::sys::stat::fstat(fd.as_fd()).map_err(io::Error::from)?;
     if meta.st_mode & libc::S_IFMT == libc::S_IFDIR {
         return Err(KeyError::Directory);
@@ -60,7 +79,10 @@ pub fn read_key(fd: OwnedFd, timeout: Duration) -> Result<SecretKey, KeyError> {
     let mut filled = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        if let Some((wfd, _)) = &wake {
+            fds.push(PollFd::new(*wfd, PollFlags::POLLIN));
+        }
         let ready = poll(
             &mut fds,
             PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
@@ -71,6 +93,18 @@ pub fn read_key(fd: OwnedFd, timeout: Duration) -> Result<SecretKey, KeyError> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(KeyError::Io(e.into())),
         }
+        let key_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if fds
+            .get(1)
+            .is_some_and(|w| w.revents().is_some_and(|r| !r.is_empty()))
+        {
+            if let Some((_, on_wake)) = wake.as_mut() {
+                on_wake()?;
+            }
+        }
+        if !key_ready {
+            continue;
+        }
         match file.read(&mut buf.expose_mut()[filled..]) {
             Ok(0) => break,
             Ok(n) => {
@@ -79,7 +113,11 @@ pub fn read_key(fd: OwnedFd, timeout: Duration) -> Result<SecretKey, KeyError> {
                     return Err(KeyError::TooLong);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
             Err(e) => return Err(KeyError::Io(e)),
         }
     }

@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::ffi::c_int;
 use std::ffi::{CStr, CString, OsStr, OsString};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use crate::bundle::{BundleError, OpenedBundle, RESERVED_PREFIX};
 use crate::error::{Error, Result};
 use crate::files;
 use crate::hardening::{self, Hardening};
-use crate::key;
+use crate::key::{self, KeyError};
 use crate::mask::Masker;
 use crate::output::Pump;
 use crate::secret::{self, SecretKey};
@@ -105,6 +105,12 @@ pub enum KeySource {
 pub fn run(opts: &Options) -> Result<i32> {
     let mut supervisor = Supervisor::new(opts.policy.clone())?;
     let hardening = hardening::apply(&opts.keep_fds)?;
+    // The key's descriptor is taken before sealinit opens any of its own.
+    let key_fd = match (&opts.bundle, &opts.key) {
+        (Some(_), KeySource::Fd(fd)) => Some(take_key_fd(*fd, &hardening)),
+        _ => None,
+    };
+    supervisor.open_signal_fd()?;
     if let Some(sig) = opts.pdeathsig {
         if supervisor.is_pid1() {
             warn!("--pdeathsig has no effect for PID 1 (its parent is outside the namespace)");
@@ -114,16 +120,41 @@ pub fn run(opts: &Options) -> Result<i32> {
         }
     }
     let secrets = match &opts.bundle {
-        Some(path) => Some(load_secrets(path, opts)?),
+        Some(path) => Some(load_secrets(path, opts, key_fd, &mut supervisor)?),
         None => None,
     };
+    if let Some(mask) = &opts.mask {
+        supervisor.attach(build_pump(mask, secrets.as_ref(), &hardening)?);
+    }
+    if let Some(sig) = supervisor.startup_signals()? {
+        return Err(Error::Interrupted { signal: sig });
+    }
+    // From the first child on, every way out goes through the same
+    // shutdown: what remains is ended, and the output delivered.
+    let result = run_children(opts, secrets, &mut supervisor, &hardening);
+    let finished = supervisor.finish();
+    let status = result?;
+    finished?;
+    let code = status.code();
+    Ok(opts
+        .map_exit
+        .iter()
+        .find(|(from, _)| *from == code)
+        .map_or(code, |&(_, to)| to))
+}
+
+/// Step 7 and 8: each `--setup` step, then the command; the plaintext is
+/// wiped as soon as the command has exec'd.
+fn run_children(
+    opts: &Options,
+    secrets: Option<OpenedBundle>,
+    supervisor: &mut Supervisor,
+    hardening: &Hardening,
+) -> Result<ExitStatus> {
     let overridden: HashSet<&str> = secrets
         .iter()
         .flat_map(|s| s.entries().map(|e| e.name()))
         .collect();
-    if let Some(mask) = &opts.mask {
-        supervisor.attach(build_pump(mask, secrets.as_ref())?)?;
-    }
     let inherited = inherited_env(&overridden);
     let env = ChildEnv::new(&inherited, secrets.as_ref());
 
@@ -131,7 +162,7 @@ pub fn run(opts: &Options) -> Result<i32> {
     for (i, step) in opts.setup.iter().enumerate() {
         let started = Instant::now();
         let argv = [OsString::from("/bin/sh"), "-c".into(), step.into()];
-        let pid = start(&argv, &env, &supervisor, &hardening)?;
+        let pid = start(&argv, &env, supervisor, hardening)?;
         let status = supervisor.supervise(pid)?;
         info!(
             step = i + 1,
@@ -142,7 +173,6 @@ pub fn run(opts: &Options) -> Result<i32> {
         );
         let interrupted = supervisor.shutdown_signal();
         if status != ExitStatus::Code(0) || interrupted.is_some() {
-            supervisor.finish()?;
             return Err(Error::Setup {
                 step: i + 1,
                 total,
@@ -153,20 +183,14 @@ pub fn run(opts: &Options) -> Result<i32> {
         }
     }
 
-    let pid = start(&opts.command, &env, &supervisor, &hardening)?;
+    let pid = start(&opts.command, &env, supervisor, hardening)?;
     // The command has exec'd: its environment lives in its own memory now.
     drop(env);
+    drop(overridden);
     drop(secrets);
     supervisor.command_started();
     debug!(pid, "plaintext wiped; supervising");
-    let status = supervisor.supervise(pid)?;
-    supervisor.finish()?;
-    let code = status.code();
-    Ok(opts
-        .map_exit
-        .iter()
-        .find(|(from, _)| *from == code)
-        .map_or(code, |&(_, to)| to))
+    supervisor.supervise(pid)
 }
 
 /// The command's environment: inherited strings and pointers into the
@@ -202,10 +226,15 @@ impl<'a> ChildEnv<'a> {
 }
 
 /// `--mask`: the matcher, built once from the values (and their encodings)
-/// before the plaintext is wiped, and the output proxy around it. All of
-/// sealinit's memory is locked from here on, as the matcher embeds the
-/// values.
-fn build_pump(mask: &MaskOptions, secrets: Option<&OpenedBundle>) -> Result<Pump> {
+/// before the plaintext is wiped, and the output proxy around it. Then the
+/// memory is locked: all current pages (the matcher embeds the values, the
+/// read buffer sees them), and future ones too only where
+/// `RLIMIT_MEMLOCK` is unlimited (see [`sys::lock_memory`]).
+fn build_pump(
+    mask: &MaskOptions,
+    secrets: Option<&OpenedBundle>,
+    hardening: &Hardening,
+) -> Result<Pump> {
     let values: Vec<(&str, &[u8])> = secrets
         .iter()
         .flat_map(|s| s.entries().map(|e| (e.name(), e.value())))
@@ -228,18 +257,56 @@ fn build_pump(mask: &MaskOptions, secrets: Option<&OpenedBundle>) -> Result<Pump
             names.join(", ")
         );
     }
-    if let Err(e) = sys::lock_all_memory() {
-        warn!("--mask: cannot lock sealinit's memory ({e}); the matcher may be swapped out");
+    let pump = Pump::new(masker, mask.hold, hardening.closed_std)
+        .map_err(|e| Error::os("setting up --mask output", e))?;
+    match sys::lock_memory() {
+        Ok(true) => debug!("--mask: memory locked, current and future"),
+        Ok(false) => debug!(
+            "--mask: current memory locked; RLIMIT_MEMLOCK is finite, so later allocations are not"
+        ),
+        Err(e) => {
+            warn!("--mask: cannot lock sealinit's memory ({e}); the matcher may be swapped out")
+        }
     }
-    Pump::new(masker, mask.hold).map_err(|e| Error::os("setting up --mask output", e))
+    Ok(pump)
 }
 
-/// Steps 3 to 5: key, bundle, open, wipe the key.
-pub fn load_secrets(path: &Path, opts: &Options) -> Result<OpenedBundle> {
-    let key = match &opts.key {
-        KeySource::Fd(fd) => key_from_fd(*fd, opts.key_timeout)?,
-        KeySource::File(path) => key_from_file(path, opts.key_timeout)?,
+/// Steps 3 to 5: key, bundle, open, wipe the key. The key wait takes
+/// signals: the stop signal or SIGINT aborts the start.
+pub fn load_secrets(
+    path: &Path,
+    opts: &Options,
+    key_fd: Option<Result<OwnedFd>>,
+    supervisor: &mut Supervisor,
+) -> Result<OpenedBundle> {
+    let sigfd = supervisor
+        .open_signal_fd()?
+        .try_clone_to_owned()
+        .map_err(|e| Error::os("dup", e))?;
+    let mut interrupted = None;
+    let mut on_signal = || match supervisor.startup_signals() {
+        Ok(Some(sig)) => {
+            interrupted = Some(sig);
+            Err(KeyError::Interrupted(sig))
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(KeyError::Io(std::io::Error::other(e.to_string()))),
     };
+    let wake: key::Wake<'_> = (sigfd.as_fd(), &mut on_signal);
+    let key = match (&opts.key, key_fd) {
+        (KeySource::Fd(fd), Some(owned)) => {
+            owned.and_then(|owned| key_from_fd(*fd, owned, opts.key_timeout, wake))
+        }
+        (KeySource::File(path), _) => key_from_file(path, opts.key_timeout, wake),
+        (KeySource::Fd(fd), None) => Err(Error::Key {
+            source_name: format!("key fd {fd}"),
+            source: KeyError::NotOpen,
+        }),
+    };
+    if let Some(signal) = interrupted {
+        return Err(Error::Interrupted { signal });
+    }
+    let key = key?;
     let buf = files::read_bundle(path)?;
     if opts.remove_bundle {
         match std::fs::remove_file(path) {
@@ -281,8 +348,31 @@ pub fn load_secrets(path: &Path, opts: &Options) -> Result<OpenedBundle> {
     Ok(opened)
 }
 
-fn key_from_fd(key_fd: RawFd, timeout: Duration) -> Result<SecretKey> {
-    let key = key::read_inherited(key_fd, timeout).map_err(|source| Error::Key {
+/// Takes ownership of the inherited key descriptor (one that sealinit found
+/// closed at start, and filled with /dev/null, is not open).
+fn take_key_fd(fd: RawFd, hardening: &Hardening) -> Result<OwnedFd> {
+    let closed = usize::try_from(fd)
+        .ok()
+        .and_then(|i| hardening.closed_std.get(i))
+        .is_some_and(|&c| c);
+    let owned = if closed {
+        None
+    } else {
+        sys::take_inherited_fd(fd).ok()
+    };
+    owned.ok_or_else(|| Error::Key {
+        source_name: format!("key fd {fd}"),
+        source: KeyError::NotOpen,
+    })
+}
+
+fn key_from_fd(
+    key_fd: RawFd,
+    owned: OwnedFd,
+    timeout: Duration,
+    wake: key::Wake<'_>,
+) -> Result<SecretKey> {
+    let key = key::read_key(owned, timeout, Some(wake)).map_err(|source| Error::Key {
         source_name: format!("key fd {key_fd}"),
         source,
     })?;
@@ -296,8 +386,8 @@ fn key_from_fd(key_fd: RawFd, timeout: Duration) -> Result<SecretKey> {
 
 /// Reads the key file, refusing one that group or others may read, then
 /// unlinks it (a failure to unlink, e.g. on a read-only volume, is a warning).
-fn key_from_file(path: &Path, timeout: Duration) -> Result<SecretKey> {
-    let key = files::read_key_file(path, "key file", true, timeout)?;
+fn key_from_file(path: &Path, timeout: Duration, wake: key::Wake<'_>) -> Result<SecretKey> {
+    let key = files::read_key_file(path, "key file", true, timeout, Some(wake))?;
     match std::fs::remove_file(path) {
         Ok(()) => debug!(path = %path.display(), "key file removed"),
         Err(e) => warn!(
@@ -312,7 +402,7 @@ fn key_from_file(path: &Path, timeout: Duration) -> Result<SecretKey> {
 fn start(
     command: &[OsString],
     env: &ChildEnv<'_>,
-    supervisor: &Supervisor,
+    supervisor: &mut Supervisor,
     hardening: &Hardening,
 ) -> Result<libc::pid_t> {
     let argv_owned: Vec<CString> = command
@@ -343,6 +433,7 @@ fn start(
     );
     match spawned {
         Ok(pid) => {
+            supervisor.started(pid, &setup);
             info!(pid, command = %shown, secrets = env.secrets, "command started");
             Ok(pid)
         }

@@ -127,6 +127,7 @@ fn launch(sealinit: &Path, bundle: &Path, key: SecretKey, opts: &RunOptions) -> 
         SpawnError::Os(e) => Error::os("starting sealinit in the namespace", e),
         SpawnError::Exec(e) => exec_error(shown, e),
     })?;
+    supervisor.started(pid, &setup);
     drop(sys::take_inherited_fd(KEY_FD));
     let status = supervisor.supervise(pid)?;
     supervisor.finish()?;

@@ -15,6 +15,7 @@
 use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{Anchored, Input, Match, MatchKind};
+use zeroize::{Zeroize, Zeroizing};
 
 /// A built matcher. It embeds the patterns (the values and their encodings):
 /// see the README on what stays in memory with `--mask`.
@@ -66,19 +67,16 @@ fn start_hash(four: &[u8]) -> usize {
     (x.wrapping_mul(0x9E37_79B1) >> 14) as usize
 }
 
-fn build(patterns: &mut Vec<Vec<u8>>) -> Option<NFA> {
-    patterns.sort();
-    patterns.dedup();
-    let nfa = (!patterns.is_empty()).then(|| {
+/// Builds one automaton; the patterns (each wiped on drop) are consumed.
+fn build(mut patterns: Vec<Pattern>) -> Option<NFA> {
+    patterns.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
+    patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
+    (!patterns.is_empty()).then(|| {
         aho_corasick::nfa::contiguous::Builder::new()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(&*patterns)
+            .build(patterns.iter().map(|p| p.as_slice()))
             .expect("patterns are non-empty byte strings")
-    });
-    for p in patterns.iter_mut() {
-        zeroize::Zeroize::zeroize(p);
-    }
-    nfa
+    })
 }
 
 /// Whether `tail` may still grow into a match of `nfa` (or into a longer
@@ -126,7 +124,7 @@ impl Masker {
             }
             variants(v, min_len, &mut plain, &mut base64);
         }
-        let base64_min = base64.iter().map(Vec::len).min().unwrap_or(usize::MAX);
+        let base64_min = base64.iter().map(|p| p.len()).min().unwrap_or(usize::MAX);
         let mut starts = plain.iter().all(|p| p.len() >= 4).then(|| {
             let mut bits = vec![0u64; START_BITS / 64].into_boxed_slice();
             for p in &plain {
@@ -135,7 +133,7 @@ impl Masker {
             }
             bits
         });
-        let plain_nfa = build(&mut plain);
+        let plain_nfa = build(plain);
         if plain_nfa.as_ref().is_some_and(|n| n.prefilter().is_some()) {
             // aho-corasick found a prefilter of its own (e.g. the values
             // share rare bytes): its SIMD scan beats the bitmap.
@@ -145,7 +143,7 @@ impl Masker {
             Self {
                 starts,
                 plain: plain_nfa,
-                base64: build(&mut base64),
+                base64: build(base64),
                 base64_min,
                 replacement: replacement.to_vec(),
             },
@@ -166,11 +164,11 @@ impl Masker {
     pub fn feed(&self, s: &mut Stream, data: &[u8], out: &mut Vec<u8>) {
         if s.pending.is_empty() {
             let used = self.process(data, out, false);
-            s.pending.extend_from_slice(&data[used..]);
+            extend_wiping(&mut s.pending, &data[used..]);
         } else {
-            s.pending.extend_from_slice(data);
+            extend_wiping(&mut s.pending, data);
             let used = self.process(&s.pending, out, false);
-            s.pending.drain(..used);
+            consume_wiping(&mut s.pending, used);
         }
     }
 
@@ -178,8 +176,7 @@ impl Masker {
     /// stream), masking what is complete in it.
     pub fn finish(&self, s: &mut Stream, out: &mut Vec<u8>) {
         self.process(&s.pending, out, true);
-        zeroize::Zeroize::zeroize(&mut s.pending);
-        s.pending.clear();
+        s.pending.zeroize();
     }
 
     /// The leftmost-longest plain-form match at or after `from`.
@@ -318,18 +315,33 @@ impl std::fmt::Debug for Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.pending);
+        self.pending.zeroize();
     }
 }
 
-/// The forms of `v` that are masked: plain ones, and base64 ones.
-fn variants(v: &[u8], min_len: usize, plain: &mut Vec<Vec<u8>>, base64: &mut Vec<Vec<u8>>) {
-    plain.push(v.to_vec());
+/// A pattern: a copy of a value or of one of its forms, wiped on drop.
+type Pattern = Zeroizing<Vec<u8>>;
+
+/// The forms of `v` that are masked: plain ones, and base64 ones. A
+/// multi-line value is also searched as a terminal shows it (`\r\n` for
+/// each `\n`, what a pty's ONLCR makes of it), whole and line by line.
+fn variants(v: &[u8], min_len: usize, plain: &mut Vec<Pattern>, base64: &mut Vec<Pattern>) {
+    plain.push(Zeroizing::new(v.to_vec()));
     if v.contains(&b'\n') {
+        let mut crlf = Zeroizing::new(Vec::with_capacity(v.len() * 2));
+        for &b in v {
+            if b == b'\n' && crlf.last() != Some(&b'\r') {
+                crlf.push(b'\r');
+            }
+            crlf.push(b);
+        }
+        if *crlf != v {
+            plain.push(crlf);
+        }
         for line in v.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.len() >= min_len {
-                plain.push(line.to_vec());
+                plain.push(Zeroizing::new(line.to_vec()));
             }
         }
     }
@@ -340,25 +352,26 @@ fn variants(v: &[u8], min_len: usize, plain: &mut Vec<Vec<u8>>, base64: &mut Vec
         }
     }
     let url = url_encode(v);
-    if url != v {
+    if *url != v {
         plain.push(url);
     }
     if let Ok(text) = std::str::from_utf8(v) {
-        let json = serde_json::to_string(text).expect("a str serialises");
-        let inner = json.as_bytes()[1..json.len() - 1].to_vec();
+        let json = Zeroizing::new(serde_json::to_string(text).expect("a str serialises"));
+        let inner = &json.as_bytes()[1..json.len() - 1];
         if inner != v {
-            plain.push(inner);
+            plain.push(Zeroizing::new(inner.to_vec()));
         }
     }
 }
 
 /// The base64 characters of `v` placed `shift` bytes into a stream, that
 /// depend on `v`'s bits only.
-fn base64_core(v: &[u8], shift: usize) -> Vec<u8> {
+fn base64_core(v: &[u8], shift: usize) -> Pattern {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bytes = vec![0u8; shift];
+    let mut bytes = Zeroizing::new(Vec::with_capacity(shift + v.len()));
+    bytes.resize(shift, 0);
     bytes.extend_from_slice(v);
-    let mut chars = Vec::with_capacity(bytes.len() * 4 / 3 + 4);
+    let mut chars = Zeroizing::new(Vec::with_capacity(bytes.len() * 4 / 3 + 4));
     for chunk in bytes.chunks(3) {
         let n = chunk
             .iter()
@@ -371,23 +384,42 @@ fn base64_core(v: &[u8], shift: usize) -> Vec<u8> {
     // Characters fully inside the value: from bit 8*shift to bit 8*(shift+len).
     let first = (8 * shift).div_ceil(6);
     let last = 8 * (shift + v.len()) / 6;
-    let core = chars[first.min(last)..last].to_vec();
-    zeroize::Zeroize::zeroize(&mut bytes);
-    zeroize::Zeroize::zeroize(&mut chars);
-    core
+    Zeroizing::new(chars[first.min(last)..last].to_vec())
 }
 
 /// Percent-encoding of everything but RFC 3986 unreserved characters.
-fn url_encode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 3);
+fn url_encode(v: &[u8]) -> Pattern {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Zeroizing::new(Vec::with_capacity(v.len() * 3));
     for &b in v {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b);
         } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
     out
+}
+
+/// Appends `data` to `v`; a growth moves the bytes to a new allocation and
+/// wipes the old one (a plain `Vec` growth would free it as it is).
+fn extend_wiping(v: &mut Vec<u8>, data: &[u8]) {
+    if v.capacity() - v.len() < data.len() {
+        let mut bigger = Vec::with_capacity((v.len() + data.len()).max(2 * v.capacity()));
+        bigger.extend_from_slice(v);
+        v.zeroize();
+        *v = bigger;
+    }
+    v.extend_from_slice(data);
+}
+
+/// Removes the first `n` bytes of `v`, wiping the bytes left behind in
+/// its spare capacity by the shift.
+fn consume_wiping(v: &mut Vec<u8>, n: usize) {
+    let len = v.len();
+    v.copy_within(n.., 0);
+    v[len - n..].zeroize();
+    v.truncate(len - n);
 }
 
 #[cfg(test)]
@@ -422,7 +454,7 @@ mod tests {
     }
 
     fn base64_std(v: &[u8]) -> String {
-        let mut s = String::from_utf8(base64_core(v, 0)).unwrap();
+        let mut s = String::from_utf8(base64_core(v, 0).to_vec()).unwrap();
         // pad to full quanta as an encoder would (tail chars are irrelevant here)
         while s.len() % 4 != 0 {
             s.push('=');

@@ -8,7 +8,6 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
-use std::time::Duration;
 
 use zeroize::Zeroize;
 
@@ -141,6 +140,23 @@ pub fn environment() -> Vec<&'static CStr> {
     out
 }
 
+/// The program's arguments as `main` received them.
+///
+/// # Safety
+/// `argv` must point at `argc` valid NUL-terminated strings (followed by a
+/// NULL), as the C runtime passes to `main`.
+pub unsafe fn args_from_main(argc: c_int, argv: *const *const c_char) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: per the contract, `argv[i]` for `i < argc` is a valid
+            // NUL-terminated string.
+            let s = unsafe { CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(s.to_bytes()).to_owned()
+        })
+        .collect()
+}
+
 /// The system's `ARG_MAX`: the bytes `execve` accepts for argv plus envp.
 pub fn arg_max() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -197,6 +213,124 @@ pub fn move_onto(from: OwnedFd, fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// What an inherited descriptor refers to, as far as writing to it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    Closed,
+    /// A regular file: writes never wait for a reader.
+    Regular,
+    /// A socket: written with `MSG_DONTWAIT`, per call.
+    Socket,
+    /// A pipe, FIFO, terminal or other character device.
+    Stream,
+}
+
+pub fn fd_kind(fd: RawFd) -> FdKind {
+    // SAFETY: `st` is a valid out-pointer for fstat, alive across the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; fstat only fills `st`.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        return FdKind::Closed;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FdKind::Regular,
+        libc::S_IFSOCK => FdKind::Socket,
+        _ => FdKind::Stream,
+    }
+}
+
+/// Fills each closed descriptor among 0, 1 and 2 with `/dev/null`,
+/// close-on-exec, so that nothing sealinit opens can land there (and reach
+/// a child as its stdio); the child still finds them closed. Returns which
+/// were closed.
+pub fn hold_std_fds() -> io::Result<[bool; 3]> {
+    let mut closed = [false; 3];
+    for (fd, was_closed) in closed.iter_mut().enumerate() {
+        let fd = fd as RawFd;
+        // SAFETY: F_GETFD reads descriptor flags only.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        *was_closed = true;
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        if null.as_raw_fd() == fd {
+            // It landed on the slot itself (the lowest free number), already
+            // close-on-exec (std opens with O_CLOEXEC): keep it open.
+            let _slot = std::os::fd::IntoRawFd::into_raw_fd(null);
+            continue;
+        }
+        // SAFETY: dup3 onto a closed descriptor number (checked above) that
+        // no Rust object owns; `null` stays valid across the call.
+        if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(closed)
+}
+
+/// A new open file description of what `fd` refers to (a pipe, FIFO or
+/// terminal), non-blocking: `O_NONBLOCK` on sealinit's own description
+/// never changes how its parent or siblings see the same pipe or terminal.
+pub fn reopen_nonblocking(fd: RawFd, write: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{fd}"))
+}
+
+/// Sets `O_NONBLOCK` on the description behind `fd`.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL read and set status flags; no memory.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags == -1 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sends on a socket without blocking and without SIGPIPE, whatever the
+/// socket's own flags.
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes across the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// A pseudo-terminal pair, both ends close-on-exec (the child gets the
+/// slave as 0-2 through `dup2`, which clears the flag on the copies only)
+/// and numbered 3 or above.
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    let above_2 = |fd: OwnedFd| -> io::Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor >= 3 of one we
+        // own; the original is closed when `fd` drops.
+        let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if new == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    };
+    Ok((above_2(pty.master)?, above_2(pty.slave)?))
 }
 
 /// Moves this process into new mount and PID namespaces: its next child is
@@ -289,43 +423,50 @@ pub fn make_undumpable() -> io::Result<libc::rlimit> {
 // ---------------------------------------------------------------------------
 // Signals
 
-/// A set of signal numbers, real-time signals included.
-#[derive(Clone, Copy)]
-pub struct SignalSet(libc::sigset_t);
+/// A set of signal numbers 1-64 as the kernel sees it: one bit per signal.
+///
+/// libc's `sigset_t` would not do: glibc's `sigfillset`/`sigaddset` leave
+/// out signals 32 and 33 (and musl 32-34), which glibc keeps for itself, so
+/// they could neither be blocked nor waited for. sealinit is
+/// single-threaded and uses neither, so it takes them like any other; the
+/// mask is set and read with the raw `rt_sigprocmask`/`signalfd4` calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignalSet(u64);
+
+/// The kernel's sigset size in bytes on Linux (64 signals).
+const KERNEL_SIGSET_LEN: usize = 8;
 
 impl SignalSet {
     pub fn empty() -> Self {
-        // SAFETY: sigemptyset initialises the zeroed set it is given.
-        unsafe {
-            let mut s: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut s);
-            Self(s)
-        }
+        Self(0)
     }
 
+    /// Every signal; SIGKILL and SIGSTOP are members but the kernel never
+    /// blocks them.
     pub fn full() -> Self {
-        // SAFETY: sigfillset initialises the zeroed set it is given.
-        unsafe {
-            let mut s: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut s);
-            Self(s)
+        Self(u64::MAX)
+    }
+
+    fn bit(sig: c_int) -> u64 {
+        if (1..=64).contains(&sig) {
+            1 << (sig - 1)
+        } else {
+            0
         }
     }
 
     pub fn remove(&mut self, sig: c_int) {
-        // SAFETY: `self.0` is an initialised set; invalid numbers give EINVAL.
-        unsafe { libc::sigdelset(&mut self.0, sig) };
+        self.0 &= !Self::bit(sig);
     }
 
     pub fn contains(&self, sig: c_int) -> bool {
-        // SAFETY: `self.0` is an initialised set.
-        unsafe { libc::sigismember(&self.0, sig) == 1 }
+        self.0 & Self::bit(sig) != 0
     }
 }
 
 impl std::fmt::Debug for SignalSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let members: Vec<c_int> = (1..=sigrtmax()).filter(|&s| self.contains(s)).collect();
+        let members: Vec<c_int> = (1..=64).filter(|&s| self.contains(s)).collect();
         f.debug_tuple("SignalSet").field(&members).finish()
     }
 }
@@ -341,41 +482,21 @@ pub fn sigrtmin() -> c_int {
 /// Replaces the calling thread's signal mask, returning the previous one.
 pub fn set_signal_mask(set: &SignalSet) -> io::Result<SignalSet> {
     let mut old = SignalSet::empty();
-    // SAFETY: both pointers are to initialised sigsets that live across the call.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set.0, &mut old.0) };
+    // SAFETY: both pointers are to 8-byte kernel sigsets that live across
+    // the call; the size argument says 8.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &set.0 as *const u64,
+            &mut old.0 as *mut u64,
+            KERNEL_SIGSET_LEN,
+        )
+    };
     if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
+        return Err(io::Error::last_os_error());
     }
     Ok(old)
-}
-
-/// Waits for one signal of `set` (which must be blocked). `None` on timeout.
-pub fn wait_signal(set: &SignalSet, timeout: Option<Duration>) -> io::Result<Option<c_int>> {
-    loop {
-        let ts;
-        let ts_ptr = match timeout {
-            None => ptr::null(),
-            Some(d) => {
-                ts = libc::timespec {
-                    tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-                    tv_nsec: d.subsec_nanos() as libc::c_long,
-                };
-                &ts as *const libc::timespec
-            }
-        };
-        // SAFETY: `set.0` is initialised; `ts_ptr` is null or points at `ts`,
-        // alive until the end of this iteration; a null siginfo is allowed.
-        let sig = unsafe { libc::sigtimedwait(&set.0, ptr::null_mut(), ts_ptr) };
-        if sig >= 0 {
-            return Ok(Some(sig));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(None),
-            _ => return Err(err),
-        }
-    }
 }
 
 /// Sends `sig` to `pid` (negative: a process group; -1: every process we
@@ -394,39 +515,143 @@ pub fn send_signal(pid: libc::pid_t, sig: c_int) -> io::Result<()> {
 /// A descriptor that becomes readable when a signal of `set` (which must
 /// be blocked) is pending; read it with [`read_signal`].
 pub fn signal_fd(set: &SignalSet) -> io::Result<OwnedFd> {
-    // SAFETY: `set.0` is an initialised sigset; -1 asks for a new fd.
-    let fd = unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-    if fd == -1 {
+    // SAFETY: `set.0` is an 8-byte kernel sigset, alive across the call;
+    // -1 asks for a new descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &set.0 as *const u64,
+            KERNEL_SIGSET_LEN,
+            libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
+        )
+    };
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: signalfd returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // SAFETY: signalfd4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// One signal taken from a [`signal_fd`]: its number, and who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigInfo {
+    pub signo: c_int,
+    /// `si_code`: `SI_USER` (0) for `kill`, `SI_KERNEL`, `SI_QUEUE`, ...
+    pub code: i32,
+    /// `si_pid`: the sender, for `kill` and `sigqueue`.
+    pub pid: u32,
+}
+
+impl SigInfo {
+    /// Raised by the kernel on this process's own syscall (SIGPIPE on a
+    /// write to a pipe without reader, SIGXFSZ past the file-size limit):
+    /// the kernel reports those as `SI_USER` from the process itself, and
+    /// sealinit never signals itself.
+    pub fn raised_by_own_syscall(&self) -> bool {
+        self.code == libc::SI_USER && self.pid == std::process::id()
+    }
 }
 
 /// Takes one pending signal from a [`signal_fd`]; `None` if there is none.
-pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<c_int>> {
+pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<SigInfo>> {
     let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-    match nix::unistd::read(fd, &mut info) {
-        Ok(n) if n == info.len() => {
-            // ssi_signo is the first field, a native-endian u32.
-            Ok(Some(
-                u32::from_ne_bytes(info[..4].try_into().expect("4 bytes")) as c_int,
-            ))
-        }
-        Ok(_) => Ok(None),
-        Err(nix::errno::Errno::EAGAIN) => Ok(None),
-        Err(e) => Err(e.into()),
+    loop {
+        return match nix::unistd::read(fd, &mut info) {
+            Ok(n) if n == info.len() => {
+                // signalfd_siginfo: ssi_signo u32, ssi_errno i32, ssi_code
+                // i32, ssi_pid u32, ... (native endian).
+                let word = |i: usize| info[i..i + 4].try_into().expect("4 bytes");
+                Ok(Some(SigInfo {
+                    signo: u32::from_ne_bytes(word(0)) as c_int,
+                    code: i32::from_ne_bytes(word(8)),
+                    pid: u32::from_ne_bytes(word(12)),
+                }))
+            }
+            Ok(_) => Ok(None),
+            Err(nix::errno::Errno::EAGAIN) => Ok(None),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
     }
 }
 
-/// Locks all current and future memory of this process against swapping
-/// (`--mask` keeps its matcher, which embeds the values, for its lifetime).
-pub fn lock_all_memory() -> io::Result<()> {
-    // SAFETY: mlockall takes flags only.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == -1 {
+/// `pidfd_open`: a descriptor that names exactly one process, so that a
+/// signal sent through it can never reach a later process that reused the
+/// pid.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: a new descriptor that nothing else owns. pidfds are
+    // close-on-exec from creation.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `sig` to the process a pidfd names. A process that has exited
+/// (`ESRCH`) is not an error.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: c_int) -> io::Result<()> {
+    // SAFETY: a pidfd we own, a signal number, a null siginfo (as kill)
+    // and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == -1 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
     Ok(())
+}
+
+/// Whether the process behind a pidfd has not been reaped yet (a live
+/// process or a zombie): while it has not, its pid cannot be reused.
+pub fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 through a pidfd we own checks existence only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
+}
+
+/// Locks this process's memory against swapping for `--mask`, whose
+/// matcher embeds the values. Current pages always; future ones only when
+/// `RLIMIT_MEMLOCK` is unlimited: under a finite limit `MCL_FUTURE` makes
+/// every allocation past the limit fail, which would abort sealinit in the
+/// middle of a run. Returns whether future pages are locked too.
+pub fn lock_memory() -> io::Result<bool> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer for the call.
+    let future = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+        && lim.rlim_cur == libc::RLIM_INFINITY;
+    let flags = if future {
+        libc::MCL_CURRENT | libc::MCL_FUTURE
+    } else {
+        libc::MCL_CURRENT
+    };
+    // SAFETY: mlockall takes flags only.
+    if unsafe { libc::mlockall(flags) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(future)
 }
 
 /// Copies the window size of the terminal `from` to the terminal `to`.
@@ -666,6 +891,13 @@ pub fn spawn<P: AsRef<CStr>>(
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| SpawnError::Os(io::Error::from(e)))?;
     let path_ptrs: Vec<*const c_char> = paths.iter().map(|p| p.as_ref().as_ptr()).collect();
+    // For a file without `#!` (ENOEXEC), `execvp` runs `/bin/sh FILE ARGS`:
+    // that argv is built now, with slot 1 filled in by the child, which may
+    // not allocate.
+    let mut sh_argv: Vec<*const c_char> = Vec::with_capacity(argv.len() + 2);
+    sh_argv.push(c"/bin/sh".as_ptr());
+    sh_argv.push(ptr::null());
+    sh_argv.extend_from_slice(&argv.ptrs[1.min(argv.len())..]);
 
     // SAFETY: fork in a single-threaded process. Between fork and
     // execve/_exit the child only calls async-signal-safe functions
@@ -680,6 +912,7 @@ pub fn spawn<P: AsRef<CStr>>(
             exec_child(
                 &path_ptrs,
                 argv.as_ptr(),
+                &mut sh_argv,
                 envp.as_ptr(),
                 child_mask,
                 setup,
@@ -715,6 +948,12 @@ pub fn spawn<P: AsRef<CStr>>(
     Err(SpawnError::Exec(io::Error::from_raw_os_error(errno)))
 }
 
+/// The calling thread's `errno` slot (glibc and musl both export it).
+fn errno_location() -> *mut c_int {
+    // SAFETY: returns the calling thread's errno slot; no preconditions.
+    unsafe { libc::__errno_location() }
+}
+
 /// The child side of `spawn`. Never returns.
 ///
 /// # Safety
@@ -723,6 +962,7 @@ pub fn spawn<P: AsRef<CStr>>(
 unsafe fn exec_child(
     paths: &[*const c_char],
     argv: *const *const c_char,
+    sh_argv: &mut [*const c_char],
     envp: *const *const c_char,
     child_mask: &SignalSet,
     setup: ChildSetup,
@@ -759,13 +999,25 @@ unsafe fn exec_child(
             let proc_ = c"proc".as_ptr();
             libc::mount(proc_, c"/proc".as_ptr(), proc_, flags, ptr::null());
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask.0, ptr::null_mut());
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &child_mask.0 as *const u64,
+            ptr::null_mut::<u64>(),
+            KERNEL_SIGSET_LEN,
+        );
         let mut saw_eacces = false;
         let mut errno = 'search: {
             for &path in paths {
                 libc::execve(path, argv, envp);
-                match *libc::__errno_location() {
+                match *errno_location() {
                     libc::EACCES => saw_eacces = true,
+                    libc::ENOEXEC => {
+                        // As execvp: a script without `#!` runs under sh.
+                        sh_argv[1] = path;
+                        libc::execve(sh_argv[0], sh_argv.as_ptr(), envp);
+                        break 'search *errno_location();
+                    }
                     libc::ENOENT
                     | libc::ENOTDIR
                     | libc::ESTALE

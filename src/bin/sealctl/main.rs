@@ -83,7 +83,7 @@ fn seal(args: &SealArgs) -> Result<()> {
                 Error::Usage("--key PATH is required with --from-env-file or --from-json".into())
             })?;
             (
-                files::read_key_file(path, "key file", false, KEY_TIMEOUT)?,
+                files::read_key_file(path, "key file", false, KEY_TIMEOUT, None)?,
                 None,
             )
         }
@@ -124,8 +124,8 @@ fn store_path(args_store: Option<&Path>) -> Result<PathBuf> {
 /// `--master-key-fd N`.
 fn master_key(args: &StoreArgs) -> Result<SecretKey> {
     match (&args.master_key, args.master_key_fd) {
-        (Some(path), _) => files::read_key_file(path, "master key file", true, KEY_TIMEOUT),
-        (None, Some(fd)) => sealinit::key::read_inherited(fd, KEY_TIMEOUT).map_err(|source| {
+        (Some(path), _) => files::read_key_file(path, "master key file", true, KEY_TIMEOUT, None),
+        (None, Some(fd)) => sealinit::key::read_inherited(fd, KEY_TIMEOUT, None).map_err(|source| {
             Error::Key {
                 source_name: format!("master key fd {fd}"),
                 source,
@@ -318,7 +318,7 @@ fn inspect(path: &Path, key: Option<&Path>, as_json: bool) -> Result<()> {
     let expired = h.is_expired(now);
     let opened = match key {
         Some(k) => {
-            let key = files::read_key_file(k, "key file", false, KEY_TIMEOUT)?;
+            let key = files::read_key_file(k, "key file", false, KEY_TIMEOUT, None)?;
             Some(OpenedBundle::open(&key, buf, None).map_err(bundle_err)?)
         }
         None => None,

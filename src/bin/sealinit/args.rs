@@ -26,13 +26,16 @@ options:
   --key-file PATH      read the key from a file instead, then unlink it; the
                        file must not be readable by group or others (env
                        SEALINIT_KEY_FILE)
-  --key-timeout SECS   how long to wait for the key's EOF (env
-                       SEALINIT_KEY_TIMEOUT; default 5)
+  --key-timeout SECS   how long to wait for the key, open included (env
+                       SEALINIT_KEY_TIMEOUT; default 5, at most 31536000)
   --log-level LEVEL    error|warn|info|debug|trace|off, to stderr (env
                        SEALINIT_LOG; default warn)
   -g, --process-group  forward signals to COMMAND's whole process group
   --grace SECS         on shutdown, SIGTERM what remains and SIGKILL it after
-                       SECS (default 10)
+                       SECS (default 10, at most 31536000)
+  --stop-signal SIG    the signal that means stop: forwarded, and it starts
+                       the grace period (default TERM); every other signal
+                       (HUP, INT, QUIT, USR1, ...) is only forwarded
   --map-exit CODE=NEW  exit with NEW when COMMAND exits with CODE (repeatable),
                        e.g. 143=0
   --pdeathsig SIG      when sealinit's parent dies, act as if sent SIG
@@ -115,6 +118,11 @@ pub fn parse(
             Long("log-level") => level = Some(log_level(&p.value().map_err(|e| e.to_string())?)?),
             Short('g') | Long("process-group") => policy.process_group = true,
             Long("grace") => policy.grace = grace(&p.value().map_err(|e| e.to_string())?)?,
+            Long("stop-signal") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                policy.stop_signal = sealinit::signal::parse(text(&v)?)
+                    .map_err(|e| format!("--stop-signal: {e}"))?;
+            }
             Long("map-exit") => map_exit.push(exit_map(&p.value().map_err(|e| e.to_string())?)?),
             Long("pdeathsig") => {
                 let v = p.value().map_err(|e| e.to_string())?;
@@ -219,11 +227,15 @@ fn fd_number(v: &OsString) -> Result<i32, String> {
     }
 }
 
+/// The longest `--grace` or `--key-timeout`: one year. Longer ones
+/// overflow a monotonic clock deadline.
+const MAX_SECS: u64 = 365 * 86_400;
+
 fn timeout(v: &OsString) -> Result<Duration, String> {
     match text(v)?.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        Ok(n) if (1..=MAX_SECS).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(format!(
-            "--key-timeout {v:?} is not a positive number of seconds"
+            "--key-timeout {v:?} is not a number of seconds from 1 to {MAX_SECS}"
         )),
     }
 }
@@ -238,10 +250,12 @@ fn keep_fd(v: &OsString) -> Result<i32, String> {
 }
 
 fn grace(v: &OsString) -> Result<Duration, String> {
-    text(v)?
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("--grace {v:?} is not a whole number of seconds"))
+    match text(v)?.parse::<u64>() {
+        Ok(n) if n <= MAX_SECS => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "--grace {v:?} is not a whole number of seconds from 0 to {MAX_SECS}"
+        )),
+    }
 }
 
 fn exit_map(v: &OsString) -> Result<(i32, i32), String> {
@@ -298,6 +312,11 @@ mod tests {
         );
         assert!(run(&["--map-exit", "256=0", "x"]).is_err());
         assert!(run(&["--grace", "1.5", "x"]).is_err());
+        assert!(run(&["--grace", "18446744073709551615", "x"]).is_err());
+        assert!(run(&["--grace", "31536001", "x"]).is_err());
+        assert!(run(&["--grace", "31536000", "x"]).is_ok());
+        assert!(run(&["--key-timeout", "18446744073709551615", "x"]).is_err());
+        assert!(run(&["--stop-signal", "NOPE", "x"]).is_err());
         assert!(
             run(&["--keep-fd", "2", "x"])
                 .unwrap_err()
