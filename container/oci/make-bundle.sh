@@ -23,7 +23,7 @@ done
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || { echo "make-bundle.sh: missing COMMAND" >&2; exit 64; }
 
-sealinit=${SEALINIT_STATIC:-$here/../../target/x86_64-unknown-linux-gnu/release/sealinit}
+sealinit=${SEALINIT_STATIC:-$here/../../$(bash "$here/../build.sh" | tail -1 | cut -d" " -f1)}
 busybox=$(command -v busybox)
 rootfs=$dir/rootfs
 mkdir -p "$rootfs"/{bin,sbin,proc,dev,sys,tmp,work,etc,run/secrets}

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealinit::bundle::{self, OpenedBundle};
-use sealinit::secret::{SecretBuf, SecretKey};
+use sealinit_core::bundle::{self, OpenedBundle};
+use sealinit_core::secret::{SecretBuf, SecretKey};
 
 fuzz_target!(|data: &[u8]| {
     let _ = bundle::parse(data);

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealinit::{bundle, import};
+use sealctl::import;
+use sealinit_core::bundle;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, input)) = data.split_first() else {

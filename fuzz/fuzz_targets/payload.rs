@@ -6,8 +6,8 @@
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use libfuzzer_sys::fuzz_target;
-use sealinit::bundle::{self, Entry, Header, OpenedBundle};
-use sealinit::secret::{SecretBuf, SecretKey, SecretValue};
+use sealinit_core::bundle::{self, Entry, Header, OpenedBundle};
+use sealinit_core::secret::{SecretBuf, SecretKey, SecretValue};
 
 const KEY: [u8; 32] = [7; 32];
 const NONCE: [u8; 24] = [9; 24];

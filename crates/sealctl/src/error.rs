@@ -1,0 +1,69 @@
+//! sealctl's error type, and the one place where every failure of sealctl
+//! (its own, the init library's it uses for `run`, the store's) becomes an
+//! exit code. No message contains a secret value.
+
+use std::io;
+use std::path::PathBuf;
+
+use sealinit_core::bundle::PayloadError;
+use sealinit_core::{describe_io, exit};
+use sealinit_store::StoreError;
+
+pub use sealinit::Error as InitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading keys and bundles, usage, running sealinit: as sealinit says.
+    #[error(transparent)]
+    Init(#[from] InitError),
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    #[error("{what} {}: {reason}", path.display())]
+    Import {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("cannot seal: {0}")]
+    Payload(#[from] PayloadError),
+
+    #[error("{} already exists; refusing to overwrite it (remove it first or choose another path)", path.display())]
+    OutputExists { path: PathBuf },
+
+    #[error("cannot write {}: {}", path.display(), describe_io(source))]
+    Output { path: PathBuf, source: io::Error },
+}
+
+impl Error {
+    /// The process exit code for this error: the single mapping.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Init(e) => e.exit_code(),
+            Error::Store(e) => match e {
+                StoreError::InvalidRepo(_) => exit::USAGE,
+                StoreError::WrongMasterKey { .. }
+                | StoreError::SecretUndecryptable { .. }
+                | StoreError::Payload(_) => exit::DATA,
+                StoreError::NoSuchSecret { .. } | StoreError::Missing { .. } => exit::NO_INPUT,
+                StoreError::Database { .. } => exit::IO_ERR,
+                StoreError::Exists { .. } | StoreError::Create { .. } => exit::CANT_CREATE,
+                StoreError::Os { .. } => exit::OS,
+            },
+            Error::Import { .. } | Error::Payload(_) => exit::DATA,
+            Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
+        }
+    }
+
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Init(InitError::Usage(msg.into()))
+    }
+
+    pub fn os(op: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Init(InitError::os(op, source))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,188 @@
+//! `sealctl run`: the whole pipeline on one machine, as a local stand-in for
+//! an orchestrator. Seal the repository's secrets under a fresh key into a
+//! private temporary file, hand the key to sealinit through a pipe on fd 3,
+//! and become sealinit (`exec`), so that signals reach the command and the
+//! exit status is the command's. sealinit removes the bundle once read
+//! (`--remove-bundle`) and checks its label (`--expect-label`).
+//!
+//! With `--pid-namespace`, sealctl instead enters new PID and mount
+//! namespaces, starts sealinit as PID 1 there with a fresh `/proc`, and
+//! stays as a minimal supervisor that forwards signals and passes on the
+//! exit status.
+
+use std::ffi::{CString, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::debug;
+
+use crate::error::{Error, InitError, Result};
+use crate::write;
+use sealinit::supervisor::{Policy, Supervisor};
+use sealinit_core::secret::SecretKey;
+use sealinit_store::Store;
+use sealinit_sys::{self as sys, CStrArray, ChildSetup, SpawnError};
+
+/// The descriptor sealinit reads the key from.
+const KEY_FD: i32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub repo: String,
+    /// sealinit to run; default: next to this executable, else on `PATH`.
+    pub sealinit: Option<PathBuf>,
+    pub pid_namespace: bool,
+    /// Lifetime of the one-use bundle.
+    pub ttl: Duration,
+    pub allow_names: Vec<String>,
+    /// Extra options for sealinit (before `--`).
+    pub sealinit_args: Vec<OsString>,
+    pub command: Vec<OsString>,
+}
+
+/// Runs the pipeline. Without a PID namespace this only returns on error
+/// (the process has become sealinit); with one, it returns the exit code.
+pub fn run(store: Store, opts: &RunOptions) -> Result<i32> {
+    let sealinit = find_sealinit(opts.sealinit.as_deref())?;
+    let entries = store.entries(&opts.repo)?;
+    drop(store);
+    let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
+    let (sealed, _) = write::seal_now(
+        &key,
+        &entries,
+        &opts.allow_names,
+        Some(opts.repo.clone()),
+        Some(opts.ttl),
+    )?;
+    drop(entries);
+    let bundle_path = write_private_bundle(&sealed)?;
+    debug!(bundle = %bundle_path.display(), "one-use bundle written");
+
+    let outcome = launch(&sealinit, &bundle_path, key, opts);
+    // Only reached on failure or after a PID-namespace run; sealinit has
+    // removed the bundle if it got that far.
+    let _ = std::fs::remove_file(&bundle_path);
+    outcome
+}
+
+fn launch(sealinit: &Path, bundle: &Path, key: SecretKey, opts: &RunOptions) -> Result<i32> {
+    let mut args: Vec<OsString> = vec![
+        "--bundle".into(),
+        bundle.into(),
+        "--remove-bundle".into(),
+        "--expect-label".into(),
+        opts.repo.clone().into(),
+        "--key-fd".into(),
+        KEY_FD.to_string().into(),
+    ];
+    args.extend(opts.sealinit_args.iter().cloned());
+    args.push("--".into());
+    args.extend(opts.command.iter().cloned());
+
+    let supervisor = if opts.pid_namespace {
+        sys::unshare_pid_namespace().map_err(|e| Error::os("entering a new PID namespace", e))?;
+        Some(Supervisor::new(Policy::default())?)
+    } else {
+        None
+    };
+
+    // The key goes through a pipe (32 bytes fit its buffer), then only the
+    // read end is left, on fd 3.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::os("creating the key pipe", e))?;
+    std::fs::File::from(wr)
+        .write_all(key.expose())
+        .map_err(|e| Error::os("writing the key pipe", e))?;
+    drop(key);
+    sys::move_onto(rd, KEY_FD).map_err(|e| Error::os("moving the key pipe to fd 3", e))?;
+
+    let shown = sealinit.display().to_string();
+    let Some(mut supervisor) = supervisor else {
+        let err = std::process::Command::new(sealinit).args(&args).exec();
+        return Err(exec_error(shown, err));
+    };
+
+    let argv_owned: Vec<CString> = std::iter::once(sealinit.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| sys::arg_cstring(a.as_bytes()))
+        .collect();
+    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
+    // sealctl's own environment, used in place (it holds no secret).
+    let envp: CStrArray<'_> = sys::environment().into_iter().collect();
+    let setup = ChildSetup {
+        mount_proc: true,
+        ..ChildSetup::default()
+    };
+    let pid = sys::spawn(
+        &argv_owned[..1],
+        &argv,
+        &envp,
+        supervisor.child_mask(),
+        setup,
+    )
+    .map_err(|e| match e {
+        SpawnError::Os(e) => Error::os("starting sealinit in the namespace", e),
+        SpawnError::Exec(e) => exec_error(shown, e),
+    })?;
+    supervisor.started(pid, &setup);
+    drop(sys::take_inherited_fd(KEY_FD));
+    let status = supervisor.supervise(pid)?;
+    supervisor.finish()?;
+    Ok(status.code())
+}
+
+fn exec_error(command: String, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => InitError::CommandNotFound { command },
+        _ => InitError::CommandNotExecutable { command, source: e },
+    }
+    .into()
+}
+
+/// `--sealinit`, else `sealinit` next to this executable, else on `PATH`.
+fn find_sealinit(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_owned());
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("sealinit"))
+        .filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("sealinit"))
+                .find(|p| p.is_file())
+        })
+    };
+    sibling.or_else(on_path).ok_or_else(|| {
+        InitError::CommandNotFound {
+            command: "sealinit (looked next to sealctl and on PATH; pass --sealinit PATH)".into(),
+        }
+        .into()
+    })
+}
+
+/// Writes the bundle to a new 0600 file in `$XDG_RUNTIME_DIR` (usually a
+/// tmpfs) or the temporary directory, and returns its path.
+fn write_private_bundle(sealed: &[u8]) -> Result<PathBuf> {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let out_err = |source| Error::Output {
+        path: dir.clone(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix("sealctl-run-")
+        .suffix(".bundle")
+        .tempfile_in(&dir)
+        .map_err(out_err)?;
+    tmp.write_all(sealed).map_err(out_err)?;
+    let path = tmp.into_temp_path().keep().map_err(|e| out_err(e.error))?;
+    Ok(path)
+}

@@ -1,0 +1,87 @@
+//! What sealctl writes: key files (created 0600, never overwritten) and
+//! bundles (sealed now, written atomically).
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use sealinit_core::bundle::{self, BundleError, Entry, Header};
+use sealinit_core::secret::SecretKey;
+
+use crate::error::{Error, Result};
+
+/// Creates a new, empty file with mode 0600; refuses to replace one.
+pub fn create_private(path: &Path) -> Result<File> {
+    sealinit_core::create_private(path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => Error::OutputExists {
+            path: path.to_owned(),
+        },
+        _ => Error::Output {
+            path: path.to_owned(),
+            source: e,
+        },
+    })
+}
+
+/// Writes `key` to a new file with mode 0600; refuses to replace a file.
+pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
+    let mut file = create_private(path)?;
+    if let Err(e) = file.write_all(key.expose()).and_then(|()| file.sync_all()) {
+        let _ = std::fs::remove_file(path);
+        return Err(Error::Output {
+            path: path.to_owned(),
+            source: e,
+        });
+    }
+    Ok(())
+}
+
+/// Seals `entries` under `key` now, with a fresh random nonce, after
+/// refusing code-loading names not in `allow`; the bundle expires after
+/// `ttl` if given. Returns the bytes to write and the header sealed.
+pub fn seal_now(
+    key: &SecretKey,
+    entries: &[Entry],
+    allow: &[String],
+    label: Option<String>,
+    ttl: Option<Duration>,
+) -> Result<(Vec<u8>, Header)> {
+    bundle::check_name_policy(entries, allow)?;
+    let now = sealinit_core::time::now();
+    let header = Header::new(now, ttl.map(|t| now.saturating_add(t.as_secs())), label);
+    let mut nonce = [0u8; bundle::NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", io::Error::other(e)))?;
+    let sealed = bundle::seal(key, &header, entries, &nonce).map_err(|e| match e {
+        BundleError::Payload(p) => Error::Payload(p),
+        other => Error::usage(format!("cannot seal: {other}")),
+    })?;
+    Ok((sealed, header))
+}
+
+/// Replaces `path` atomically with `bytes`: a 0600 temporary file in the
+/// same directory, fsync, rename, fsync of the directory. A crash leaves
+/// either the old file or the new one, never a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let out_err = |source| Error::Output {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sealctl-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(out_err)?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(out_err)?;
+    tmp.persist(path).map_err(|e| out_err(e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(out_err)?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Locked memory for secrets: the one module of `sealinit-core` with
+//! `unsafe` (mmap, mlock, madvise), each block with a `SAFETY:` comment.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::ptr::{self, NonNull};
+
+use zeroize::Zeroize;
+
+/// Anonymous pages that hold a secret: locked against swapping (`mlock`),
+/// excluded from core dumps (`MADV_DONTDUMP`), wiped and unmapped on drop.
+/// The capacity is fixed at creation, so the bytes are never moved by a
+/// reallocation that would leave a copy behind.
+pub struct LockedPages {
+    ptr: NonNull<u8>,
+    len: usize,
+    map_len: usize,
+    locked: bool,
+}
+
+impl LockedPages {
+    /// Maps `len` zeroed bytes (rounded up to whole pages, at least one).
+    pub fn new(len: usize) -> io::Result<Self> {
+        let page = page_size();
+        let map_len = len
+            .max(1)
+            .checked_next_multiple_of(page)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        // SAFETY: a fresh private anonymous mapping with no address hint; it
+        // cannot alias any existing Rust object.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `p .. p + map_len` is the mapping created above and owned
+        // by us; mlock and madvise only change its paging attributes.
+        let locked = unsafe { libc::mlock(p, map_len) } == 0;
+        // SAFETY: as above. Failure (old kernel) only means the pages may
+        // appear in a core dump, which `harden_self` disables anyway.
+        unsafe { libc::madvise(p, map_len, libc::MADV_DONTDUMP) };
+        let ptr = NonNull::new(p.cast::<u8>()).expect("mmap never returns NULL on success");
+        Ok(Self {
+            ptr,
+            len,
+            map_len,
+            locked,
+        })
+    }
+
+    /// Whether `mlock` succeeded (it can fail under a low `RLIMIT_MEMLOCK`).
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Shortens the visible length; the bytes beyond stay mapped and are
+    /// wiped on drop with the rest.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is valid, initialised (zero-filled by the
+        // kernel) and exclusively owned for `map_len >= len` bytes for as long
+        // as `self` lives; the shared borrow of `self` prevents mutation.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; the unique borrow of `self` makes this
+        // the only live reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for LockedPages {
+    fn drop(&mut self) {
+        // SAFETY: the whole mapping is ours and initialised; no borrow of it
+        // can outlive `self`.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.map_len) };
+        all.zeroize();
+        // SAFETY: unlocking and unmapping exactly the range mapped in `new`;
+        // nothing refers to it any more.
+        unsafe {
+            libc::munlock(self.ptr.as_ptr().cast(), self.map_len);
+            libc::munmap(self.ptr.as_ptr().cast(), self.map_len);
+        }
+    }
+}
+
+impl std::fmt::Debug for LockedPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LockedPages({} bytes, redacted)", self.len)
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}

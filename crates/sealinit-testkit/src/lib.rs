@@ -1,0 +1,275 @@
+//! Helpers shared by the workspace's integration tests: sealed fixtures, running
+//! sealinit as a real PID 1 (`unshare --pid --fork --mount-proc`) or as a
+//! plain process with the key on fd 3, and file-based synchronisation.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sealinit_core::bundle::{self, Entry, Header};
+use sealinit_core::secret::{SecretKey, SecretValue};
+
+/// The path of a workspace binary (`sealinit`, `sealctl`) built into the
+/// same target directory as the running test (`target/<profile>/`). A test
+/// of one package that runs the other package's binary needs it built:
+/// `cargo test` at the workspace root builds every binary first.
+pub fn workspace_bin(name: &str) -> &'static str {
+    static BINS: std::sync::Mutex<Vec<(String, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    let mut bins = BINS.lock().unwrap();
+    if let Some((_, p)) = bins.iter().find(|(n, _)| n == name) {
+        return p;
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo test` at the workspace root (or `cargo build -p {name}` first)",
+        path.display()
+    );
+    let leaked: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+    bins.push((name.to_owned(), leaked));
+    leaked
+}
+
+/// The workspace root (where `container/`, `examples/` and `target/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `container/build.sh` (with `SEALINIT_LIBC=libc` if given) and
+/// returns the static sealinit it built and which libc it used ("musl" or
+/// "glibc"), from the script's last line.
+pub fn build_static(libc: Option<&str>) -> (PathBuf, String) {
+    let root = workspace_root();
+    let mut cmd = Command::new(root.join("container/build.sh"));
+    if let Some(l) = libc {
+        cmd.env("SEALINIT_LIBC", l);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "container/build.sh: {}", stderr(&o));
+    let out = stdout(&o);
+    let last = out.lines().last().expect("build.sh prints its result");
+    let path = last.split(' ').next().unwrap();
+    let libc = last
+        .rsplit_once(", ")
+        .map(|(_, l)| l.trim_end_matches(')').to_owned())
+        .unwrap();
+    (root.join(path), libc)
+}
+
+/// A temporary directory holding a key and a bundle sealed under it.
+#[derive(Debug)]
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(entries: &[(&str, &[u8])]) -> Self {
+        Self::with_header(entries, Header::new(sealinit_core::time::now(), None, None))
+    }
+
+    pub fn with_header(entries: &[(&str, &[u8])], header: Header) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut key_bytes = [0u8; 32];
+        getrandom::fill(&mut key_bytes).unwrap();
+        let key = SecretKey::from_bytes_for_tests(&key_bytes).unwrap();
+        let entries: Vec<Entry> = entries
+            .iter()
+            .map(|(n, v)| Entry {
+                name: (*n).into(),
+                value: SecretValue::from(v.to_vec()),
+            })
+            .collect();
+        let sealed = bundle::seal(&key, &header, &entries, &[9; 24]).unwrap();
+        let key_path = dir.path().join("key");
+        let bundle_path = dir.path().join("bundle");
+        std::fs::write(&key_path, key_bytes).unwrap();
+        std::fs::write(&bundle_path, sealed).unwrap();
+        Self {
+            dir,
+            key: key_path,
+            bundle: bundle_path,
+        }
+    }
+
+    pub fn key_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.key).unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// How to run sealinit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// PID 1 of a fresh PID namespace.
+    Pid1,
+    /// An ordinary process (a child subreaper).
+    Plain,
+}
+
+/// A command that runs `prefix... args...` with `key` (if any) open on fd 3.
+/// The redirection is done by `sh` so that the tests need no `unsafe`.
+pub fn with_key_on_fd3(key: Option<&Path>, program: &[&str], args: &[OsString]) -> Command {
+    let mut cmd = Command::new("sh");
+    match key {
+        Some(k) => {
+            cmd.args(["-c", r#"k=$1; shift; exec "$@" 3<"$k""#, "sh"]);
+            cmd.arg(k);
+        }
+        None => {
+            cmd.args(["-c", r#"exec "$@""#, "sh"]);
+        }
+    }
+    cmd.args(program).args(args);
+    cmd
+}
+
+/// `sealinit args...` in `mode`, with `key` on fd 3.
+pub fn sealinit(mode: Mode, key: Option<&Path>, args: &[&str]) -> Command {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    sealinit_os(mode, key, &args)
+}
+
+pub fn sealinit_os(mode: Mode, key: Option<&Path>, args: &[OsString]) -> Command {
+    let program: &[&str] = match mode {
+        Mode::Pid1 => &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            workspace_bin("sealinit"),
+        ],
+        Mode::Plain => &[workspace_bin("sealinit")],
+    };
+    let mut cmd = with_key_on_fd3(key, program, args);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Parses `env -0` output into a map.
+pub fn parse_env0(out: &[u8]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    out.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=').unwrap();
+            (kv[..eq].to_vec(), kv[eq + 1..].to_vec())
+        })
+        .collect()
+}
+
+/// Waits until `path` exists (the child's "ready" signal).
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The host pid of sealinit for a child spawned by `sealinit(mode, ..)`:
+/// the process itself in plain mode (the `sh` wrapper execs), or the only
+/// child of `unshare` in PID-1 mode.
+pub fn sealinit_pid(child: &Child, mode: Mode) -> i32 {
+    let pid = child.id() as i32;
+    if mode == Mode::Plain {
+        return pid;
+    }
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(first) = text.split_whitespace().next() {
+            return first.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "unshare never forked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn kill(pid: i32, sig: &str) {
+    let st = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -s {sig} {pid}");
+}
+
+/// Random printable text, distinctive enough to search memory for.
+pub fn random_text(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
+        .iter()
+        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[*b as usize % 36]))
+        .collect()
+}
+
+/// Which of `needles` occur anywhere in the readable memory of `pid`
+/// (regions that may have been written: writable or anonymous ones).
+pub fn needles_in_memory(pid: i32, needles: &[&[u8]]) -> Vec<usize> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    let mut scanned = 0usize;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (perms, inode) = (f[1], f[4]);
+        let name = f.get(5).copied().unwrap_or("");
+        // Read-only file mappings hold file contents, never runtime data.
+        if !perms.starts_with('r')
+            || (!perms.contains('w') && inode != "0")
+            || name == "[vvar]"
+            || name == "[vsyscall]"
+        {
+            continue;
+        }
+        let (start, end) = f[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut buf, start).is_err() {
+            continue;
+        }
+        scanned += buf.len();
+        for (i, n) in needles.iter().enumerate() {
+            if !found.contains(&i) && buf.windows(n.len()).any(|w| w == *n) {
+                found.push(i);
+            }
+        }
+    }
+    assert!(scanned > 0, "nothing of {pid} was readable");
+    found
+}
+
+pub fn os(bytes: Vec<u8>) -> OsString {
+    OsString::from_vec(bytes)
+}
