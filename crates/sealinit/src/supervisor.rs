@@ -1,9 +1,11 @@
 //! The init side of sealinit. Every signal is blocked for the whole life of
 //! the process (real-time ones and glibc's internal 32 and 33 included) and
-//! taken from a signalfd in one `poll` loop: none is lost to a race, nothing
-//! runs in a signal handler, and an idle sealinit sleeps in one syscall with
-//! no timer (a timeout exists only while a grace period runs or `--mask`
-//! holds output back). The loop reaps every child with `waitpid(-1,
+//! taken synchronously: with `--mask`, from a signalfd in one `poll` loop
+//! beside the output proxy; without, with one raw `rt_sigtimedwait` per
+//! signal (the same pending queue, one syscall instead of poll + read). None
+//! is lost to a race, nothing runs in a signal handler, and an idle
+//! sealinit sleeps in one syscall with no timer (a timeout exists only while
+//! a grace period runs or `--mask` holds output back). The loop reaps every child with `waitpid(-1,
 //! WNOHANG)`, forwards every signal someone sent, and, with `--mask`,
 //! services the output proxy by readiness only: nothing in it can block.
 //!
@@ -275,7 +277,16 @@ impl Supervisor {
             "the command exited but other processes remain: sending SIGTERM, SIGKILL after {:?}",
             self.policy.grace
         );
-        self.signal_all(libc::SIGTERM);
+        // Who had SIGTERM (pidfds, so that a reused pid is not taken for
+        // one): a process forked just after, or an orphan that had not
+        // been seen, gets it when the next SIGCHLD comes, and no one twice.
+        let mut termed = Vec::new();
+        if self.is_pid1 {
+            self.signal_all(libc::SIGTERM);
+            signal_descendants(0, Some(&mut termed));
+        } else if signal_descendants(libc::SIGTERM, Some(&mut termed)).is_none() {
+            self.signal_all(libc::SIGTERM);
+        }
         let deadline = match self.kill_at {
             Some(t) => Some(t),
             None if self.killed => None,
@@ -300,11 +311,14 @@ impl Supervisor {
                         give_up = Some(Instant::now() + UNSEEN_WAIT);
                     }
                 }
-                // A process may have forked while we were killing: again.
+                // A process may have forked while we were killing, or an
+                // orphan unseen so far been reparented to us: again, to
+                // the new ones only.
                 Some(libc::SIGCHLD) => {
                     let reached = if self.killed {
                         self.signal_all(libc::SIGKILL)
                     } else {
+                        signal_descendants(libc::SIGTERM, Some(&mut termed));
                         1
                     };
                     if reached == 0 && give_up.is_none() {
@@ -383,6 +397,17 @@ impl Supervisor {
     /// pumped meanwhile; held bytes are flushed after a silence. Without a
     /// timeout and with nothing held, this sleeps until something happens.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<c_int>> {
+        if self.pump.is_none() {
+            // Nothing to poll but signals: one rt_sigtimedwait per signal.
+            loop {
+                match sys::wait_signal(&SignalSet::full(), timeout)
+                    .map_err(|e| Error::os("waiting for signals", e))?
+                {
+                    Some(si) if si.raised_by_own_syscall() => continue,
+                    other => return Ok(other.map(|si| si.signo)),
+                }
+            }
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if let Some(sig) = self.next_signal()? {
@@ -469,7 +494,7 @@ impl Supervisor {
         if self.is_pid1 {
             return usize::from(sys::send_signal(-1, sig).is_ok());
         }
-        match signal_descendants(sig) {
+        match signal_descendants(sig, None) {
             Some(n) => n,
             None => {
                 // Descendants cannot be known: what sealinit started itself.
@@ -534,8 +559,14 @@ fn proc_is_ours() -> bool {
 
 /// Signals every descendant through a pidfd, each checked to be the child
 /// of a process known to be a descendant while that process still exists
-/// (so neither pid can have been reused). `None` if `/proc` cannot tell.
-fn signal_descendants(sig: c_int) -> Option<usize> {
+/// (so neither pid can have been reused); returns how many it reached.
+/// With `seen`, processes already in it (and not gone) are skipped, and
+/// those signalled now are added; signal 0 only records. `None` if `/proc`
+/// cannot tell.
+fn signal_descendants(
+    sig: c_int,
+    mut seen: Option<&mut Vec<(libc::pid_t, OwnedFd)>>,
+) -> Option<usize> {
     if !proc_is_ours() {
         return None;
     }
@@ -561,8 +592,16 @@ fn signal_descendants(sig: c_int) -> Option<usize> {
             if !verified {
                 continue;
             }
-            if sys::pidfd_send_signal(&fd, sig).is_ok() {
-                reached += 1;
+            let known = seen
+                .as_deref()
+                .is_some_and(|seen| seen.iter().any(|(p, pfd)| *p == c && sys::pidfd_alive(pfd)));
+            if !known {
+                if sig == 0 || sys::pidfd_send_signal(&fd, sig).is_ok() {
+                    reached += 1;
+                }
+                if let (Some(seen), Ok(copy)) = (seen.as_deref_mut(), fd.try_clone()) {
+                    seen.push((c, copy));
+                }
             }
             stack.push((c, Some(fd)));
         }

@@ -301,13 +301,14 @@ fn p06_a_multi_line_value_is_masked_whole_on_a_terminal() {
 
 /// sealinit, not PID 1, with a `/proc` that cannot show its descendants:
 /// what the command left running is still ended, and sealinit exits.
+/// `wrapper` is a shell script that runs its arguments ("$@").
 fn leftovers_are_ended_without_a_usable_proc(wrapper: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let script = format!(
-        "{wrapper} {SEALINIT} --grace 1 -- sh -c 'sleep 1000 >/dev/null 2>&1 & echo $! > left; exit 3'"
-    );
     let mut child = Command::new("sh")
-        .args(["-c", &script])
+        .args([
+            "-c", wrapper, "sh", SEALINIT, "--grace", "1", "--", "sh", "-c",
+        ])
+        .arg("sleep 1000 >/dev/null 2>&1 & echo $! > left; exit 3")
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -316,6 +317,12 @@ fn leftovers_are_ended_without_a_usable_proc(wrapper: &str) {
         .unwrap();
     let status = wait_at_most(&mut child, Duration::from_secs(20), wrapper);
     assert_eq!(status.code(), Some(3), "{wrapper}");
+    let left: i32 = fs::read_to_string(dir.path().join("left"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(left), "{wrapper}: the command's leftover survived");
 }
 
 #[test]
@@ -323,7 +330,7 @@ fn p07_without_proc_leftovers_are_ended_and_sealinit_exits() {
     // A private mount namespace with an empty /proc (bubblewrap without
     // --proc, minimal sandboxes).
     leftovers_are_ended_without_a_usable_proc(
-        "unshare --mount sh -c 'mount -t tmpfs none /proc && exec \"$@\"' sh",
+        r#"exec unshare --mount sh -c 'mount -t tmpfs none /proc && exec "$@"' sh "$@""#,
     );
 }
 
@@ -333,9 +340,9 @@ fn p07_with_another_namespaces_proc_leftovers_are_ended_and_sealinit_exits() {
     // (made by `unshare --pid --mount --mount-proc`, entered by its mount
     // namespace only): pids there are other processes.
     leftovers_are_ended_without_a_usable_proc(concat!(
-        "unshare --pid --mount --fork --mount-proc sleep 1000 & u=$!; ",
-        "until [ \"$(nsenter --target $u --mount cat /proc/1/comm 2>/dev/null)\" = sleep ]; do :; done; ",
-        "trap 'kill $u' EXIT; nsenter --target $u --mount"
+        "unshare --pid --mount --fork --mount-proc --kill-child sleep 1000 & u=$!; ",
+        r#"until [ "$(nsenter --target $u --mount cat /proc/1/comm 2>/dev/null)" = sleep ]; do :; done; "#,
+        r#"nsenter --target $u --mount "$@"; rc=$?; kill $u; wait $u; exit $rc"#
     ));
 }
 
