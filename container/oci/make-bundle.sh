@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Lays out an OCI bundle for runc: a busybox rootfs (busybox-static) with the
 # static sealinit at /sbin/sealinit, and a config.json in which the sealed
-# bundle is bind-mounted read-only at /run/secrets/sealinit.bundle and
-# process.args start with sealinit.
+# bundle's directory is bind-mounted read-only at /run/secrets and
+# process.args start with sealinit --bundle /run/secrets/NAME.
 #
 #   make-bundle.sh DIR SEALED_BUNDLE [--work HOSTDIR] [--sealinit-arg ARG]... -- COMMAND [ARG]...
+#
+# The directory, not the file, is mounted: the bundle need not exist yet
+# when the container is created (it may be sealed while the container
+# starts), and once the host deletes it the container cannot see it either.
+# Keep nothing else in that directory.
 #
 # --work HOSTDIR is bind-mounted read-write at /work (for test results).
 set -euo pipefail
@@ -32,7 +37,9 @@ for applet in $("$busybox" --list); do
     [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
 done
 cp "$sealinit" "$rootfs/sbin/sealinit"
-: > "$rootfs/run/secrets/sealinit.bundle"
+secrets_dir=$(realpath -m "$(dirname "$sealed")")
+bundle_name=$(basename "$sealed")
+mkdir -p "$secrets_dir"
 echo "root:x:0:0:root:/:/bin/sh" > "$rootfs/etc/passwd"
 
 json_string() { # a JSON string literal for $1
@@ -43,7 +50,7 @@ json_string() { # a JSON string literal for $1
     printf '"%s"' "$s"
 }
 args=$(json_string /sbin/sealinit)
-for a in --bundle /run/secrets/sealinit.bundle ${extra[@]+"${extra[@]}"} -- "$@"; do
+for a in --bundle "/run/secrets/$bundle_name" ${extra[@]+"${extra[@]}"} -- "$@"; do
     args+=", $(json_string "$a")"
 done
 work_mount=""
@@ -74,7 +81,7 @@ cat > "$dir/config.json" <<JSON
     {"destination": "/proc", "type": "proc", "source": "proc"},
     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
     {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
-    {"destination": "/run/secrets/sealinit.bundle", "type": "bind", "source": $(json_string "$(realpath "$sealed")"), "options": ["bind", "ro"]}$work_mount
+    {"destination": "/run/secrets", "type": "bind", "source": $(json_string "$secrets_dir"), "options": ["rbind", "ro"]}$work_mount
   ],
   "linux": {
     "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],

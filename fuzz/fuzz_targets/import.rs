@@ -10,10 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, input)) = data.split_first() else {
         return;
     };
-    let parsed = if which % 2 == 0 {
-        import::parse_env(input)
-    } else {
-        import::parse_json(input)
+    let parsed = match which % 3 {
+        0 => import::parse_env(input, false),
+        1 => import::parse_env(input, true),
+        _ => import::parse_json(input),
     };
     // Whether an error echoes a value is checked by the CLI tests with
     // known secrets: here any input may spell out our own message text, so

@@ -12,8 +12,9 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Seal secrets into bundles for sealinit, keep them in an encrypted store, run commands with them",
     after_help = "Exit status: 0 success, 64 usage, 65 bad input data, bundle or key, \
-66 input missing or unreadable, 71 OS failure, 73 output cannot be created, 74 store failure; \
-`run` exits with the command's status."
+66 input missing or unreadable (or an empty repository), 71 OS failure, 73 output cannot be \
+created, 74 store failure, 75 --if-version conflict; `run` exits with the command's status.\n\
+Where a flag and an environment variable both say where something comes from, the flag wins."
 )]
 pub struct Cli {
     /// error|warn|info|debug|trace|off, to stderr
@@ -51,8 +52,10 @@ pub enum Command {
     /// Add, list and remove a repository's secrets
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// List repositories with their number of secrets
+    /// List repositories with their number of secrets, or remove one
     Repos {
+        #[command(subcommand)]
+        command: Option<ReposCommand>,
         #[command(flatten)]
         store: StoreArgs,
         /// Print JSON instead of text
@@ -63,21 +66,32 @@ pub enum Command {
     Run(RunArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ReposCommand {
+    /// Remove a whole repository (every secret) in one transaction
+    Rm {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The repository
+        #[arg(value_name = "OWNER/NAME")]
+        repo: String,
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store database [default: $XDG_DATA_HOME/sealinit/store.db]
+    /// The store database [env: SEALCTL_STORE] [default: $XDG_DATA_HOME/sealinit/store.db]
     #[arg(long, value_name = "PATH", env = "SEALCTL_STORE")]
     pub store: Option<PathBuf>,
-    /// The master key file (32 bytes, mode 0600)
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "SEALCTL_MASTER_KEY",
-        conflicts_with = "master_key_fd"
-    )]
+    /// The master key file (32 bytes, mode 0600) [env: SEALCTL_MASTER_KEY]
+    #[arg(long, value_name = "PATH", conflicts_with = "master_key_fd")]
     pub master_key: Option<PathBuf>,
-    /// Read the master key from this inherited descriptor instead
-    #[arg(long, value_name = "N", env = "SEALCTL_MASTER_KEY_FD")]
+    /// Read the master key from this inherited descriptor instead [env:
+    /// SEALCTL_MASTER_KEY_FD]; a flag wins over either variable
+    #[arg(long, value_name = "N")]
     pub master_key_fd: Option<i32>,
 }
 
@@ -98,12 +112,18 @@ pub enum StoreCommand {
         /// Where to create the new master key; must not exist yet
         #[arg(long, value_name = "PATH")]
         new: PathBuf,
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Set NAME from stdin (never argv), or many from --from-env-file (all or nothing)
+    /// Set NAME from stdin (never argv), or many from --from-env-file or
+    /// --from-json (all or nothing). What the store accepts always seals:
+    /// names, code-loading names, sizes and the repository's totals are
+    /// checked as sealing checks them.
     Set {
         #[command(flatten)]
         store: StoreArgs,
@@ -111,13 +131,35 @@ pub enum SecretsCommand {
         repo: String,
         /// The secret's name; its value is read from stdin (one trailing newline is dropped)
         #[arg(
-            required_unless_present = "from_env_file",
-            conflicts_with = "from_env_file"
+            required_unless_present_any = ["from_env_file", "from_json"],
+            conflicts_with_all = ["from_env_file", "from_json"]
         )]
         name: Option<String>,
-        /// Import every NAME=value of a dotenv file
-        #[arg(long, value_name = "FILE")]
+        /// Import every NAME=value of a dotenv file (values taken literally)
+        #[arg(long, value_name = "FILE", conflicts_with = "from_json")]
         from_env_file: Option<PathBuf>,
+        /// Import a JSON object of string values
+        #[arg(long, value_name = "FILE")]
+        from_json: Option<PathBuf>,
+        /// With --from-env-file: expand ${NAME} from earlier lines of the
+        /// same file (never from the environment)
+        #[arg(long, requires = "from_env_file")]
+        expand: bool,
+        /// Allow a name that changes how programs load code (LD_*, BASH_ENV,
+        /// NODE_OPTIONS, ...); recorded on the secret, so later seals honour
+        /// it; repeatable
+        #[arg(long, value_name = "NAME")]
+        allow_name: Vec<String>,
+        /// Accept an empty value on stdin (refused by default: a forgotten pipe)
+        #[arg(long)]
+        allow_empty: bool,
+        /// Compare-and-set: change NAME only if it is at version N now (0: it
+        /// must not exist yet); exit 75 and change nothing otherwise
+        #[arg(long, value_name = "N", requires = "name")]
+        if_version: Option<i64>,
+        /// Print what was done as JSON lines, one per secret
+        #[arg(long)]
+        json: bool,
     },
     /// List names, sizes and update times; never values
     List {
@@ -137,11 +179,15 @@ pub enum SecretsCommand {
         repo: String,
         #[arg(required = true)]
         names: Vec<String>,
+        /// Print what was done as JSON lines, one per secret
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["from_env_file", "from_json", "repo"])))]
+#[command(group(clap::ArgGroup::new("key_dest").args(["key_out", "key_out_fd"])))]
 pub struct SealArgs {
     /// The 32-byte key file (from `sealctl keygen`); not with --repo
     #[arg(long, value_name = "PATH", conflicts_with = "repo")]
@@ -156,23 +202,62 @@ pub struct SealArgs {
     #[arg(long, value_name = "FILE")]
     pub from_json: Option<PathBuf>,
     /// Seal a repository's secrets from the store, under a fresh key
-    #[arg(long, value_name = "OWNER/NAME", requires = "key_out")]
+    /// (written by --key-out or --key-out-fd)
+    #[arg(long, value_name = "OWNER/NAME", requires = "key_dest")]
     pub repo: Option<String>,
-    /// With --repo: where to write the fresh key (new file, mode 0600)
-    #[arg(long, value_name = "PATH", requires = "repo")]
+    /// With --repo: where to write the fresh key: a new file (mode 0600),
+    /// or `-` for stdout (refused on a terminal)
+    #[arg(
+        long,
+        value_name = "PATH|-",
+        requires = "repo",
+        conflicts_with = "key_out_fd"
+    )]
     pub key_out: Option<PathBuf>,
+    /// With --repo: write the fresh key to this inherited descriptor (3 or
+    /// above), e.g. a pipe the orchestrator hands to the runtime
+    #[arg(long, value_name = "N", requires = "repo")]
+    pub key_out_fd: Option<i32>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Free text bound into the bundle, e.g. the repository (default with --repo: the repository)
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
     /// Allow a name that changes how programs load code (LD_*, BASH_ENV,
-    /// ENV, NODE_OPTIONS, ...); repeatable
+    /// ENV, NODE_OPTIONS, ...); repeatable (names allowed at `secrets set`
+    /// are allowed already)
     #[arg(long, value_name = "NAME")]
     pub allow_name: Vec<String>,
-    /// Lifetime: the bundle is refused after it (30s, 15m, 2h, 7d)
-    #[arg(long, value_name = "DURATION", value_parser = sealinit_core::time::parse_duration)]
-    pub ttl: Option<Duration>,
+    /// Lifetime: the bundle is refused after it (30s, 15m, 2h, 7d), or
+    /// `none` [default: 5m with --repo, as `run`; none from files]
+    #[arg(long, value_name = "DURATION|none", value_parser = parse_ttl)]
+    pub ttl: Option<Ttl>,
+    /// With --from-env-file: expand ${NAME} from earlier lines of the same
+    /// file (never from the environment)
+    #[arg(long, requires = "from_env_file")]
+    pub expand: bool,
+    /// With --repo: seal an empty bundle when the repository has no
+    /// secrets (refused by default: a typo must not give an empty sandbox)
+    #[arg(long, requires = "repo")]
+    pub allow_empty: bool,
+    /// Print what was sealed (names, sizes, label, expiry; never a value)
+    /// as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A bundle's lifetime: `none`, or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Never,
+    After(Duration),
+}
+
+fn parse_ttl(s: &str) -> Result<Ttl, String> {
+    if s == "none" {
+        return Ok(Ttl::Never);
+    }
+    sealinit_core::time::parse_duration(s).map(Ttl::After)
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +278,9 @@ pub struct RunArgs {
     /// Allow a code-loading name (see `seal --allow-name`); repeatable
     #[arg(long, value_name = "NAME")]
     pub allow_name: Vec<String>,
+    /// Run with no secrets when the repository has none (refused by default)
+    #[arg(long)]
+    pub allow_empty: bool,
     /// An option for sealinit, e.g. --sealinit-arg=--grace=3 (repeatable)
     #[arg(long = "sealinit-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub sealinit_args: Vec<OsString>,

@@ -46,8 +46,13 @@ impl Error {
                 StoreError::InvalidRepo(_) => exit::USAGE,
                 StoreError::WrongMasterKey { .. }
                 | StoreError::SecretUndecryptable { .. }
+                | StoreError::NewerSchema { .. }
                 | StoreError::Payload(_) => exit::DATA,
-                StoreError::NoSuchSecret { .. } | StoreError::Missing { .. } => exit::NO_INPUT,
+                StoreError::NoSuchSecret { .. }
+                | StoreError::NoSuchRepo { .. }
+                | StoreError::EmptyRepo { .. }
+                | StoreError::Missing { .. } => exit::NO_INPUT,
+                StoreError::VersionConflict { .. } => exit::TEMP_FAIL,
                 StoreError::Database { .. } => exit::IO_ERR,
                 StoreError::Exists { .. } | StoreError::Create { .. } => exit::CANT_CREATE,
                 StoreError::Os { .. } => exit::OS,

@@ -15,12 +15,14 @@ use crate::error::{Error, InitError, Result};
 use sealinit_core::bundle::Entry;
 use sealinit_core::secret::SecretValue;
 
-/// Reads a dotenv file (`dotenvy` syntax: `NAME=value`, `export`, quotes,
-/// `#` comments, `${VAR}` expansion outside single quotes).
-pub fn from_env_file(path: &Path) -> Result<Vec<Entry>> {
+/// Reads a dotenv file. Values are taken literally, exactly as written
+/// (quotes and escapes handled); with `expand`, `${NAME}` and `$NAME` take
+/// the value of an earlier line of the same file, never of the process
+/// environment. See [`parse_env`].
+pub fn from_env_file(path: &Path, expand: bool) -> Result<Vec<Entry>> {
     const WHAT: &str = "env file";
     let bytes = read_input(WHAT, path)?;
-    parse_env(&bytes).map_err(|reason| Error::Import {
+    parse_env(&bytes, expand).map_err(|reason| Error::Import {
         what: WHAT,
         path: path.to_owned(),
         reason,
@@ -51,43 +53,240 @@ fn read_input(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     })
 }
 
-/// Parses dotenv text. The error says what is wrong and where, never the
-/// offending text.
-pub fn parse_env(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
-    let mut entries = Vec::new();
-    for item in dotenvy::from_read_iter(bytes) {
-        match item {
-            Ok((name, value)) => entries.push(Entry {
-                name,
-                value: SecretValue::from(value),
-            }),
-            Err(dotenvy::Error::LineParse(line, _)) => {
-                let line = Zeroizing::new(line);
-                return Err(format!(
-                    "syntax error{} (the line is not shown, it may hold a secret); expected NAME=value, check quotes",
-                    line_number(bytes, &line).map_or(String::new(), |n| format!(" on line {n}"))
-                ));
-            }
-            Err(dotenvy::Error::Io(_)) => return Err("is not valid UTF-8 text".into()),
-            Err(dotenvy::Error::EnvVar(e)) => {
-                return Err(format!("variable expansion failed: {e}"));
-            }
-            Err(other) => return Err(other.to_string()),
-        }
+/// Parses dotenv text as Docker's `--env-file`, python-dotenv and Node's
+/// dotenv accept it:
+/// - a UTF-8 byte-order mark is skipped, `\r\n` line ends are `\n`;
+/// - blank lines and `#` comment lines are skipped; `export NAME=value` is
+///   `NAME=value`; spaces around `=` are allowed;
+/// - unquoted values run to the end of the line, inner spaces kept, trailing
+///   spaces and a ` # comment` dropped;
+/// - `'single'` quotes are literal; `"double"` quotes take the escapes
+///   `\n \r \t \" \\ \$`; both may span lines; after the closing quote only
+///   spaces and a `# comment` may follow;
+/// - `$` is literal unless `expand`: then `${NAME}`/`$NAME` outside single
+///   quotes is the value of an earlier line (`\$` in double quotes stays a
+///   `$`), and an unknown name is an error.
+///
+/// An error names the line and what is wrong, never the line's text.
+pub fn parse_env(bytes: &[u8], expand: bool) -> std::result::Result<Vec<Entry>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        format!("line {line} is not valid UTF-8 text")
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(i) = text.find('\0') {
+        let line = text[..i].matches('\n').count() + 1;
+        return Err(format!(
+            "line {line} holds a NUL byte, which an environment variable cannot hold"
+        ));
     }
-    Ok(entries)
+    let mut p = EnvParser {
+        rest: text,
+        line: 1,
+        expand,
+        entries: Vec::new(),
+    };
+    while !p.rest.is_empty() {
+        p.statement()?;
+    }
+    Ok(p.entries)
 }
 
-/// The 1-based number of the line where dotenvy's error text starts (it
-/// reports the text from the offending line on: the rest of the file for an
-/// unclosed quote).
-fn line_number(bytes: &[u8], error_text: &str) -> Option<usize> {
-    let first = error_text.split('\n').next().unwrap_or_default();
-    let first = first.trim_end_matches('\r').as_bytes();
-    bytes
-        .split(|&b| b == b'\n')
-        .position(|l| !first.is_empty() && l.strip_suffix(b"\r").unwrap_or(l) == first)
-        .map(|n| n + 1)
+struct EnvParser<'a> {
+    rest: &'a str,
+    /// The line `rest` starts on (1-based).
+    line: usize,
+    expand: bool,
+    entries: Vec<Entry>,
+}
+
+impl EnvParser<'_> {
+    fn err(&self, line: usize, what: &str) -> String {
+        format!("syntax error on line {line} (the line is not shown, it may hold a secret): {what}")
+    }
+
+    fn skip_spaces(&mut self) {
+        self.rest = self.rest.trim_start_matches([' ', '\t']);
+    }
+
+    /// Consumes through the end of the current line.
+    fn end_line(&mut self) {
+        match self.rest.find('\n') {
+            Some(i) => {
+                self.rest = &self.rest[i + 1..];
+                self.line += 1;
+            }
+            None => self.rest = "",
+        }
+    }
+
+    /// After a value: only spaces, a `# comment`, and the line's end.
+    fn expect_line_end(&mut self, start: usize) -> std::result::Result<(), String> {
+        self.skip_spaces();
+        let rest = self.rest.trim_start_matches('\r');
+        if rest.is_empty() || rest.starts_with('\n') || rest.starts_with('#') {
+            self.end_line();
+            Ok(())
+        } else {
+            Err(self.err(
+                start,
+                "unexpected text after the closing quote; quote the whole value",
+            ))
+        }
+    }
+
+    fn statement(&mut self) -> std::result::Result<(), String> {
+        let start = self.line;
+        self.skip_spaces();
+        let line_end = self.rest.find('\n').unwrap_or(self.rest.len());
+        if self.rest[..line_end].trim_end_matches('\r').is_empty() || self.rest.starts_with('#') {
+            self.end_line();
+            return Ok(());
+        }
+        if let Some(after) = self.rest.strip_prefix("export") {
+            if after.starts_with([' ', '\t']) {
+                self.rest = after;
+                self.skip_spaces();
+            }
+        }
+        let name_len = self
+            .rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
+            .unwrap_or(self.rest.len());
+        let name = self.rest[..name_len].to_owned();
+        self.rest = &self.rest[name_len..];
+        self.skip_spaces();
+        if name.is_empty() || !self.rest.starts_with('=') {
+            return Err(self.err(start, "expected NAME=value"));
+        }
+        self.rest = &self.rest[1..];
+        self.skip_spaces();
+        let value = match self.rest.chars().next() {
+            Some(q @ ('\'' | '"')) => {
+                self.rest = &self.rest[1..];
+                let v = self.quoted(q, start)?;
+                self.expect_line_end(start)?;
+                v
+            }
+            _ => {
+                let end = self.rest.find('\n').unwrap_or(self.rest.len());
+                let raw = &self.rest[..end];
+                let raw = raw.strip_suffix('\r').unwrap_or(raw);
+                // A comment starts at a `#` after a space or tab.
+                let cut = raw
+                    .char_indices()
+                    .find(|&(i, c)| c == '#' && raw[..i].ends_with([' ', '\t']))
+                    .map_or(raw.len(), |(i, _)| i);
+                let raw = raw[..cut].trim_end_matches([' ', '\t']);
+                let v = self.expanded(raw, start)?;
+                self.end_line();
+                v
+            }
+        };
+        self.entries.push(Entry {
+            name,
+            value: SecretValue::from(std::mem::take(&mut *Zeroizing::new(value))),
+        });
+        Ok(())
+    }
+
+    /// The value of a quoted string whose opening quote `q` was consumed.
+    fn quoted(&mut self, q: char, start: usize) -> std::result::Result<String, String> {
+        let mut out = Zeroizing::new(String::new());
+        let mut chars = self.rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                c if c == q => {
+                    self.rest = &self.rest[i + 1..];
+                    let v = std::mem::take(&mut *out);
+                    return if q == '"' {
+                        self.expanded_marked(&v, start)
+                    } else {
+                        Ok(v)
+                    };
+                }
+                '\n' => {
+                    self.line += 1;
+                    out.push('\n');
+                }
+                '\r' if self.rest[i + 1..].starts_with('\n') => {}
+                '\\' if q == '"' => match chars.next() {
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, 'r')) => out.push('\r'),
+                    Some((_, 't')) => out.push('\t'),
+                    Some((_, '"')) => out.push('"'),
+                    Some((_, '\\')) => out.push('\\'),
+                    // A marker that expansion turns back into a literal `$`.
+                    Some((_, '$')) => out.push('\u{0}'),
+                    Some((_, other)) => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                    None => break,
+                },
+                c => out.push(c),
+            }
+        }
+        Err(self.err(
+            start,
+            &format!(
+                "the {} quote opened here is never closed",
+                if q == '"' { "double" } else { "single" }
+            ),
+        ))
+    }
+
+    /// `expanded` for a double-quoted value, where `\$` was marked NUL (a
+    /// NUL cannot be in a value: validation refuses it).
+    fn expanded_marked(&self, v: &str, start: usize) -> std::result::Result<String, String> {
+        let out = self.expanded(v, start)?;
+        Ok(out.replace('\u{0}', "$"))
+    }
+
+    /// `v` with `${NAME}`/`$NAME` replaced by earlier values when
+    /// expanding; `v` as it is otherwise.
+    fn expanded(&self, v: &str, start: usize) -> std::result::Result<String, String> {
+        if !self.expand || !v.contains('$') {
+            return Ok(v.to_owned());
+        }
+        let mut out = Zeroizing::new(String::with_capacity(v.len()));
+        let mut rest = v;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
+                let Some(close) = braced.find('}') else {
+                    return Err(self.err(start, "`${` without its closing `}`"));
+                };
+                (&braced[..close], &braced[close + 1..])
+            } else {
+                let len = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..len], &rest[len..])
+            };
+            if name.is_empty() {
+                out.push('$');
+                continue;
+            }
+            let Some(found) = self.entries.iter().rev().find(|e| e.name == name) else {
+                return Err(self.err(
+                    start,
+                    &format!(
+                        "${name} is not defined on an earlier line of this file (--expand never reads the environment)"
+                    ),
+                ));
+            };
+            out.push_str(&String::from_utf8_lossy(found.value.expose()));
+            rest = after;
+        }
+        out.push_str(rest);
+        Ok(std::mem::take(&mut *out))
+    }
 }
 
 /// Parses a JSON object of string values. The error gives a position and
@@ -209,5 +408,76 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
         self.not_a_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn values(text: &str, expand: bool) -> Vec<(String, String)> {
+        parse_env(text.as_bytes(), expand)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.name,
+                    String::from_utf8(e.value.expose().to_vec()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// How a writer would quote `v` in double quotes.
+    fn double_quoted(v: &str) -> String {
+        let mut out = String::from("\"");
+        for c in v.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '$' => out.push_str("\\$"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    proptest! {
+        /// Any value without NUL survives double quoting (newlines, quotes,
+        /// `$`, `#`, spaces), with and without --expand, and single
+        /// quoting when it holds no single quote.
+        #[test]
+        fn quoted_values_round_trip(v in "[^\\x00\r]{0,40}", expand: bool) {
+            let text = format!("A={}\nB=after\n", double_quoted(&v));
+            prop_assert_eq!(
+                values(&text, expand),
+                vec![("A".to_owned(), v.clone()), ("B".to_owned(), "after".to_owned())]
+            );
+            if !v.contains('\'') {
+                let text = format!("export A='{v}' # note\r\n");
+                prop_assert_eq!(values(&text, expand), vec![("A".to_owned(), v.clone())]);
+            }
+        }
+
+        /// Unquoted values (not starting with a quote) are literal: `$`,
+        /// quotes inside, inner spaces.
+        #[test]
+        fn unquoted_values_are_literal(v in "[A-Za-z0-9$@%^&*()_+=:;,./-][A-Za-z0-9 $@%^&*()_+=:;,./'\"-]{0,30}[A-Za-z0-9$]") {
+            let text = format!("\u{feff}A={v}\r\n");
+            prop_assert_eq!(values(&text, false), vec![("A".to_owned(), v.clone())]);
+        }
+
+        /// Errors never contain the input's text.
+        #[test]
+        fn errors_never_quote_the_input(junk in "[A-Z]{8,16}", line in 1usize..5) {
+            let mut text = "A=1\n".repeat(line - 1);
+            text.push_str(&format!("{junk} {junk}\n"));
+            let err = parse_env(text.as_bytes(), false).unwrap_err();
+            prop_assert!(!err.contains(&junk), "{}", err);
+            let want = format!("line {line}");
+            prop_assert!(err.contains(&want), "{}", err);
+        }
     }
 }

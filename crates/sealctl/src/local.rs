@@ -38,6 +38,8 @@ pub struct RunOptions {
     /// Lifetime of the one-use bundle.
     pub ttl: Duration,
     pub allow_names: Vec<String>,
+    /// Run with an empty bundle when the repository has no secrets.
+    pub allow_empty: bool,
     /// Extra options for sealinit (before `--`).
     pub sealinit_args: Vec<OsString>,
     pub command: Vec<OsString>,
@@ -47,34 +49,43 @@ pub struct RunOptions {
 /// (the process has become sealinit); with one, it returns the exit code.
 pub fn run(store: Store, opts: &RunOptions) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
-    let entries = store.entries(&opts.repo)?;
+    let found = store.secrets(&opts.repo, opts.allow_empty)?;
     drop(store);
+    let mut allow = opts.allow_names.clone();
+    allow.extend(found.allowed);
     let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
+    let label = found.repo;
     let (sealed, _) = write::seal_now(
         &key,
-        &entries,
-        &opts.allow_names,
-        Some(opts.repo.clone()),
+        &found.entries,
+        &allow,
+        Some(label.clone()),
         Some(opts.ttl),
     )?;
-    drop(entries);
+    drop(found.entries);
     let bundle_path = write_private_bundle(&sealed)?;
     debug!(bundle = %bundle_path.display(), "one-use bundle written");
 
-    let outcome = launch(&sealinit, &bundle_path, key, opts);
+    let outcome = launch(&sealinit, &bundle_path, key, &label, opts);
     // Only reached on failure or after a PID-namespace run; sealinit has
     // removed the bundle if it got that far.
     let _ = std::fs::remove_file(&bundle_path);
     outcome
 }
 
-fn launch(sealinit: &Path, bundle: &Path, key: SecretKey, opts: &RunOptions) -> Result<i32> {
+fn launch(
+    sealinit: &Path,
+    bundle: &Path,
+    key: SecretKey,
+    label: &str,
+    opts: &RunOptions,
+) -> Result<i32> {
     let mut args: Vec<OsString> = vec![
         "--bundle".into(),
         bundle.into(),
         "--remove-bundle".into(),
         "--expect-label".into(),
-        opts.repo.clone().into(),
+        label.into(),
         "--key-fd".into(),
         KEY_FD.to_string().into(),
     ];

@@ -16,11 +16,17 @@ use sealinit_core::bundle::{self, Entry, OpenedBundle};
 use sealinit_core::exit;
 use sealinit_core::secret::{SecretKey, SecretValue};
 use sealinit_core::time;
-use sealinit_store::Store;
+use sealinit_store::{SetOptions, Store};
 
 use serde_json::json;
 
-use cli::{Cli, Command, RunArgs, SealArgs, SecretsCommand, StoreArgs, StoreCommand};
+use cli::{
+    Cli, Command, ReposCommand, RunArgs, SealArgs, SecretsCommand, StoreArgs, StoreCommand, Ttl,
+};
+
+/// The lifetime of a bundle sealed from the store, unless `--ttl` says
+/// otherwise: `seal --repo` and `run` alike.
+const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How long a key file or fd may take to reach end-of-file.
 const KEY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -40,7 +46,15 @@ fn main() -> ExitCode {
         Command::Inspect { path, key, json } => inspect(&path, key.as_deref(), json),
         Command::Store(cmd) => store_command(cmd),
         Command::Secrets(cmd) => secrets_command(cmd),
-        Command::Repos { store, json } => repos(&store, json),
+        Command::Repos {
+            command: None,
+            store,
+            json,
+        } => repos(&store, json),
+        Command::Repos {
+            command: Some(ReposCommand::Rm { store, repo, json }),
+            ..
+        } => repos_rm(&store, &repo, json),
         Command::Run(args) => run(args),
     };
     match outcome {
@@ -63,28 +77,62 @@ fn keygen(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where `seal --repo` writes the fresh key.
+enum KeyOut<'a> {
+    File(&'a Path),
+    Stdout,
+    Fd(i32),
+}
+
 fn seal(args: &SealArgs) -> Result<()> {
-    let (entries, key, label) = match (&args.from_env_file, &args.from_json, &args.repo) {
-        (Some(path), _, _) => (import::from_env_file(path)?, None, args.label.clone()),
+    let mut allow = args.allow_name.clone();
+    let (entries, fresh, label) = match (&args.from_env_file, &args.from_json, &args.repo) {
+        (Some(path), _, _) => (
+            import::from_env_file(path, args.expand)?,
+            None,
+            args.label.clone(),
+        ),
         (None, Some(path), _) => (import::from_json_file(path)?, None, args.label.clone()),
         (None, None, Some(repo)) => {
             sealinit_store::validate_repo(repo)?;
-            let entries = open_store(&args.store)?.entries(repo)?;
+            let out = match (args.key_out.as_deref(), args.key_out_fd) {
+                (Some(p), _) if p == Path::new("-") => {
+                    if sealinit_sys::is_terminal(1) {
+                        return Err(Error::usage(
+                            "--key-out - writes 32 raw key bytes to stdout, which is a terminal; pipe it or use --key-out-fd",
+                        ));
+                    }
+                    if args.json {
+                        return Err(Error::usage(
+                            "--key-out - and --json both write to stdout; use --key-out-fd or a file",
+                        ));
+                    }
+                    KeyOut::Stdout
+                }
+                (Some(p), _) => KeyOut::File(p),
+                (None, Some(fd)) if fd >= 3 => KeyOut::Fd(fd),
+                (None, Some(fd)) => {
+                    return Err(Error::usage(format!(
+                        "--key-out-fd {fd}: use a descriptor of 3 or above (or --key-out - for stdout)"
+                    )));
+                }
+                (None, None) => unreachable!("clap: --repo requires --key-out or --key-out-fd"),
+            };
+            let found = open_store(&args.store)?.secrets(repo, args.allow_empty)?;
+            allow.extend(found.allowed);
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-            let key_out = args
-                .key_out
-                .as_deref()
-                .expect("clap: --repo requires --key-out");
-            (
-                entries,
-                Some((key, key_out)),
-                Some(args.label.clone().unwrap_or_else(|| repo.clone())),
-            )
+            let label = args.label.clone().unwrap_or(found.repo);
+            (found.entries, Some((key, out)), Some(label))
         }
         (None, None, None) => unreachable!("clap requires one input"),
     };
-    let (key, new_key_path) = match key {
-        Some((key, path)) => (key, Some(path)),
+    let ttl = match (args.ttl, args.repo.is_some()) {
+        (Some(Ttl::Never), _) | (None, false) => None,
+        (Some(Ttl::After(d)), _) => Some(d),
+        (None, true) => Some(DEFAULT_TTL),
+    };
+    let (key, key_out) = match fresh {
+        Some((key, out)) => (key, Some(out)),
         None => {
             let path = args.key.as_deref().ok_or_else(|| {
                 Error::usage("--key PATH is required with --from-env-file or --from-json")
@@ -95,17 +143,39 @@ fn seal(args: &SealArgs) -> Result<()> {
             )
         }
     };
-    let (sealed, header) = write::seal_now(&key, &entries, &args.allow_name, label, args.ttl)?;
+    let (sealed, header) = write::seal_now(&key, &entries, &allow, label, ttl)?;
+    let report = json!({
+        "out": args.out,
+        "label": header.label,
+        "created": time::rfc3339(header.created),
+        "expires": header.expires.map(time::rfc3339),
+        "secrets": entries
+            .iter()
+            .map(|e| json!({"name": e.name, "size": e.value.len()}))
+            .collect::<Vec<_>>(),
+    });
     let count = entries.len();
     drop(entries);
-    if let Some(path) = new_key_path {
+    if let Some(KeyOut::File(path)) = key_out {
         write::create_key_file(path, &key)?;
     }
     if let Err(e) = write::write_atomic(&args.out, &sealed) {
-        if let Some(path) = new_key_path {
+        if let Some(KeyOut::File(path)) = key_out {
             let _ = std::fs::remove_file(path);
         }
         return Err(e);
+    }
+    let sent = match key_out {
+        Some(KeyOut::Stdout) => write::key_to_stdout(&key),
+        Some(KeyOut::Fd(fd)) => write::key_to_fd(fd, &key),
+        _ => Ok(()),
+    };
+    if let Err(e) = sent {
+        let _ = std::fs::remove_file(&args.out);
+        return Err(e);
+    }
+    if args.json {
+        writeln!(std::io::stdout().lock(), "{report}").map_err(stdout_err)?;
     }
     eprintln!(
         "sealctl: sealed {} secrets into {}{}",
@@ -128,25 +198,47 @@ fn store_path(args_store: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// The master key from `--master-key PATH` (which must be 0600) or
-/// `--master-key-fd N`.
+/// `--master-key-fd N`, else from `SEALCTL_MASTER_KEY` or
+/// `SEALCTL_MASTER_KEY_FD`: a flag wins over either variable.
 fn master_key(args: &StoreArgs) -> Result<SecretKey> {
-    match (&args.master_key, args.master_key_fd) {
-        (Some(path), _) => Ok(files::read_key_file(
+    let from_file = |path: &Path| -> Result<SecretKey> {
+        Ok(files::read_key_file(
             path,
             "master key file",
             true,
             KEY_TIMEOUT,
             None,
-        )?),
-        (None, Some(fd)) => {
-            sealinit::files::read_inherited_key(fd, KEY_TIMEOUT, None).map_err(|source| {
-                InitError::Key {
-                    source_name: format!("master key fd {fd}"),
-                    source,
-                }
-                .into()
-            })
-        }
+        )?)
+    };
+    let from_fd = |fd: i32| -> Result<SecretKey> {
+        sealinit::files::read_inherited_key(fd, KEY_TIMEOUT, None).map_err(|source| {
+            InitError::Key {
+                source_name: format!("master key fd {fd}"),
+                source,
+            }
+            .into()
+        })
+    };
+    if let Some(path) = &args.master_key {
+        return from_file(path);
+    }
+    if let Some(fd) = args.master_key_fd {
+        return from_fd(fd);
+    }
+    let env_path = std::env::var_os("SEALCTL_MASTER_KEY").filter(|v| !v.is_empty());
+    let env_fd = std::env::var("SEALCTL_MASTER_KEY_FD")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (env_path, env_fd) {
+        (Some(_), Some(_)) => Err(Error::usage(
+            "SEALCTL_MASTER_KEY and SEALCTL_MASTER_KEY_FD are both set; unset one, or pass --master-key or --master-key-fd",
+        )),
+        (Some(path), None) => from_file(Path::new(&path)),
+        (None, Some(fd)) => from_fd(fd.parse().map_err(|_| {
+            Error::usage(format!(
+                "SEALCTL_MASTER_KEY_FD={fd:?} is not a descriptor number"
+            ))
+        })?),
         (None, None) => Err(Error::usage(
             "the store needs its master key: --master-key PATH or --master-key-fd N (or SEALCTL_MASTER_KEY)",
         )),
@@ -179,12 +271,16 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
             );
             Ok(())
         }
-        StoreCommand::RotateMasterKey { store, new } => {
+        StoreCommand::RotateMasterKey { store, new, json } => {
             let mut st = open_store(&store)?;
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
             write::create_key_file(&new, &key)?;
             match st.rotate(&key) {
                 Ok(n) => {
+                    if json {
+                        let doc = json!({"reencrypted": n, "new_master_key": new});
+                        writeln!(std::io::stdout().lock(), "{doc}").map_err(stdout_err)?;
+                    }
                     eprintln!(
                         "sealctl: re-encrypted {n} secrets under {}; the old master key no longer opens the store",
                         new.display()
@@ -207,28 +303,39 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             repo,
             name,
             from_env_file,
+            from_json,
+            expand,
+            allow_name,
+            allow_empty,
+            if_version,
+            json,
         } => {
             sealinit_store::validate_repo(&repo)?;
-            let entries = match (name, from_env_file) {
-                (_, Some(path)) => import::from_env_file(&path)?,
-                (Some(name), None) => vec![Entry {
+            let entries = match (name, from_env_file, from_json) {
+                (_, Some(path), _) => import::from_env_file(&path, expand)?,
+                (_, None, Some(path)) => import::from_json_file(&path)?,
+                (Some(name), None, None) => vec![Entry {
                     name,
-                    value: read_value_from_stdin()?,
+                    value: read_value_from_stdin(allow_empty)?,
                 }],
-                (None, None) => unreachable!("clap requires NAME or --from-env-file"),
+                (None, None, None) => unreachable!("clap requires NAME or an input file"),
             };
-            bundle::validate_each(&entries)?;
-            for e in &entries {
-                if bundle::changes_code_loading(&e.name) {
-                    tracing::warn!(
-                        "{} changes how programs load code: sealing it will need --allow-name {}",
-                        e.name,
-                        e.name
-                    );
+            let done = open_store(&store)?.set_many(
+                &repo,
+                &entries,
+                SetOptions {
+                    allow_names: &allow_name,
+                    if_version,
+                },
+            )?;
+            if json {
+                let mut out = std::io::stdout().lock();
+                for d in &done {
+                    writeln!(out, "{}", json!(d)).map_err(stdout_err)?;
                 }
             }
-            open_store(&store)?.set_many(&repo, &entries)?;
-            eprintln!("sealctl: set {} secret(s) in {repo}", entries.len());
+            let shown = done.first().map_or(repo.as_str(), |d| d.repo.as_str());
+            eprintln!("sealctl: set {} secret(s) in {shown}", done.len());
             Ok(())
         }
         SecretsCommand::List { store, repo, json } => {
@@ -250,9 +357,22 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             };
             written.map_err(stdout_err)
         }
-        SecretsCommand::Rm { store, repo, names } => {
-            open_store(&store)?.remove(&repo, &names)?;
-            eprintln!("sealctl: removed {} secret(s) from {repo}", names.len());
+        SecretsCommand::Rm {
+            store,
+            repo,
+            names,
+            json,
+        } => {
+            let removed = open_store(&store)?.remove(&repo, &names)?;
+            if json {
+                let mut out = std::io::stdout().lock();
+                for (name, version) in &removed {
+                    let doc =
+                        json!({"repo": repo, "name": name, "version": version, "removed": true});
+                    writeln!(out, "{doc}").map_err(stdout_err)?;
+                }
+            }
+            eprintln!("sealctl: removed {} secret(s) from {repo}", removed.len());
             Ok(())
         }
     }
@@ -274,6 +394,16 @@ fn repos(store: &StoreArgs, as_json: bool) -> Result<()> {
     written.map_err(stdout_err)
 }
 
+fn repos_rm(store: &StoreArgs, repo: &str, as_json: bool) -> Result<()> {
+    let (repo, n) = open_store(store)?.remove_repo(repo)?;
+    if as_json {
+        let doc = json!({"repo": repo, "removed": n});
+        writeln!(std::io::stdout().lock(), "{doc}").map_err(stdout_err)?;
+    }
+    eprintln!("sealctl: removed repository {repo} and its {n} secret(s)");
+    Ok(())
+}
+
 fn run(args: RunArgs) -> Result<()> {
     sealinit_store::validate_repo(&args.repo)?;
     let st = open_store(&args.store)?;
@@ -283,6 +413,7 @@ fn run(args: RunArgs) -> Result<()> {
         pid_namespace: args.pid_namespace,
         ttl: args.ttl,
         allow_names: args.allow_name,
+        allow_empty: args.allow_empty,
         sealinit_args: args.sealinit_args,
         command: args.command,
     };
@@ -292,7 +423,7 @@ fn run(args: RunArgs) -> Result<()> {
 
 /// The value of `secrets set`: all of stdin, without one trailing newline.
 /// A terminal is refused: typing the value would echo it.
-fn read_value_from_stdin() -> Result<SecretValue> {
+fn read_value_from_stdin(allow_empty: bool) -> Result<SecretValue> {
     if sealinit_sys::is_terminal(0) {
         return Err(Error::usage(
             "the value is read from stdin, which is a terminal (it would echo); pipe it in, e.g. `printf %s \"$VALUE\" | sealctl secrets set ...`",
@@ -311,6 +442,11 @@ fn read_value_from_stdin() -> Result<SecretValue> {
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
+    }
+    if buf.is_empty() && !allow_empty {
+        return Err(Error::usage(
+            "the value on stdin is empty (a forgotten pipe?); nothing was set; pass --allow-empty to store an empty value",
+        ));
     }
     Ok(SecretValue::from(std::mem::take(&mut *buf)))
 }

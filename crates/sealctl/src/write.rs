@@ -85,3 +85,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(out_err)?;
     Ok(())
 }
+
+/// Writes the 32 key bytes to stdout (`--key-out -`).
+pub fn key_to_stdout(key: &SecretKey) -> Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(key.expose())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Output {
+            path: "standard output".into(),
+            source: e,
+        })
+}
+
+/// Writes the 32 key bytes to an inherited descriptor (`--key-out-fd`),
+/// then closes it, so the reader sees end-of-file.
+pub fn key_to_fd(fd: i32, key: &SecretKey) -> Result<()> {
+    let owned = sealinit_sys::take_inherited_fd(fd).map_err(|_| {
+        Error::usage(format!(
+            "--key-out-fd {fd}: descriptor {fd} is not open; open it for writing (e.g. `{fd}>&1` or a pipe)"
+        ))
+    })?;
+    File::from(owned)
+        .write_all(key.expose())
+        .map_err(|e| Error::Output {
+            path: format!("descriptor {fd}").into(),
+            source: e,
+        })
+}

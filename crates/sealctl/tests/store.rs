@@ -211,7 +211,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     env.sealctl(&["secrets", "set", "--repo", "acme/api", "KEEP"], Some("x"));
     for repo in [
         "acme",
-        "acme/api/x",
+        "acme//x",
         "/api",
         "acme/",
         ".hidden/x",
@@ -327,8 +327,9 @@ fn bad_input_is_refused_and_changes_nothing() {
 #[test]
 fn master_key_from_an_inherited_fd() {
     let env = Env::new();
-    let script =
-        format!("exec {SEALCTL} secrets set --repo acme/api --master-key-fd 5 N 5<master.key");
+    let script = format!(
+        "exec {SEALCTL} secrets set --repo acme/api --allow-empty --master-key-fd 5 N 5<master.key"
+    );
     let o = Command::new("sh")
         .args(["-c", &script])
         .current_dir(env.dir.path())
@@ -354,12 +355,12 @@ fn a_row_copied_to_another_repo_or_name_does_not_decrypt() {
     let db = rusqlite::Connection::open(env.path("data/store.db")).unwrap();
     // Copy to another repository, then to another name in the same one.
     db.execute(
-        "INSERT INTO secrets SELECT 'evil/repo', name, version, nonce, ciphertext, size, updated_at FROM secrets WHERE repo = 'acme/api'",
+        "INSERT INTO secrets SELECT 'evil/repo', name, version, nonce, ciphertext, size, updated_at, allow_code_loading FROM secrets WHERE repo = 'acme/api'",
         [],
     )
     .unwrap();
     db.execute(
-        "INSERT INTO secrets SELECT repo, 'RENAMED', version, nonce, ciphertext, size, updated_at FROM secrets WHERE repo = 'acme/api'",
+        "INSERT INTO secrets SELECT repo, 'RENAMED', version, nonce, ciphertext, size, updated_at, allow_code_loading FROM secrets WHERE repo = 'acme/api'",
         [],
     )
     .unwrap();

@@ -226,17 +226,25 @@ fn check_label(header: &Header) -> Result<(), BundleError> {
 /// Validates entries for sealing and returns the payload length: each
 /// entry (see [`validate_each`]), then the count and total size limits.
 pub fn validate_entries(entries: &[Entry]) -> Result<usize, PayloadError> {
-    if entries.len() > MAX_ENTRIES {
-        return Err(PayloadError::TooManyEntries {
-            count: entries.len(),
-        });
-    }
     validate_each(entries)?;
-    let len = COUNT_LEN
-        + entries
-            .iter()
-            .map(|e| ENTRY_FIXED_LEN + e.name.len() + e.value.len())
-            .sum::<usize>();
+    check_totals(entries.iter().map(|e| (e.name.len(), e.value.len())))
+}
+
+/// Checks what a set of entries adds up to, from their `(name length,
+/// value length)` pairs: the entry count and the payload size limits.
+/// Returns the payload size. The store checks a repository with it, so that
+/// what it accepts always seals.
+pub fn check_totals(
+    sizes: impl IntoIterator<Item = (usize, usize)>,
+) -> Result<usize, PayloadError> {
+    let (mut count, mut len) = (0usize, COUNT_LEN);
+    for (name, value) in sizes {
+        count += 1;
+        len += ENTRY_FIXED_LEN + name + value;
+    }
+    if count > MAX_ENTRIES {
+        return Err(PayloadError::TooManyEntries { count });
+    }
     if len > MAX_PAYLOAD_LEN {
         return Err(PayloadError::TooLarge { len });
     }

@@ -54,6 +54,8 @@ pub mod exit {
     pub const CANT_CREATE: u8 = 73;
     /// The store database failed (I/O, locked for too long, damaged).
     pub const IO_ERR: u8 = 74;
+    /// A compare-and-set lost: someone else changed the secret first.
+    pub const TEMP_FAIL: u8 = 75;
     /// The command was found but cannot be executed.
     pub const NOT_EXECUTABLE: u8 = 126;
     /// The command was not found.

@@ -41,6 +41,27 @@ pub enum StoreError {
     SecretUndecryptable { repo: String, name: String },
     #[error("cannot seal: {0}")]
     Payload(#[from] PayloadError),
+    #[error(
+        "secret {name} of {repo} is at version {found}, not {expected}: someone else changed it; nothing was changed (read it again, then retry)"
+    )]
+    VersionConflict {
+        repo: String,
+        name: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error(
+        "repository {repo} has no secrets (is the name right?); nothing was sealed; pass --allow-empty to seal an empty bundle"
+    )]
+    EmptyRepo { repo: String },
+    #[error("repository {repo} does not exist; nothing was removed")]
+    NoSuchRepo { repo: String },
+    #[error("store {}: schema version {found} is newer than this sealctl knows ({known}); upgrade sealctl", path.display())]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("store {}: {}", path.display(), describe_io(source))]
     Missing { path: PathBuf, source: io::Error },
     #[error("{} already exists; refusing to overwrite it (remove it first or choose another path)", path.display())]
@@ -57,7 +78,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes and reads. 1: the first release. 2: adds
+/// `secrets.allow_code_loading` (a code-loading name allowed at `set`).
+/// Older stores are migrated when opened; newer ones are refused.
+const SCHEMA_VERSION: i64 = 2;
 const CHECK_PLAINTEXT: &[u8] = b"sealinit store master key check";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,8 +95,11 @@ pub fn default_path() -> Option<PathBuf> {
     Some(base.join("sealinit/store.db"))
 }
 
-/// Checks a repository name: `owner/name`, each part letters, digits, `-`,
-/// `_` or `.`, not starting with `.` or `-`, at most 100 bytes.
+/// Checks a repository name: `owner/name`, or GitLab-style nested groups
+/// `group/sub/name`; each part letters, digits, `-`, `_` or `.`, not
+/// starting with `.` or `-`, at most 100 bytes; at most 255 in all.
+/// Repositories compare case-insensitively (as GitHub's do); the spelling
+/// first stored is kept and shown.
 pub fn validate_repo(repo: &str) -> Result<()> {
     let part_ok = |p: &str| {
         !p.is_empty()
@@ -81,12 +108,43 @@ pub fn validate_repo(repo: &str) -> Result<()> {
             && p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     };
-    match repo.split_once('/') {
-        Some((owner, name)) if part_ok(owner) && part_ok(name) => Ok(()),
-        _ => Err(StoreError::InvalidRepo(format!(
-            "repository {repo:?} is not of the form owner/name (letters, digits, '-', '_', '.')"
-        ))),
+    if repo.len() <= 255 && repo.split('/').count() >= 2 && repo.split('/').all(part_ok) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidRepo(format!(
+            "repository {repo:?} is not of the form owner/name or group/sub/name (letters, digits, '-', '_', '.')"
+        )))
     }
+}
+
+/// What `set_many` did to one secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetOutcome {
+    pub repo: String,
+    pub name: String,
+    pub version: i64,
+    pub created: bool,
+}
+
+/// How `set_many` treats what it is given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetOptions<'a> {
+    /// Code-loading names (`LD_*`, `NODE_OPTIONS`, ...) allowed; the
+    /// permission is recorded on the secret, so later seals honour it.
+    pub allow_names: &'a [String],
+    /// Compare-and-set: the version the (single) secret must be at now; 0
+    /// means it must not exist yet.
+    pub if_version: Option<i64>,
+}
+
+/// A repository's secrets, decrypted for sealing.
+#[derive(Debug)]
+pub struct RepoSecrets {
+    /// The repository's stored spelling.
+    pub repo: String,
+    pub entries: Vec<Entry>,
+    /// The code-loading names allowed when they were set.
+    pub allowed: Vec<String>,
 }
 
 /// One secret as listed: never its value.
@@ -149,6 +207,7 @@ impl Store {
                      ciphertext BLOB NOT NULL,
                      size INTEGER NOT NULL,
                      updated_at INTEGER NOT NULL,
+                     allow_code_loading INTEGER NOT NULL DEFAULT 0,
                      PRIMARY KEY (repo, name)
                  ) WITHOUT ROWID;",
             )
@@ -206,6 +265,7 @@ impl Store {
                 });
             }
         }
+        migrate(&conn, path)?;
         Ok(Self {
             conn,
             master,
@@ -213,36 +273,73 @@ impl Store {
         })
     }
 
-    /// Sets every entry of `repo` in one transaction: all or nothing.
-    pub fn set_many(&mut self, repo: &str, entries: &[Entry]) -> Result<()> {
+    /// The stored spelling of `repo` (compared case-insensitively), if it
+    /// has secrets.
+    fn stored_spelling(&self, repo: &str) -> Result<Option<String>> {
+        validate_repo(repo)?;
+        spelling(&self.conn, repo).map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Sets every entry of `repo` in one transaction: all or nothing. What
+    /// it accepts always seals: each entry is checked as sealing checks it
+    /// (names, code-loading names unless allowed, sizes), and so is the
+    /// repository as it would be after the change (entry count, payload).
+    pub fn set_many(
+        &mut self,
+        repo: &str,
+        entries: &[Entry],
+        opts: SetOptions<'_>,
+    ) -> Result<Vec<SetOutcome>> {
         validate_repo(repo)?;
         bundle::validate_each(entries)?;
+        if let Some(e) = entries
+            .iter()
+            .find(|e| bundle::changes_code_loading(&e.name) && !opts.allow_names.contains(&e.name))
+        {
+            return Err(PayloadError::CodeLoadingName(e.name.clone()).into());
+        }
         let now = sealinit_core::time::now() as i64;
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| db_err(&path, e))?;
+        let repo = spelling(&tx, repo)
+            .map_err(|e| db_err(&path, e))?
+            .unwrap_or_else(|| repo.to_owned());
+        let mut done = Vec::with_capacity(entries.len());
         for e in entries {
-            let version: i64 = tx
+            let current: Option<i64> = tx
                 .query_row(
                     "SELECT version FROM secrets WHERE repo = ?1 AND name = ?2",
                     params![repo, e.name],
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(|err| db_err(&path, err))?
-                .map_or(1, |v: i64| v + 1);
+                .map_err(|err| db_err(&path, err))?;
+            if let Some(expected) = opts.if_version {
+                let found = current.unwrap_or(0);
+                if found != expected {
+                    return Err(StoreError::VersionConflict {
+                        repo,
+                        name: e.name.clone(),
+                        expected,
+                        found,
+                    });
+                }
+            }
+            let version = current.map_or(1, |v| v + 1);
             let sealed = encrypt(
                 &self.master,
-                &row_aad(repo, &e.name, version),
+                &row_aad(&repo, &e.name, version),
                 e.value.expose(),
             )?;
+            let allowed = opts.allow_names.contains(&e.name);
             tx.execute(
-                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (repo, name) DO UPDATE SET version = ?3, nonce = ?4,
-                     ciphertext = ?5, size = ?6, updated_at = ?7",
+                     ciphertext = ?5, size = ?6, updated_at = ?7, allow_code_loading = ?8",
                 params![
                     repo,
                     e.name,
@@ -250,17 +347,41 @@ impl Store {
                     &sealed[..NONCE_LEN],
                     &sealed[NONCE_LEN..],
                     e.value.len() as i64,
-                    now
+                    now,
+                    allowed
                 ],
             )
             .map_err(|err| db_err(&path, err))?;
+            done.push(SetOutcome {
+                repo: repo.clone(),
+                name: e.name.clone(),
+                version,
+                created: current.is_none(),
+            });
         }
-        tx.commit().map_err(|e| db_err(&path, e))
+        // The repository as it now stands must still seal.
+        let sizes: Vec<(usize, usize)> = {
+            let mut stmt = tx
+                .prepare("SELECT length(CAST(name AS BLOB)), size FROM secrets WHERE repo = ?1")
+                .map_err(|e| db_err(&path, e))?;
+            let rows = stmt
+                .query_map(params![repo], |r| {
+                    Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
+                })
+                .map_err(|e| db_err(&path, e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| db_err(&path, e))?
+        };
+        bundle::check_totals(sizes)?;
+        tx.commit().map_err(|e| db_err(&path, e))?;
+        Ok(done)
     }
 
     /// The secrets of `repo`, by name, without values.
     pub fn list(&self, repo: &str) -> Result<Vec<SecretInfo>> {
-        validate_repo(repo)?;
+        let Some(repo) = self.stored_spelling(repo)? else {
+            return Ok(Vec::new());
+        };
         let mut stmt = self
             .conn
             .prepare(
@@ -281,29 +402,50 @@ impl Store {
             .map_err(|e| db_err(&self.path, e))
     }
 
-    /// Removes `names` from `repo` in one transaction; every name must exist.
-    pub fn remove(&mut self, repo: &str, names: &[String]) -> Result<()> {
-        validate_repo(repo)?;
+    /// Removes `names` from `repo` in one transaction; every name must
+    /// exist. Returns each name with the version it had.
+    pub fn remove(&mut self, repo: &str, names: &[String]) -> Result<Vec<(String, i64)>> {
+        let repo = self
+            .stored_spelling(repo)?
+            .unwrap_or_else(|| repo.to_owned());
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| db_err(&path, e))?;
+        let mut removed = Vec::with_capacity(names.len());
         for name in names {
-            let n = tx
-                .execute(
-                    "DELETE FROM secrets WHERE repo = ?1 AND name = ?2",
+            let version: Option<i64> = tx
+                .query_row(
+                    "DELETE FROM secrets WHERE repo = ?1 AND name = ?2 RETURNING version",
                     params![repo, name],
+                    |r| r.get(0),
                 )
+                .optional()
                 .map_err(|e| db_err(&path, e))?;
-            if n == 0 {
+            let Some(version) = version else {
                 return Err(StoreError::NoSuchSecret {
-                    repo: repo.into(),
+                    repo,
                     name: name.clone(),
                 });
-            }
+            };
+            removed.push((name.clone(), version));
         }
-        tx.commit().map_err(|e| db_err(&path, e))
+        tx.commit().map_err(|e| db_err(&path, e))?;
+        Ok(removed)
+    }
+
+    /// Removes a whole repository in one transaction; returns its stored
+    /// spelling and how many secrets went.
+    pub fn remove_repo(&mut self, repo: &str) -> Result<(String, usize)> {
+        let Some(repo) = self.stored_spelling(repo)? else {
+            return Err(StoreError::NoSuchRepo { repo: repo.into() });
+        };
+        let n = self
+            .conn
+            .execute("DELETE FROM secrets WHERE repo = ?1", params![repo])
+            .map_err(|e| db_err(&self.path, e))?;
+        Ok((repo, n))
     }
 
     /// Every repository with its number of secrets.
@@ -319,37 +461,56 @@ impl Store {
             .map_err(|e| db_err(&self.path, e))
     }
 
-    /// The decrypted secrets of `repo`, for sealing.
-    pub fn entries(&self, repo: &str) -> Result<Vec<Entry>> {
-        validate_repo(repo)?;
+    /// The decrypted secrets of `repo`, for sealing: an error if it has
+    /// none, unless `allow_empty`.
+    pub fn secrets(&self, repo: &str, allow_empty: bool) -> Result<RepoSecrets> {
+        let Some(repo) = self.stored_spelling(repo)? else {
+            return match allow_empty {
+                true => Ok(RepoSecrets {
+                    repo: repo.to_owned(),
+                    entries: Vec::new(),
+                    allowed: Vec::new(),
+                }),
+                false => Err(StoreError::EmptyRepo { repo: repo.into() }),
+            };
+        };
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT name, version, nonce, ciphertext FROM secrets WHERE repo = ?1 ORDER BY name",
+                "SELECT name, version, nonce, ciphertext, allow_code_loading FROM secrets WHERE repo = ?1 ORDER BY name",
             )
             .map_err(|e| db_err(&self.path, e))?;
         let mut rows = stmt
             .query(params![repo])
             .map_err(|e| db_err(&self.path, e))?;
         let mut entries = Vec::new();
+        let mut allowed = Vec::new();
         while let Some(row) = rows.next().map_err(|e| db_err(&self.path, e))? {
             let read = |i| row.get::<_, Vec<u8>>(i).map_err(|e| db_err(&self.path, e));
             let name: String = row.get(0).map_err(|e| db_err(&self.path, e))?;
             let version: i64 = row.get(1).map_err(|e| db_err(&self.path, e))?;
+            let allow: bool = row.get(4).map_err(|e| db_err(&self.path, e))?;
             let mut sealed = read(2)?;
             sealed.extend_from_slice(&read(3)?);
-            let mut value = decrypt(&self.master, &row_aad(repo, &name, version), sealed)
+            let mut value = decrypt(&self.master, &row_aad(&repo, &name, version), sealed)
                 .ok_or_else(|| StoreError::SecretUndecryptable {
-                    repo: repo.into(),
+                    repo: repo.clone(),
                     name: name.clone(),
                 })?;
+            if allow {
+                allowed.push(name.clone());
+            }
             entries.push(Entry {
                 name,
                 // Moved out of the zeroizing wrapper, not copied.
                 value: SecretValue::from(std::mem::take(&mut *value)),
             });
         }
-        Ok(entries)
+        Ok(RepoSecrets {
+            repo,
+            entries,
+            allowed,
+        })
     }
 
     /// Re-encrypts every value and the check row under `new`, in one
@@ -399,6 +560,55 @@ impl Store {
         tx.commit().map_err(|e| db_err(&path, e))?;
         Ok(count)
     }
+}
+
+/// The stored spelling of `repo`, compared case-insensitively.
+fn spelling(conn: &Connection, repo: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT repo FROM secrets WHERE repo = ?1 COLLATE NOCASE LIMIT 1",
+        params![repo],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Brings an older schema up to [`SCHEMA_VERSION`] in one transaction
+/// (several processes may open the store at once: the version is read again
+/// under the write lock); refuses a newer one.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let read = |conn: &Connection| -> Result<i64> {
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| db_err(path, e))
+    };
+    let found = read(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| db_err(path, e))?;
+    let result = (|| {
+        if read(conn)? < 2 {
+            conn.execute_batch(
+                "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;
+                 UPDATE meta SET value = 2 WHERE key = 'schema';",
+            )
+            .map_err(|e| db_err(path, e))?;
+            tracing::info!("store {}: schema 1 migrated to 2", path.display());
+        }
+        Ok(())
+    })();
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.execute_batch(end).map_err(|e| db_err(path, e))?;
+    result
 }
 
 fn connect(path: &Path) -> Result<Connection> {

@@ -117,4 +117,18 @@ fn describe_setup(status: ExitStatus, interrupted: Option<std::ffi::c_int>) -> S
 
 pub use sealinit_core::describe_io;
 
+/// An error as exactly one line: control characters (a newline, an escape
+/// sequence from a forged file) are shown escaped, never sent raw.
+pub fn one_line(msg: &str) -> String {
+    msg.chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,6 +18,8 @@
 use std::collections::HashSet;
 use std::ffi::c_int;
 use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,9 @@ pub struct Options {
     pub expect_label: Option<String>,
     /// Mask secret values in the output of the command and setup steps.
     pub mask: Option<MaskOptions>,
+    /// `--ready-fd`: told `ready` once the command has exec'd, or `error
+    /// CODE REASON` if sealinit fails before that.
+    pub ready_fd: Option<RawFd>,
     /// The command and its arguments; never empty.
     pub command: Vec<OsString>,
 }
@@ -103,8 +108,32 @@ pub enum KeySource {
 /// and return the exit code sealinit should exit with (the command's, or
 /// 128 + signal, after `--map-exit`).
 pub fn run(opts: &Options) -> Result<i32> {
+    let mut ready = None;
+    let result = run_reporting(opts, &mut ready);
+    if let (Err(e), Some(mut f)) = (&result, ready.take()) {
+        // Like s6's notification fd: one line, the code and the same
+        // reason as the message on stderr (never a value).
+        let _ = writeln!(
+            f,
+            "error {} {}",
+            e.exit_code(),
+            crate::error::one_line(&e.to_string())
+        );
+    }
+    result
+}
+
+fn run_reporting(opts: &Options, ready: &mut Option<File>) -> Result<i32> {
     let mut supervisor = Supervisor::new(opts.policy.clone())?;
     let hardening = hardening::apply(&opts.keep_fds)?;
+    if let Some(fd) = opts.ready_fd {
+        let owned = sys::take_inherited_fd(fd).map_err(|_| {
+            Error::Usage(format!(
+                "--ready-fd {fd}: descriptor {fd} is not open; open it for writing (a pipe the orchestrator reads)"
+            ))
+        })?;
+        *ready = Some(File::from(owned));
+    }
     // The key's descriptor is taken before sealinit opens any of its own.
     let key_fd = match (&opts.bundle, &opts.key) {
         (Some(_), KeySource::Fd(fd)) => Some(take_key_fd(*fd, &hardening)),
@@ -131,7 +160,7 @@ pub fn run(opts: &Options) -> Result<i32> {
     }
     // From the first child on, every way out goes through the same
     // shutdown: what remains is ended, and the output delivered.
-    let result = run_children(opts, secrets, &mut supervisor, &hardening);
+    let result = run_children(opts, secrets, &mut supervisor, &hardening, ready);
     let finished = supervisor.finish();
     let status = result?;
     finished?;
@@ -150,6 +179,7 @@ fn run_children(
     secrets: Option<OpenedBundle>,
     supervisor: &mut Supervisor,
     hardening: &Hardening,
+    ready: &mut Option<File>,
 ) -> Result<ExitStatus> {
     let overridden: HashSet<&str> = secrets
         .iter()
@@ -189,6 +219,11 @@ fn run_children(
     drop(overridden);
     drop(secrets);
     supervisor.command_started();
+    if let Some(mut f) = ready.take() {
+        if let Err(e) = f.write_all(b"ready\n") {
+            warn!("--ready-fd: cannot write to it ({e}); the command runs anyway");
+        }
+    }
     debug!(pid, "plaintext wiped; supervising");
     supervisor.supervise(pid)
 }

@@ -97,9 +97,14 @@ impl Container {
         let fx = Fixture::new(entries);
         let work = fx.path("work");
         fs::create_dir(&work).unwrap();
+        // The bundle's directory is what the container sees: the bundle
+        // alone, in a directory of its own (never beside the key).
+        let secrets = fx.path("secrets");
+        fs::create_dir(&secrets).unwrap();
+        fs::copy(&fx.bundle, secrets.join("sealinit.bundle")).unwrap();
         let mut cmd = Command::new(workspace_root().join("container/oci/make-bundle.sh"));
         cmd.arg(fx.path("oci"))
-            .arg(&fx.bundle)
+            .arg(secrets.join("sealinit.bundle"))
             .arg("--work")
             .arg(&work);
         for a in sealinit_args {
@@ -304,5 +309,97 @@ fn docker_style_key_on_stdin_gives_the_command_dev_null() {
         stderr(&o).contains("the command gets /dev/null as fd 0"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// README "Running in a sandbox": the runc recipe, run as written
+/// (`examples/runc-launch.sh`, shown verbatim in the README): the key goes
+/// through a pipe, the host's bundle is gone once sealinit has read it, the
+/// agent sees its secrets, and the container's status is the agent's.
+#[test]
+fn the_readme_runc_recipe_works_as_written() {
+    let root = workspace_root();
+    let script = fs::read_to_string(root.join("examples/runc-launch.sh")).unwrap();
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(script.trim_end()),
+        "README does not show examples/runc-launch.sh as it is"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let sealctl = workspace_bin("sealctl");
+    let store = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(sealctl);
+        c.args(args)
+            .env("SEALCTL_STORE", dir.join("store.db"))
+            .env("SEALCTL_MASTER_KEY", dir.join("master.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    store(&["store", "init"], "");
+    store(
+        &["secrets", "set", "--repo", "acme/api", "API_TOKEN"],
+        "tok-recipe-123",
+    );
+    let oci = dir.join("oci");
+    let work = dir.join("work");
+    fs::create_dir(&work).unwrap();
+    let o = Command::new(root.join("container/oci/make-bundle.sh"))
+        .arg(&oci)
+        .arg(oci.join("secrets/sealinit.bundle"))
+        .args(["--work", work.to_str().unwrap()])
+        .args(["--sealinit-arg", "--ready-fd=4", "--"])
+        .args(["sh", "-c", r#"printf '%s' "$API_TOKEN" > /work/seen; ls /run/secrets > /work/secrets-dir; exit 42"#])
+        .env("SEALINIT_STATIC", static_sealinit())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-bundle.sh: {}", stderr(&o));
+    let path = format!(
+        "{}:{}",
+        Path::new(sealctl).parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let id = format!("sealinit-recipe-{}", std::process::id());
+    let o = Command::new(root.join("examples/runc-launch.sh"))
+        .args(["acme/api", &id, oci.to_str().unwrap()])
+        .env("PATH", path)
+        .env("SEALCTL_STORE", dir.join("store.db"))
+        .env("SEALCTL_MASTER_KEY", dir.join("master.key"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("runc").args(["delete", "-f", &id]).output();
+    assert_eq!(o.status.code(), Some(42), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sealinit: ready"), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(work.join("seen")).unwrap(),
+        "tok-recipe-123"
+    );
+    assert!(
+        !oci.join("secrets/sealinit.bundle").exists(),
+        "the host kept the bundle"
+    );
+    assert!(!oci.join("ready").exists());
+    // No key file anywhere in the launch directory.
+    let files: Vec<String> = fs::read_dir(&oci)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .all(|f| ["config.json", "rootfs", "secrets"].contains(&f.as_str())),
+        "{files:?}"
     );
 }

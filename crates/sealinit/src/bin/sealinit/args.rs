@@ -49,6 +49,10 @@ options:
                        read-only mount, is only a warning)
   --expect-label TEXT  refuse a bundle whose label is not TEXT (env
                        SEALINIT_EXPECT_LABEL)
+  --ready-fd N         once COMMAND has been exec'd, write 'ready' and a
+                       newline to descriptor N (3 and above) and close it; if
+                       sealinit fails before that, 'error CODE REASON'
+                       (env SEALINIT_READY_FD)
   --mask               replace every secret value (and its base64, URL and
                        JSON forms) in the output of COMMAND and the setup
                        steps (env SEALINIT_MASK=1); on a terminal, COMMAND
@@ -101,6 +105,9 @@ pub fn parse(
         None | Some("" | "0" | "false" | "no") => None,
         Some(_) => Some(MaskOptions::default()),
     };
+    let mut ready_fd = env("SEALINIT_READY_FD")
+        .map(|v| keep_fd(&v).map_err(|e| e.replace("--keep-fd", "--ready-fd")))
+        .transpose()?;
     let mut mask_with = None;
     let mut mask_min_len = None;
     let mut mask_hold = None;
@@ -132,6 +139,10 @@ pub fn parse(
             }
             Long("keep-fd") => keep_fds.push(keep_fd(&p.value().map_err(|e| e.to_string())?)?),
             Long("remove-bundle") => remove_bundle = true,
+            Long("ready-fd") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                ready_fd = Some(keep_fd(&v).map_err(|e| e.replace("--keep-fd", "--ready-fd"))?);
+            }
             Long("mask") => mask = Some(MaskOptions::default()),
             Long("mask-with") => {
                 mask_with = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
@@ -185,6 +196,13 @@ pub fn parse(
         (_, Some(path)) => KeySource::File(path),
         (fd, None) => KeySource::Fd(fd.unwrap_or(3)),
     };
+    if let Some(r) = ready_fd {
+        if keep_fds.contains(&r) || (bundle.is_some() && key == KeySource::Fd(r)) {
+            return Err(format!(
+                "--ready-fd {r} is also the key descriptor or a --keep-fd one; use a descriptor of its own"
+            ));
+        }
+    }
     if let (Some(_), KeySource::Fd(fd)) = (&bundle, &key) {
         if keep_fds.contains(fd) {
             return Err(format!(
@@ -205,6 +223,7 @@ pub fn parse(
             remove_bundle,
             expect_label,
             mask,
+            ready_fd,
             command,
         }),
         level.unwrap_or(LevelFilter::WARN),

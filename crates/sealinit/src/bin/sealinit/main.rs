@@ -45,7 +45,7 @@ fn run(args: Vec<std::ffi::OsString>) -> c_int {
             match sealinit::launch::run(&opts) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("sealinit: {}", one_line(&e.to_string()));
+                    eprintln!("sealinit: {}", sealinit::error::one_line(&e.to_string()));
                     e.exit_code().into()
                 }
             }
@@ -53,26 +53,13 @@ fn run(args: Vec<std::ffi::OsString>) -> c_int {
     }
 }
 
-/// An error as exactly one line: control characters (a newline, an escape
-/// sequence from a forged file) are shown escaped, never sent raw.
-#[cfg_attr(test, allow(dead_code))]
-fn one_line(msg: &str) -> String {
-    msg.chars()
-        .flat_map(|c| {
-            let escaped = c.is_control().then(|| c.escape_default());
-            escaped
-                .into_iter()
-                .flatten()
-                .chain((!c.is_control()).then_some(c))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use sealinit::error::one_line;
+
     #[test]
     fn errors_are_one_line_without_control_characters() {
-        assert_eq!(super::one_line("a\nb\x1b[2Jc\r"), "a\\nb\\u{1b}[2Jc\\r");
-        assert_eq!(super::one_line("plain é"), "plain é");
+        assert_eq!(one_line("a\nb\x1b[2Jc\r"), "a\\nb\\u{1b}[2Jc\\r");
+        assert_eq!(one_line("plain é"), "plain é");
     }
 }
