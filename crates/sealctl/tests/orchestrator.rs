@@ -3,57 +3,23 @@
 //! disk, and commands that say what they did. Through the real binaries.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use sealinit_testkit::*;
 
 const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
-/// A directory with a fresh store; commands run there with the store and
-/// master key in the environment.
-struct Env {
-    dir: tempfile::TempDir,
+type Env = StoreDir;
+
+/// What these tests do with a store directory.
+trait Orchestrate {
+    fn set(&self, repo: &str, name: &str, value: &[u8], extra: &[&str]) -> Output;
+    fn under_sealinit(&self, repo: &str, seal_extra: &[&str], script: &str) -> Output;
 }
 
-impl Env {
-    fn new() -> Self {
-        let env = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let o = env.run(&["store", "init"], None);
-        assert!(o.status.success(), "{}", stderr(&o));
-        env
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(SEALCTL);
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("SEALCTL_STORE", self.path("store.db"))
-            .env("SEALCTL_MASTER_KEY", self.path("master.key"));
-        c
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin.unwrap_or_default());
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
+impl Orchestrate for StoreDir {
     fn set(&self, repo: &str, name: &str, value: &[u8], extra: &[&str]) -> Output {
         let mut args = vec!["secrets", "set", "--repo", repo, name];
         args.extend_from_slice(extra);
@@ -367,7 +333,7 @@ fn key_out_fd_and_key_out_stdout_deliver_the_key_without_a_file() {
     let o = Command::new("sh")
         .args(["-c", &script])
         .current_dir(env.dir.path())
-        .env("SEALCTL_STORE", env.path("store.db"))
+        .env("SEALCTL_STORE", env.path("data/store.db"))
         .env("SEALCTL_MASTER_KEY", env.path("master.key"))
         .output()
         .unwrap();
@@ -649,7 +615,7 @@ fn a_flag_wins_over_the_environment() {
     let o = Command::new("sh")
         .args(["-c", &script])
         .current_dir(env.dir.path())
-        .env("SEALCTL_STORE", env.path("store.db"))
+        .env("SEALCTL_STORE", env.path("data/store.db"))
         .env("SEALCTL_MASTER_KEY", env.path("no-such.key"))
         .output()
         .unwrap();
@@ -663,11 +629,10 @@ fn a_flag_wins_over_the_environment() {
 /// key: test values only) opens after the upgrade with every value intact.
 #[test]
 fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let env = Env::empty();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sealinit-store/tests/fixtures");
-    fs::copy(fixtures.join("store-v1.db"), env.path("store.db")).unwrap();
+    fs::create_dir_all(env.path("data")).unwrap();
+    fs::copy(fixtures.join("store-v1.db"), env.path("data/store.db")).unwrap();
     let mut key = Vec::new();
     fs::File::open(fixtures.join("master-v1.key"))
         .unwrap()

@@ -3,9 +3,8 @@
 //! import, master-key rotation, and the store-to-sandbox pipeline.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,56 +14,29 @@ const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 const VALUE: &str = "store-VALUE-never-printed-9f2c";
 
-struct Env {
-    dir: tempfile::TempDir,
+/// A store directory whose sealctl runs are checked never to print
+/// [`VALUE`].
+struct Env(StoreDir);
+
+impl std::ops::Deref for Env {
+    type Target = StoreDir;
+    fn deref(&self) -> &StoreDir {
+        &self.0
+    }
 }
 
 impl Env {
-    /// A fresh directory with an initialised store and master key.
     fn new() -> Self {
-        let env = Self::empty();
-        let o = env.sealctl(&["store", "init"], None);
-        assert!(o.status.success(), "{}", stderr(&o));
-        env
+        Self(StoreDir::new())
     }
 
     fn empty() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(SEALCTL);
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("SEALCTL_STORE", self.path("data/store.db"))
-            .env("SEALCTL_MASTER_KEY", self.path("master.key"))
-            .env("SEALCTL_LOG", "trace")
-            .env("TMPDIR", self.path("tmp"))
-            .env_remove("XDG_RUNTIME_DIR");
-        fs::create_dir_all(self.path("tmp")).unwrap();
-        c
+        Self(StoreDir::empty())
     }
 
     /// Runs sealctl with `stdin` piped in; checks that no value is printed.
     fn sealctl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        // sealctl may refuse before reading stdin: a broken pipe is fine.
-        let _ = input.write_all(stdin.unwrap_or("").as_bytes());
-        drop(input);
-        let o = child.wait_with_output().unwrap();
+        let o = self.run(args, stdin.map(str::as_bytes));
         for text in [stdout(&o), stderr(&o)] {
             assert!(
                 !text.contains(VALUE),

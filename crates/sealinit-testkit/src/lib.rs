@@ -273,3 +273,68 @@ pub fn needles_in_memory(pid: i32, needles: &[&[u8]]) -> Vec<usize> {
 pub fn os(bytes: Vec<u8>) -> OsString {
     OsString::from_vec(bytes)
 }
+
+/// A temporary directory holding a sealctl store (`data/store.db`) and its
+/// master key (`master.key`); sealctl runs there with both in its
+/// environment, its temporary files in `tmp/`, trace logging on.
+#[derive(Debug)]
+pub struct StoreDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl StoreDir {
+    /// A fresh directory with an initialised store.
+    pub fn new() -> Self {
+        let env = Self::empty();
+        let o = env.run(&["store", "init"], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        env
+    }
+
+    /// A fresh directory, no store yet.
+    pub fn empty() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `sealctl args...` in this directory.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(workspace_bin("sealctl"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("SEALCTL_STORE", self.path("data/store.db"))
+            .env("SEALCTL_MASTER_KEY", self.path("master.key"))
+            .env("SEALCTL_LOG", "trace")
+            .env("TMPDIR", self.path("tmp"))
+            .env_remove("XDG_RUNTIME_DIR");
+        std::fs::create_dir_all(self.path("tmp")).unwrap();
+        c
+    }
+
+    /// Runs sealctl with `stdin` piped in.
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // sealctl may refuse before reading stdin: a broken pipe is fine.
+        let _ = std::io::Write::write_all(&mut input, stdin.unwrap_or_default());
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Default for StoreDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
