@@ -43,7 +43,7 @@ impl Error {
         match self {
             Error::Init(e) => e.exit_code(),
             Error::Store(e) => match e {
-                StoreError::InvalidRepo(_) => exit::USAGE,
+                StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
                 StoreError::WrongMasterKey { .. }
                 | StoreError::SecretUndecryptable { .. }
                 | StoreError::NewerSchema { .. }

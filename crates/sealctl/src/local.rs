@@ -47,7 +47,7 @@ pub struct RunOptions {
 
 /// Runs the pipeline. Without a PID namespace this only returns on error
 /// (the process has become sealinit); with one, it returns the exit code.
-pub fn run(store: Store, opts: &RunOptions) -> Result<i32> {
+pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
     let found = store.secrets(&opts.repo, opts.allow_empty)?;
     drop(store);

@@ -5,11 +5,12 @@
 mod cli;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use sealctl::error::{Error, InitError, Result};
+use sealctl::stores::Location;
 use sealctl::{import, write};
 use sealinit::files;
 use sealinit_core::bundle::{self, Entry, OpenedBundle};
@@ -188,15 +189,6 @@ fn seal(args: &SealArgs) -> Result<()> {
     Ok(())
 }
 
-fn store_path(args_store: Option<&Path>) -> Result<PathBuf> {
-    match args_store {
-        Some(p) => Ok(p.to_owned()),
-        None => sealinit_store::default_path().ok_or_else(|| {
-            Error::usage("no --store given and neither XDG_DATA_HOME nor HOME is set")
-        }),
-    }
-}
-
 /// The master key from `--master-key PATH` (which must be 0600) or
 /// `--master-key-fd N`, else from `SEALCTL_MASTER_KEY` or
 /// `SEALCTL_MASTER_KEY_FD`: a flag wins over either variable.
@@ -246,27 +238,29 @@ fn master_key(args: &StoreArgs) -> Result<SecretKey> {
 }
 
 fn open_store(args: &StoreArgs) -> Result<Store> {
-    let path = store_path(args.store.as_deref())?;
+    let location = Location::parse(args.store.as_deref())?;
     let key = master_key(args)?;
-    Ok(Store::open(&path, key)?)
+    location.open(key)
 }
 
 fn store_command(cmd: StoreCommand) -> Result<()> {
     match cmd {
         StoreCommand::Init { store, master_key } => {
-            let path = store_path(store.as_deref())?;
-            if path.exists() {
-                return Err(Error::OutputExists { path });
+            let location = Location::parse(store.as_deref())?;
+            if let Location::Sqlite(path) = &location {
+                if path.exists() {
+                    return Err(Error::OutputExists { path: path.clone() });
+                }
             }
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
             write::create_key_file(&master_key, &key)?;
-            if let Err(e) = Store::create(&path, &key) {
+            if let Err(e) = location.create(&key) {
                 let _ = std::fs::remove_file(&master_key);
-                return Err(e.into());
+                return Err(e);
             }
             eprintln!(
                 "sealctl: created store {} and master key {} (mode 0600); keep the key apart from the store",
-                path.display(),
+                location.shown(),
                 master_key.display()
             );
             Ok(())

@@ -3,7 +3,7 @@
 //! disk, and commands that say what they did. Through the real binaries.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -12,6 +12,15 @@ use sealinit_testkit::*;
 const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 type Env = StoreDir;
+
+/// Runs a test on a fresh store of each backend: SQLite, then PostgreSQL
+/// (a throwaway server the test binary starts).
+fn for_each_backend(test: fn(Env)) {
+    for backend in BACKENDS {
+        eprintln!("--- on {backend:?}");
+        test(Env::on(backend));
+    }
+}
 
 /// What these tests do with a store directory.
 trait Orchestrate {
@@ -63,7 +72,10 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 
 #[test]
 fn env_files_are_taken_literally_never_expanded_from_sealctls_environment() {
-    let env = Env::new();
+    for_each_backend(env_files_are_taken_literally_never_expanded_from_sealctls_environment_on);
+}
+
+fn env_files_are_taken_literally_never_expanded_from_sealctls_environment_on(env: Env) {
     fs::write(
         env.path("tenant.env"),
         "STEAL=${ORCH_DB_PASSWORD}\nP=p$ss\nBARE=$ORCH_DB_PASSWORD\nQ=\"x${ORCH_DB_PASSWORD}\"\n",
@@ -97,7 +109,10 @@ fn env_files_are_taken_literally_never_expanded_from_sealctls_environment() {
 
 #[test]
 fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file() {
-    let env = Env::new();
+    for_each_backend(expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on);
+}
+
+fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on(env: Env) {
     fs::write(
         env.path("e.env"),
         "HOST=db.internal\nURL=postgres://${HOST}/x\nRAW='${HOST}'\nESC=\"\\$HOST\"\n",
@@ -142,7 +157,10 @@ fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file() {
 
 #[test]
 fn real_env_files_import() {
-    let env = Env::new();
+    for_each_backend(real_env_files_import_on);
+}
+
+fn real_env_files_import_on(env: Env) {
     let text = "\u{feff}# a comment\r\nexport EXPORTED=yes\r\nGREETING=hello world\r\nSPACED = around equals \r\nINLINE=value # a comment\r\nHASH=a#b\r\nSINGLE='it is'\r\nDOUBLE=\"line1\\nline2\\t\\\"q\\\"\"\r\nMULTI=\"first\nsecond\"\r\nEMPTY=\r\n\r\n";
     fs::write(env.path("real.env"), text).unwrap();
     let o = env.run(
@@ -189,7 +207,10 @@ fn real_env_files_import() {
 
 #[test]
 fn a_syntax_error_names_the_file_and_line_never_the_content() {
-    let env = Env::new();
+    for_each_backend(a_syntax_error_names_the_file_and_line_never_the_content_on);
+}
+
+fn a_syntax_error_names_the_file_and_line_never_the_content_on(env: Env) {
     for (text, line) in [
         ("A=1\nB=2\nTHIS IS SECRET-CONTENT-123\n", 3),
         ("A=1\nB=\"unclosed SECRET-CONTENT-123\n", 2),
@@ -229,7 +250,10 @@ fn a_syntax_error_names_the_file_and_line_never_the_content() {
 
 #[test]
 fn secrets_set_takes_json() {
-    let env = Env::new();
+    for_each_backend(secrets_set_takes_json_on);
+}
+
+fn secrets_set_takes_json_on(env: Env) {
     fs::write(
         env.path("s.json"),
         r#"{"API_KEY": "k-123", "MULTI": "a\nb"}"#,
@@ -259,7 +283,10 @@ fn secrets_set_takes_json() {
 
 #[test]
 fn code_loading_names_need_allow_name_at_set_and_it_is_recorded() {
-    let env = Env::new();
+    for_each_backend(code_loading_names_need_allow_name_at_set_and_it_is_recorded_on);
+}
+
+fn code_loading_names_need_allow_name_at_set_and_it_is_recorded_on(env: Env) {
     let o = env.set("acme/api", "NODE_OPTIONS", b"--max-old-space-size=512", &[]);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(
@@ -281,7 +308,10 @@ fn code_loading_names_need_allow_name_at_set_and_it_is_recorded() {
 
 #[test]
 fn a_repository_never_grows_past_what_seals() {
-    let env = Env::new();
+    for_each_backend(a_repository_never_grows_past_what_seals_on);
+}
+
+fn a_repository_never_grows_past_what_seals_on(env: Env) {
     let big = vec![b'v'; 120 * 1024];
     for i in 0..8 {
         let o = env.set("acme/api", &format!("BIG_{i}"), &big, &[]);
@@ -306,7 +336,10 @@ fn a_repository_never_grows_past_what_seals() {
 
 #[test]
 fn an_empty_value_from_stdin_needs_allow_empty() {
-    let env = Env::new();
+    for_each_backend(an_empty_value_from_stdin_needs_allow_empty_on);
+}
+
+fn an_empty_value_from_stdin_needs_allow_empty_on(env: Env) {
     let o = env.set("acme/api", "EMPTY", b"", &[]);
     assert_eq!(o.status.code(), Some(64));
     assert!(stderr(&o).contains("--allow-empty"), "{}", stderr(&o));
@@ -318,7 +351,10 @@ fn an_empty_value_from_stdin_needs_allow_empty() {
 
 #[test]
 fn key_out_fd_and_key_out_stdout_deliver_the_key_without_a_file() {
-    let env = Env::new();
+    for_each_backend(key_out_fd_and_key_out_stdout_deliver_the_key_without_a_file_on);
+}
+
+fn key_out_fd_and_key_out_stdout_deliver_the_key_without_a_file_on(env: Env) {
     assert!(
         env.set("acme/api", "TOKEN", b"tok-123", &[])
             .status
@@ -333,7 +369,7 @@ fn key_out_fd_and_key_out_stdout_deliver_the_key_without_a_file() {
     let o = Command::new("sh")
         .args(["-c", &script])
         .current_dir(env.dir.path())
-        .env("SEALCTL_STORE", env.path("data/store.db"))
+        .env("SEALCTL_STORE", &env.store)
         .env("SEALCTL_MASTER_KEY", env.path("master.key"))
         .output()
         .unwrap();
@@ -393,7 +429,10 @@ fn key_out_fd_and_key_out_stdout_deliver_the_key_without_a_file() {
 
 #[test]
 fn ready_fd_says_ready_after_exec_or_the_error_before() {
-    let env = Env::new();
+    for_each_backend(ready_fd_says_ready_after_exec_or_the_error_before_on);
+}
+
+fn ready_fd_says_ready_after_exec_or_the_error_before_on(env: Env) {
     assert!(
         env.set("acme/api", "TOKEN", b"tok-123", &[])
             .status
@@ -431,7 +470,10 @@ fn ready_fd_says_ready_after_exec_or_the_error_before() {
 
 #[test]
 fn json_reports_what_changed_and_never_a_value() {
-    let env = Env::new();
+    for_each_backend(json_reports_what_changed_and_never_a_value_on);
+}
+
+fn json_reports_what_changed_and_never_a_value_on(env: Env) {
     let o = env.set("acme/api", "TOKEN", b"tok-SECRET-VALUE", &["--json"]);
     assert_eq!(
         json_lines(&o),
@@ -478,7 +520,10 @@ fn json_reports_what_changed_and_never_a_value() {
 
 #[test]
 fn if_version_is_compare_and_set() {
-    let env = Env::new();
+    for_each_backend(if_version_is_compare_and_set_on);
+}
+
+fn if_version_is_compare_and_set_on(env: Env) {
     assert!(
         env.set("acme/api", "T", b"one", &["--if-version", "0"])
             .status
@@ -499,7 +544,10 @@ fn if_version_is_compare_and_set() {
 
 #[test]
 fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run() {
-    let env = Env::new();
+    for_each_backend(sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run_on);
+}
+
+fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run_on(env: Env) {
     let o = env.run(
         &[
             "seal",
@@ -567,7 +615,10 @@ fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run() 
 
 #[test]
 fn repos_rm_removes_a_whole_repository_in_one_go() {
-    let env = Env::new();
+    for_each_backend(repos_rm_removes_a_whole_repository_in_one_go_on);
+}
+
+fn repos_rm_removes_a_whole_repository_in_one_go_on(env: Env) {
     for n in ["A", "B", "C"] {
         assert!(env.set("acme/api", n, b"x", &[]).status.success());
     }
@@ -587,7 +638,10 @@ fn repos_rm_removes_a_whole_repository_in_one_go() {
 
 #[test]
 fn nested_and_case_insensitive_repository_names_keep_the_first_spelling() {
-    let env = Env::new();
+    for_each_backend(nested_and_case_insensitive_repository_names_keep_the_first_spelling_on);
+}
+
+fn nested_and_case_insensitive_repository_names_keep_the_first_spelling_on(env: Env) {
     assert!(env.set("Group/Sub/App", "A", b"1", &[]).status.success());
     let o = env.set("group/sub/app", "B", b"2", &["--json"]);
     assert_eq!(json_lines(&o)[0]["repo"], "Group/Sub/App");
@@ -607,7 +661,10 @@ fn nested_and_case_insensitive_repository_names_keep_the_first_spelling() {
 
 #[test]
 fn a_flag_wins_over_the_environment() {
-    let env = Env::new();
+    for_each_backend(a_flag_wins_over_the_environment_on);
+}
+
+fn a_flag_wins_over_the_environment_on(env: Env) {
     assert!(env.set("acme/api", "A", b"1", &[]).status.success());
     // SEALCTL_MASTER_KEY names a file that does not exist; the flag's fd
     // carries the real key.
@@ -615,7 +672,7 @@ fn a_flag_wins_over_the_environment() {
     let o = Command::new("sh")
         .args(["-c", &script])
         .current_dir(env.dir.path())
-        .env("SEALCTL_STORE", env.path("data/store.db"))
+        .env("SEALCTL_STORE", &env.store)
         .env("SEALCTL_MASTER_KEY", env.path("no-such.key"))
         .output()
         .unwrap();
@@ -674,4 +731,103 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     // The migrated store takes new writes, with the first spelling.
     let o = env.set("ACME/API", "NEW", b"n", &["--json"]);
     assert_eq!(json_lines(&o)[0]["repo"], "acme/api");
+}
+
+// Backends ---------------------------------------------------------------
+
+#[test]
+fn racing_compare_and_set_writers_exactly_one_wins() {
+    for_each_backend(racing_compare_and_set_writers_exactly_one_wins_on);
+}
+
+fn racing_compare_and_set_writers_exactly_one_wins_on(env: Env) {
+    assert!(env.set("acme/api", "T", b"v1", &[]).status.success());
+    for round in 1..=5i64 {
+        let racers: Vec<_> = (0..4)
+            .map(|i| {
+                let mut c = env.cmd(&[
+                    "secrets",
+                    "set",
+                    "--repo",
+                    "acme/api",
+                    "T",
+                    "--if-version",
+                    &round.to_string(),
+                ]);
+                let mut child = c
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("racer-{i}").as_bytes())
+                    .unwrap();
+                child
+            })
+            .collect();
+        let codes: Vec<Option<i32>> = racers
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap().status.code())
+            .collect();
+        assert_eq!(
+            codes.iter().filter(|c| **c == Some(0)).count(),
+            1,
+            "{codes:?}"
+        );
+        assert_eq!(
+            codes.iter().filter(|c| **c == Some(75)).count(),
+            3,
+            "{codes:?}"
+        );
+    }
+}
+
+#[test]
+fn store_locations_are_checked_and_passwords_never_shown() {
+    let env = Env::empty();
+    assert!(env.run(&["keygen", "--out", "k"], None).status.success());
+    for (store, code, want) in [
+        (
+            "mysql://app:hunter2@db.internal/x",
+            64,
+            "mysql://app:***@db.internal/x",
+        ),
+        (
+            "postgres://app:hunter2@127.0.0.1:1/x",
+            74,
+            "postgres://app:***@127.0.0.1:1/x",
+        ),
+        (
+            "host=127.0.0.1 port=1 password=hunter2 dbname=x",
+            74,
+            "password=***",
+        ),
+    ] {
+        let o = env
+            .cmd(&["secrets", "list", "--repo", "acme/api"])
+            .env("SEALCTL_STORE", store)
+            .env("SEALCTL_MASTER_KEY", env.path("k"))
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{store}: {err}");
+        assert!(err.contains(want) && !err.contains("hunter2"), "{err}");
+        assert!(!env.path("mysql:").exists() && !env.path("postgres:").exists());
+    }
+    // A PostgreSQL database that already holds a store is not initialised twice.
+    let pg = Env::on(Backend::Postgres);
+    let o = pg
+        .cmd(&["store", "init", "--master-key", "second.key"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already holds a sealinit store"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -14,6 +14,15 @@ const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 const VALUE: &str = "store-VALUE-never-printed-9f2c";
 
+/// Runs a test on a fresh store of each backend: SQLite, then PostgreSQL
+/// (a throwaway server the test binary starts).
+fn for_each_backend(test: fn(Env)) {
+    for backend in BACKENDS {
+        eprintln!("--- on {backend:?}");
+        test(Env::on(backend));
+    }
+}
+
 /// A store directory whose sealctl runs are checked never to print
 /// [`VALUE`].
 struct Env(StoreDir);
@@ -28,6 +37,10 @@ impl std::ops::Deref for Env {
 impl Env {
     fn new() -> Self {
         Self(StoreDir::new())
+    }
+
+    fn on(backend: Backend) -> Self {
+        Self(StoreDir::on(backend))
     }
 
     fn empty() -> Self {
@@ -109,7 +122,10 @@ fn init_creates_private_files_and_never_overwrites() {
 
 #[test]
 fn set_list_rm_repos() {
-    let env = Env::new();
+    for_each_backend(set_list_rm_repos_on);
+}
+
+fn set_list_rm_repos_on(env: Env) {
     let o = env.sealctl(
         &["secrets", "set", "--repo", "acme/api", "API_TOKEN"],
         Some(&format!("{VALUE}\n")),
@@ -179,7 +195,10 @@ fn set_list_rm_repos() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let env = Env::new();
+    for_each_backend(bad_input_is_refused_and_changes_nothing_on);
+}
+
+fn bad_input_is_refused_and_changes_nothing_on(env: Env) {
     env.sealctl(&["secrets", "set", "--repo", "acme/api", "KEEP"], Some("x"));
     for repo in [
         "acme",
@@ -289,7 +308,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             &format!("exec {SEALCTL} secrets set --repo acme/api N < /dev/ptmx"),
         ])
         .current_dir(env.dir.path())
-        .env("SEALCTL_STORE", env.path("data/store.db"))
+        .env("SEALCTL_STORE", &env.store)
         .env("SEALCTL_MASTER_KEY", env.path("master.key"))
         .output()
         .unwrap();
@@ -298,14 +317,17 @@ fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn master_key_from_an_inherited_fd() {
-    let env = Env::new();
+    for_each_backend(master_key_from_an_inherited_fd_on);
+}
+
+fn master_key_from_an_inherited_fd_on(env: Env) {
     let script = format!(
         "exec {SEALCTL} secrets set --repo acme/api --allow-empty --master-key-fd 5 N 5<master.key"
     );
     let o = Command::new("sh")
         .args(["-c", &script])
         .current_dir(env.dir.path())
-        .env("SEALCTL_STORE", env.path("data/store.db"))
+        .env("SEALCTL_STORE", &env.store)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -353,7 +375,10 @@ fn a_row_copied_to_another_repo_or_name_does_not_decrypt() {
 
 #[test]
 fn concurrent_writers_all_land() {
-    let env = Env::new();
+    for_each_backend(concurrent_writers_all_land_on);
+}
+
+fn concurrent_writers_all_land_on(env: Env) {
     let writers: Vec<Child> = (0..8)
         .map(|w| {
             let lines: String = (0..50)
@@ -524,7 +549,10 @@ fn rotation_re_keys_everything_or_nothing() {
 
 #[test]
 fn seal_from_the_store_with_a_fresh_key() {
-    let env = Env::new();
+    for_each_backend(seal_from_the_store_with_a_fresh_key_on);
+}
+
+fn seal_from_the_store_with_a_fresh_key_on(env: Env) {
     env.sealctl(
         &["secrets", "set", "--repo", "acme/api", "TOKEN"],
         Some(VALUE),
@@ -593,7 +621,10 @@ fn seal_from_the_store_with_a_fresh_key() {
 
 #[test]
 fn run_passes_exit_codes_and_signals_and_leaves_no_bundle() {
-    let env = Env::new();
+    for_each_backend(run_passes_exit_codes_and_signals_and_leaves_no_bundle_on);
+}
+
+fn run_passes_exit_codes_and_signals_and_leaves_no_bundle_on(env: Env) {
     env.sealctl(
         &["secrets", "set", "--repo", "acme/api", "TOKEN"],
         Some(VALUE),

@@ -1,22 +1,22 @@
-//! The orchestrator's per-repository secret store: one SQLite database in
-//! which every value is encrypted with XChaCha20-Poly1305 under a master
-//! key, with the repository, the name and the row's version bound in as
-//! associated data (a row copied to another repository or name does not
-//! decrypt). A check row tells a wrong master key from a damaged store.
+//! The orchestrator's per-repository secret store: every value is
+//! encrypted with XChaCha20-Poly1305 under a master key, with the
+//! repository, the name and the row's version bound in as associated data
+//! (a row copied to another repository or name does not decrypt). A check
+//! row tells a wrong master key from a damaged store.
 //!
-//! Every change is one transaction; a busy timeout lets concurrent writers
-//! wait for each other instead of failing.
+//! [`Store`] holds the encryption and the rules (what it accepts always
+//! seals); a [`Backend`] holds sealed rows: SQLite embedded
+//! (`sealinit-store-sqlite`) or PostgreSQL (`sealinit-store-postgres`).
+//! Every change is one transaction.
 #![forbid(unsafe_code)]
 
-use std::fs;
+pub mod backend;
+
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -24,15 +24,19 @@ use sealinit_core::bundle::{self, Entry, NONCE_LEN, PayloadError, TAG_LEN};
 use sealinit_core::describe_io;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
+pub use backend::{Backend, SCHEMA_VERSION, SealedRow, Writer};
+
 /// Why a store operation failed. Names and paths may appear; values never.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
     InvalidRepo(String),
-    #[error("store {}: {reason}", path.display())]
-    Database { path: PathBuf, reason: String },
-    #[error("store {}: the master key does not open this store (wrong key file?); nothing was changed", path.display())]
-    WrongMasterKey { path: PathBuf },
+    #[error("store {location}: {reason}")]
+    Database { location: String, reason: String },
+    #[error(
+        "store {location}: the master key does not open this store (wrong key file?); nothing was changed"
+    )]
+    WrongMasterKey { location: String },
     #[error("repository {repo} has no secret named {name}; nothing was removed")]
     NoSuchSecret { repo: String, name: String },
     #[error(
@@ -56,14 +60,20 @@ pub enum StoreError {
     EmptyRepo { repo: String },
     #[error("repository {repo} does not exist; nothing was removed")]
     NoSuchRepo { repo: String },
-    #[error("store {}: schema version {found} is newer than this sealctl knows ({known}); upgrade sealctl", path.display())]
+    #[error(
+        "store {location}: schema version {found} is newer than this sealctl knows ({known}); upgrade sealctl"
+    )]
     NewerSchema {
-        path: PathBuf,
+        location: String,
         found: i64,
         known: i64,
     },
     #[error("store {}: {}", path.display(), describe_io(source))]
     Missing { path: PathBuf, source: io::Error },
+    #[error(
+        "--store {0:?} looks like a URL of a scheme sealctl does not know; use a path (SQLite) or postgres://..."
+    )]
+    UnknownScheme(String),
     #[error("{} already exists; refusing to overwrite it (remove it first or choose another path)", path.display())]
     Exists { path: PathBuf },
     #[error("cannot write {}: {}", path.display(), describe_io(source))]
@@ -78,12 +88,7 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The schema this build writes and reads. 1: the first release. 2: adds
-/// `secrets.allow_code_loading` (a code-loading name allowed at `set`).
-/// Older stores are migrated when opened; newer ones are refused.
-const SCHEMA_VERSION: i64 = 2;
 const CHECK_PLAINTEXT: &[u8] = b"sealinit store master key check";
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the store lives when `--store` is not given:
 /// `$XDG_DATA_HOME/sealinit/store.db`, else `~/.local/share/sealinit/store.db`.
@@ -158,102 +163,31 @@ pub struct SecretInfo {
 }
 
 pub struct Store {
-    conn: Connection,
+    db: Box<dyn Backend>,
     master: SecretKey,
-    path: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("location", &self.db.location())
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Creates a new store at `path` (mode 0600, in a 0700 directory if
-    /// the directory is new) whose values `master` will encrypt. Refuses an
-    /// existing file.
-    pub fn create(path: &Path, master: &SecretKey) -> Result<()> {
-        let out_err = |source| StoreError::Create {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(out_err)?;
-            }
-        }
-        sealinit_core::create_private(path).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => StoreError::Exists {
-                path: path.to_owned(),
-            },
-            _ => out_err(e),
-        })?;
-        let result = (|| {
-            let conn = connect(path)?;
-            conn.execute_batch(
-                "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-                 CREATE TABLE secrets (
-                     repo TEXT NOT NULL,
-                     name TEXT NOT NULL,
-                     version INTEGER NOT NULL,
-                     nonce BLOB NOT NULL,
-                     ciphertext BLOB NOT NULL,
-                     size INTEGER NOT NULL,
-                     updated_at INTEGER NOT NULL,
-                     allow_code_loading INTEGER NOT NULL DEFAULT 0,
-                     PRIMARY KEY (repo, name)
-                 ) WITHOUT ROWID;",
-            )
-            .map_err(|e| db_err(path, e))?;
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
-                params![SCHEMA_VERSION],
-            )
-            .map_err(|e| db_err(path, e))?;
-            let check = encrypt(master, &check_aad(), CHECK_PLAINTEXT)?;
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('check', ?1)",
-                params![check],
-            )
-            .map_err(|e| db_err(path, e))?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(path);
-        }
-        result
+    /// Creates a new store in `db` whose values `master` will encrypt.
+    pub fn create(db: &mut dyn Backend, master: &SecretKey) -> Result<()> {
+        let check = encrypt(master, &check_aad(), CHECK_PLAINTEXT)?;
+        db.create(&check)
     }
 
-    /// Opens an existing store and checks that `master` is its key.
-    pub fn open(path: &Path, master: SecretKey) -> Result<Self> {
-        let meta = fs::metadata(path).map_err(|source| StoreError::Missing {
-            path: path.to_owned(),
-            source,
-        })?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "store {} is readable by other users (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-        let conn = connect(path)?;
-        let check: Option<Vec<u8>> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| db_err(path, e))?;
-        let Some(check) = check else {
+    /// Opens the store in `db`, checks that `master` is its key, and
+    /// migrates an older schema.
+    pub fn open(mut db: Box<dyn Backend>, master: SecretKey) -> Result<Self> {
+        let Some(check) = db.check()? else {
             return Err(StoreError::Database {
-                path: path.to_owned(),
+                location: db.location(),
                 reason: "not a sealinit store (no master key check row); create one with `sealctl store init`".into(),
             });
         };
@@ -261,23 +195,19 @@ impl Store {
             Some(p) if p.as_slice() == CHECK_PLAINTEXT => {}
             _ => {
                 return Err(StoreError::WrongMasterKey {
-                    path: path.to_owned(),
+                    location: db.location(),
                 });
             }
         }
-        migrate(&conn, path)?;
-        Ok(Self {
-            conn,
-            master,
-            path: path.to_owned(),
-        })
+        db.migrate()?;
+        Ok(Self { db, master })
     }
 
     /// The stored spelling of `repo` (compared case-insensitively), if it
     /// has secrets.
-    fn stored_spelling(&self, repo: &str) -> Result<Option<String>> {
+    fn stored_spelling(&mut self, repo: &str) -> Result<Option<String>> {
         validate_repo(repo)?;
-        spelling(&self.conn, repo).map_err(|e| db_err(&self.path, e))
+        self.db.spelling(repo)
     }
 
     /// Sets every entry of `repo` in one transaction: all or nothing. What
@@ -299,139 +229,73 @@ impl Store {
             return Err(PayloadError::CodeLoadingName(e.name.clone()).into());
         }
         let now = sealinit_core::time::now() as i64;
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_err(&path, e))?;
-        let repo = spelling(&tx, repo)
-            .map_err(|e| db_err(&path, e))?
-            .unwrap_or_else(|| repo.to_owned());
+        let master = &self.master;
         let mut done = Vec::with_capacity(entries.len());
-        for e in entries {
-            let current: Option<i64> = tx
-                .query_row(
-                    "SELECT version FROM secrets WHERE repo = ?1 AND name = ?2",
-                    params![repo, e.name],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|err| db_err(&path, err))?;
-            if let Some(expected) = opts.if_version {
-                let found = current.unwrap_or(0);
-                if found != expected {
-                    return Err(StoreError::VersionConflict {
-                        repo,
-                        name: e.name.clone(),
-                        expected,
-                        found,
-                    });
+        self.db.write(repo, &mut |w| {
+            done.clear();
+            let repo = w.repo().to_owned();
+            for e in entries {
+                let current = w.version(&e.name)?;
+                if let Some(expected) = opts.if_version {
+                    let found = current.unwrap_or(0);
+                    if found != expected {
+                        return Err(StoreError::VersionConflict {
+                            repo: repo.clone(),
+                            name: e.name.clone(),
+                            expected,
+                            found,
+                        });
+                    }
                 }
-            }
-            let version = current.map_or(1, |v| v + 1);
-            let sealed = encrypt(
-                &self.master,
-                &row_aad(&repo, &e.name, version),
-                e.value.expose(),
-            )?;
-            let allowed = opts.allow_names.contains(&e.name);
-            tx.execute(
-                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (repo, name) DO UPDATE SET version = ?3, nonce = ?4,
-                     ciphertext = ?5, size = ?6, updated_at = ?7, allow_code_loading = ?8",
-                params![
-                    repo,
-                    e.name,
+                let version = current.map_or(1, |v| v + 1);
+                let row = SealedRow {
+                    name: e.name.clone(),
                     version,
-                    &sealed[..NONCE_LEN],
-                    &sealed[NONCE_LEN..],
-                    e.value.len() as i64,
-                    now,
-                    allowed
-                ],
-            )
-            .map_err(|err| db_err(&path, err))?;
-            done.push(SetOutcome {
-                repo: repo.clone(),
-                name: e.name.clone(),
-                version,
-                created: current.is_none(),
-            });
-        }
-        // The repository as it now stands must still seal.
-        let sizes: Vec<(usize, usize)> = {
-            let mut stmt = tx
-                .prepare("SELECT length(CAST(name AS BLOB)), size FROM secrets WHERE repo = ?1")
-                .map_err(|e| db_err(&path, e))?;
-            let rows = stmt
-                .query_map(params![repo], |r| {
-                    Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
-                })
-                .map_err(|e| db_err(&path, e))?;
-            rows.collect::<rusqlite::Result<_>>()
-                .map_err(|e| db_err(&path, e))?
-        };
-        bundle::check_totals(sizes)?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
+                    sealed: encrypt(master, &row_aad(&repo, &e.name, version), e.value.expose())?,
+                    size: e.value.len() as i64,
+                    allow_code_loading: opts.allow_names.contains(&e.name),
+                };
+                w.put(&row, now)?;
+                done.push(SetOutcome {
+                    repo: repo.clone(),
+                    name: e.name.clone(),
+                    version,
+                    created: current.is_none(),
+                });
+            }
+            // The repository as it now stands must still seal.
+            bundle::check_totals(w.sizes()?)?;
+            Ok(())
+        })?;
         Ok(done)
     }
 
     /// The secrets of `repo`, by name, without values.
-    pub fn list(&self, repo: &str) -> Result<Vec<SecretInfo>> {
-        let Some(repo) = self.stored_spelling(repo)? else {
-            return Ok(Vec::new());
-        };
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, size, version, updated_at FROM secrets WHERE repo = ?1 ORDER BY name",
-            )
-            .map_err(|e| db_err(&self.path, e))?;
-        let rows = stmt
-            .query_map(params![repo], |r| {
-                Ok(SecretInfo {
-                    name: r.get(0)?,
-                    size: r.get::<_, i64>(1)? as usize,
-                    version: r.get(2)?,
-                    updated_at: r.get(3)?,
-                })
-            })
-            .map_err(|e| db_err(&self.path, e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| db_err(&self.path, e))
+    pub fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
+        match self.stored_spelling(repo)? {
+            Some(repo) => self.db.list(&repo),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Removes `names` from `repo` in one transaction; every name must
     /// exist. Returns each name with the version it had.
     pub fn remove(&mut self, repo: &str, names: &[String]) -> Result<Vec<(String, i64)>> {
-        let repo = self
-            .stored_spelling(repo)?
-            .unwrap_or_else(|| repo.to_owned());
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_err(&path, e))?;
+        validate_repo(repo)?;
         let mut removed = Vec::with_capacity(names.len());
-        for name in names {
-            let version: Option<i64> = tx
-                .query_row(
-                    "DELETE FROM secrets WHERE repo = ?1 AND name = ?2 RETURNING version",
-                    params![repo, name],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| db_err(&path, e))?;
-            let Some(version) = version else {
-                return Err(StoreError::NoSuchSecret {
-                    repo,
-                    name: name.clone(),
-                });
-            };
-            removed.push((name.clone(), version));
-        }
-        tx.commit().map_err(|e| db_err(&path, e))?;
+        self.db.write(repo, &mut |w| {
+            removed.clear();
+            for name in names {
+                let Some(version) = w.delete(name)? else {
+                    return Err(StoreError::NoSuchSecret {
+                        repo: w.repo().to_owned(),
+                        name: name.clone(),
+                    });
+                };
+                removed.push((name.clone(), version));
+            }
+            Ok(())
+        })?;
         Ok(removed)
     }
 
@@ -441,29 +305,18 @@ impl Store {
         let Some(repo) = self.stored_spelling(repo)? else {
             return Err(StoreError::NoSuchRepo { repo: repo.into() });
         };
-        let n = self
-            .conn
-            .execute("DELETE FROM secrets WHERE repo = ?1", params![repo])
-            .map_err(|e| db_err(&self.path, e))?;
+        let n = self.db.remove_repo(&repo)?;
         Ok((repo, n))
     }
 
     /// Every repository with its number of secrets.
-    pub fn repos(&self) -> Result<Vec<(String, usize)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT repo, COUNT(*) FROM secrets GROUP BY repo ORDER BY repo")
-            .map_err(|e| db_err(&self.path, e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
-            .map_err(|e| db_err(&self.path, e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| db_err(&self.path, e))
+    pub fn repos(&mut self) -> Result<Vec<(String, usize)>> {
+        self.db.repos()
     }
 
     /// The decrypted secrets of `repo`, for sealing: an error if it has
     /// none, unless `allow_empty`.
-    pub fn secrets(&self, repo: &str, allow_empty: bool) -> Result<RepoSecrets> {
+    pub fn secrets(&mut self, repo: &str, allow_empty: bool) -> Result<RepoSecrets> {
         let Some(repo) = self.stored_spelling(repo)? else {
             return match allow_empty {
                 true => Ok(RepoSecrets {
@@ -474,34 +327,23 @@ impl Store {
                 false => Err(StoreError::EmptyRepo { repo: repo.into() }),
             };
         };
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, version, nonce, ciphertext, allow_code_loading FROM secrets WHERE repo = ?1 ORDER BY name",
-            )
-            .map_err(|e| db_err(&self.path, e))?;
-        let mut rows = stmt
-            .query(params![repo])
-            .map_err(|e| db_err(&self.path, e))?;
         let mut entries = Vec::new();
         let mut allowed = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| db_err(&self.path, e))? {
-            let read = |i| row.get::<_, Vec<u8>>(i).map_err(|e| db_err(&self.path, e));
-            let name: String = row.get(0).map_err(|e| db_err(&self.path, e))?;
-            let version: i64 = row.get(1).map_err(|e| db_err(&self.path, e))?;
-            let allow: bool = row.get(4).map_err(|e| db_err(&self.path, e))?;
-            let mut sealed = read(2)?;
-            sealed.extend_from_slice(&read(3)?);
-            let mut value = decrypt(&self.master, &row_aad(&repo, &name, version), sealed)
-                .ok_or_else(|| StoreError::SecretUndecryptable {
-                    repo: repo.clone(),
-                    name: name.clone(),
-                })?;
-            if allow {
-                allowed.push(name.clone());
+        for row in self.db.rows(&repo)? {
+            let mut value = decrypt(
+                &self.master,
+                &row_aad(&repo, &row.name, row.version),
+                row.sealed,
+            )
+            .ok_or_else(|| StoreError::SecretUndecryptable {
+                repo: repo.clone(),
+                name: row.name.clone(),
+            })?;
+            if row.allow_code_loading {
+                allowed.push(row.name.clone());
             }
             entries.push(Entry {
-                name,
+                name: row.name,
                 // Moved out of the zeroizing wrapper, not copied.
                 value: SecretValue::from(std::mem::take(&mut *value)),
             });
@@ -516,123 +358,26 @@ impl Store {
     /// Re-encrypts every value and the check row under `new`, in one
     /// transaction: if it is interrupted, the old key still opens all.
     pub fn rotate(&mut self, new: &SecretKey) -> Result<usize> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)
-            .map_err(|e| db_err(&path, e))?;
-        let rows: Vec<(String, String, i64, Vec<u8>)> = {
-            let mut stmt = tx
-                .prepare("SELECT repo, name, version, nonce, ciphertext FROM secrets")
-                .map_err(|e| db_err(&path, e))?;
-            let it = stmt
-                .query_map([], |r| {
-                    let mut sealed: Vec<u8> = r.get(3)?;
-                    sealed.extend_from_slice(&r.get::<_, Vec<u8>>(4)?);
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, sealed))
-                })
-                .map_err(|e| db_err(&path, e))?;
-            it.collect::<rusqlite::Result<_>>()
-                .map_err(|e| db_err(&path, e))?
-        };
-        let count = rows.len();
-        for (repo, name, version, sealed) in rows {
-            // Decrypted and re-encrypted in one buffer: the plaintext is
-            // never copied.
-            let aad = row_aad(&repo, &name, version);
-            let mut buf = Zeroizing::new(sealed);
-            if !open_in_place(&self.master, &aad, &mut buf) {
-                return Err(StoreError::SecretUndecryptable { repo, name });
-            }
-            seal_in_place(new, &aad, &mut buf)?;
-            tx.execute(
-                "UPDATE secrets SET nonce = ?3, ciphertext = ?4 WHERE repo = ?1 AND name = ?2",
-                params![repo, name, &buf[..NONCE_LEN], &buf[NONCE_LEN..]],
-            )
-            .map_err(|e| db_err(&path, e))?;
-        }
         let check = encrypt(new, &check_aad(), CHECK_PLAINTEXT)?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'check'",
-            params![check],
+        let master = &self.master;
+        self.db.rewrite_all(
+            &mut |repo, mut row| {
+                // Decrypted and re-encrypted in one buffer: the plaintext
+                // is never copied.
+                let aad = row_aad(repo, &row.name, row.version);
+                let mut buf = Zeroizing::new(std::mem::take(&mut row.sealed));
+                if !open_in_place(master, &aad, &mut buf) {
+                    return Err(StoreError::SecretUndecryptable {
+                        repo: repo.to_owned(),
+                        name: row.name,
+                    });
+                }
+                seal_in_place(new, &aad, &mut buf)?;
+                row.sealed = std::mem::take(&mut *buf);
+                Ok(row)
+            },
+            &check,
         )
-        .map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
-        Ok(count)
-    }
-}
-
-/// The stored spelling of `repo`, compared case-insensitively.
-fn spelling(conn: &Connection, repo: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT repo FROM secrets WHERE repo = ?1 COLLATE NOCASE LIMIT 1",
-        params![repo],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Brings an older schema up to [`SCHEMA_VERSION`] in one transaction
-/// (several processes may open the store at once: the version is read again
-/// under the write lock); refuses a newer one.
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    let read = |conn: &Connection| -> Result<i64> {
-        conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-            r.get(0)
-        })
-        .map_err(|e| db_err(path, e))
-    };
-    let found = read(conn)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            path: path.to_owned(),
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
-    if found == SCHEMA_VERSION {
-        return Ok(());
-    }
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| db_err(path, e))?;
-    let result = (|| {
-        if read(conn)? < 2 {
-            conn.execute_batch(
-                "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;
-                 UPDATE meta SET value = 2 WHERE key = 'schema';",
-            )
-            .map_err(|e| db_err(path, e))?;
-            tracing::info!("store {}: schema 1 migrated to 2", path.display());
-        }
-        Ok(())
-    })();
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    conn.execute_batch(end).map_err(|e| db_err(path, e))?;
-    result
-}
-
-fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| db_err(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| db_err(path, e))?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-        .map_err(|e| db_err(path, e))?;
-    Ok(conn)
-}
-
-fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
-    let busy = matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    );
-    let reason = match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => "not a SQLite database".to_owned(),
-        _ if busy => format!("still locked by another writer after {BUSY_TIMEOUT:?}; try again"),
-        _ => e.to_string(),
-    };
-    StoreError::Database {
-        path: path.to_owned(),
-        reason,
     }
 }
 

@@ -274,27 +274,156 @@ pub fn os(bytes: Vec<u8>) -> OsString {
     OsString::from_vec(bytes)
 }
 
-/// A temporary directory holding a sealctl store (`data/store.db`) and its
-/// master key (`master.key`); sealctl runs there with both in its
-/// environment, its temporary files in `tmp/`, trace logging on.
+/// A throwaway PostgreSQL server for a test binary: `initdb` and `pg_ctl`
+/// (Debian's `postgresql` package) as the unprivileged `postgres` user, in
+/// a temporary directory, on a Unix socket only. It is started on first
+/// use and stopped (and its directory removed) by a watchdog within a
+/// second of the test process's exit.
+#[derive(Debug)]
+pub struct PgServer {
+    dir: PathBuf,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The test binary's PostgreSQL server, started on first call.
+pub fn pg_server() -> &'static PgServer {
+    static SERVER: std::sync::OnceLock<PgServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(PgServer::start)
+}
+
+impl PgServer {
+    fn start() -> Self {
+        assert!(
+            Path::new(PG_BIN).join("pg_ctl").exists(),
+            "PostgreSQL 15 is not installed (apt-get install postgresql): the store tests run against it"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("sealinit-pg-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let sh = |script: &str| {
+            let o = Command::new("sh")
+                .args(["-c", script, "sh"])
+                .arg(&dir)
+                .arg(PG_BIN)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{script}: {}", stderr(&o));
+        };
+        sh(
+            r#"chown postgres "$1" && runuser -u postgres -- "$2/initdb" -D "$1/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null"#,
+        );
+        sh(
+            r#"runuser -u postgres -- "$2/pg_ctl" -D "$1/data" -w -l "$1/log" -o "-c listen_addresses='' -c unix_socket_directories='$1' -c fsync=off -c max_connections=300" start >/dev/null"#,
+        );
+        // The watchdog: stops the server once this process is gone.
+        let watchdog = format!(
+            r#"while kill -0 {} 2>/dev/null; do sleep 1; done; runuser -u postgres -- "$2/pg_ctl" -D "$1/data" -m immediate stop >/dev/null 2>&1; rm -rf "$1""#,
+            std::process::id()
+        );
+        // `setsid --fork` returns at once, leaving the watchdog running.
+        let started = Command::new("setsid")
+            .args(["--fork", "sh", "-c", &watchdog, "sh"])
+            .arg(&dir)
+            .arg(PG_BIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(started.success(), "cannot start the PostgreSQL watchdog");
+        Self {
+            dir,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// A new, empty database; its connection string (key/value form).
+    pub fn fresh_database(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("t{}_{n}", std::process::id());
+        let o = Command::new(Path::new(PG_BIN).join("createdb"))
+            .args(["-h", self.dir.to_str().unwrap(), "-U", "postgres", &name])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "createdb: {}", stderr(&o));
+        format!("host={} user=postgres dbname={name}", self.dir.display())
+    }
+
+    /// Stops the server abruptly and starts it again (a restart in the
+    /// middle of a load).
+    pub fn restart(&self) {
+        let o = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(Path::new(PG_BIN).join("pg_ctl"))
+            .args([
+                "-D",
+                &format!("{}/data", self.dir.display()),
+                "-w",
+                "-m",
+                "immediate",
+                "restart",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "pg_ctl restart: {}", stderr(&o));
+    }
+}
+
+/// The store backends the store tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// A temporary directory holding a sealctl store (`data/store.db`, or a
+/// fresh PostgreSQL database) and its master key (`master.key`); sealctl
+/// runs there with both in its environment, its temporary files in `tmp/`,
+/// trace logging on.
 #[derive(Debug)]
 pub struct StoreDir {
     pub dir: tempfile::TempDir,
+    /// `SEALCTL_STORE`.
+    pub store: String,
+    pub backend: Backend,
 }
 
 impl StoreDir {
-    /// A fresh directory with an initialised store.
+    /// A fresh directory with an initialised SQLite store.
     pub fn new() -> Self {
-        let env = Self::empty();
+        Self::on(Backend::Sqlite)
+    }
+
+    /// A fresh directory with an initialised store on `backend`.
+    pub fn on(backend: Backend) -> Self {
+        let env = Self::empty_on(backend);
         let o = env.run(&["store", "init"], None);
         assert!(o.status.success(), "{}", stderr(&o));
         env
     }
 
-    /// A fresh directory, no store yet.
+    /// A fresh directory, no store yet (SQLite).
     pub fn empty() -> Self {
+        Self::empty_on(Backend::Sqlite)
+    }
+
+    /// A fresh directory, and an empty database on `backend`.
+    pub fn empty_on(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = match backend {
+            Backend::Sqlite => dir.path().join("data/store.db").display().to_string(),
+            Backend::Postgres => pg_server().fresh_database(),
+        };
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            store,
+            backend,
         }
     }
 
@@ -307,7 +436,7 @@ impl StoreDir {
         let mut c = Command::new(workspace_bin("sealctl"));
         c.args(args)
             .current_dir(self.dir.path())
-            .env("SEALCTL_STORE", self.path("data/store.db"))
+            .env("SEALCTL_STORE", &self.store)
             .env("SEALCTL_MASTER_KEY", self.path("master.key"))
             .env("SEALCTL_LOG", "trace")
             .env("TMPDIR", self.path("tmp"))

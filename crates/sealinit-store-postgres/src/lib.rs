@@ -1,0 +1,439 @@
+//! The store's PostgreSQL backend: one shared database for every
+//! orchestrator host (and service instance). Tables are prefixed
+//! `sealinit_`, so the store can share a database with other things.
+//! Writers to one repository are serialised by a transaction-scoped
+//! advisory lock on the repository's lower-cased name, so versions,
+//! compare-and-set and the case-insensitive spelling hold across hosts.
+#![forbid(unsafe_code)]
+
+use postgres::{Client, NoTls, Transaction};
+use sealinit_store::{Backend, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, Writer};
+
+/// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`
+/// (PostgreSQL stores start at schema 2).
+const MIGRATIONS: [&str; 0] = [];
+
+const SCHEMA: &str = "
+CREATE TABLE sealinit_meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE sealinit_schema (version INTEGER NOT NULL);
+CREATE TABLE sealinit_secrets (
+    repo TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    nonce BYTEA NOT NULL,
+    ciphertext BYTEA NOT NULL,
+    size BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    allow_code_loading BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (repo, name)
+);
+CREATE INDEX sealinit_secrets_repo_ci ON sealinit_secrets (lower(repo));
+";
+
+/// One lock key for schema changes (any constant; advisory locks are per
+/// database).
+const SCHEMA_LOCK: i64 = 0x5ea1_1417;
+
+pub struct PostgresBackend {
+    client: Client,
+    shown: String,
+}
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("location", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresBackend {
+    /// Connects to `url` (`postgres://...` or `host=... dbname=...`).
+    /// Errors show the URL without its password.
+    pub fn connect(url: &str) -> Result<Self> {
+        let shown = redact(url);
+        let config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+            location: shown.clone(),
+            reason: format!("not a valid PostgreSQL connection string: {}", plain(&e)),
+        })?;
+        let client = config.connect(NoTls).map_err(|e| StoreError::Database {
+            location: shown.clone(),
+            reason: format!("cannot connect: {}", plain(&e)),
+        })?;
+        Ok(Self { client, shown })
+    }
+
+    fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
+        |e| db_err(&self.shown, &e)
+    }
+}
+
+/// A PostgreSQL error in a few words: the server's message when there is
+/// one (it never holds a password), else the client's.
+fn plain(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+fn db_err(shown: &str, e: &postgres::Error) -> StoreError {
+    StoreError::Database {
+        location: shown.to_owned(),
+        reason: plain(e),
+    }
+}
+
+/// The connection string with any password replaced by `***` (a URL's
+/// `user:password@`, a `password=` parameter or key/value pair).
+pub fn redact(text: &str) -> String {
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some(("password", _)) => "password=***".to_owned(),
+                        _ => kv.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", query.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        return format!("{scheme}://{authority}{tail}");
+    }
+    text.split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => w.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn spelling(
+    tx: &mut impl postgres::GenericClient,
+    repo: &str,
+) -> std::result::Result<Option<String>, postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT repo FROM sealinit_secrets WHERE lower(repo) = lower($1) LIMIT 1",
+            &[&repo],
+        )?
+        .map(|r| r.get(0)))
+}
+
+/// One writer per repository at a time, on every host: a lock held until
+/// the transaction ends, keyed by the repository's lower-cased name.
+fn lock_repo(tx: &mut Transaction<'_>, repo: &str) -> std::result::Result<(), postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(lower($1), 0))",
+        &[&repo],
+    )
+    .map(|_| ())
+}
+
+fn sealed_row(r: &postgres::Row) -> SealedRow {
+    let mut sealed: Vec<u8> = r.get("nonce");
+    sealed.extend_from_slice(r.get::<_, &[u8]>("ciphertext"));
+    SealedRow {
+        name: r.get("name"),
+        version: r.get("version"),
+        sealed,
+        size: r.get("size"),
+        allow_code_loading: r.get("allow_code_loading"),
+    }
+}
+
+struct TxWriter<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    repo: String,
+    shown: &'a str,
+}
+
+impl Writer for TxWriter<'_, '_> {
+    fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    fn version(&mut self, name: &str) -> Result<Option<i64>> {
+        self.tx
+            .query_opt(
+                "SELECT version FROM sealinit_secrets WHERE repo = $1 AND name = $2",
+                &[&self.repo, &name],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn put(&mut self, row: &SealedRow, updated_at: i64) -> Result<()> {
+        let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+        self.tx
+            .execute(
+                "INSERT INTO sealinit_secrets
+                     (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (repo, name) DO UPDATE SET version = $3, nonce = $4,
+                     ciphertext = $5, size = $6, updated_at = $7, allow_code_loading = $8",
+                &[
+                    &self.repo,
+                    &row.name,
+                    &row.version,
+                    &nonce,
+                    &ct,
+                    &row.size,
+                    &updated_at,
+                    &row.allow_code_loading,
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn delete(&mut self, name: &str) -> Result<Option<i64>> {
+        self.tx
+            .query_opt(
+                "DELETE FROM sealinit_secrets WHERE repo = $1 AND name = $2 RETURNING version",
+                &[&self.repo, &name],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn sizes(&mut self) -> Result<Vec<(usize, usize)>> {
+        self.tx
+            .query(
+                "SELECT octet_length(name)::BIGINT, size FROM sealinit_secrets WHERE repo = $1",
+                &[&self.repo],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<_, i64>(0) as usize, r.get::<_, i64>(1) as usize))
+                    .collect()
+            })
+            .map_err(|e| db_err(self.shown, &e))
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn location(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn create(&mut self, check: &[u8]) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .map_err(e)?;
+        let exists: Option<String> = tx
+            .query_one("SELECT to_regclass('sealinit_meta')::TEXT", &[])
+            .map_err(e)?
+            .get(0);
+        if exists.is_some() {
+            return Err(StoreError::Database {
+                location: shown.clone(),
+                reason: "already holds a sealinit store; nothing was changed".into(),
+            });
+        }
+        tx.batch_execute(SCHEMA).map_err(e)?;
+        tx.execute(
+            "INSERT INTO sealinit_schema (version) VALUES ($1)",
+            &[&(SCHEMA_VERSION as i32)],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "INSERT INTO sealinit_meta (key, value) VALUES ('check', $1)",
+            &[&check],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn check(&mut self) -> Result<Option<Vec<u8>>> {
+        let exists: Option<String> = self
+            .client
+            .query_one("SELECT to_regclass('sealinit_meta')::TEXT", &[])
+            .map_err(|e| db_err(&self.shown, &e))?
+            .get(0);
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let row = self
+            .client
+            .query_opt("SELECT value FROM sealinit_meta WHERE key = 'check'", &[])
+            .map_err(|e| db_err(&self.shown, &e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        fn read(c: &mut impl postgres::GenericClient) -> std::result::Result<i64, postgres::Error> {
+            Ok(i64::from(
+                c.query_one("SELECT version FROM sealinit_schema", &[])?
+                    .get::<_, i32>(0),
+            ))
+        }
+        let found = read(&mut self.client).map_err(e)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                location: shown.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let mut tx = self.client.transaction().map_err(e)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .map_err(e)?;
+        let mut at = read(&mut tx).map_err(e)?;
+        while at < SCHEMA_VERSION {
+            tx.batch_execute(MIGRATIONS[(at - 2) as usize]).map_err(e)?;
+            at += 1;
+            tx.execute("UPDATE sealinit_schema SET version = $1", &[&(at as i32)])
+                .map_err(e)?;
+            tracing::info!("store {shown}: schema migrated to {at}");
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn spelling(&mut self, repo: &str) -> Result<Option<String>> {
+        spelling(&mut self.client, repo).map_err(|e| db_err(&self.shown, &e))
+    }
+
+    fn write(
+        &mut self,
+        repo: &str,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        lock_repo(&mut tx, repo).map_err(e)?;
+        let canonical = spelling(&mut tx, repo)
+            .map_err(e)?
+            .unwrap_or_else(|| repo.to_owned());
+        f(&mut TxWriter {
+            tx: &mut tx,
+            repo: canonical,
+            shown: &shown,
+        })?;
+        tx.commit().map_err(e)
+    }
+
+    fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT name, size, version, updated_at FROM sealinit_secrets
+                 WHERE repo = $1 ORDER BY name",
+                &[&repo],
+            )
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| SecretInfo {
+                name: r.get(0),
+                size: r.get::<_, i64>(1) as usize,
+                version: r.get(2),
+                updated_at: r.get(3),
+            })
+            .collect())
+    }
+
+    fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading
+                 FROM sealinit_secrets WHERE repo = $1 ORDER BY name",
+                &[&repo],
+            )
+            .map_err(self.err())?;
+        Ok(rows.iter().map(sealed_row).collect())
+    }
+
+    fn repos(&mut self) -> Result<Vec<(String, usize)>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT repo, COUNT(*) FROM sealinit_secrets GROUP BY repo ORDER BY repo COLLATE \"C\"",
+                &[],
+            )
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as usize))
+            .collect())
+    }
+
+    fn remove_repo(&mut self, repo: &str) -> Result<usize> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        lock_repo(&mut tx, repo).map_err(e)?;
+        let n = tx
+            .execute("DELETE FROM sealinit_secrets WHERE repo = $1", &[&repo])
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(n as usize)
+    }
+
+    fn rewrite_all(
+        &mut self,
+        reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
+        check: &[u8],
+    ) -> Result<usize> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        tx.batch_execute("LOCK TABLE sealinit_secrets, sealinit_meta IN EXCLUSIVE MODE")
+            .map_err(e)?;
+        let rows = tx
+            .query(
+                "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading FROM sealinit_secrets",
+                &[],
+            )
+            .map_err(e)?;
+        let count = rows.len();
+        for r in &rows {
+            let repo: String = r.get("repo");
+            let row = reseal(&repo, sealed_row(r))?;
+            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+            tx.execute(
+                "UPDATE sealinit_secrets SET nonce = $3, ciphertext = $4 WHERE repo = $1 AND name = $2",
+                &[&repo, &row.name, &nonce, &ct],
+            )
+            .map_err(e)?;
+        }
+        tx.execute(
+            "UPDATE sealinit_meta SET value = $1 WHERE key = 'check'",
+            &[&check],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(count)
+    }
+}

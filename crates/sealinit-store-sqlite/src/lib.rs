@@ -1,0 +1,396 @@
+//! The store's SQLite backend: one database file (bundled SQLite), WAL
+//! journal, `synchronous=FULL`, a 30 s busy timeout so that concurrent
+//! writers wait for each other, one transaction per change. The file is
+//! created 0600 (in a 0700 directory if the directory is new).
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use sealinit_store::{Backend, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, Writer};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
+/// `i + 2`. Schema 1 is what the first release created.
+const MIGRATIONS: [&str; 1] =
+    ["ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;"];
+
+const SCHEMA: &str = "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE secrets (
+         repo TEXT NOT NULL,
+         name TEXT NOT NULL,
+         version INTEGER NOT NULL,
+         nonce BLOB NOT NULL,
+         ciphertext BLOB NOT NULL,
+         size INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         allow_code_loading INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (repo, name)
+     ) WITHOUT ROWID;";
+
+#[derive(Debug)]
+pub struct SqliteBackend {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteBackend {
+    /// Creates the database file (refusing an existing one) and returns the
+    /// backend, ready for [`Backend::create`].
+    pub fn create_file(path: &Path) -> Result<Self> {
+        let out_err = |source| StoreError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(out_err)?;
+            }
+        }
+        sealinit_core::create_private(path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => StoreError::Exists {
+                path: path.to_owned(),
+            },
+            _ => out_err(e),
+        })?;
+        Self::connect(path)
+    }
+
+    /// Opens an existing database file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = fs::metadata(path).map_err(|source| StoreError::Missing {
+            path: path.to_owned(),
+            source,
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "store {} is readable by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+        Self::connect(path)
+    }
+
+    fn connect(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(|e| db_err(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| db_err(path, e))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(|e| db_err(path, e))?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |e| db_err(&self.path, e)
+    }
+}
+
+fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    let reason = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => "not a SQLite database".to_owned(),
+        _ if busy => format!("still locked by another writer after {BUSY_TIMEOUT:?}; try again"),
+        _ => e.to_string(),
+    };
+    StoreError::Database {
+        location: path.display().to_string(),
+        reason,
+    }
+}
+
+fn spelling(conn: &Connection, repo: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT repo FROM secrets WHERE repo = ?1 COLLATE NOCASE LIMIT 1",
+        params![repo],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn schema(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+        r.get(0)
+    })
+}
+
+struct TxWriter<'a> {
+    tx: &'a Transaction<'a>,
+    repo: String,
+    path: &'a Path,
+}
+
+impl Writer for TxWriter<'_> {
+    fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    fn version(&mut self, name: &str) -> Result<Option<i64>> {
+        self.tx
+            .query_row(
+                "SELECT version FROM secrets WHERE repo = ?1 AND name = ?2",
+                params![self.repo, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn put(&mut self, row: &SealedRow, updated_at: i64) -> Result<()> {
+        let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+        self.tx
+            .execute(
+                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (repo, name) DO UPDATE SET version = ?3, nonce = ?4,
+                     ciphertext = ?5, size = ?6, updated_at = ?7, allow_code_loading = ?8",
+                params![
+                    self.repo,
+                    row.name,
+                    row.version,
+                    nonce,
+                    ct,
+                    row.size,
+                    updated_at,
+                    row.allow_code_loading
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn delete(&mut self, name: &str) -> Result<Option<i64>> {
+        self.tx
+            .query_row(
+                "DELETE FROM secrets WHERE repo = ?1 AND name = ?2 RETURNING version",
+                params![self.repo, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn sizes(&mut self) -> Result<Vec<(usize, usize)>> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT length(CAST(name AS BLOB)), size FROM secrets WHERE repo = ?1")
+            .map_err(|e| db_err(self.path, e))?;
+        let rows = stmt
+            .query_map(params![self.repo], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(|e| db_err(self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| db_err(self.path, e))
+    }
+}
+
+fn sealed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedRow> {
+    let mut sealed: Vec<u8> = r.get("nonce")?;
+    sealed.extend_from_slice(&r.get::<_, Vec<u8>>("ciphertext")?);
+    Ok(SealedRow {
+        name: r.get("name")?,
+        version: r.get("version")?,
+        sealed,
+        size: r.get("size")?,
+        allow_code_loading: r.get("allow_code_loading")?,
+    })
+}
+
+impl Backend for SqliteBackend {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn create(&mut self, check: &[u8]) -> Result<()> {
+        let result = (|| {
+            self.conn.execute_batch(SCHEMA).map_err(self.err())?;
+            self.conn
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1), ('check', ?2)",
+                    params![SCHEMA_VERSION, check],
+                )
+                .map_err(self.err())?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    fn check(&mut self) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let found = schema(&self.conn).map_err(self.err())?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                location: self.location(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_err(&path, e))?;
+        // Read again under the write lock: another process may have
+        // migrated meanwhile.
+        let mut at = schema(&tx).map_err(|e| db_err(&path, e))?;
+        while at < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATIONS[(at - 1) as usize])
+                .map_err(|e| db_err(&path, e))?;
+            at += 1;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                params![at],
+            )
+            .map_err(|e| db_err(&path, e))?;
+            tracing::info!("store {}: schema migrated to {at}", path.display());
+        }
+        tx.commit().map_err(|e| db_err(&path, e))
+    }
+
+    fn spelling(&mut self, repo: &str) -> Result<Option<String>> {
+        spelling(&self.conn, repo).map_err(self.err())
+    }
+
+    fn write(
+        &mut self,
+        repo: &str,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_err(&path, e))?;
+        let repo = spelling(&tx, repo)
+            .map_err(|e| db_err(&path, e))?
+            .unwrap_or_else(|| repo.to_owned());
+        f(&mut TxWriter {
+            tx: &tx,
+            repo,
+            path: &path,
+        })?;
+        tx.commit().map_err(|e| db_err(&path, e))
+    }
+
+    fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, size, version, updated_at FROM secrets WHERE repo = ?1 ORDER BY name",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![repo], |r| {
+                Ok(SecretInfo {
+                    name: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as usize,
+                    version: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
+    fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secrets
+                 WHERE repo = ?1 ORDER BY name",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![repo], sealed_row)
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
+    fn repos(&mut self) -> Result<Vec<(String, usize)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT repo, COUNT(*) FROM secrets GROUP BY repo ORDER BY repo")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
+    fn remove_repo(&mut self, repo: &str) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM secrets WHERE repo = ?1", params![repo])
+            .map_err(self.err())
+    }
+
+    fn rewrite_all(
+        &mut self,
+        reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
+        check: &[u8],
+    ) -> Result<usize> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(|e| db_err(&path, e))?;
+        let rows: Vec<(String, SealedRow)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading FROM secrets",
+                )
+                .map_err(|e| db_err(&path, e))?;
+            let it = stmt
+                .query_map([], |r| Ok((r.get("repo")?, sealed_row(r)?)))
+                .map_err(|e| db_err(&path, e))?;
+            it.collect::<rusqlite::Result<_>>()
+                .map_err(|e| db_err(&path, e))?
+        };
+        let count = rows.len();
+        for (repo, row) in rows {
+            let row = reseal(&repo, row)?;
+            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+            tx.execute(
+                "UPDATE secrets SET nonce = ?3, ciphertext = ?4 WHERE repo = ?1 AND name = ?2",
+                params![repo, row.name, nonce, ct],
+            )
+            .map_err(|e| db_err(&path, e))?;
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'check'",
+            params![check],
+        )
+        .map_err(|e| db_err(&path, e))?;
+        tx.commit().map_err(|e| db_err(&path, e))?;
+        Ok(count)
+    }
+}
