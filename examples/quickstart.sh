@@ -5,8 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --release --bins
-bin=$PWD/target/release
+# SEALCTL_BIN_DIR: use binaries built already (the tests do) instead of
+# building them.
+if [ -n "${SEALCTL_BIN_DIR:-}" ]; then
+    bin=$SEALCTL_BIN_DIR
+else
+    cargo build --quiet --release --bins
+    bin=$PWD/target/release
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export SEALCTL_STORE=$work/store/store.db SEALCTL_MASTER_KEY=$work/master.key

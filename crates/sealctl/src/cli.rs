@@ -281,6 +281,10 @@ pub struct RunArgs {
     /// Run with no secrets when the repository has none (refused by default)
     #[arg(long)]
     pub allow_empty: bool,
+    /// Have sealinit report on this inherited descriptor (4 and above):
+    /// `ready` once the command runs, or `error CODE REASON`
+    #[arg(long, value_name = "N")]
+    pub ready_fd: Option<i32>,
     /// An option for sealinit, e.g. --sealinit-arg=--grace=3 (repeatable)
     #[arg(long = "sealinit-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub sealinit_args: Vec<OsString>,

@@ -398,8 +398,17 @@ fn repos_rm(store: &StoreArgs, repo: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn run(args: RunArgs) -> Result<()> {
+fn run(mut args: RunArgs) -> Result<()> {
     sealinit_store::validate_repo(&args.repo)?;
+    if let Some(fd) = args.ready_fd {
+        if fd < 4 {
+            return Err(Error::usage(format!(
+                "--ready-fd {fd}: use a descriptor of 4 or above (3 carries the key)"
+            )));
+        }
+        args.sealinit_args
+            .extend(["--ready-fd".into(), fd.to_string().into()]);
+    }
     let st = open_store(&args.store)?;
     let opts = sealctl::local::RunOptions {
         repo: args.repo,

@@ -466,6 +466,23 @@ fn ready_fd_says_ready_after_exec_or_the_error_before_on(env: Env) {
     assert!(stderr(&o).contains("rc=66"));
     let (said, _) = ready("", "/nonexistent/x");
     assert!(said.starts_with("error 127 "), "{said:?}");
+    // `sealctl run --ready-fd` hands the descriptor on to sealinit, with
+    // and without a PID namespace.
+    for ns in [&[][..], &["--pid-namespace"][..]] {
+        let script = format!(
+            r#"{{ {SEALCTL} run --repo acme/api --ready-fd 7 {} -- sh -c 'exit 5' 7>&1 >/dev/null 2>/dev/null; echo "rc=$?" >&2; }} | cat"#,
+            ns.join(" ")
+        );
+        let o = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(env.dir.path())
+            .env("SEALCTL_STORE", &env.store)
+            .env("SEALCTL_MASTER_KEY", env.path("master.key"))
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), "ready\n", "{ns:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("rc=5"), "{}", stderr(&o));
+    }
 }
 
 #[test]
@@ -830,4 +847,52 @@ fn store_locations_are_checked_and_passwords_never_shown() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `examples/quickstart.sh`, as root (PID namespace) and as an unprivileged
+/// user (no namespace, and it says so); a failing step fails it.
+#[test]
+fn the_quickstart_reports_failure_and_runs_unprivileged() {
+    let root = workspace_root();
+    let bins = Path::new(SEALCTL).parent().unwrap().to_owned();
+    let quickstart = |bin_dir: &Path, user: Option<&str>| -> Output {
+        let mut c = match user {
+            Some(u) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={u}"),
+                    &format!("--regid={u}"),
+                    "--clear-groups",
+                ]);
+                c.arg(root.join("examples/quickstart.sh"));
+                c
+            }
+            None => Command::new(root.join("examples/quickstart.sh")),
+        };
+        c.env("SEALCTL_BIN_DIR", bin_dir)
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/nonexistent")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = quickstart(&bins, None);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("as PID 1 of a new PID namespace")
+            && stdout(&o).contains("quickstart OK")
+    );
+    let o = quickstart(&bins, Some("65534"));
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("not root: no PID namespace"),
+        "{}",
+        stdout(&o)
+    );
+    // A step that fails (no sealinit to run) fails the quickstart.
+    let lone = tempfile::tempdir().unwrap();
+    fs::copy(SEALCTL, lone.path().join("sealctl")).unwrap();
+    let o = quickstart(lone.path(), None);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stderr(&o).contains("quickstart FAILED"), "{}", stderr(&o));
 }

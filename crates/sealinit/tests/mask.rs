@@ -264,13 +264,21 @@ fn spawn_on_pty(fx: &Fixture, pty: &nix::pty::OpenptyResult, script: &str) -> st
     cmd.spawn().unwrap()
 }
 
-/// What has arrived on the master side of `pty`.
+/// Everything that has arrived on the master side of `pty` (the writers
+/// are gone: it reads EIO once the buffer is empty). One read is not
+/// enough: sealinit's warning and the command's output are separate writes.
 fn read_master(pty: nix::pty::OpenptyResult) -> String {
     drop(pty.slave);
     let mut master = File::from(pty.master);
+    let mut all = Vec::new();
     let mut buf = vec![0u8; 4096];
-    let n = master.read(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&all).into_owned()
 }
 
 #[test]
