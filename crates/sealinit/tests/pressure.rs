@@ -763,3 +763,58 @@ fn p17_a_script_without_a_shebang_runs_under_sh() {
         assert_eq!(o.status.code(), Some(9), "{mode:?}: {}", stderr(&o));
     }
 }
+
+// Siblings of 2 and 3: every kind of destination. ----------------------
+
+#[test]
+fn p03_mask_writes_to_a_socket_and_without_proc_restores_the_shared_flags() {
+    // stdout a socket: written with MSG_DONTWAIT, everything arrives.
+    let script = format!(
+        r#"import socket, subprocess, sys
+a, b = socket.socketpair()
+p = subprocess.Popen(["{SEALINIT}", "--mask", "--", "python3", "-c", "import sys; sys.stdout.write('s' * 300000)"], stdout=a, stdin=subprocess.DEVNULL)
+a.close()
+got = 0
+while True:
+    d = b.recv(65536)
+    if not d:
+        break
+    got += len(d)
+print(p.wait(), got)"#
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "0 300000", "{}", stderr(&o));
+
+    // No /proc to reopen stdout through: O_NONBLOCK goes on the shared
+    // description while sealinit runs, and comes off again after (the
+    // parent's own end of the pipe shares that description).
+    let script = format!(
+        r#"import fcntl, os, subprocess
+r, w = os.pipe()
+p = subprocess.Popen(["unshare", "--mount", "sh", "-c", "mount -t tmpfs none /proc && exec \"$@\"", "sh", "{SEALINIT}", "--mask", "--", "sh", "-c", "echo through-the-pipe"], stdout=w, stdin=subprocess.DEVNULL)
+os.close(w)
+out = os.read(r, 4096)
+code = p.wait()
+print(code, out.decode().strip())"#
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "0 through-the-pipe", "{}", stderr(&o));
+    let script = format!(
+        r#"import fcntl, os, subprocess
+r, w = os.pipe()
+p = subprocess.Popen(["unshare", "--mount", "sh", "-c", "mount -t tmpfs none /proc && exec \"$@\"", "sh", "{SEALINIT}", "--mask", "--", "true"], stdout=w, stdin=subprocess.DEVNULL, pass_fds=())
+p.wait()
+print("nonblocking" if fcntl.fcntl(w, fcntl.F_GETFL) & os.O_NONBLOCK else "blocking")"#
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "blocking", "{}", stderr(&o));
+}
