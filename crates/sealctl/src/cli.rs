@@ -64,6 +64,20 @@ pub enum Command {
     },
     /// Run COMMAND under sealinit with a repository's secrets (fresh key, one-use bundle)
     Run(RunArgs),
+    /// Print the audit trail: every change and every seal, never a value
+    Audit {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this repository
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: Option<String>,
+        /// Only records since: Unix seconds, or a duration ago (30m, 2h, 7d)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// JSON lines, for export
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +118,10 @@ pub enum StoreCommand {
         /// Where to create the master key; must not exist yet
         #[arg(long, value_name = "PATH", env = "SEALCTL_MASTER_KEY")]
         master_key: PathBuf,
+        /// How many versions of each secret keep their value for rollback
+        /// (older ones keep only their history entry)
+        #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=255))]
+        keep: i64,
     },
     /// Re-encrypt every value under a new master key, in one transaction
     RotateMasterKey {
@@ -158,6 +176,32 @@ pub enum SecretsCommand {
         #[arg(long, value_name = "N", requires = "name")]
         if_version: Option<i64>,
         /// Print what was done as JSON lines, one per secret
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a secret's versions with time, size and who; never values
+    History {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: String,
+        name: String,
+        /// Print JSON lines instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new version of NAME with the value version N had (a write:
+    /// no value leaves the store)
+    Rollback {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: String,
+        name: String,
+        /// The version whose value to restore
+        #[arg(long, value_name = "N")]
+        to: i64,
+        /// Print what was done as JSON
         #[arg(long)]
         json: bool,
     },

@@ -50,6 +50,7 @@ impl Error {
                 | StoreError::Payload(_) => exit::DATA,
                 StoreError::NoSuchSecret { .. }
                 | StoreError::NoSuchRepo { .. }
+                | StoreError::NoSuchVersion { .. }
                 | StoreError::EmptyRepo { .. }
                 | StoreError::Missing { .. } => exit::NO_INPUT,
                 StoreError::VersionConflict { .. } => exit::TEMP_FAIL,

@@ -50,7 +50,6 @@ pub struct RunOptions {
 pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
     let found = store.secrets(&opts.repo, opts.allow_empty)?;
-    drop(store);
     let mut allow = opts.allow_names.clone();
     allow.extend(found.allowed);
     let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
@@ -62,7 +61,16 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
         Some(label.clone()),
         Some(opts.ttl),
     )?;
+    let names: Vec<(String, i64)> = found
+        .entries
+        .iter()
+        .map(|e| e.name.clone())
+        .zip(found.versions.iter().copied())
+        .collect();
     drop(found.entries);
+    let expires = sealinit_core::time::now().saturating_add(opts.ttl.as_secs());
+    store.record_seal(&label, &names, Some(&label), Some(expires))?;
+    drop(store);
     let bundle_path = write_private_bundle(&sealed)?;
     debug!(bundle = %bundle_path.display(), "one-use bundle written");
 

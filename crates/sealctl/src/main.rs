@@ -57,6 +57,12 @@ fn main() -> ExitCode {
             ..
         } => repos_rm(&store, &repo, json),
         Command::Run(args) => run(args),
+        Command::Audit {
+            store,
+            repo,
+            since,
+            json,
+        } => audit(&store, repo.as_deref(), since.as_deref(), json),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +93,8 @@ enum KeyOut<'a> {
 
 fn seal(args: &SealArgs) -> Result<()> {
     let mut allow = args.allow_name.clone();
+    // With --repo: the store, for the audit record of this seal.
+    let mut sealed_from = None;
     let (entries, fresh, label) = match (&args.from_env_file, &args.from_json, &args.repo) {
         (Some(path), _, _) => (
             import::from_env_file(path, args.expand)?,
@@ -119,8 +127,19 @@ fn seal(args: &SealArgs) -> Result<()> {
                 }
                 (None, None) => unreachable!("clap: --repo requires --key-out or --key-out-fd"),
             };
-            let found = open_store(&args.store)?.secrets(repo, args.allow_empty)?;
+            let mut store = open_store(&args.store)?;
+            let found = store.secrets(repo, args.allow_empty)?;
             allow.extend(found.allowed);
+            sealed_from = Some((
+                store,
+                found.repo.clone(),
+                found
+                    .entries
+                    .iter()
+                    .map(|e| e.name.clone())
+                    .zip(found.versions.iter().copied())
+                    .collect::<Vec<_>>(),
+            ));
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
             let label = args.label.clone().unwrap_or(found.repo);
             (found.entries, Some((key, out)), Some(label))
@@ -145,6 +164,11 @@ fn seal(args: &SealArgs) -> Result<()> {
         }
     };
     let (sealed, header) = write::seal_now(&key, &entries, &allow, label, ttl)?;
+    // A seal is a read of the values: on the record before anything is
+    // written out.
+    if let Some((mut store, repo, names)) = sealed_from {
+        store.record_seal(&repo, &names, header.label.as_deref(), header.expires)?;
+    }
     let report = json!({
         "out": args.out,
         "label": header.label,
@@ -240,12 +264,63 @@ fn master_key(args: &StoreArgs) -> Result<SecretKey> {
 fn open_store(args: &StoreArgs) -> Result<Store> {
     let location = Location::parse(args.store.as_deref())?;
     let key = master_key(args)?;
-    location.open(key)
+    let mut store = location.open(key)?;
+    store.set_actor(actor());
+    Ok(store)
+}
+
+/// Who is making changes: the OS user (the history and the audit trail
+/// name it).
+fn actor() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid {uid}"),
+    }
+}
+
+fn audit(store: &StoreArgs, repo: Option<&str>, since: Option<&str>, as_json: bool) -> Result<()> {
+    let since = match since {
+        None => None,
+        Some(s) => Some(match s.parse::<i64>() {
+            Ok(t) => t,
+            Err(_) => {
+                let ago = time::parse_duration(s).map_err(|e| {
+                    Error::usage(format!(
+                        "--since {s:?}: Unix seconds or a duration ago ({e})"
+                    ))
+                })?;
+                time::now() as i64 - ago.as_secs() as i64
+            }
+        }),
+    };
+    let records = open_store(store)?.audit(repo, since)?;
+    let mut out = std::io::stdout().lock();
+    for r in &records {
+        let line = if as_json {
+            json!(r).to_string()
+        } else {
+            format!(
+                "{}  {:<18} {:<10} {:<30} {}",
+                time::rfc3339(r.at as u64),
+                r.action,
+                r.actor,
+                r.repo,
+                r.detail
+            )
+        };
+        writeln!(out, "{line}").map_err(stdout_err)?;
+    }
+    Ok(())
 }
 
 fn store_command(cmd: StoreCommand) -> Result<()> {
     match cmd {
-        StoreCommand::Init { store, master_key } => {
+        StoreCommand::Init {
+            store,
+            master_key,
+            keep,
+        } => {
             let location = Location::parse(store.as_deref())?;
             if let Location::Sqlite(path) = &location {
                 if path.exists() {
@@ -254,7 +329,7 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
             }
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
             write::create_key_file(&master_key, &key)?;
-            if let Err(e) = location.create(&key) {
+            if let Err(e) = location.create(&key, keep) {
                 let _ = std::fs::remove_file(&master_key);
                 return Err(e);
             }
@@ -330,6 +405,57 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             }
             let shown = done.first().map_or(repo.as_str(), |d| d.repo.as_str());
             eprintln!("sealctl: set {} secret(s) in {shown}", done.len());
+            Ok(())
+        }
+        SecretsCommand::History {
+            store,
+            repo,
+            name,
+            json,
+        } => {
+            sealinit_store::validate_repo(&repo)?;
+            let history = open_store(&store)?.history(&repo, &name)?;
+            let mut out = std::io::stdout().lock();
+            for h in &history {
+                let line = if json {
+                    json!(h).to_string()
+                } else {
+                    let what = if h.deleted {
+                        "deleted".to_owned()
+                    } else if h.pruned {
+                        format!("{} bytes (value dropped by retention)", h.size)
+                    } else {
+                        format!("{} bytes", h.size)
+                    };
+                    format!(
+                        "v{:<4} {}  {:<12} {what}",
+                        h.version,
+                        time::rfc3339(h.at as u64),
+                        h.actor
+                    )
+                };
+                writeln!(out, "{line}").map_err(stdout_err)?;
+            }
+            if history.is_empty() {
+                return Err(sealinit_store::StoreError::NoSuchSecret { repo, name }.into());
+            }
+            Ok(())
+        }
+        SecretsCommand::Rollback {
+            store,
+            repo,
+            name,
+            to,
+            json,
+        } => {
+            let done = open_store(&store)?.rollback(&repo, &name, to)?;
+            if json {
+                writeln!(std::io::stdout().lock(), "{}", json!(done)).map_err(stdout_err)?;
+            }
+            eprintln!(
+                "sealctl: {} of {} is now version {} (the value of version {to})",
+                done.name, done.repo, done.version
+            );
             Ok(())
         }
         SecretsCommand::List { store, repo, json } => {

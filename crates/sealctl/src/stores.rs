@@ -59,10 +59,11 @@ impl Location {
         }
     }
 
-    /// Creates a new store there, whose values `master` encrypts.
-    pub fn create(&self, master: &SecretKey) -> Result<()> {
+    /// Creates a new store there, whose values `master` encrypts, keeping
+    /// the values of the newest `keep` versions of each secret.
+    pub fn create(&self, master: &SecretKey, keep: i64) -> Result<()> {
         let mut db = self.connect(true)?;
-        Ok(Store::create(db.as_mut(), master)?)
+        Ok(Store::create(db.as_mut(), master, keep)?)
     }
 
     /// Opens the store there with `master`.

@@ -745,6 +745,16 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     );
     let o = env.under_sealinit("acme/web", &[], r#"printf '%s' "$FLAG""#);
     assert_eq!(stdout(&o), "v2");
+    // The current values became each secret's history (schema 3).
+    let o = env.run(
+        &["secrets", "history", "--repo", "acme/web", "FLAG", "--json"],
+        None,
+    );
+    let h: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (h["version"].as_i64(), h["actor"].as_str()),
+        (Some(2), Some("before schema 3"))
+    );
     // The migrated store takes new writes, with the first spelling.
     let o = env.set("ACME/API", "NEW", b"n", &["--json"]);
     assert_eq!(json_lines(&o)[0]["repo"], "acme/api");

@@ -7,11 +7,45 @@
 #![forbid(unsafe_code)]
 
 use postgres::{Client, NoTls, Transaction};
-use sealinit_store::{Backend, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, Writer};
+use sealinit_store::{
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Result, SCHEMA_VERSION, SealedRow,
+    SecretInfo, StoreError, Writer,
+};
 
-/// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`
-/// (PostgreSQL stores start at schema 2).
-const MIGRATIONS: [&str; 0] = [];
+/// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
+/// A new store is created at schema 2 (the first PostgreSQL schema) and
+/// migrated: upgrades and new stores take one path.
+const MIGRATIONS: [&str; 1] = [
+    // 3: every version (and delete marker) kept, the audit trail, the
+    // retention setting.
+    "CREATE TABLE sealinit_secret_versions (
+         repo TEXT NOT NULL,
+         name TEXT NOT NULL,
+         version BIGINT NOT NULL,
+         nonce BYTEA,
+         ciphertext BYTEA,
+         size BIGINT NOT NULL,
+         created_at BIGINT NOT NULL,
+         actor TEXT NOT NULL,
+         deleted BOOLEAN NOT NULL DEFAULT FALSE,
+         allow_code_loading BOOLEAN NOT NULL DEFAULT FALSE,
+         PRIMARY KEY (repo, name, version)
+     );
+     INSERT INTO sealinit_secret_versions
+         SELECT repo, name, version, nonce, ciphertext, size, updated_at,
+                'before schema 3', FALSE, allow_code_loading FROM sealinit_secrets;
+     CREATE TABLE sealinit_audit (
+         id BIGSERIAL PRIMARY KEY,
+         at BIGINT NOT NULL,
+         actor TEXT NOT NULL,
+         action TEXT NOT NULL,
+         repo TEXT NOT NULL,
+         detail TEXT NOT NULL
+     );
+     CREATE INDEX sealinit_audit_repo_at ON sealinit_audit (repo, at);
+     INSERT INTO sealinit_meta (key, value) VALUES ('keep', '\\x0a'::BYTEA)
+         ON CONFLICT DO NOTHING;",
+];
 
 const SCHEMA: &str = "
 CREATE TABLE sealinit_meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
@@ -152,6 +186,23 @@ fn lock_repo(tx: &mut Transaction<'_>, repo: &str) -> std::result::Result<(), po
     .map(|_| ())
 }
 
+fn insert_audit(
+    c: &mut impl postgres::GenericClient,
+    record: &AuditRecord,
+) -> std::result::Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO sealinit_audit (at, actor, action, repo, detail) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &record.at,
+            &record.actor,
+            &record.action,
+            &record.repo,
+            &record.detail.to_string(),
+        ],
+    )
+    .map(|_| ())
+}
+
 fn sealed_row(r: &postgres::Row) -> SealedRow {
     let mut sealed: Vec<u8> = r.get("nonce");
     sealed.extend_from_slice(r.get::<_, &[u8]>("ciphertext"));
@@ -185,8 +236,20 @@ impl Writer for TxWriter<'_, '_> {
             .map_err(|e| db_err(self.shown, &e))
     }
 
-    fn put(&mut self, row: &SealedRow, updated_at: i64) -> Result<()> {
+    fn last_version(&mut self, name: &str) -> Result<Option<i64>> {
+        self.tx
+            .query_one(
+                "SELECT MAX(version) FROM sealinit_secret_versions WHERE repo = $1 AND name = $2",
+                &[&self.repo, &name],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn put(&mut self, row: &SealedRow, at: i64, actor: &str) -> Result<()> {
         let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+        let shown = self.shown;
+        let e = |e: postgres::Error| db_err(shown, &e);
         self.tx
             .execute(
                 "INSERT INTO sealinit_secrets
@@ -201,22 +264,71 @@ impl Writer for TxWriter<'_, '_> {
                     &nonce,
                     &ct,
                     &row.size,
-                    &updated_at,
+                    &at,
                     &row.allow_code_loading,
                 ],
+            )
+            .map_err(e)?;
+        self.tx
+            .execute(
+                "INSERT INTO sealinit_secret_versions
+                     (repo, name, version, nonce, ciphertext, size, created_at, actor, deleted, allow_code_loading)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9)",
+                &[&self.repo, &row.name, &row.version, &nonce, &ct, &row.size, &at, &actor, &row.allow_code_loading],
+            )
+            .map(|_| ())
+            .map_err(e)
+    }
+
+    fn delete(&mut self, name: &str, marker: i64, at: i64, actor: &str) -> Result<Option<i64>> {
+        let shown = self.shown;
+        let e = |e: postgres::Error| db_err(shown, &e);
+        let version: Option<i64> = self
+            .tx
+            .query_opt(
+                "DELETE FROM sealinit_secrets WHERE repo = $1 AND name = $2 RETURNING version",
+                &[&self.repo, &name],
+            )
+            .map_err(e)?
+            .map(|r| r.get(0));
+        if version.is_some() {
+            self.tx
+                .execute(
+                    "INSERT INTO sealinit_secret_versions (repo, name, version, size, created_at, actor, deleted)
+                     VALUES ($1, $2, $3, 0, $4, $5, TRUE)",
+                    &[&self.repo, &name, &marker, &at, &actor],
+                )
+                .map_err(e)?;
+        }
+        Ok(version)
+    }
+
+    fn history_row(&mut self, name: &str, version: i64) -> Result<Option<SealedRow>> {
+        self.tx
+            .query_opt(
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM sealinit_secret_versions
+                 WHERE repo = $1 AND name = $2 AND version = $3 AND NOT deleted AND ciphertext IS NOT NULL",
+                &[&self.repo, &name, &version],
+            )
+            .map(|r| r.as_ref().map(sealed_row))
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn prune(&mut self, name: &str, keep: i64) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE sealinit_secret_versions SET nonce = NULL, ciphertext = NULL
+                 WHERE repo = $1 AND name = $2 AND ciphertext IS NOT NULL AND version NOT IN (
+                     SELECT version FROM sealinit_secret_versions WHERE repo = $1 AND name = $2 AND NOT deleted
+                     ORDER BY version DESC LIMIT $3)",
+                &[&self.repo, &name, &keep.max(1)],
             )
             .map(|_| ())
             .map_err(|e| db_err(self.shown, &e))
     }
 
-    fn delete(&mut self, name: &str) -> Result<Option<i64>> {
-        self.tx
-            .query_opt(
-                "DELETE FROM sealinit_secrets WHERE repo = $1 AND name = $2 RETURNING version",
-                &[&self.repo, &name],
-            )
-            .map(|r| r.map(|r| r.get(0)))
-            .map_err(|e| db_err(self.shown, &e))
+    fn audit(&mut self, record: &AuditRecord) -> Result<()> {
+        insert_audit(&mut *self.tx, record).map_err(|e| db_err(self.shown, &e))
     }
 
     fn sizes(&mut self) -> Result<Vec<(usize, usize)>> {
@@ -256,17 +368,15 @@ impl Backend for PostgresBackend {
             });
         }
         tx.batch_execute(SCHEMA).map_err(e)?;
-        tx.execute(
-            "INSERT INTO sealinit_schema (version) VALUES ($1)",
-            &[&(SCHEMA_VERSION as i32)],
-        )
-        .map_err(e)?;
+        tx.execute("INSERT INTO sealinit_schema (version) VALUES (2)", &[])
+            .map_err(e)?;
         tx.execute(
             "INSERT INTO sealinit_meta (key, value) VALUES ('check', $1)",
             &[&check],
         )
         .map_err(e)?;
-        tx.commit().map_err(e)
+        tx.commit().map_err(e)?;
+        self.migrate()
     }
 
     fn check(&mut self) -> Result<Option<Vec<u8>>> {
@@ -389,27 +499,118 @@ impl Backend for PostgresBackend {
             .collect())
     }
 
-    fn remove_repo(&mut self, repo: &str) -> Result<usize> {
+    fn remove_repo(
+        &mut self,
+        repo: &str,
+        at: i64,
+        actor: &str,
+        audit: &mut dyn FnMut(usize) -> AuditRecord,
+    ) -> Result<usize> {
         let shown = self.shown.clone();
         let e = |e: postgres::Error| db_err(&shown, &e);
         let mut tx = self.client.transaction().map_err(e)?;
         lock_repo(&mut tx, repo).map_err(e)?;
+        tx.execute(
+            "INSERT INTO sealinit_secret_versions (repo, name, version, size, created_at, actor, deleted)
+             SELECT s.repo, s.name,
+                    (SELECT MAX(v.version) FROM sealinit_secret_versions v WHERE v.repo = s.repo AND v.name = s.name) + 1,
+                    0, $2, $3, TRUE
+             FROM sealinit_secrets s WHERE s.repo = $1",
+            &[&repo, &at, &actor],
+        )
+        .map_err(e)?;
         let n = tx
             .execute("DELETE FROM sealinit_secrets WHERE repo = $1", &[&repo])
-            .map_err(e)?;
+            .map_err(e)? as usize;
+        insert_audit(&mut tx, &audit(n)).map_err(e)?;
         tx.commit().map_err(e)?;
-        Ok(n as usize)
+        Ok(n)
+    }
+
+    fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT version, created_at, actor, size, deleted, ciphertext IS NULL
+                 FROM sealinit_secret_versions WHERE repo = $1 AND name = $2 ORDER BY version",
+                &[&repo, &name],
+            )
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let deleted: bool = r.get(4);
+                HistoryEntry {
+                    version: r.get(0),
+                    at: r.get(1),
+                    actor: r.get(2),
+                    size: r.get(3),
+                    deleted,
+                    pruned: r.get::<_, bool>(5) && !deleted,
+                }
+            })
+            .collect())
+    }
+
+    fn keep(&mut self) -> Result<i64> {
+        let row = self
+            .client
+            .query_opt("SELECT value FROM sealinit_meta WHERE key = 'keep'", &[])
+            .map_err(self.err())?;
+        Ok(row
+            .and_then(|r| r.get::<_, Vec<u8>>(0).first().copied())
+            .map_or(DEFAULT_KEEP, i64::from))
+    }
+
+    fn set_keep(&mut self, keep: i64) -> Result<()> {
+        let byte = vec![keep.clamp(1, 255) as u8];
+        self.client
+            .execute(
+                "INSERT INTO sealinit_meta (key, value) VALUES ('keep', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = $1",
+                &[&byte],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn audit_append(&mut self, record: &AuditRecord) -> Result<()> {
+        insert_audit(&mut self.client, record).map_err(|e| db_err(&self.shown, &e))
+    }
+
+    fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT at, actor, action, repo, detail FROM sealinit_audit
+                 WHERE ($1::TEXT IS NULL OR repo = $1) AND ($2::BIGINT IS NULL OR at >= $2) ORDER BY id",
+                &[&repo, &since],
+            )
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRecord {
+                at: r.get(0),
+                actor: r.get(1),
+                action: r.get(2),
+                repo: r.get(3),
+                detail: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
     }
 
     fn rewrite_all(
         &mut self,
         reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
         check: &[u8],
+        audit: &mut dyn FnMut(usize) -> AuditRecord,
     ) -> Result<usize> {
         let shown = self.shown.clone();
         let e = |e: postgres::Error| db_err(&shown, &e);
         let mut tx = self.client.transaction().map_err(e)?;
-        tx.batch_execute("LOCK TABLE sealinit_secrets, sealinit_meta IN EXCLUSIVE MODE")
+        tx.batch_execute(
+            "LOCK TABLE sealinit_secrets, sealinit_secret_versions, sealinit_meta IN EXCLUSIVE MODE",
+        )
             .map_err(e)?;
         let rows = tx
             .query(
@@ -428,11 +629,32 @@ impl Backend for PostgresBackend {
             )
             .map_err(e)?;
         }
+        // The history's ciphertexts too, or rollbacks would fail after a
+        // rotation.
+        let history = tx
+            .query(
+                "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading
+                 FROM sealinit_secret_versions WHERE ciphertext IS NOT NULL",
+                &[],
+            )
+            .map_err(e)?;
+        for r in &history {
+            let repo: String = r.get("repo");
+            let row = reseal(&repo, sealed_row(r))?;
+            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+            tx.execute(
+                "UPDATE sealinit_secret_versions SET nonce = $4, ciphertext = $5
+                 WHERE repo = $1 AND name = $2 AND version = $3",
+                &[&repo, &row.name, &row.version, &nonce, &ct],
+            )
+            .map_err(e)?;
+        }
         tx.execute(
             "UPDATE sealinit_meta SET value = $1 WHERE key = 'check'",
             &[&check],
         )
         .map_err(e)?;
+        insert_audit(&mut tx, &audit(count)).map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(count)
     }

@@ -11,16 +11,51 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use sealinit_store::{Backend, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, Writer};
+use sealinit_store::{
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Result, SCHEMA_VERSION, SealedRow,
+    SecretInfo, StoreError, Writer,
+};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
-/// `i + 2`. Schema 1 is what the first release created.
-const MIGRATIONS: [&str; 1] =
-    ["ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;"];
+/// `i + 2`. A new store is created at schema 1, as the first release
+/// created it, and migrated: upgrades and new stores take one path.
+const MIGRATIONS: [&str; 2] = [
+    // 2: a code-loading name allowed at `set`, recorded.
+    "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
+    // 3: every version (and delete marker) kept, the audit trail, the
+    // retention setting. The current values become each secret's history.
+    "CREATE TABLE secret_versions (
+         repo TEXT NOT NULL,
+         name TEXT NOT NULL,
+         version INTEGER NOT NULL,
+         nonce BLOB,
+         ciphertext BLOB,
+         size INTEGER NOT NULL,
+         created_at INTEGER NOT NULL,
+         actor TEXT NOT NULL,
+         deleted INTEGER NOT NULL DEFAULT 0,
+         allow_code_loading INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (repo, name, version)
+     ) WITHOUT ROWID;
+     INSERT INTO secret_versions
+         SELECT repo, name, version, nonce, ciphertext, size, updated_at,
+                'before schema 3', 0, allow_code_loading FROM secrets;
+     CREATE TABLE audit (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         at INTEGER NOT NULL,
+         actor TEXT NOT NULL,
+         action TEXT NOT NULL,
+         repo TEXT NOT NULL,
+         detail TEXT NOT NULL
+     );
+     CREATE INDEX audit_repo_at ON audit (repo, at);
+     INSERT OR IGNORE INTO meta (key, value) VALUES ('keep', 10);",
+];
 
-const SCHEMA: &str = "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+/// Schema 1, as the first release created it.
+const SCHEMA_1: &str = "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
      CREATE TABLE secrets (
          repo TEXT NOT NULL,
          name TEXT NOT NULL,
@@ -29,7 +64,6 @@ const SCHEMA: &str = "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NU
          ciphertext BLOB NOT NULL,
          size INTEGER NOT NULL,
          updated_at INTEGER NOT NULL,
-         allow_code_loading INTEGER NOT NULL DEFAULT 0,
          PRIMARY KEY (repo, name)
      ) WITHOUT ROWID;";
 
@@ -96,6 +130,18 @@ impl SqliteBackend {
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         |e| db_err(&self.path, e)
     }
+
+    /// Every row `sql` returns, through `f`.
+    fn query<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
+        let rows = stmt.query_map(params, f).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -151,38 +197,89 @@ impl Writer for TxWriter<'_> {
             .map_err(|e| db_err(self.path, e))
     }
 
-    fn put(&mut self, row: &SealedRow, updated_at: i64) -> Result<()> {
+    fn last_version(&mut self, name: &str) -> Result<Option<i64>> {
+        self.tx
+            .query_row(
+                "SELECT MAX(version) FROM secret_versions WHERE repo = ?1 AND name = ?2",
+                params![self.repo, name],
+                |r| r.get(0),
+            )
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn put(&mut self, row: &SealedRow, at: i64, actor: &str) -> Result<()> {
         let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+        let e = |e| db_err(self.path, e);
         self.tx
             .execute(
                 "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (repo, name) DO UPDATE SET version = ?3, nonce = ?4,
                      ciphertext = ?5, size = ?6, updated_at = ?7, allow_code_loading = ?8",
-                params![
-                    self.repo,
-                    row.name,
-                    row.version,
-                    nonce,
-                    ct,
-                    row.size,
-                    updated_at,
-                    row.allow_code_loading
-                ],
+                params![self.repo, row.name, row.version, nonce, ct, row.size, at, row.allow_code_loading],
+            )
+            .map_err(e)?;
+        self.tx
+            .execute(
+                "INSERT INTO secret_versions
+                     (repo, name, version, nonce, ciphertext, size, created_at, actor, deleted, allow_code_loading)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
+                params![self.repo, row.name, row.version, nonce, ct, row.size, at, actor, row.allow_code_loading],
             )
             .map(|_| ())
-            .map_err(|e| db_err(self.path, e))
+            .map_err(e)
     }
 
-    fn delete(&mut self, name: &str) -> Result<Option<i64>> {
-        self.tx
+    fn delete(&mut self, name: &str, marker: i64, at: i64, actor: &str) -> Result<Option<i64>> {
+        let e = |e| db_err(self.path, e);
+        let version: Option<i64> = self
+            .tx
             .query_row(
                 "DELETE FROM secrets WHERE repo = ?1 AND name = ?2 RETURNING version",
                 params![self.repo, name],
                 |r| r.get(0),
             )
             .optional()
+            .map_err(e)?;
+        if version.is_some() {
+            self.tx
+                .execute(
+                    "INSERT INTO secret_versions (repo, name, version, size, created_at, actor, deleted)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5, 1)",
+                    params![self.repo, name, marker, at, actor],
+                )
+                .map_err(e)?;
+        }
+        Ok(version)
+    }
+
+    fn history_row(&mut self, name: &str, version: i64) -> Result<Option<SealedRow>> {
+        self.tx
+            .query_row(
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secret_versions
+                 WHERE repo = ?1 AND name = ?2 AND version = ?3 AND deleted = 0 AND ciphertext IS NOT NULL",
+                params![self.repo, name, version],
+                sealed_row,
+            )
+            .optional()
             .map_err(|e| db_err(self.path, e))
+    }
+
+    fn prune(&mut self, name: &str, keep: i64) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE secret_versions SET nonce = NULL, ciphertext = NULL
+                 WHERE repo = ?1 AND name = ?2 AND ciphertext IS NOT NULL AND version NOT IN (
+                     SELECT version FROM secret_versions WHERE repo = ?1 AND name = ?2 AND deleted = 0
+                     ORDER BY version DESC LIMIT ?3)",
+                params![self.repo, name, keep.max(1)],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn audit(&mut self, record: &AuditRecord) -> Result<()> {
+        insert_audit(self.tx, record).map_err(|e| db_err(self.path, e))
     }
 
     fn sizes(&mut self) -> Result<Vec<(usize, usize)>> {
@@ -198,6 +295,20 @@ impl Writer for TxWriter<'_> {
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| db_err(self.path, e))
     }
+}
+
+fn insert_audit(conn: &Connection, record: &AuditRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, repo, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            record.at,
+            record.actor,
+            record.action,
+            record.repo,
+            record.detail.to_string()
+        ],
+    )
+    .map(|_| ())
 }
 
 fn sealed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedRow> {
@@ -219,14 +330,14 @@ impl Backend for SqliteBackend {
 
     fn create(&mut self, check: &[u8]) -> Result<()> {
         let result = (|| {
-            self.conn.execute_batch(SCHEMA).map_err(self.err())?;
+            self.conn.execute_batch(SCHEMA_1).map_err(self.err())?;
             self.conn
                 .execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema', ?1), ('check', ?2)",
-                    params![SCHEMA_VERSION, check],
+                    "INSERT INTO meta (key, value) VALUES ('schema', 1), ('check', ?1)",
+                    params![check],
                 )
                 .map_err(self.err())?;
-            Ok(())
+            self.migrate()
         })();
         if result.is_err() {
             let _ = fs::remove_file(&self.path);
@@ -303,37 +414,27 @@ impl Backend for SqliteBackend {
     }
 
     fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, size, version, updated_at FROM secrets WHERE repo = ?1 ORDER BY name",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![repo], |r| {
+        self.query(
+            "SELECT name, size, version, updated_at FROM secrets WHERE repo = ?1 ORDER BY name",
+            params![repo],
+            |r| {
                 Ok(SecretInfo {
                     name: r.get(0)?,
                     size: r.get::<_, i64>(1)? as usize,
                     version: r.get(2)?,
                     updated_at: r.get(3)?,
                 })
-            })
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+            },
+        )
     }
 
     fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secrets
+        self.query(
+            "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secrets
                  WHERE repo = ?1 ORDER BY name",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![repo], sealed_row)
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+            params![repo],
+            sealed_row,
+        )
     }
 
     fn repos(&mut self) -> Result<Vec<(String, usize)>> {
@@ -347,16 +448,103 @@ impl Backend for SqliteBackend {
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 
-    fn remove_repo(&mut self, repo: &str) -> Result<usize> {
-        self.conn
+    fn remove_repo(
+        &mut self,
+        repo: &str,
+        at: i64,
+        actor: &str,
+        audit: &mut dyn FnMut(usize) -> AuditRecord,
+    ) -> Result<usize> {
+        let path = self.path.clone();
+        let e = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "INSERT INTO secret_versions (repo, name, version, size, created_at, actor, deleted)
+             SELECT s.repo, s.name,
+                    (SELECT MAX(v.version) FROM secret_versions v WHERE v.repo = s.repo AND v.name = s.name) + 1,
+                    0, ?2, ?3, 1
+             FROM secrets s WHERE s.repo = ?1",
+            params![repo, at, actor],
+        )
+        .map_err(e)?;
+        let n = tx
             .execute("DELETE FROM secrets WHERE repo = ?1", params![repo])
+            .map_err(e)?;
+        insert_audit(&tx, &audit(n)).map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(n)
+    }
+
+    fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>> {
+        self.query(
+            "SELECT version, created_at, actor, size, deleted, ciphertext IS NULL FROM secret_versions
+                 WHERE repo = ?1 AND name = ?2 ORDER BY version",
+            params![repo,
+            name], |r| {
+                let deleted: bool = r.get(4)?;
+                Ok(HistoryEntry {
+                    version: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    size: r.get(3)?,
+                    deleted,
+                    pruned: r.get::<_, bool>(5)? && !deleted,
+                })
+            },
+        )
+    }
+
+    fn keep(&mut self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'keep'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(|k| k.unwrap_or(DEFAULT_KEEP))
             .map_err(self.err())
+    }
+
+    fn set_keep(&mut self, keep: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('keep', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                params![keep],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn audit_append(&mut self, record: &AuditRecord) -> Result<()> {
+        insert_audit(&self.conn, record).map_err(self.err())
+    }
+
+    fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {
+        self.query(
+            "SELECT at, actor, action, repo, detail FROM audit
+                 WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id",
+            params![repo, since],
+            |r| {
+                let detail: String = r.get(4)?;
+                Ok(AuditRecord {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    repo: r.get(3)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            },
+        )
     }
 
     fn rewrite_all(
         &mut self,
         reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
         check: &[u8],
+        audit: &mut dyn FnMut(usize) -> AuditRecord,
     ) -> Result<usize> {
         let path = self.path.clone();
         let tx = self
@@ -385,11 +573,37 @@ impl Backend for SqliteBackend {
             )
             .map_err(|e| db_err(&path, e))?;
         }
+        // The history's ciphertexts too, or rollbacks would fail after a
+        // rotation.
+        let history: Vec<(String, SealedRow)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading
+                     FROM secret_versions WHERE ciphertext IS NOT NULL",
+                )
+                .map_err(|e| db_err(&path, e))?;
+            let it = stmt
+                .query_map([], |r| Ok((r.get("repo")?, sealed_row(r)?)))
+                .map_err(|e| db_err(&path, e))?;
+            it.collect::<rusqlite::Result<_>>()
+                .map_err(|e| db_err(&path, e))?
+        };
+        for (repo, row) in history {
+            let row = reseal(&repo, row)?;
+            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+            tx.execute(
+                "UPDATE secret_versions SET nonce = ?4, ciphertext = ?5
+                 WHERE repo = ?1 AND name = ?2 AND version = ?3",
+                params![repo, row.name, row.version, nonce, ct],
+            )
+            .map_err(|e| db_err(&path, e))?;
+        }
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'check'",
             params![check],
         )
         .map_err(|e| db_err(&path, e))?;
+        insert_audit(&tx, &audit(count)).map_err(|e| db_err(&path, e))?;
         tx.commit().map_err(|e| db_err(&path, e))?;
         Ok(count)
     }

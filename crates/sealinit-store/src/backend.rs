@@ -8,9 +8,40 @@
 use crate::{Result, SecretInfo};
 
 /// The schema every backend writes and reads. 1: the first release. 2:
-/// `secrets.allow_code_loading` (a code-loading name allowed at `set`).
-/// Older schemas are migrated when opened; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+/// `secrets.allow_code_loading` (a code-loading name allowed at `set`). 3:
+/// every version kept (`secret_versions`, with delete markers), the audit
+/// trail (`audit`), the retention setting. Older schemas are migrated when
+/// opened; newer ones are refused.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// How many versions keep their ciphertext, unless the store says otherwise.
+pub const DEFAULT_KEEP: i64 = 10;
+
+/// One version of a secret, as history lists it: never its value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
+    pub version: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub actor: String,
+    pub size: i64,
+    /// A delete marker (`secrets rm`).
+    pub deleted: bool,
+    /// Its ciphertext is gone (retention): it cannot be rolled back to.
+    pub pruned: bool,
+}
+
+/// One audit record. `detail` is a JSON object of names, versions, labels
+/// and expiries: never a value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub repo: String,
+    pub detail: serde_json::Value,
+}
 
 /// One secret as stored: sealed, never plaintext.
 #[derive(Clone)]
@@ -40,10 +71,22 @@ pub trait Writer {
     fn repo(&self) -> &str;
     /// The current version of `name`, if it exists.
     fn version(&mut self, name: &str) -> Result<Option<i64>>;
-    /// Inserts or replaces `row`, stamped with `updated_at` (Unix seconds).
-    fn put(&mut self, row: &SealedRow, updated_at: i64) -> Result<()>;
-    /// Deletes `name`; its version, if it existed.
-    fn delete(&mut self, name: &str) -> Result<Option<i64>>;
+    /// The highest version `name` ever had, delete markers included.
+    fn last_version(&mut self, name: &str) -> Result<Option<i64>>;
+    /// Makes `row` the current value and records it in the history, at
+    /// `at` (Unix seconds) by `actor`.
+    fn put(&mut self, row: &SealedRow, at: i64, actor: &str) -> Result<()>;
+    /// Deletes the current `name` and records a delete marker as version
+    /// `marker`; the version it had, if it existed.
+    fn delete(&mut self, name: &str, marker: i64, at: i64, actor: &str) -> Result<Option<i64>>;
+    /// Version `version` of `name` from the history, if it still holds its
+    /// ciphertext (not pruned, not a delete marker).
+    fn history_row(&mut self, name: &str, version: i64) -> Result<Option<SealedRow>>;
+    /// Drops the ciphertexts of `name`'s versions older than its newest
+    /// `keep` (their history entries stay).
+    fn prune(&mut self, name: &str, keep: i64) -> Result<()>;
+    /// Appends an audit record, in this transaction.
+    fn audit(&mut self, record: &AuditRecord) -> Result<()>;
     /// `(name length, value length)` of every secret of the repository.
     fn sizes(&mut self) -> Result<Vec<(usize, usize)>>;
 }
@@ -73,14 +116,35 @@ pub trait Backend: Send {
     fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>>;
     /// Every repository with its number of secrets.
     fn repos(&mut self) -> Result<Vec<(String, usize)>>;
-    /// Deletes every secret of `repo` (stored spelling); how many went.
-    fn remove_repo(&mut self, repo: &str) -> Result<usize>;
-    /// In one exclusive transaction, replaces every row by what `reseal`
-    /// makes of it (the repository given), and the check row by `check`.
-    /// Returns how many rows were rewritten.
+    /// The history of `name` in `repo` (stored spelling), oldest first.
+    fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>>;
+    /// How many versions keep their ciphertext.
+    fn keep(&mut self) -> Result<i64>;
+    /// Sets how many versions keep their ciphertext.
+    fn set_keep(&mut self, keep: i64) -> Result<()>;
+    /// Appends an audit record on its own (a seal: a read of the values).
+    fn audit_append(&mut self, record: &AuditRecord) -> Result<()>;
+    /// Audit records, oldest first, of `repo` (stored spelling) if given,
+    /// at or after `since` if given.
+    fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>>;
+    /// Deletes every secret of `repo` (stored spelling), with delete
+    /// markers in the history and the audit record `audit` makes of the
+    /// count, in one transaction; how many went.
+    fn remove_repo(
+        &mut self,
+        repo: &str,
+        at: i64,
+        actor: &str,
+        audit: &mut dyn FnMut(usize) -> AuditRecord,
+    ) -> Result<usize>;
+    /// In one exclusive transaction, replaces every row, current and in
+    /// the history, by what `reseal` makes of it (the repository given),
+    /// and the check row by `check`, and appends the audit record `audit`
+    /// makes of the count. Returns how many current rows were rewritten.
     fn rewrite_all(
         &mut self,
         reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
         check: &[u8],
+        audit: &mut dyn FnMut(usize) -> AuditRecord,
     ) -> Result<usize>;
 }

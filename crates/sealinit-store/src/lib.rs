@@ -24,7 +24,9 @@ use sealinit_core::bundle::{self, Entry, NONCE_LEN, PayloadError, TAG_LEN};
 use sealinit_core::describe_io;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
-pub use backend::{Backend, SCHEMA_VERSION, SealedRow, Writer};
+pub use backend::{
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, SCHEMA_VERSION, SealedRow, Writer,
+};
 
 /// Why a store operation failed. Names and paths may appear; values never.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,15 @@ pub enum StoreError {
     EmptyRepo { repo: String },
     #[error("repository {repo} does not exist; nothing was removed")]
     NoSuchRepo { repo: String },
+    #[error(
+        "secret {name} of {repo} has no version {version} to roll back to{why}; see `sealctl secrets history`"
+    )]
+    NoSuchVersion {
+        repo: String,
+        name: String,
+        version: i64,
+        why: &'static str,
+    },
     #[error(
         "store {location}: schema version {found} is newer than this sealctl knows ({known}); upgrade sealctl"
     )]
@@ -148,6 +159,8 @@ pub struct RepoSecrets {
     /// The repository's stored spelling.
     pub repo: String,
     pub entries: Vec<Entry>,
+    /// The version of each entry, in the same order.
+    pub versions: Vec<i64>,
     /// The code-loading names allowed when they were set.
     pub allowed: Vec<String>,
 }
@@ -165,6 +178,9 @@ pub struct SecretInfo {
 pub struct Store {
     db: Box<dyn Backend>,
     master: SecretKey,
+    /// Who makes the changes, for the history and the audit trail (the OS
+    /// user; a token's name once the service exists).
+    actor: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,10 +192,18 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Creates a new store in `db` whose values `master` will encrypt.
-    pub fn create(db: &mut dyn Backend, master: &SecretKey) -> Result<()> {
+    /// Creates a new store in `db` whose values `master` will encrypt,
+    /// keeping the ciphertexts of the newest `keep` versions of each secret.
+    pub fn create(db: &mut dyn Backend, master: &SecretKey, keep: i64) -> Result<()> {
         let check = encrypt(master, &check_aad(), CHECK_PLAINTEXT)?;
-        db.create(&check)
+        db.create(&check)?;
+        db.set_keep(keep)
+    }
+
+    /// Who the history and the audit trail name for the changes made
+    /// through this store.
+    pub fn set_actor(&mut self, actor: impl Into<String>) {
+        self.actor = actor.into();
     }
 
     /// Opens the store in `db`, checks that `master` is its key, and
@@ -200,7 +224,11 @@ impl Store {
             }
         }
         db.migrate()?;
-        Ok(Self { db, master })
+        Ok(Self {
+            db,
+            master,
+            actor: "unknown".into(),
+        })
     }
 
     /// The stored spelling of `repo` (compared case-insensitively), if it
@@ -229,7 +257,8 @@ impl Store {
             return Err(PayloadError::CodeLoadingName(e.name.clone()).into());
         }
         let now = sealinit_core::time::now() as i64;
-        let master = &self.master;
+        let keep = self.db.keep()?;
+        let (master, actor) = (&self.master, self.actor.as_str());
         let mut done = Vec::with_capacity(entries.len());
         self.db.write(repo, &mut |w| {
             done.clear();
@@ -247,7 +276,9 @@ impl Store {
                         });
                     }
                 }
-                let version = current.map_or(1, |v| v + 1);
+                // After a delete marker, numbering goes on: every version
+                // is bound into its own ciphertext once.
+                let version = w.last_version(&e.name)?.map_or(1, |v| v + 1);
                 let row = SealedRow {
                     name: e.name.clone(),
                     version,
@@ -255,7 +286,8 @@ impl Store {
                     size: e.value.len() as i64,
                     allow_code_loading: opts.allow_names.contains(&e.name),
                 };
-                w.put(&row, now)?;
+                w.put(&row, now, actor)?;
+                w.prune(&e.name, keep)?;
                 done.push(SetOutcome {
                     repo: repo.clone(),
                     name: e.name.clone(),
@@ -265,9 +297,134 @@ impl Store {
             }
             // The repository as it now stands must still seal.
             bundle::check_totals(w.sizes()?)?;
-            Ok(())
+            let allowed: Vec<&str> = entries
+                .iter()
+                .filter(|e| opts.allow_names.contains(&e.name))
+                .map(|e| e.name.as_str())
+                .collect();
+            w.audit(&AuditRecord {
+                at: now,
+                actor: actor.to_owned(),
+                action: "set".into(),
+                repo: repo.clone(),
+                detail: serde_json::json!({
+                    "secrets": done.iter().map(|d| serde_json::json!({"name": d.name, "version": d.version})).collect::<Vec<_>>(),
+                    "allowed_code_loading": allowed,
+                }),
+            })
         })?;
         Ok(done)
+    }
+
+    /// Makes a new version of `name` with the value version `to` had
+    /// (decrypted and re-encrypted inside the store: no value leaves it).
+    pub fn rollback(&mut self, repo: &str, name: &str, to: i64) -> Result<SetOutcome> {
+        validate_repo(repo)?;
+        let now = sealinit_core::time::now() as i64;
+        let keep = self.db.keep()?;
+        let (master, actor) = (&self.master, self.actor.as_str());
+        let mut outcome = None;
+        self.db.write(repo, &mut |w| {
+            let repo = w.repo().to_owned();
+            let missing = |why| StoreError::NoSuchVersion {
+                repo: repo.clone(),
+                name: name.to_owned(),
+                version: to,
+                why,
+            };
+            let last = w.last_version(name)?.ok_or_else(|| missing(""))?;
+            let Some(old) = w.history_row(name, to)? else {
+                return Err(missing(
+                    " (a delete marker, or its ciphertext was dropped by retention)",
+                ));
+            };
+            let mut value =
+                decrypt(master, &row_aad(&repo, name, to), old.sealed).ok_or_else(|| {
+                    StoreError::SecretUndecryptable {
+                        repo: repo.clone(),
+                        name: name.to_owned(),
+                    }
+                })?;
+            let version = last + 1;
+            let row = SealedRow {
+                name: name.to_owned(),
+                version,
+                sealed: encrypt(master, &row_aad(&repo, name, version), &value)?,
+                size: old.size,
+                allow_code_loading: old.allow_code_loading,
+            };
+            zeroize::Zeroize::zeroize(&mut *value);
+            let created = w.version(name)?.is_none();
+            w.put(&row, now, actor)?;
+            w.prune(name, keep)?;
+            bundle::check_totals(w.sizes()?)?;
+            w.audit(&AuditRecord {
+                at: now,
+                actor: actor.to_owned(),
+                action: "rollback".into(),
+                repo: repo.clone(),
+                detail: serde_json::json!({"name": name, "to": to, "version": version}),
+            })?;
+            outcome = Some(SetOutcome {
+                repo,
+                name: name.to_owned(),
+                version,
+                created,
+            });
+            Ok(())
+        })?;
+        Ok(outcome.expect("set by a committed write"))
+    }
+
+    /// The history of `name` in `repo`, oldest first: versions with time,
+    /// size and who; never values.
+    pub fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>> {
+        match self.stored_spelling_any(repo)? {
+            Some(repo) => self.db.history(&repo, name),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The spelling of `repo` that history and audit records use: the
+    /// current one, or the given one for a repository with no secrets now.
+    fn stored_spelling_any(&mut self, repo: &str) -> Result<Option<String>> {
+        Ok(Some(
+            self.stored_spelling(repo)?
+                .unwrap_or_else(|| repo.to_owned()),
+        ))
+    }
+
+    /// Records a seal (a read of the values) in the audit trail: names,
+    /// versions, label and expiry.
+    pub fn record_seal(
+        &mut self,
+        repo: &str,
+        names: &[(String, i64)],
+        label: Option<&str>,
+        expires: Option<u64>,
+    ) -> Result<()> {
+        let record = AuditRecord {
+            at: sealinit_core::time::now() as i64,
+            actor: self.actor.clone(),
+            action: "seal".into(),
+            repo: repo.to_owned(),
+            detail: serde_json::json!({
+                "secrets": names.iter().map(|(n, v)| serde_json::json!({"name": n, "version": v})).collect::<Vec<_>>(),
+                "label": label,
+                "expires": expires,
+            }),
+        };
+        self.db.audit_append(&record)
+    }
+
+    /// Audit records, oldest first, of `repo` if given, at or after `since`
+    /// (Unix seconds) if given.
+    pub fn audit(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {
+        let repo = match repo {
+            Some(r) => self.stored_spelling_any(r)?,
+            None => None,
+        };
+        self.db.audit_list(repo.as_deref(), since)
     }
 
     /// The secrets of `repo`, by name, without values.
@@ -282,11 +439,14 @@ impl Store {
     /// exist. Returns each name with the version it had.
     pub fn remove(&mut self, repo: &str, names: &[String]) -> Result<Vec<(String, i64)>> {
         validate_repo(repo)?;
+        let now = sealinit_core::time::now() as i64;
+        let actor = self.actor.as_str();
         let mut removed = Vec::with_capacity(names.len());
         self.db.write(repo, &mut |w| {
             removed.clear();
             for name in names {
-                let Some(version) = w.delete(name)? else {
+                let marker = w.last_version(name)?.map_or(1, |v| v + 1);
+                let Some(version) = w.delete(name, marker, now, actor)? else {
                     return Err(StoreError::NoSuchSecret {
                         repo: w.repo().to_owned(),
                         name: name.clone(),
@@ -294,7 +454,15 @@ impl Store {
                 };
                 removed.push((name.clone(), version));
             }
-            Ok(())
+            w.audit(&AuditRecord {
+                at: now,
+                actor: actor.to_owned(),
+                action: "rm".into(),
+                repo: w.repo().to_owned(),
+                detail: serde_json::json!({
+                    "secrets": removed.iter().map(|(n, v)| serde_json::json!({"name": n, "version": v})).collect::<Vec<_>>(),
+                }),
+            })
         })?;
         Ok(removed)
     }
@@ -305,7 +473,17 @@ impl Store {
         let Some(repo) = self.stored_spelling(repo)? else {
             return Err(StoreError::NoSuchRepo { repo: repo.into() });
         };
-        let n = self.db.remove_repo(&repo)?;
+        let now = sealinit_core::time::now() as i64;
+        let actor = self.actor.clone();
+        let n = self
+            .db
+            .remove_repo(&repo, now, &actor, &mut |n| AuditRecord {
+                at: now,
+                actor: actor.clone(),
+                action: "repo-rm".into(),
+                repo: repo.clone(),
+                detail: serde_json::json!({"removed": n}),
+            })?;
         Ok((repo, n))
     }
 
@@ -322,14 +500,17 @@ impl Store {
                 true => Ok(RepoSecrets {
                     repo: repo.to_owned(),
                     entries: Vec::new(),
+                    versions: Vec::new(),
                     allowed: Vec::new(),
                 }),
                 false => Err(StoreError::EmptyRepo { repo: repo.into() }),
             };
         };
         let mut entries = Vec::new();
+        let mut versions = Vec::new();
         let mut allowed = Vec::new();
         for row in self.db.rows(&repo)? {
+            versions.push(row.version);
             let mut value = decrypt(
                 &self.master,
                 &row_aad(&repo, &row.name, row.version),
@@ -351,6 +532,7 @@ impl Store {
         Ok(RepoSecrets {
             repo,
             entries,
+            versions,
             allowed,
         })
     }
@@ -359,8 +541,8 @@ impl Store {
     /// transaction: if it is interrupted, the old key still opens all.
     pub fn rotate(&mut self, new: &SecretKey) -> Result<usize> {
         let check = encrypt(new, &check_aad(), CHECK_PLAINTEXT)?;
-        let master = &self.master;
-        self.db.rewrite_all(
+        let (master, actor) = (&self.master, self.actor.clone());
+        let n = self.db.rewrite_all(
             &mut |repo, mut row| {
                 // Decrypted and re-encrypted in one buffer: the plaintext
                 // is never copied.
@@ -377,7 +559,15 @@ impl Store {
                 Ok(row)
             },
             &check,
-        )
+            &mut |n| AuditRecord {
+                at: sealinit_core::time::now() as i64,
+                actor: actor.clone(),
+                action: "rotate-master-key".into(),
+                repo: String::new(),
+                detail: serde_json::json!({"reencrypted": n}),
+            },
+        )?;
+        Ok(n)
     }
 }
 

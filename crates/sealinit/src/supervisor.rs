@@ -278,15 +278,18 @@ impl Supervisor {
             self.policy.grace
         );
         // Who had SIGTERM (pidfds, so that a reused pid is not taken for
-        // one): a process forked just after, or an orphan that had not
-        // been seen, gets it when the next SIGCHLD comes, and no one twice.
+        // one). A process forked just after, an orphan not seen before, or
+        // one that has exec'd since (a shell's child can lose the signal
+        // to the shell's handler between fork and exec) gets it at the
+        // next SIGCHLD or look: looks come after 10 ms, then twice as
+        // long each time up to 1 s, during the grace period only.
         let mut termed = Vec::new();
-        if self.is_pid1 {
-            self.signal_all(libc::SIGTERM);
-            signal_descendants(0, Some(&mut termed));
-        } else if signal_descendants(libc::SIGTERM, Some(&mut termed)).is_none() {
+        let tracked = signal_descendants(libc::SIGTERM, Some(&mut termed), self.is_pid1).is_some();
+        if !tracked {
             self.signal_all(libc::SIGTERM);
         }
+        let mut look_every = Duration::from_millis(10);
+        let mut next_look = tracked.then(|| Instant::now() + look_every);
         let deadline = match self.kill_at {
             Some(t) => Some(t),
             None if self.killed => None,
@@ -302,13 +305,19 @@ impl Supervisor {
                 );
                 return Ok(());
             }
-            let wake = [self.kill_at, give_up].into_iter().flatten().min();
+            let looking = next_look.filter(|_| !self.killed);
+            let wake = [self.kill_at, give_up, looking].into_iter().flatten().min();
             match self.wait(wake.map(|t| t.saturating_duration_since(now)))? {
-                None => {
-                    let due = self.kill_at.is_some_and(|t| Instant::now() >= t);
-                    let reached = if due { self.kill_everything() } else { 1 };
-                    if reached == 0 {
+                None if self.kill_at.is_some_and(|t| Instant::now() >= t) => {
+                    if self.kill_everything() == 0 {
                         give_up = Some(Instant::now() + UNSEEN_WAIT);
+                    }
+                }
+                None => {
+                    if looking.is_some_and(|t| Instant::now() >= t) {
+                        signal_descendants(libc::SIGTERM, Some(&mut termed), self.is_pid1);
+                        look_every = (look_every * 2).min(Duration::from_secs(1));
+                        next_look = Some(Instant::now() + look_every);
                     }
                 }
                 // A process may have forked while we were killing, or an
@@ -318,7 +327,7 @@ impl Supervisor {
                     let reached = if self.killed {
                         self.signal_all(libc::SIGKILL)
                     } else {
-                        signal_descendants(libc::SIGTERM, Some(&mut termed));
+                        signal_descendants(libc::SIGTERM, Some(&mut termed), self.is_pid1);
                         1
                     };
                     if reached == 0 && give_up.is_none() {
@@ -494,7 +503,7 @@ impl Supervisor {
         if self.is_pid1 {
             return usize::from(sys::send_signal(-1, sig).is_ok());
         }
-        match signal_descendants(sig, None) {
+        match signal_descendants(sig, None, false) {
             Some(n) => n,
             None => {
                 // Descendants cannot be known: what sealinit started itself.
@@ -560,12 +569,14 @@ fn proc_is_ours() -> bool {
 /// Signals every descendant through a pidfd, each checked to be the child
 /// of a process known to be a descendant while that process still exists
 /// (so neither pid can have been reused); returns how many it reached.
-/// With `seen`, processes already in it (and not gone) are skipped, and
-/// those signalled now are added; signal 0 only records. `None` if `/proc`
-/// cannot tell.
+/// With `seen`, processes already in it (not gone, and still running the
+/// program they ran then) are skipped, and those signalled now are added. As PID 1 (`everyone`), every process of
+/// the namespace is its own: all of `/proc` but itself, each through a
+/// pidfd, each once. `None` if `/proc` cannot tell.
 fn signal_descendants(
     sig: c_int,
-    mut seen: Option<&mut Vec<(libc::pid_t, OwnedFd)>>,
+    mut seen: Option<&mut Vec<(libc::pid_t, OwnedFd, String)>>,
+    everyone: bool,
 ) -> Option<usize> {
     if !proc_is_ours() {
         return None;
@@ -576,6 +587,13 @@ fn signal_descendants(
         .ok()?
         .filter_map(|e| parent_of(e.ok()?.file_name().to_str()?))
     {
+        // As PID 1, a process whose parent is outside the namespace (one
+        // that entered it with setns: ppid 0) is ours too.
+        let ppid = if everyone && ppid == 0 && pid != me {
+            me
+        } else {
+            ppid
+        };
         children.entry(ppid).or_default().push(pid);
     }
     let mut reached = 0;
@@ -587,20 +605,31 @@ fn signal_descendants(
             // The process this pidfd names has `parent` as its parent, and
             // `parent` is still the descendant we verified (a process that
             // still exists keeps its pid).
-            let verified = parent_of(&c.to_string()).is_some_and(|(_, pp)| pp == parent)
-                && parent_fd.as_ref().is_none_or(sys::pidfd_alive);
+            // (As PID 1 every process of the namespace is its own: no
+            // check needed.)
+            let verified = everyone
+                || (parent_of(&c.to_string()).is_some_and(|(_, pp)| pp == parent)
+                    && parent_fd.as_ref().is_none_or(sys::pidfd_alive));
             if !verified {
                 continue;
             }
-            let known = seen
-                .as_deref()
-                .is_some_and(|seen| seen.iter().any(|(p, pfd)| *p == c && sys::pidfd_alive(pfd)));
+            // Signalled already, and still running the same program? A
+            // process that has exec'd since may have lost the signal to
+            // the handler of the program it was (a shell between fork
+            // and exec): the program running now gets it too.
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            let known = seen.as_deref().is_some_and(|seen| {
+                seen.iter()
+                    .any(|(p, pfd, was)| *p == c && *was == comm && sys::pidfd_alive(pfd))
+            });
             if !known {
-                if sig == 0 || sys::pidfd_send_signal(&fd, sig).is_ok() {
+                trace!(pid = c, comm = comm.trim_end(), signal = sig, "signalling");
+                if sys::pidfd_send_signal(&fd, sig).is_ok() {
                     reached += 1;
                 }
                 if let (Some(seen), Ok(copy)) = (seen.as_deref_mut(), fd.try_clone()) {
-                    seen.push((c, copy));
+                    seen.retain(|(p, _, _)| *p != c);
+                    seen.push((c, copy, comm));
                 }
             }
             stack.push((c, Some(fd)));
