@@ -123,6 +123,12 @@ pub enum StoreCommand {
         #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=255))]
         keep: i64,
     },
+    /// Bring the store's schema up to what this sealctl knows (any command
+    /// does it on first use; this says so explicitly)
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Re-encrypt every value under a new master key, in one transaction
     RotateMasterKey {
         #[command(flatten)]

@@ -340,6 +340,15 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
             );
             Ok(())
         }
+        StoreCommand::Migrate { store } => {
+            open_store(&store)?;
+            eprintln!(
+                "sealctl: store {} is at schema {}",
+                Location::parse(store.store.as_deref())?.shown(),
+                sealinit_store::SCHEMA_VERSION
+            );
+            Ok(())
+        }
         StoreCommand::RotateMasterKey { store, new, json } => {
             let mut st = open_store(&store)?;
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;

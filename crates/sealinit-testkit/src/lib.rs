@@ -353,23 +353,30 @@ impl PgServer {
         format!("host={} user=postgres dbname={name}", self.dir.display())
     }
 
-    /// Stops the server abruptly and starts it again (a restart in the
-    /// middle of a load).
-    pub fn restart(&self) {
+    /// Stops the server abruptly (`pg_ctl stop -m immediate`: a crash).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Starts the stopped server again.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -c fsync=off -c max_connections=300",
+            self.dir.display()
+        );
+        let log = format!("{}/log", self.dir.display());
+        self.pg_ctl(&["-l", &log, "-o", &opts, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
         let o = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(Path::new(PG_BIN).join("pg_ctl"))
-            .args([
-                "-D",
-                &format!("{}/data", self.dir.display()),
-                "-w",
-                "-m",
-                "immediate",
-                "restart",
-            ])
+            .args(["-D", &format!("{}/data", self.dir.display()), "-w"])
+            .args(args)
             .output()
             .unwrap();
-        assert!(o.status.success(), "pg_ctl restart: {}", stderr(&o));
+        assert!(o.status.success(), "pg_ctl {args:?}: {}", stderr(&o));
     }
 }
 
