@@ -139,7 +139,13 @@ fn main() {
     };
     let md = report.markdown();
     println!("{md}");
-    fs::write(root.join("BENCHMARKS.md"), &md).unwrap();
+    // The store's section (`cargo bench -p sealctl --bench store`) stays.
+    let old = fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+    let store = match (old.find("<!-- store -->"), old.find("<!-- /store -->")) {
+        (Some(a), Some(b)) => format!("\n{}\n", &old[a..b + "<!-- /store -->".len()]),
+        _ => String::new(),
+    };
+    fs::write(root.join("BENCHMARKS.md"), format!("{md}{store}")).unwrap();
     fs::create_dir_all(root.join("bench")).unwrap();
     fs::write(root.join("bench/chart.svg"), report.svg()).unwrap();
     eprintln!("wrote BENCHMARKS.md and bench/chart.svg");
