@@ -84,21 +84,268 @@ impl std::fmt::Debug for PostgresBackend {
 impl PostgresBackend {
     /// Connects to `url` (`postgres://...` or `host=... dbname=...`).
     /// Errors show the URL without its password.
+    ///
+    /// TLS (rustls) as libpq's `sslmode` asks: `disable`; `prefer` (the
+    /// default) and `require` encrypt without checking the certificate;
+    /// `verify-ca` and `verify-full` check it against `sslrootcert` (a PEM
+    /// file) or the system's roots, and `verify-full` also the host name.
     pub fn connect(url: &str) -> Result<Self> {
         let shown = redact(url);
-        let config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+        let bad = |reason: String| StoreError::Database {
             location: shown.clone(),
-            reason: format!("not a valid PostgreSQL connection string: {}", plain(&e)),
+            reason,
+        };
+        let tls = TlsRequest::take_from(url);
+        let mut config: postgres::Config = tls.rest.parse().map_err(|e| {
+            bad(format!(
+                "not a valid PostgreSQL connection string: {}",
+                plain(&e)
+            ))
         })?;
-        let client = config.connect(NoTls).map_err(|e| StoreError::Database {
-            location: shown.clone(),
-            reason: format!("cannot connect: {}", plain(&e)),
-        })?;
+        let connected = match tls.verify {
+            _ if config.get_ssl_mode() == postgres::config::SslMode::Disable => {
+                config.connect(NoTls)
+            }
+            None => config.connect(tls::connector(None, false).map_err(bad)?),
+            Some(full) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                let roots = tls.root_cert.as_deref();
+                config.connect(tls::connector(Some(roots), full).map_err(bad)?)
+            }
+        };
+        let client = connected.map_err(|e| bad(format!("cannot connect: {}", plain(&e))))?;
         Ok(Self { client, shown })
     }
 
     fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
         |e| db_err(&self.shown, &e)
+    }
+}
+
+/// What a connection string asks of TLS beyond what the client library
+/// parses: `sslmode=verify-ca|verify-full` and `sslrootcert`, taken out.
+struct TlsRequest {
+    /// `Some(full)` to verify the certificate (and with `full` the host).
+    verify: Option<bool>,
+    root_cert: Option<String>,
+    /// The connection string without those.
+    rest: String,
+}
+
+impl TlsRequest {
+    fn take_from(url: &str) -> Self {
+        let mut verify = None;
+        let mut root_cert = None;
+        let mut keep = |key: &str, value: &str| -> bool {
+            match (key, value) {
+                ("sslmode", "verify-full") => verify = Some(true),
+                ("sslmode", "verify-ca") => verify = Some(false),
+                ("sslrootcert", v) => root_cert = Some(v.to_owned()),
+                _ => return true,
+            }
+            false
+        };
+        let rest = if let Some((head, query)) = url.split_once('?').filter(|_| url.contains("://"))
+        {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|kv| kv.split_once('=').is_none_or(|(k, v)| keep(k, v)))
+                .collect();
+            let sslmode = if verify.is_some() {
+                vec!["sslmode=require"]
+            } else {
+                vec![]
+            };
+            let all: Vec<&str> = kept.into_iter().chain(sslmode).collect();
+            if all.is_empty() {
+                head.to_owned()
+            } else {
+                format!("{head}?{}", all.join("&"))
+            }
+        } else if url.contains("://") {
+            url.to_owned()
+        } else {
+            let mut words: Vec<String> = url
+                .split_whitespace()
+                .filter(|w| w.split_once('=').is_none_or(|(k, v)| keep(k, v)))
+                .map(str::to_owned)
+                .collect();
+            if verify.is_some() {
+                words.push("sslmode=require".into());
+            }
+            words.join(" ")
+        };
+        Self {
+            verify,
+            root_cert,
+            rest,
+        }
+    }
+}
+
+/// rustls for the PostgreSQL client.
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use tokio_postgres_rustls::MakeRustlsConnect;
+
+    /// A connector: `verify` is `None` to encrypt without checking the
+    /// certificate (libpq's `require`), or the roots to check it against
+    /// (`Some(None)`: the system's); `full` checks the host name too.
+    pub fn connector(
+        verify: Option<Option<&str>>,
+        full: bool,
+    ) -> Result<MakeRustlsConnect, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let config = match verify {
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                .with_no_client_auth(),
+            Some(roots_file) => {
+                let mut roots = RootCertStore::empty();
+                match roots_file {
+                    Some(path) => {
+                        for cert in CertificateDer::pem_file_iter(path)
+                            .map_err(|e| format!("sslrootcert {path}: {e}"))?
+                        {
+                            let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                            roots
+                                .add(cert)
+                                .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                        }
+                    }
+                    None => {
+                        for cert in rustls_native_certs::load_native_certs().certs {
+                            let _ = roots.add(cert);
+                        }
+                    }
+                }
+                let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| format!("TLS: {e}"))?;
+                let verifier: Arc<dyn ServerCertVerifier> = if full {
+                    verifier
+                } else {
+                    Arc::new(IgnoreHostName(verifier))
+                };
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth()
+            }
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+
+    /// libpq's `require`: encrypted, the certificate unchecked (the
+    /// handshake's signatures still are).
+    #[derive(Debug)]
+    struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for Unverified {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// libpq's `verify-ca`: the chain is checked, the host name is not.
+    #[derive(Debug)]
+    struct IgnoreHostName(Arc<rustls::client::WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for IgnoreHostName {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ))
+                | Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
     }
 }
 
