@@ -102,8 +102,14 @@ impl PostgresBackend {
                 plain(&e)
             ))
         })?;
+        // As libpq: no TLS over a Unix socket.
+        let local = !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, postgres::config::Host::Unix(_)));
         let connected = match tls.verify {
-            _ if config.get_ssl_mode() == postgres::config::SslMode::Disable => {
+            _ if local || config.get_ssl_mode() == postgres::config::SslMode::Disable => {
                 config.connect(NoTls)
             }
             None => config.connect(tls::connector(None, false).map_err(bad)?),
