@@ -165,7 +165,7 @@ impl EnvParser<'_> {
         }
         self.rest = &self.rest[1..];
         self.skip_spaces();
-        let value = match self.rest.chars().next() {
+        let mut value = match self.rest.chars().next() {
             Some(q @ ('\'' | '"')) => {
                 self.rest = &self.rest[1..];
                 let v = self.quoted(q, start)?;
@@ -182,31 +182,35 @@ impl EnvParser<'_> {
                     .find(|&(i, c)| c == '#' && raw[..i].ends_with([' ', '\t']))
                     .map_or(raw.len(), |(i, _)| i);
                 let raw = raw[..cut].trim_end_matches([' ', '\t']);
-                let v = self.expanded(raw, start)?;
+                let v = match self.expand {
+                    true => self.expanded(raw, start)?,
+                    false => Zeroizing::new(raw.to_owned()),
+                };
                 self.end_line();
                 v
             }
         };
         self.entries.push(Entry {
             name,
-            value: SecretValue::from(std::mem::take(&mut *Zeroizing::new(value))),
+            // Moved out of the zeroizing wrapper, not copied.
+            value: SecretValue::from(std::mem::take(&mut *value)),
         });
         Ok(())
     }
 
     /// The value of a quoted string whose opening quote `q` was consumed.
-    fn quoted(&mut self, q: char, start: usize) -> std::result::Result<String, String> {
-        let mut out = Zeroizing::new(String::new());
+    /// Sized for the rest of the input, so it never grows (a growth would
+    /// leave a freed copy behind).
+    fn quoted(&mut self, q: char, start: usize) -> std::result::Result<Zeroizing<String>, String> {
+        let mut out = Zeroizing::new(String::with_capacity(self.rest.len()));
         let mut chars = self.rest.char_indices();
         while let Some((i, c)) = chars.next() {
             match c {
                 c if c == q => {
                     self.rest = &self.rest[i + 1..];
-                    let v = std::mem::take(&mut *out);
-                    return if q == '"' {
-                        self.expanded_marked(&v, start)
-                    } else {
-                        Ok(v)
+                    return match q == '"' && self.expand {
+                        true => self.expanded(&out, start),
+                        false => Ok(out),
                     };
                 }
                 '\n' => {
@@ -220,8 +224,9 @@ impl EnvParser<'_> {
                     Some((_, 't')) => out.push('\t'),
                     Some((_, '"')) => out.push('"'),
                     Some((_, '\\')) => out.push('\\'),
-                    // A marker that expansion turns back into a literal `$`.
-                    Some((_, '$')) => out.push('\u{0}'),
+                    // With --expand, a marker that expansion turns back into
+                    // a literal `$` (a NUL is refused in input).
+                    Some((_, '$')) => out.push(if self.expand { '\u{0}' } else { '$' }),
                     Some((_, other)) => {
                         out.push('\\');
                         out.push(other);
@@ -240,24 +245,20 @@ impl EnvParser<'_> {
         ))
     }
 
-    /// `expanded` for a double-quoted value, where `\$` was marked NUL (a
-    /// NUL cannot be in a value: validation refuses it).
-    fn expanded_marked(&self, v: &str, start: usize) -> std::result::Result<String, String> {
-        let out = self.expanded(v, start)?;
-        Ok(out.replace('\u{0}', "$"))
-    }
-
-    /// `v` with `${NAME}`/`$NAME` replaced by earlier values when
-    /// expanding; `v` as it is otherwise.
-    fn expanded(&self, v: &str, start: usize) -> std::result::Result<String, String> {
-        if !self.expand || !v.contains('$') {
-            return Ok(v.to_owned());
-        }
+    /// `v` with `${NAME}`/`$NAME` replaced by earlier values (`--expand`),
+    /// and the NUL that marks an escaped `\$` in double quotes turned back
+    /// into `$`.
+    fn expanded(&self, v: &str, start: usize) -> std::result::Result<Zeroizing<String>, String> {
         let mut out = Zeroizing::new(String::with_capacity(v.len()));
         let mut rest = v;
-        while let Some(i) = rest.find('$') {
+        while let Some(i) = rest.find(['$', '\0']) {
             out.push_str(&rest[..i]);
+            let marker = rest[i..].starts_with('\0');
             rest = &rest[i + 1..];
+            if marker {
+                out.push('$');
+                continue;
+            }
             let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
                 let Some(close) = braced.find('}') else {
                     return Err(self.err(start, "`${` without its closing `}`"));
@@ -285,7 +286,7 @@ impl EnvParser<'_> {
             rest = after;
         }
         out.push_str(rest);
-        Ok(std::mem::take(&mut *out))
+        Ok(out)
     }
 }
 

@@ -338,22 +338,24 @@ impl Store {
                     " (a delete marker, or its ciphertext was dropped by retention)",
                 ));
             };
-            let mut value =
-                decrypt(master, &row_aad(&repo, name, to), old.sealed).ok_or_else(|| {
-                    StoreError::SecretUndecryptable {
-                        repo: repo.clone(),
-                        name: name.to_owned(),
-                    }
-                })?;
+            // Opened and sealed again under the new version in one buffer:
+            // the plaintext is never copied.
+            let mut buf = Zeroizing::new(old.sealed);
+            if !open_in_place(master, &row_aad(&repo, name, to), &mut buf) {
+                return Err(StoreError::SecretUndecryptable {
+                    repo: repo.clone(),
+                    name: name.to_owned(),
+                });
+            }
             let version = last + 1;
+            seal_in_place(master, &row_aad(&repo, name, version), &mut buf)?;
             let row = SealedRow {
                 name: name.to_owned(),
                 version,
-                sealed: encrypt(master, &row_aad(&repo, name, version), &value)?,
+                sealed: std::mem::take(&mut *buf),
                 size: old.size,
                 allow_code_loading: old.allow_code_loading,
             };
-            zeroize::Zeroize::zeroize(&mut *value);
             let created = w.version(name)?.is_none();
             w.put(&row, now, actor)?;
             w.prune(name, keep)?;
