@@ -50,6 +50,7 @@ pub struct RunOptions {
 pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
     let found = store.secrets(&opts.repo, opts.allow_empty)?;
+    let names = found.names_and_versions();
     let mut allow = opts.allow_names.clone();
     allow.extend(found.allowed);
     let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
@@ -61,12 +62,6 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
         Some(label.clone()),
         Some(opts.ttl),
     )?;
-    let names: Vec<(String, i64)> = found
-        .entries
-        .iter()
-        .map(|e| e.name.clone())
-        .zip(found.versions.iter().copied())
-        .collect();
     drop(found.entries);
     let expires = sealinit_core::time::now().saturating_add(opts.ttl.as_secs());
     store.record_seal(&label, &names, Some(&label), Some(expires))?;

@@ -129,17 +129,9 @@ fn seal(args: &SealArgs) -> Result<()> {
             };
             let mut store = open_store(&args.store)?;
             let found = store.secrets(repo, args.allow_empty)?;
+            let names = found.names_and_versions();
             allow.extend(found.allowed);
-            sealed_from = Some((
-                store,
-                found.repo.clone(),
-                found
-                    .entries
-                    .iter()
-                    .map(|e| e.name.clone())
-                    .zip(found.versions.iter().copied())
-                    .collect::<Vec<_>>(),
-            ));
+            sealed_from = Some((store, found.repo.clone(), names));
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
             let label = args.label.clone().unwrap_or(found.repo);
             (found.entries, Some((key, out)), Some(label))

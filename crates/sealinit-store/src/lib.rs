@@ -183,6 +183,17 @@ pub struct Store {
     actor: String,
 }
 
+impl RepoSecrets {
+    /// Each secret's name and version, for the audit record of a seal.
+    pub fn names_and_versions(&self) -> Vec<(String, i64)> {
+        self.entries
+            .iter()
+            .map(|e| e.name.clone())
+            .zip(self.versions.iter().copied())
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
