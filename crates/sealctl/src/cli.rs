@@ -100,13 +100,15 @@ pub struct StoreArgs {
     /// The store database [env: SEALCTL_STORE] [default: $XDG_DATA_HOME/sealinit/store.db]
     #[arg(long, value_name = "PATH", env = "SEALCTL_STORE")]
     pub store: Option<PathBuf>,
-    /// The master key file (32 bytes, mode 0600) [env: SEALCTL_MASTER_KEY]
-    #[arg(long, value_name = "PATH", conflicts_with = "master_key_fd")]
-    pub master_key: Option<PathBuf>,
-    /// Read the master key from this inherited descriptor instead [env:
+    /// A master key file (32 bytes, mode 0600) or a directory of them;
+    /// repeat it for a keyring (during a rotation: the old key and the new
+    /// one) [env: SEALCTL_MASTER_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub master_key: Vec<PathBuf>,
+    /// Read a master key from this inherited descriptor; repeatable [env:
     /// SEALCTL_MASTER_KEY_FD]; a flag wins over either variable
     #[arg(long, value_name = "N")]
-    pub master_key_fd: Option<i32>,
+    pub master_key_fd: Vec<i32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,14 +131,48 @@ pub enum StoreCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Re-encrypt every value under a new master key, in one transaction
+    /// Make a new master key primary: every repository's data key is
+    /// wrapped under it too (no value is re-encrypted); the old keys keep
+    /// working until retired
     RotateMasterKey {
         #[command(flatten)]
         store: StoreArgs,
-        /// Where to create the new master key; must not exist yet
+        /// The new master key: a key file to use, or where to create one
         #[arg(long, value_name = "PATH")]
         new: PathBuf,
         /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a master key that is no longer primary, and every data key
+    /// wrapped under it: processes holding only that key stop working
+    RetireMasterKey {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The key's id (`mk-...`, see `sealctl store master-keys`)
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypt one repository's values (current and history) under a
+    /// fresh data key, in one transaction
+    RotateDataKey {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: String,
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the store's master keys: id, primary, added, given to this
+    /// command
+    MasterKeys {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON lines
         #[arg(long)]
         json: bool,
     },

@@ -45,10 +45,15 @@ impl Error {
             Error::Store(e) => match e {
                 StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
                 StoreError::WrongMasterKey { .. }
+                | StoreError::DataKeyUnavailable { .. }
+                | StoreError::PrimaryKeyNotGiven { .. }
+                | StoreError::MasterKeysNotGiven { .. }
                 | StoreError::SecretUndecryptable { .. }
                 | StoreError::NewerSchema { .. }
                 | StoreError::Payload(_) => exit::DATA,
+                StoreError::RetirePrimary { .. } => exit::USAGE,
                 StoreError::NoSuchSecret { .. }
+                | StoreError::NoSuchMasterKey { .. }
                 | StoreError::NoSuchRepo { .. }
                 | StoreError::NoSuchVersion { .. }
                 | StoreError::EmptyRepo { .. }

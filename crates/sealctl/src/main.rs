@@ -5,7 +5,7 @@
 mod cli;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,7 +17,7 @@ use sealinit_core::bundle::{self, Entry, OpenedBundle};
 use sealinit_core::exit;
 use sealinit_core::secret::{SecretKey, SecretValue};
 use sealinit_core::time;
-use sealinit_store::{SetOptions, Store};
+use sealinit_store::{MasterKey, SetOptions, Store};
 
 use serde_json::json;
 
@@ -205,33 +205,72 @@ fn seal(args: &SealArgs) -> Result<()> {
     Ok(())
 }
 
-/// The master key from `--master-key PATH` (which must be 0600) or
-/// `--master-key-fd N`, else from `SEALCTL_MASTER_KEY` or
-/// `SEALCTL_MASTER_KEY_FD`: a flag wins over either variable.
-fn master_key(args: &StoreArgs) -> Result<SecretKey> {
-    let from_file = |path: &Path| -> Result<SecretKey> {
-        Ok(files::read_key_file(
-            path,
-            "master key file",
-            true,
-            KEY_TIMEOUT,
-            None,
-        )?)
+/// The keyring: every `--master-key PATH` (a key file, which must be
+/// 0600, or a directory of them) and `--master-key-fd N`; without either,
+/// `SEALCTL_MASTER_KEY` or `SEALCTL_MASTER_KEY_FD`.
+fn keyring(args: &StoreArgs) -> Result<Vec<MasterKey>> {
+    let from_path = |path: &Path, keys: &mut Vec<MasterKey>| -> Result<()> {
+        if !path.is_dir() {
+            keys.push(MasterKey::new(files::read_key_file(
+                path,
+                "master key file",
+                true,
+                KEY_TIMEOUT,
+                None,
+            )?));
+            return Ok(());
+        }
+        let entries = std::fs::read_dir(path).map_err(|e| {
+            Error::usage(format!(
+                "cannot list master key directory {}: {}",
+                path.display(),
+                sealinit_core::describe_io(&e)
+            ))
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::usage(format!(
+                "master key directory {} holds no key file",
+                path.display()
+            )));
+        }
+        for f in files {
+            keys.push(MasterKey::new(files::read_key_file(
+                &f,
+                "master key file",
+                true,
+                KEY_TIMEOUT,
+                None,
+            )?));
+        }
+        Ok(())
     };
-    let from_fd = |fd: i32| -> Result<SecretKey> {
-        sealinit::files::read_inherited_key(fd, KEY_TIMEOUT, None).map_err(|source| {
-            InitError::Key {
-                source_name: format!("master key fd {fd}"),
-                source,
-            }
-            .into()
-        })
+    let from_fd = |fd: i32| -> Result<MasterKey> {
+        sealinit::files::read_inherited_key(fd, KEY_TIMEOUT, None)
+            .map(MasterKey::new)
+            .map_err(|source| {
+                InitError::Key {
+                    source_name: format!("master key fd {fd}"),
+                    source,
+                }
+                .into()
+            })
     };
-    if let Some(path) = &args.master_key {
-        return from_file(path);
-    }
-    if let Some(fd) = args.master_key_fd {
-        return from_fd(fd);
+    let mut keys = Vec::new();
+    if !args.master_key.is_empty() || !args.master_key_fd.is_empty() {
+        for path in &args.master_key {
+            from_path(path, &mut keys)?;
+        }
+        for &fd in &args.master_key_fd {
+            keys.push(from_fd(fd)?);
+        }
+        return Ok(keys);
     }
     let env_path = std::env::var_os("SEALCTL_MASTER_KEY").filter(|v| !v.is_empty());
     let env_fd = std::env::var("SEALCTL_MASTER_KEY_FD")
@@ -241,12 +280,15 @@ fn master_key(args: &StoreArgs) -> Result<SecretKey> {
         (Some(_), Some(_)) => Err(Error::usage(
             "SEALCTL_MASTER_KEY and SEALCTL_MASTER_KEY_FD are both set; unset one, or pass --master-key or --master-key-fd",
         )),
-        (Some(path), None) => from_file(Path::new(&path)),
-        (None, Some(fd)) => from_fd(fd.parse().map_err(|_| {
+        (Some(path), None) => {
+            from_path(Path::new(&path), &mut keys)?;
+            Ok(keys)
+        }
+        (None, Some(fd)) => Ok(vec![from_fd(fd.parse().map_err(|_| {
             Error::usage(format!(
                 "SEALCTL_MASTER_KEY_FD={fd:?} is not a descriptor number"
             ))
-        })?),
+        })?)?]),
         (None, None) => Err(Error::usage(
             "the store needs its master key: --master-key PATH or --master-key-fd N (or SEALCTL_MASTER_KEY)",
         )),
@@ -255,8 +297,7 @@ fn master_key(args: &StoreArgs) -> Result<SecretKey> {
 
 fn open_store(args: &StoreArgs) -> Result<Store> {
     let location = Location::parse(args.store.as_deref())?;
-    let key = master_key(args)?;
-    let mut store = location.open(key)?;
+    let mut store = location.open(keyring(args)?)?;
     store.set_actor(actor());
     Ok(store)
 }
@@ -321,12 +362,14 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
             }
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
             write::create_key_file(&master_key, &key)?;
-            if let Err(e) = location.create(&key, keep) {
+            let key = MasterKey::new(key);
+            let id = key.id().to_owned();
+            if let Err(e) = location.create(key, keep) {
                 let _ = std::fs::remove_file(&master_key);
                 return Err(e);
             }
             eprintln!(
-                "sealctl: created store {} and master key {} (mode 0600); keep the key apart from the store",
+                "sealctl: created store {} and master key {} ({id}, mode 0600); keep the key apart from the store",
                 location.shown(),
                 master_key.display()
             );
@@ -343,25 +386,89 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
         }
         StoreCommand::RotateMasterKey { store, new, json } => {
             let mut st = open_store(&store)?;
-            let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-            write::create_key_file(&new, &key)?;
-            match st.rotate(&key) {
-                Ok(n) => {
+            // A key file made beforehand (and handed to every host first)
+            // is used; otherwise a new one is created there.
+            let created = !new.exists();
+            let key = match created {
+                true => {
+                    let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
+                    write::create_key_file(&new, &key)?;
+                    key
+                }
+                false => {
+                    files::read_key_file(&new, "new master key file", true, KEY_TIMEOUT, None)?
+                }
+            };
+            match st.rotate_master_key(MasterKey::new(key)) {
+                Ok(r) => {
                     if json {
-                        let doc = json!({"reencrypted": n, "new_master_key": new});
+                        let doc = json!({"primary": r.primary, "previous": r.previous,
+                            "rewrapped": r.rewrapped, "new_master_key": new, "created": created});
                         writeln!(std::io::stdout().lock(), "{doc}").map_err(stdout_err)?;
                     }
                     eprintln!(
-                        "sealctl: re-encrypted {n} secrets under {}; the old master key no longer opens the store",
-                        new.display()
+                        "sealctl: {} ({}) is the primary master key; {} data keys wrapped under it{}",
+                        new.display(),
+                        r.primary,
+                        r.rewrapped,
+                        match r.previous.as_slice() {
+                            [] => String::new(),
+                            p => format!(
+                                "; {} still opens the store: once every host has the new key, run `sealctl store retire-master-key {}`",
+                                p.join(", "),
+                                p.join(" ")
+                            ),
+                        }
                     );
                     Ok(())
                 }
                 Err(e) => {
-                    let _ = std::fs::remove_file(&new);
+                    if created {
+                        let _ = std::fs::remove_file(&new);
+                    }
                     Err(e.into())
                 }
             }
+        }
+        StoreCommand::RetireMasterKey { store, id, json } => {
+            open_store(&store)?.retire_master_key(&id)?;
+            if json {
+                writeln!(std::io::stdout().lock(), "{}", json!({"retired": id}))
+                    .map_err(stdout_err)?;
+            }
+            eprintln!("sealctl: retired master key {id}; it no longer opens the store");
+            Ok(())
+        }
+        StoreCommand::RotateDataKey { store, repo, json } => {
+            let n = open_store(&store)?.rotate_data_key(&repo)?;
+            if json {
+                writeln!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    json!({"repo": repo, "reencrypted": n})
+                )
+                .map_err(stdout_err)?;
+            }
+            eprintln!("sealctl: {repo}: {n} values re-encrypted under a new data key");
+            Ok(())
+        }
+        StoreCommand::MasterKeys { store, json } => {
+            let keys = open_store(&store)?.master_keys()?;
+            let mut out = std::io::stdout().lock();
+            for k in &keys {
+                let line = match json {
+                    true => json!(k).to_string(),
+                    false => format!(
+                        "{}  {:<8} added {}{}",
+                        k.id,
+                        if k.primary { "primary" } else { "" },
+                        time::rfc3339(k.added_at as u64),
+                        if k.given { "  (given)" } else { "" }
+                    ),
+                };
+                writeln!(out, "{line}").map_err(stdout_err)?;
+            }
+            Ok(())
         }
     }
 }

@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sealinit_core::secret::SecretKey;
-use sealinit_store::{Backend, Store, StoreError};
+use sealinit_store::{Backend, MasterKey, Store, StoreError};
 use sealinit_store_postgres::{PostgresBackend, redact};
 use sealinit_store_sqlite::SqliteBackend;
 
@@ -59,16 +58,15 @@ impl Location {
         }
     }
 
-    /// Creates a new store there, whose values `master` encrypts, keeping
+    /// Creates a new store there, whose data keys `master` wraps, keeping
     /// the values of the newest `keep` versions of each secret.
-    pub fn create(&self, master: &SecretKey, keep: i64) -> Result<()> {
-        let mut db = self.connect(true)?;
-        Ok(Store::create(db.as_mut(), master, keep)?)
+    pub fn create(&self, master: MasterKey, keep: i64) -> Result<Store> {
+        Ok(Store::create(self.connect(true)?, master, keep)?)
     }
 
-    /// Opens the store there with `master`.
-    pub fn open(&self, master: SecretKey) -> Result<Store> {
-        Ok(Store::open(self.connect(false)?, master)?)
+    /// Opens the store there with the master keys `keyring`.
+    pub fn open(&self, keyring: Vec<MasterKey>) -> Result<Store> {
+        Ok(Store::open(self.connect(false)?, keyring)?)
     }
 
     fn connect(&self, new: bool) -> Result<Box<dyn Backend>> {

@@ -532,7 +532,11 @@ fn json_reports_what_changed_and_never_a_value_on(env: Env) {
         &["store", "rotate-master-key", "--new", "new.key", "--json"],
         None,
     );
-    assert_eq!(json_lines(&o)[0]["reencrypted"], 0);
+    let doc = &json_lines(&o)[0];
+    assert_eq!(doc["rewrapped"], 1, "{doc}");
+    assert_eq!(doc["created"], true, "{doc}");
+    assert!(doc["primary"].as_str().unwrap().starts_with("mk-"), "{doc}");
+    assert_eq!(doc["previous"].as_array().unwrap().len(), 1, "{doc}");
 }
 
 #[test]
@@ -720,7 +724,7 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     .unwrap();
     let o = env.run(&["store", "migrate"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is at schema 3"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is at schema 4"), "{}", stderr(&o));
     let o = env.run(&["repos", "--json"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -1,6 +1,6 @@
 //! The encrypted secret store and `sealctl run` (issue #5): every command
 //! and error path, AAD binding, concurrent writers, SIGKILL during an
-//! import, master-key rotation, and the store-to-sandbox pipeline.
+//! import, and the store-to-sandbox pipeline (master keys: keyring.rs).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -69,15 +69,6 @@ impl Env {
             .map(|s| s["name"].as_str().unwrap().to_owned())
             .collect()
     }
-}
-
-fn fails(o: &Output, code: i32, message: &str) {
-    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
-    assert!(
-        stderr(o).contains(message),
-        "want {message:?} in {}",
-        stderr(o)
-    );
 }
 
 fn refs(v: &[String]) -> Vec<&str> {
@@ -271,11 +262,7 @@ fn bad_input_is_refused_and_changes_nothing_on(env: Env) {
         ],
         Some("v"),
     );
-    fails(
-        &o,
-        65,
-        "the master key does not open this store (wrong key file?); nothing was changed",
-    );
+    fails(&o, 65, "no master key given opens this store (it knows mk-");
     assert_eq!(env.names("acme/api"), ["KEEP"]);
     // A master key readable by others is refused.
     fs::set_permissions(env.path("wrong.key"), fs::Permissions::from_mode(0o644)).unwrap();
@@ -453,98 +440,6 @@ fn sigkill_during_an_import_leaves_the_store_as_before() {
         Some("y"),
     );
     assert_eq!(env.names("acme/api"), ["AFTER", "BEFORE"]);
-}
-
-#[test]
-fn rotation_re_keys_everything_or_nothing() {
-    let env = Env::new();
-    env.sealctl(
-        &["secrets", "set", "--repo", "acme/api", "TOKEN"],
-        Some(VALUE),
-    );
-    env.sealctl(
-        &["secrets", "set", "--repo", "acme/web", "OTHER"],
-        Some("o"),
-    );
-    let o = env.sealctl(&["store", "rotate-master-key", "--new", "new.key"], None);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("re-encrypted 2 secrets"));
-    assert_eq!(mode(&env.path("new.key")), 0o600);
-    fails(
-        &env.sealctl(&["repos"], None),
-        65,
-        "the master key does not open this store",
-    );
-    let o = env
-        .cmd(&[
-            "run",
-            "--master-key",
-            "new.key",
-            "--repo",
-            "acme/api",
-            "--",
-            "sh",
-            "-c",
-            "test \"$TOKEN\" = \"$EXPECTED\"",
-        ])
-        .env("EXPECTED", VALUE)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "values survive rotation: {}",
-        stderr(&o)
-    );
-    fails(
-        &env.sealctl(
-            &[
-                "store",
-                "rotate-master-key",
-                "--master-key",
-                "new.key",
-                "--new",
-                "new.key",
-            ],
-            None,
-        ),
-        73,
-        "new.key already exists",
-    );
-
-    // A row that does not decrypt stops the rotation: the transaction rolls
-    // back, the current key still opens everything, no new key is left.
-    let db = rusqlite::Connection::open(env.path("data/store.db")).unwrap();
-    db.execute(
-        "UPDATE secrets SET ciphertext = zeroblob(length(ciphertext)) WHERE name = 'OTHER'",
-        [],
-    )
-    .unwrap();
-    drop(db);
-    let o = env.sealctl(
-        &[
-            "store",
-            "rotate-master-key",
-            "--master-key",
-            "new.key",
-            "--new",
-            "third.key",
-        ],
-        None,
-    );
-    fails(&o, 65, "secret OTHER of acme/web does not decrypt");
-    assert!(!env.path("third.key").exists());
-    let o = env.sealctl(
-        &[
-            "secrets",
-            "list",
-            "--master-key",
-            "new.key",
-            "--repo",
-            "acme/api",
-        ],
-        None,
-    );
-    assert!(o.status.success());
 }
 
 #[test]

@@ -90,6 +90,16 @@ impl SecretKey {
     pub fn expose(&self) -> &[u8] {
         self.0.expose()
     }
+
+    /// An all-zero key in locked memory, for a key decrypted in place (an
+    /// unwrapped data key): fill it through [`Self::expose_mut`].
+    pub fn zeroed() -> io::Result<Self> {
+        Ok(Self(SecretBuf::zeroed(Self::LEN)?))
+    }
+
+    pub fn expose_mut(&mut self) -> &mut [u8] {
+        self.0.expose_mut()
+    }
 }
 
 impl fmt::Debug for SecretKey {

@@ -8,14 +8,14 @@
 
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Result, SCHEMA_VERSION, SealedRow,
-    SecretInfo, StoreError, Writer,
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow, Result,
+    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
 /// A new store is created at schema 2 (the first PostgreSQL schema) and
 /// migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 3: every version (and delete marker) kept, the audit trail, the
     // retention setting.
     "CREATE TABLE sealinit_secret_versions (
@@ -45,6 +45,21 @@ const MIGRATIONS: [&str; 1] = [
      CREATE INDEX sealinit_audit_repo_at ON sealinit_audit (repo, at);
      INSERT INTO sealinit_meta (key, value) VALUES ('keep', '\\x0a'::BYTEA)
          ON CONFLICT DO NOTHING;",
+    // 4: envelope encryption. The values move to data keys when a master
+    // key first opens the store (sealinit_store::Store::open).
+    "CREATE TABLE sealinit_master_keys (
+         id TEXT PRIMARY KEY,
+         check_value BYTEA NOT NULL,
+         is_primary BOOLEAN NOT NULL DEFAULT FALSE,
+         added_at BIGINT NOT NULL,
+         seq BIGSERIAL
+     );
+     CREATE TABLE sealinit_data_keys (
+         repo_key TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         wrapped BYTEA NOT NULL,
+         PRIMARY KEY (repo_key, key_id)
+     );",
 ];
 
 const SCHEMA: &str = "
@@ -67,6 +82,11 @@ CREATE INDEX sealinit_secrets_repo_ci ON sealinit_secrets (lower(repo));
 /// One lock key for schema changes (any constant; advisory locks are per
 /// database).
 const SCHEMA_LOCK: i64 = 0x5ea1_1417;
+
+/// Changes to the keyring take this lock exclusively; a writer takes it
+/// shared before it reads the master keys to wrap a data key, so a
+/// rotation never misses a data key made meanwhile.
+const KEYRING_LOCK: i64 = 0x5ea1_1418;
 
 pub struct PostgresBackend {
     client: Client,
@@ -597,6 +617,232 @@ impl Writer for TxWriter<'_, '_> {
             })
             .map_err(|e| db_err(self.shown, &e))
     }
+
+    fn wraps(&mut self) -> Result<Vec<WrappedKey>> {
+        Ok(wraps(&mut *self.tx, Some(&self.repo))
+            .map_err(|e| db_err(self.shown, &e))?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect())
+    }
+
+    fn masters(&mut self) -> Result<Vec<MasterKeyRow>> {
+        let shown = self.shown;
+        let e = |e: postgres::Error| db_err(shown, &e);
+        self.tx
+            .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&KEYRING_LOCK])
+            .map_err(e)?;
+        masters(&mut *self.tx).map_err(e)
+    }
+
+    fn set_wraps(&mut self, ws: &[WrappedKey]) -> Result<()> {
+        let shown = self.shown;
+        let e = |e: postgres::Error| db_err(shown, &e);
+        let rk = self.repo.to_ascii_lowercase();
+        self.tx
+            .execute("DELETE FROM sealinit_data_keys WHERE repo_key = $1", &[&rk])
+            .map_err(e)?;
+        for w in ws {
+            put_wrap(&mut *self.tx, &rk, w).map_err(e)?;
+        }
+        Ok(())
+    }
+
+    fn stored_rows(&mut self) -> Result<Vec<StoredRow>> {
+        stored_rows(&mut *self.tx, Some(&self.repo)).map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn replace_row(&mut self, row: &StoredRow) -> Result<()> {
+        replace_row(&mut *self.tx, row).map_err(|e| db_err(self.shown, &e))
+    }
+}
+
+type PgResult<T> = std::result::Result<T, postgres::Error>;
+
+fn masters(c: &mut impl postgres::GenericClient) -> PgResult<Vec<MasterKeyRow>> {
+    Ok(c.query(
+        "SELECT id, check_value, is_primary, added_at FROM sealinit_master_keys ORDER BY seq",
+        &[],
+    )?
+    .iter()
+    .map(|r| MasterKeyRow {
+        id: r.get(0),
+        check: r.get(1),
+        primary: r.get(2),
+        added_at: r.get(3),
+    })
+    .collect())
+}
+
+/// The wrapped data keys of `repo` (any spelling), or of every repository,
+/// by lower-cased repository.
+fn wraps(
+    c: &mut impl postgres::GenericClient,
+    repo: Option<&str>,
+) -> PgResult<Vec<(String, WrappedKey)>> {
+    Ok(c.query(
+        "SELECT repo_key, key_id, wrapped FROM sealinit_data_keys
+         WHERE $1::TEXT IS NULL OR repo_key = lower($1) ORDER BY repo_key COLLATE \"C\", key_id",
+        &[&repo],
+    )?
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            WrappedKey {
+                key_id: r.get(1),
+                wrapped: r.get(2),
+            },
+        )
+    })
+    .collect())
+}
+
+fn put_wrap(c: &mut impl postgres::GenericClient, repo_key: &str, w: &WrappedKey) -> PgResult<()> {
+    c.execute(
+        "INSERT INTO sealinit_data_keys (repo_key, key_id, wrapped) VALUES ($1, $2, $3)
+         ON CONFLICT (repo_key, key_id) DO UPDATE SET wrapped = $3",
+        &[&repo_key, &w.key_id, &w.wrapped],
+    )
+    .map(|_| ())
+}
+
+/// Every ciphertext of `repo` (any spelling), or of every repository.
+fn stored_rows(
+    c: &mut impl postgres::GenericClient,
+    repo: Option<&str>,
+) -> PgResult<Vec<StoredRow>> {
+    Ok(c.query(
+        "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, FALSE AS history
+             FROM sealinit_secrets WHERE $1::TEXT IS NULL OR lower(repo) = lower($1)
+         UNION ALL
+         SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, TRUE
+             FROM sealinit_secret_versions
+             WHERE ciphertext IS NOT NULL AND ($1::TEXT IS NULL OR lower(repo) = lower($1))",
+        &[&repo],
+    )?
+    .iter()
+    .map(|r| StoredRow {
+        repo: r.get("repo"),
+        row: sealed_row(r),
+        history: r.get("history"),
+    })
+    .collect())
+}
+
+fn replace_row(c: &mut impl postgres::GenericClient, r: &StoredRow) -> PgResult<()> {
+    let (nonce, ct) = r.row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+    let sql = match r.history {
+        false => {
+            "UPDATE sealinit_secrets SET nonce = $4, ciphertext = $5
+             WHERE repo = $1 AND name = $2 AND version = $3"
+        }
+        true => {
+            "UPDATE sealinit_secret_versions SET nonce = $4, ciphertext = $5
+             WHERE repo = $1 AND name = $2 AND version = $3"
+        }
+    };
+    c.execute(sql, &[&r.repo, &r.row.name, &r.row.version, &nonce, &ct])
+        .map(|_| ())
+}
+
+/// The keyring at any schema; `None` for a database that holds no store.
+fn keyring(c: &mut impl postgres::GenericClient) -> PgResult<Option<Keyring>> {
+    let tables: Vec<Option<String>> = c
+        .query_one(
+            "SELECT to_regclass('sealinit_meta')::TEXT, to_regclass('sealinit_master_keys')::TEXT",
+            &[],
+        )
+        .map(|r| vec![r.get(0), r.get(1)])?;
+    if tables[0].is_none() {
+        return Ok(None);
+    }
+    let legacy_check = c
+        .query_opt("SELECT value FROM sealinit_meta WHERE key = 'check'", &[])?
+        .map(|r| r.get(0));
+    let masters = match tables[1] {
+        Some(_) => masters(c)?,
+        None => Vec::new(),
+    };
+    Ok(
+        (legacy_check.is_some() || !masters.is_empty()).then_some(Keyring {
+            masters,
+            legacy_check,
+        }),
+    )
+}
+
+struct KeyringTx<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    shown: &'a str,
+}
+
+impl KeyringWriter for KeyringTx<'_, '_> {
+    fn keyring(&mut self) -> Result<Keyring> {
+        keyring(&mut *self.tx)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn add_master(&mut self, row: &MasterKeyRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO sealinit_master_keys (id, check_value, is_primary, added_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[&row.id, &row.check, &row.primary, &row.added_at],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn set_primary(&mut self, id: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE sealinit_master_keys SET is_primary = (id = $1)",
+                &[&id],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn remove_master(&mut self, id: &str) -> Result<()> {
+        let shown = self.shown;
+        let e = |e: postgres::Error| db_err(shown, &e);
+        self.tx
+            .execute("DELETE FROM sealinit_data_keys WHERE key_id = $1", &[&id])
+            .map_err(e)?;
+        self.tx
+            .execute("DELETE FROM sealinit_master_keys WHERE id = $1", &[&id])
+            .map(|_| ())
+            .map_err(e)
+    }
+
+    fn wraps(&mut self) -> Result<Vec<(String, WrappedKey)>> {
+        wraps(&mut *self.tx, None).map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn put_wrap(&mut self, repo_key: &str, w: &WrappedKey) -> Result<()> {
+        put_wrap(&mut *self.tx, repo_key, w).map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn stored_rows(&mut self) -> Result<Vec<StoredRow>> {
+        stored_rows(&mut *self.tx, None).map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn replace_row(&mut self, row: &StoredRow) -> Result<()> {
+        replace_row(&mut *self.tx, row).map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn drop_legacy_check(&mut self) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM sealinit_meta WHERE key = 'check'", &[])
+            .map(|_| ())
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
+    fn audit(&mut self, record: &AuditRecord) -> Result<()> {
+        insert_audit(&mut *self.tx, record).map_err(|e| db_err(self.shown, &e))
+    }
 }
 
 impl Backend for PostgresBackend {
@@ -632,20 +878,8 @@ impl Backend for PostgresBackend {
         self.migrate()
     }
 
-    fn check(&mut self) -> Result<Option<Vec<u8>>> {
-        let exists: Option<String> = self
-            .client
-            .query_one("SELECT to_regclass('sealinit_meta')::TEXT", &[])
-            .map_err(|e| db_err(&self.shown, &e))?
-            .get(0);
-        if exists.is_none() {
-            return Ok(None);
-        }
-        let row = self
-            .client
-            .query_opt("SELECT value FROM sealinit_meta WHERE key = 'check'", &[])
-            .map_err(|e| db_err(&self.shown, &e))?;
-        Ok(row.map(|r| r.get(0)))
+    fn keyring(&mut self) -> Result<Option<Keyring>> {
+        keyring(&mut self.client).map_err(|e| db_err(&self.shown, &e))
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -726,16 +960,31 @@ impl Backend for PostgresBackend {
             .collect())
     }
 
-    fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>> {
-        let rows = self
+    fn rows(&mut self, repo: &str) -> Result<(Vec<WrappedKey>, Vec<SealedRow>)> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        // One snapshot of the data key and the values.
+        let mut tx = self
             .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(e)?;
+        let ws = wraps(&mut tx, Some(repo))
+            .map_err(e)?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        let rows = tx
             .query(
                 "SELECT name, version, nonce, ciphertext, size, allow_code_loading
                  FROM sealinit_secrets WHERE repo = $1 ORDER BY name",
                 &[&repo],
             )
-            .map_err(self.err())?;
-        Ok(rows.iter().map(sealed_row).collect())
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok((ws, rows.iter().map(sealed_row).collect()))
     }
 
     fn repos(&mut self) -> Result<Vec<(String, usize)>> {
@@ -852,63 +1101,19 @@ impl Backend for PostgresBackend {
             .collect())
     }
 
-    fn rewrite_all(
+    fn keyring_write(
         &mut self,
-        reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
-        check: &[u8],
-        audit: &mut dyn FnMut(usize) -> AuditRecord,
-    ) -> Result<usize> {
+        f: &mut dyn FnMut(&mut dyn KeyringWriter) -> Result<()>,
+    ) -> Result<()> {
         let shown = self.shown.clone();
         let e = |e: postgres::Error| db_err(&shown, &e);
         let mut tx = self.client.transaction().map_err(e)?;
-        tx.batch_execute(
-            "LOCK TABLE sealinit_secrets, sealinit_secret_versions, sealinit_meta IN EXCLUSIVE MODE",
-        )
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])
             .map_err(e)?;
-        let rows = tx
-            .query(
-                "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading FROM sealinit_secrets",
-                &[],
-            )
-            .map_err(e)?;
-        let count = rows.len();
-        for r in &rows {
-            let repo: String = r.get("repo");
-            let row = reseal(&repo, sealed_row(r))?;
-            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
-            tx.execute(
-                "UPDATE sealinit_secrets SET nonce = $3, ciphertext = $4 WHERE repo = $1 AND name = $2",
-                &[&repo, &row.name, &nonce, &ct],
-            )
-            .map_err(e)?;
-        }
-        // The history's ciphertexts too, or rollbacks would fail after a
-        // rotation.
-        let history = tx
-            .query(
-                "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading
-                 FROM sealinit_secret_versions WHERE ciphertext IS NOT NULL",
-                &[],
-            )
-            .map_err(e)?;
-        for r in &history {
-            let repo: String = r.get("repo");
-            let row = reseal(&repo, sealed_row(r))?;
-            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
-            tx.execute(
-                "UPDATE sealinit_secret_versions SET nonce = $4, ciphertext = $5
-                 WHERE repo = $1 AND name = $2 AND version = $3",
-                &[&repo, &row.name, &row.version, &nonce, &ct],
-            )
-            .map_err(e)?;
-        }
-        tx.execute(
-            "UPDATE sealinit_meta SET value = $1 WHERE key = 'check'",
-            &[&check],
-        )
-        .map_err(e)?;
-        insert_audit(&mut tx, &audit(count)).map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(count)
+        f(&mut KeyringTx {
+            tx: &mut tx,
+            shown: &shown,
+        })?;
+        tx.commit().map_err(e)
     }
 }

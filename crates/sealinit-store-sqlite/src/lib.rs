@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Result, SCHEMA_VERSION, SealedRow,
-    SecretInfo, StoreError, Writer,
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow, Result,
+    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,7 +21,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
 /// `i + 2`. A new store is created at schema 1, as the first release
 /// created it, and migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 2: a code-loading name allowed at `set`, recorded.
     "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
     // 3: every version (and delete marker) kept, the audit trail, the
@@ -52,6 +52,20 @@ const MIGRATIONS: [&str; 2] = [
      );
      CREATE INDEX audit_repo_at ON audit (repo, at);
      INSERT OR IGNORE INTO meta (key, value) VALUES ('keep', 10);",
+    // 4: envelope encryption. The values move to data keys when a master
+    // key first opens the store (sealinit_store::Store::open).
+    "CREATE TABLE master_keys (
+         id TEXT PRIMARY KEY,
+         check_value BLOB NOT NULL,
+         is_primary INTEGER NOT NULL DEFAULT 0,
+         added_at INTEGER NOT NULL
+     );
+     CREATE TABLE data_keys (
+         repo_key TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         wrapped BLOB NOT NULL,
+         PRIMARY KEY (repo_key, key_id)
+     ) WITHOUT ROWID;",
 ];
 
 /// Schema 1, as the first release created it.
@@ -304,6 +318,214 @@ impl Writer for TxWriter<'_> {
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| db_err(self.path, e))
     }
+
+    fn wraps(&mut self) -> Result<Vec<WrappedKey>> {
+        Ok(wraps(self.tx, Some(&self.repo))
+            .map_err(|e| db_err(self.path, e))?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect())
+    }
+
+    fn masters(&mut self) -> Result<Vec<MasterKeyRow>> {
+        masters(self.tx).map_err(|e| db_err(self.path, e))
+    }
+
+    fn set_wraps(&mut self, ws: &[WrappedKey]) -> Result<()> {
+        let rk = self.repo.to_ascii_lowercase();
+        let e = |e| db_err(self.path, e);
+        self.tx
+            .execute("DELETE FROM data_keys WHERE repo_key = ?1", params![rk])
+            .map_err(e)?;
+        for w in ws {
+            put_wrap(self.tx, &rk, w).map_err(e)?;
+        }
+        Ok(())
+    }
+
+    fn stored_rows(&mut self) -> Result<Vec<StoredRow>> {
+        stored_rows(self.tx, Some(&self.repo)).map_err(|e| db_err(self.path, e))
+    }
+
+    fn replace_row(&mut self, row: &StoredRow) -> Result<()> {
+        replace_row(self.tx, row).map_err(|e| db_err(self.path, e))
+    }
+}
+
+fn masters(conn: &Connection) -> rusqlite::Result<Vec<MasterKeyRow>> {
+    let mut stmt = conn
+        .prepare("SELECT id, check_value, is_primary, added_at FROM master_keys ORDER BY rowid")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(MasterKeyRow {
+            id: r.get(0)?,
+            check: r.get(1)?,
+            primary: r.get(2)?,
+            added_at: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The wrapped data keys of `repo` (any spelling), or of every repository,
+/// by lower-cased repository.
+fn wraps(conn: &Connection, repo: Option<&str>) -> rusqlite::Result<Vec<(String, WrappedKey)>> {
+    let mut stmt = conn.prepare(
+        "SELECT repo_key, key_id, wrapped FROM data_keys
+         WHERE ?1 IS NULL OR repo_key = lower(?1) ORDER BY repo_key, key_id",
+    )?;
+    let rows = stmt.query_map(params![repo], |r| {
+        Ok((
+            r.get(0)?,
+            WrappedKey {
+                key_id: r.get(1)?,
+                wrapped: r.get(2)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+fn put_wrap(conn: &Connection, repo_key: &str, w: &WrappedKey) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO data_keys (repo_key, key_id, wrapped) VALUES (?1, ?2, ?3)
+         ON CONFLICT (repo_key, key_id) DO UPDATE SET wrapped = ?3",
+        params![repo_key, w.key_id, w.wrapped],
+    )
+    .map(|_| ())
+}
+
+/// Every ciphertext of `repo` (any spelling), or of every repository.
+fn stored_rows(conn: &Connection, repo: Option<&str>) -> rusqlite::Result<Vec<StoredRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, 0 AS history
+             FROM secrets WHERE ?1 IS NULL OR repo = ?1 COLLATE NOCASE
+         UNION ALL
+         SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, 1
+             FROM secret_versions
+             WHERE ciphertext IS NOT NULL AND (?1 IS NULL OR repo = ?1 COLLATE NOCASE)",
+    )?;
+    let rows = stmt.query_map(params![repo], |r| {
+        Ok(StoredRow {
+            repo: r.get("repo")?,
+            row: sealed_row(r)?,
+            history: r.get("history")?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn replace_row(conn: &Connection, r: &StoredRow) -> rusqlite::Result<()> {
+    let (nonce, ct) = r.row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+    let sql = match r.history {
+        false => {
+            "UPDATE secrets SET nonce = ?4, ciphertext = ?5
+             WHERE repo = ?1 AND name = ?2 AND version = ?3"
+        }
+        true => {
+            "UPDATE secret_versions SET nonce = ?4, ciphertext = ?5
+             WHERE repo = ?1 AND name = ?2 AND version = ?3"
+        }
+    };
+    conn.execute(sql, params![r.repo, r.row.name, r.row.version, nonce, ct])
+        .map(|_| ())
+}
+
+struct KeyringTx<'a> {
+    tx: &'a Transaction<'a>,
+    path: &'a Path,
+}
+
+impl KeyringWriter for KeyringTx<'_> {
+    fn keyring(&mut self) -> Result<Keyring> {
+        keyring(self.tx)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn add_master(&mut self, row: &MasterKeyRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO master_keys (id, check_value, is_primary, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![row.id, row.check, row.primary, row.added_at],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn set_primary(&mut self, id: &str) -> Result<()> {
+        self.tx
+            .execute("UPDATE master_keys SET is_primary = (id = ?1)", params![id])
+            .map(|_| ())
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn remove_master(&mut self, id: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM data_keys WHERE key_id = ?1", params![id])
+            .and_then(|_| {
+                self.tx
+                    .execute("DELETE FROM master_keys WHERE id = ?1", params![id])
+            })
+            .map(|_| ())
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn wraps(&mut self) -> Result<Vec<(String, WrappedKey)>> {
+        wraps(self.tx, None).map_err(|e| db_err(self.path, e))
+    }
+
+    fn put_wrap(&mut self, repo_key: &str, w: &WrappedKey) -> Result<()> {
+        put_wrap(self.tx, repo_key, w).map_err(|e| db_err(self.path, e))
+    }
+
+    fn stored_rows(&mut self) -> Result<Vec<StoredRow>> {
+        stored_rows(self.tx, None).map_err(|e| db_err(self.path, e))
+    }
+
+    fn replace_row(&mut self, row: &StoredRow) -> Result<()> {
+        replace_row(self.tx, row).map_err(|e| db_err(self.path, e))
+    }
+
+    fn drop_legacy_check(&mut self) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM meta WHERE key = 'check'", [])
+            .map(|_| ())
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn audit(&mut self, record: &AuditRecord) -> Result<()> {
+        insert_audit(self.tx, record).map_err(|e| db_err(self.path, e))
+    }
+}
+
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        params![name],
+        |r| r.get(0),
+    )
+}
+
+/// The keyring at any schema; `None` for a database that holds no store.
+fn keyring(conn: &Connection) -> rusqlite::Result<Option<Keyring>> {
+    if !table_exists(conn, "meta")? {
+        return Ok(None);
+    }
+    let legacy_check = conn
+        .query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let masters = match table_exists(conn, "master_keys")? {
+        true => masters(conn)?,
+        false => Vec::new(),
+    };
+    Ok(
+        (legacy_check.is_some() || !masters.is_empty()).then_some(Keyring {
+            masters,
+            legacy_check,
+        }),
+    )
 }
 
 fn insert_audit(conn: &Connection, record: &AuditRecord) -> rusqlite::Result<()> {
@@ -354,13 +576,8 @@ impl Backend for SqliteBackend {
         result
     }
 
-    fn check(&mut self) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(self.err())
+    fn keyring(&mut self) -> Result<Option<Keyring>> {
+        keyring(&self.conn).map_err(self.err())
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -437,13 +654,28 @@ impl Backend for SqliteBackend {
         )
     }
 
-    fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>> {
-        self.query(
-            "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secrets
-                 WHERE repo = ?1 ORDER BY name",
-            params![repo],
-            sealed_row,
-        )
+    fn rows(&mut self, repo: &str) -> Result<(Vec<WrappedKey>, Vec<SealedRow>)> {
+        let path = self.path.clone();
+        let e = |e| db_err(&path, e);
+        // One read transaction: one snapshot of the data key and the values.
+        let tx = self.conn.transaction().map_err(e)?;
+        let ws = wraps(&tx, Some(repo))
+            .map_err(e)?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        let rows = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secrets
+                         WHERE repo = ?1 ORDER BY name",
+                )
+                .map_err(e)?;
+            let it = stmt.query_map(params![repo], sealed_row).map_err(e)?;
+            it.collect::<rusqlite::Result<Vec<_>>>().map_err(e)?
+        };
+        tx.commit().map_err(e)?;
+        Ok((ws, rows))
     }
 
     fn repos(&mut self) -> Result<Vec<(String, usize)>> {
@@ -549,71 +781,19 @@ impl Backend for SqliteBackend {
         )
     }
 
-    fn rewrite_all(
+    fn keyring_write(
         &mut self,
-        reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
-        check: &[u8],
-        audit: &mut dyn FnMut(usize) -> AuditRecord,
-    ) -> Result<usize> {
+        f: &mut dyn FnMut(&mut dyn KeyringWriter) -> Result<()>,
+    ) -> Result<()> {
         let path = self.path.clone();
         let tx = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| db_err(&path, e))?;
-        let rows: Vec<(String, SealedRow)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading FROM secrets",
-                )
-                .map_err(|e| db_err(&path, e))?;
-            let it = stmt
-                .query_map([], |r| Ok((r.get("repo")?, sealed_row(r)?)))
-                .map_err(|e| db_err(&path, e))?;
-            it.collect::<rusqlite::Result<_>>()
-                .map_err(|e| db_err(&path, e))?
-        };
-        let count = rows.len();
-        for (repo, row) in rows {
-            let row = reseal(&repo, row)?;
-            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
-            tx.execute(
-                "UPDATE secrets SET nonce = ?3, ciphertext = ?4 WHERE repo = ?1 AND name = ?2",
-                params![repo, row.name, nonce, ct],
-            )
-            .map_err(|e| db_err(&path, e))?;
-        }
-        // The history's ciphertexts too, or rollbacks would fail after a
-        // rotation.
-        let history: Vec<(String, SealedRow)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading
-                     FROM secret_versions WHERE ciphertext IS NOT NULL",
-                )
-                .map_err(|e| db_err(&path, e))?;
-            let it = stmt
-                .query_map([], |r| Ok((r.get("repo")?, sealed_row(r)?)))
-                .map_err(|e| db_err(&path, e))?;
-            it.collect::<rusqlite::Result<_>>()
-                .map_err(|e| db_err(&path, e))?
-        };
-        for (repo, row) in history {
-            let row = reseal(&repo, row)?;
-            let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
-            tx.execute(
-                "UPDATE secret_versions SET nonce = ?4, ciphertext = ?5
-                 WHERE repo = ?1 AND name = ?2 AND version = ?3",
-                params![repo, row.name, row.version, nonce, ct],
-            )
-            .map_err(|e| db_err(&path, e))?;
-        }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'check'",
-            params![check],
-        )
-        .map_err(|e| db_err(&path, e))?;
-        insert_audit(&tx, &audit(count)).map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
-        Ok(count)
+        f(&mut KeyringTx {
+            tx: &tx,
+            path: &path,
+        })?;
+        tx.commit().map_err(|e| db_err(&path, e))
     }
 }

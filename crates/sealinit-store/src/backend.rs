@@ -10,9 +10,13 @@ use crate::{Result, SecretInfo};
 /// The schema every backend writes and reads. 1: the first release. 2:
 /// `secrets.allow_code_loading` (a code-loading name allowed at `set`). 3:
 /// every version kept (`secret_versions`, with delete markers), the audit
-/// trail (`audit`), the retention setting. Older schemas are migrated when
-/// opened; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+/// trail (`audit`), the retention setting. 4: envelope encryption: the
+/// master keys (`master_keys`, one primary) and each repository's data key
+/// wrapped under them (`data_keys`). Older schemas are migrated when
+/// opened; newer ones are refused. The move of the values from the master
+/// key to data keys needs the master key, so [`crate::Store`] does it, once,
+/// in one transaction, when a key first opens a migrated store.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How many versions keep their ciphertext, unless the store says otherwise.
 pub const DEFAULT_KEEP: i64 = 10;
@@ -64,6 +68,80 @@ impl std::fmt::Debug for SealedRow {
     }
 }
 
+/// A master key the store knows: its id, a check value (a fixed text
+/// sealed under it, bound to the id) and whether it is the primary, which
+/// new data keys must be wrapped under.
+#[derive(Debug, Clone)]
+pub struct MasterKeyRow {
+    pub id: String,
+    pub check: Vec<u8>,
+    pub primary: bool,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// A repository's data key, sealed under master key `key_id`:
+/// `nonce || key || tag`.
+#[derive(Clone)]
+pub struct WrappedKey {
+    pub key_id: String,
+    pub wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a database says about its master keys.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    /// Schema 4 and later: the master keys.
+    pub masters: Vec<MasterKeyRow>,
+    /// A store whose values are still sealed under the master key directly
+    /// (made before schema 4): that key's check value.
+    pub legacy_check: Option<Vec<u8>>,
+}
+
+/// One stored ciphertext, current or in the history, with its repository's
+/// spelling (part of its associated data).
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub repo: String,
+    pub row: SealedRow,
+    /// From the history (`secret_versions`) rather than the current values.
+    pub history: bool,
+}
+
+/// Changes to the master keys and the data keys of every repository, in one
+/// transaction that excludes every writer of data keys (see
+/// [`Backend::keyring_write`]).
+pub trait KeyringWriter {
+    /// The keyring, read inside this transaction.
+    fn keyring(&mut self) -> Result<Keyring>;
+    /// Records a new master key (not primary).
+    fn add_master(&mut self, row: &MasterKeyRow) -> Result<()>;
+    /// Makes `id` the one primary master key.
+    fn set_primary(&mut self, id: &str) -> Result<()>;
+    /// Forgets master key `id` and every data key wrapped under it.
+    fn remove_master(&mut self, id: &str) -> Result<()>;
+    /// Every wrapped data key, by lower-cased repository.
+    fn wraps(&mut self) -> Result<Vec<(String, WrappedKey)>>;
+    /// Adds (or replaces) `repo_key`'s data key wrapped under `w.key_id`.
+    fn put_wrap(&mut self, repo_key: &str, w: &WrappedKey) -> Result<()>;
+    /// Every ciphertext, current and in the history, of every repository.
+    fn stored_rows(&mut self) -> Result<Vec<StoredRow>>;
+    /// Replaces a ciphertext (same repository, name and version).
+    fn replace_row(&mut self, row: &StoredRow) -> Result<()>;
+    /// Forgets the pre-schema-4 check value: the values are under data keys.
+    fn drop_legacy_check(&mut self) -> Result<()>;
+    /// Appends an audit record, in this transaction.
+    fn audit(&mut self, record: &AuditRecord) -> Result<()>;
+}
+
 /// Changes to one repository inside one transaction (see
 /// [`Backend::write`]).
 pub trait Writer {
@@ -89,6 +167,19 @@ pub trait Writer {
     fn audit(&mut self, record: &AuditRecord) -> Result<()>;
     /// `(name length, value length)` of every secret of the repository.
     fn sizes(&mut self) -> Result<Vec<(usize, usize)>>;
+    /// The repository's data key, wrapped under each master key that has
+    /// it (none for a repository that never had a secret).
+    fn wraps(&mut self) -> Result<Vec<WrappedKey>>;
+    /// The master keys, read in this transaction and serialised against
+    /// [`Backend::keyring_write`]: call it before [`Writer::set_wraps`].
+    fn masters(&mut self) -> Result<Vec<MasterKeyRow>>;
+    /// Replaces the repository's wrapped data keys by `wraps`.
+    fn set_wraps(&mut self, wraps: &[WrappedKey]) -> Result<()>;
+    /// Every ciphertext of the repository (any spelling), current and in
+    /// the history.
+    fn stored_rows(&mut self) -> Result<Vec<StoredRow>>;
+    /// Replaces a ciphertext (same repository, name and version).
+    fn replace_row(&mut self, row: &StoredRow) -> Result<()>;
 }
 
 /// A database holding a store.
@@ -97,10 +188,12 @@ pub trait Backend: Send {
     /// password.
     fn location(&self) -> String;
     /// Creates the schema, at [`SCHEMA_VERSION`], with `check` as the
-    /// master-key check row. Refuses a database that already holds a store.
+    /// first release's master-key check value (the store then moves it to
+    /// the keyring as it does for an upgraded store). Refuses a database
+    /// that already holds a store.
     fn create(&mut self, check: &[u8]) -> Result<()>;
-    /// The master-key check row; `None` if this database holds no store.
-    fn check(&mut self) -> Result<Option<Vec<u8>>>;
+    /// The keyring, at any schema; `None` if this database holds no store.
+    fn keyring(&mut self) -> Result<Option<Keyring>>;
     /// Brings an older schema up to [`SCHEMA_VERSION`] in one transaction
     /// (safe against other processes doing the same); refuses a newer one.
     fn migrate(&mut self) -> Result<()>;
@@ -112,8 +205,9 @@ pub trait Backend: Send {
     -> Result<()>;
     /// The secrets of `repo` (stored spelling), by name, without values.
     fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>>;
-    /// The sealed rows of `repo` (stored spelling), by name.
-    fn rows(&mut self, repo: &str) -> Result<Vec<SealedRow>>;
+    /// The repository's wrapped data keys and its sealed rows (stored
+    /// spelling), by name, read from one snapshot.
+    fn rows(&mut self, repo: &str) -> Result<(Vec<WrappedKey>, Vec<SealedRow>)>;
     /// Every repository with its number of secrets.
     fn repos(&mut self) -> Result<Vec<(String, usize)>>;
     /// The history of `name` in `repo` (stored spelling), oldest first.
@@ -137,14 +231,11 @@ pub trait Backend: Send {
         actor: &str,
         audit: &mut dyn FnMut(usize) -> AuditRecord,
     ) -> Result<usize>;
-    /// In one exclusive transaction, replaces every row, current and in
-    /// the history, by what `reseal` makes of it (the repository given),
-    /// and the check row by `check`, and appends the audit record `audit`
-    /// makes of the count. Returns how many current rows were rewritten.
-    fn rewrite_all(
+    /// Runs `f` in one transaction that excludes every other change to the
+    /// keyring or to data keys (and, on SQLite, every other writer),
+    /// committed only if `f` returns `Ok`.
+    fn keyring_write(
         &mut self,
-        reseal: &mut dyn FnMut(&str, SealedRow) -> Result<SealedRow>,
-        check: &[u8],
-        audit: &mut dyn FnMut(usize) -> AuditRecord,
-    ) -> Result<usize>;
+        f: &mut dyn FnMut(&mut dyn KeyringWriter) -> Result<()>,
+    ) -> Result<()>;
 }

@@ -1,8 +1,9 @@
 //! The orchestrator's per-repository secret store: every value is
-//! encrypted with XChaCha20-Poly1305 under a master key, with the
-//! repository, the name and the row's version bound in as associated data
-//! (a row copied to another repository or name does not decrypt). A check
-//! row tells a wrong master key from a damaged store.
+//! encrypted with XChaCha20-Poly1305 under its repository's data key, with
+//! the repository, the name and the row's version bound in as associated
+//! data (a row copied to another repository or name does not decrypt).
+//! Data keys are stored wrapped under master keys (see [`keys`]); a check
+//! value per master key tells a wrong key from a damaged store.
 //!
 //! [`Store`] holds the encryption and the rules (what it accepts always
 //! seals); a [`Backend`] holds sealed rows: SQLite embedded
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod keys;
 
 use std::io;
 use std::path::PathBuf;
@@ -25,8 +27,10 @@ use sealinit_core::describe_io;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, SCHEMA_VERSION, SealedRow, Writer,
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
+    SCHEMA_VERSION, SealedRow, StoredRow, WrappedKey, Writer,
 };
+pub use keys::MasterKey;
 
 /// Why a store operation failed. Names and paths may appear; values never.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +40,36 @@ pub enum StoreError {
     #[error("store {location}: {reason}")]
     Database { location: String, reason: String },
     #[error(
-        "store {location}: the master key does not open this store (wrong key file?); nothing was changed"
+        "store {location}: no master key given opens this store (it knows {}); nothing was changed; pass the right key file or directory with --master-key",
+        known_ids(known)
     )]
-    WrongMasterKey { location: String },
+    WrongMasterKey {
+        location: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "the data key of {repo} is wrapped only under master key(s) {}, none of them given; add one with --master-key",
+        ids.join(", ")
+    )]
+    DataKeyUnavailable { repo: String, ids: Vec<String> },
+    #[error(
+        "{what} needs the store's primary master key {primary}, which was not given; add it with --master-key (nothing was changed)"
+    )]
+    PrimaryKeyNotGiven { what: String, primary: String },
+    #[error(
+        "rotating the data key of {repo} needs every master key the store knows; {} not given (a process holding only it would lose the repository); add it with --master-key, or retire it first",
+        missing.join(", ")
+    )]
+    MasterKeysNotGiven { repo: String, missing: Vec<String> },
+    #[error(
+        "the store has no master key {id} (it knows {}); see `sealctl store master-keys`",
+        known_ids(known)
+    )]
+    NoSuchMasterKey { id: String, known: Vec<String> },
+    #[error(
+        "master key {id} is the store's primary; make another primary first (`sealctl store rotate-master-key --new PATH`), then retire it"
+    )]
+    RetirePrimary { id: String },
     #[error("repository {repo} has no secret named {name}; nothing was removed")]
     NoSuchSecret { repo: String, name: String },
     #[error(
@@ -98,6 +129,13 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn known_ids(ids: &[String]) -> String {
+    match ids {
+        [] => "its master key from before 0.2".into(),
+        ids => ids.join(", "),
+    }
+}
 
 const CHECK_PLAINTEXT: &[u8] = b"sealinit store master key check";
 
@@ -175,9 +213,32 @@ pub struct SecretInfo {
     pub updated_at: i64,
 }
 
+/// A master key the store knows, as `store master-keys` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterKeyInfo {
+    pub id: String,
+    pub primary: bool,
+    /// Unix seconds.
+    pub added_at: i64,
+    /// Given to this process (`--master-key`).
+    pub given: bool,
+}
+
+/// What a master-key rotation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotation {
+    /// The new primary master key.
+    pub primary: String,
+    /// The master keys that still open the store until retired.
+    pub previous: Vec<String>,
+    /// How many data keys were wrapped under the new key.
+    pub rewrapped: usize,
+}
+
 pub struct Store {
     db: Box<dyn Backend>,
-    master: SecretKey,
+    /// The master keys given that this store knows, each checked.
+    keys: Vec<MasterKey>,
     /// Who makes the changes, for the history and the audit trail (the OS
     /// user; a token's name once the service exists).
     actor: String,
@@ -203,12 +264,18 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Creates a new store in `db` whose values `master` will encrypt,
+    /// Creates a new store in `db` whose data keys `master` will wrap,
     /// keeping the ciphertexts of the newest `keep` versions of each secret.
-    pub fn create(db: &mut dyn Backend, master: &SecretKey, keep: i64) -> Result<()> {
-        let check = encrypt(master, &check_aad(), CHECK_PLAINTEXT)?;
-        db.create(&check)?;
-        db.set_keep(keep)
+    pub fn create(mut db: Box<dyn Backend>, master: MasterKey, keep: i64) -> Result<Self> {
+        // Created as the first release created a store, then upgraded: one
+        // path for new and old stores.
+        db.create(&encrypt(
+            master.key(),
+            &legacy_check_aad(),
+            CHECK_PLAINTEXT,
+        )?)?;
+        db.set_keep(keep)?;
+        Self::open(db, vec![master])
     }
 
     /// Who the history and the audit trail name for the changes made
@@ -217,29 +284,131 @@ impl Store {
         self.actor = actor.into();
     }
 
-    /// Opens the store in `db`, checks that `master` is its key, and
-    /// migrates an older schema.
-    pub fn open(mut db: Box<dyn Backend>, master: SecretKey) -> Result<Self> {
-        let Some(check) = db.check()? else {
-            return Err(StoreError::Database {
-                location: db.location(),
-                reason: "not a sealinit store (no master key check row); create one with `sealctl store init`".into(),
-            });
+    /// Opens the store in `db` with the master keys `given` (a keyring:
+    /// keys the store does not know are ignored; at least one must open
+    /// it), migrates an older schema, and moves a store made before
+    /// envelope encryption to data keys.
+    pub fn open(mut db: Box<dyn Backend>, given: Vec<MasterKey>) -> Result<Self> {
+        let not_a_store = |db: &dyn Backend| {
+            StoreError::Database {
+            location: db.location(),
+            reason: "not a sealinit store (no master key check value); create one with `sealctl store init`".into(),
+        }
         };
-        match decrypt(&master, &check_aad(), check) {
-            Some(p) if p.as_slice() == CHECK_PLAINTEXT => {}
-            _ => {
-                return Err(StoreError::WrongMasterKey {
-                    location: db.location(),
+        let Some(ring) = db.keyring()? else {
+            return Err(not_a_store(db.as_ref()));
+        };
+        // A key must open the store before anything is changed.
+        let legacy = match &ring.legacy_check {
+            Some(check) => Some(
+                given
+                    .iter()
+                    .position(|k| opens(k.key(), &legacy_check_aad(), check))
+                    .ok_or_else(|| StoreError::WrongMasterKey {
+                        location: db.location(),
+                        known: Vec::new(),
+                    })?,
+            ),
+            None => None,
+        };
+        if legacy.is_none() && usable(&ring, &given).next().is_none() {
+            return Err(StoreError::WrongMasterKey {
+                location: db.location(),
+                known: ring.masters.iter().map(|m| m.id.clone()).collect(),
+            });
+        }
+        db.migrate()?;
+        if let Some(i) = legacy {
+            to_data_keys(db.as_mut(), &given[i])?;
+        }
+        let ring = db.keyring()?.ok_or_else(|| not_a_store(db.as_ref()))?;
+        let ids: Vec<String> = usable(&ring, &given).map(|m| m.id.clone()).collect();
+        let mut keys = given;
+        keys.retain(|k| ids.iter().any(|id| id == k.id()));
+        keys.dedup_by(|a, b| a.id() == b.id());
+        if keys.is_empty() {
+            return Err(StoreError::WrongMasterKey {
+                location: db.location(),
+                known: ring.masters.iter().map(|m| m.id.clone()).collect(),
+            });
+        }
+        Ok(Self {
+            db,
+            keys,
+            actor: "unknown".into(),
+        })
+    }
+
+    /// The master keys the store knows.
+    pub fn master_keys(&mut self) -> Result<Vec<MasterKeyInfo>> {
+        let ring = self.db.keyring()?.unwrap_or_default();
+        Ok(ring
+            .masters
+            .iter()
+            .map(|m| MasterKeyInfo {
+                id: m.id.clone(),
+                primary: m.primary,
+                added_at: m.added_at,
+                given: self.keys.iter().any(|k| k.id() == m.id),
+            })
+            .collect())
+    }
+
+    /// The data key of `repo_key` from its wraps, under any key given.
+    fn data_key(keys: &[MasterKey], repo: &str, wraps: &[WrappedKey]) -> Result<SecretKey> {
+        let rk = keys::repo_key(repo);
+        for w in wraps {
+            if let Some(k) = keys.iter().find(|k| k.id() == w.key_id) {
+                return keys::unwrap(k, &rk, w)?.ok_or_else(|| StoreError::SecretUndecryptable {
+                    repo: repo.to_owned(),
+                    name: format!("(data key under {})", w.key_id),
                 });
             }
         }
-        db.migrate()?;
-        Ok(Self {
-            db,
-            master,
-            actor: "unknown".into(),
+        Err(StoreError::DataKeyUnavailable {
+            repo: repo.to_owned(),
+            ids: wraps.iter().map(|w| w.key_id.clone()).collect(),
         })
+    }
+
+    /// The repository's data key in a write; a new one, wrapped under
+    /// every master key given that the store knows (the primary among
+    /// them), for a repository that has none.
+    fn data_key_for_write(keys: &[MasterKey], w: &mut dyn Writer) -> Result<SecretKey> {
+        let repo = w.repo().to_owned();
+        let wraps = w.wraps()?;
+        if !wraps.is_empty() {
+            return Self::data_key(keys, &repo, &wraps);
+        }
+        let masters = w.masters()?;
+        let dk = keys::generate()?;
+        let wraps = Self::wrap_under(keys, &masters, &repo, &dk, "a new repository")?;
+        w.set_wraps(&wraps)?;
+        Ok(dk)
+    }
+
+    /// `dk` wrapped under every master key given that is in `masters`,
+    /// which must include the primary.
+    fn wrap_under(
+        keys: &[MasterKey],
+        masters: &[MasterKeyRow],
+        repo: &str,
+        dk: &SecretKey,
+        what: &str,
+    ) -> Result<Vec<WrappedKey>> {
+        if let Some(p) = masters.iter().find(|m| m.primary) {
+            if !keys.iter().any(|k| k.id() == p.id) {
+                return Err(StoreError::PrimaryKeyNotGiven {
+                    what: format!("{what} ({repo})"),
+                    primary: p.id.clone(),
+                });
+            }
+        }
+        let rk = keys::repo_key(repo);
+        keys.iter()
+            .filter(|k| masters.iter().any(|m| m.id == k.id()))
+            .map(|k| keys::wrap(k, &rk, dk))
+            .collect()
     }
 
     /// The stored spelling of `repo` (compared case-insensitively), if it
@@ -269,11 +438,12 @@ impl Store {
         }
         let now = sealinit_core::time::now() as i64;
         let keep = self.db.keep()?;
-        let (master, actor) = (&self.master, self.actor.as_str());
+        let (keys, actor) = (&self.keys, self.actor.as_str());
         let mut done = Vec::with_capacity(entries.len());
         self.db.write(repo, &mut |w| {
             done.clear();
             let repo = w.repo().to_owned();
+            let dk = Self::data_key_for_write(keys, w)?;
             for e in entries {
                 let current = w.version(&e.name)?;
                 if let Some(expected) = opts.if_version {
@@ -293,7 +463,7 @@ impl Store {
                 let row = SealedRow {
                     name: e.name.clone(),
                     version,
-                    sealed: encrypt(master, &row_aad(&repo, &e.name, version), e.value.expose())?,
+                    sealed: encrypt(&dk, &row_aad(&repo, &e.name, version), e.value.expose())?,
                     size: e.value.len() as i64,
                     allow_code_loading: opts.allow_names.contains(&e.name),
                 };
@@ -333,7 +503,7 @@ impl Store {
         validate_repo(repo)?;
         let now = sealinit_core::time::now() as i64;
         let keep = self.db.keep()?;
-        let (master, actor) = (&self.master, self.actor.as_str());
+        let (keys, actor) = (&self.keys, self.actor.as_str());
         let mut outcome = None;
         self.db.write(repo, &mut |w| {
             let repo = w.repo().to_owned();
@@ -351,15 +521,16 @@ impl Store {
             };
             // Opened and sealed again under the new version in one buffer:
             // the plaintext is never copied.
+            let dk = Self::data_key_for_write(keys, w)?;
             let mut buf = Zeroizing::new(old.sealed);
-            if !open_in_place(master, &row_aad(&repo, name, to), &mut buf) {
+            if !open_in_place(&dk, &row_aad(&repo, name, to), &mut buf) {
                 return Err(StoreError::SecretUndecryptable {
                     repo: repo.clone(),
                     name: name.to_owned(),
                 });
             }
             let version = last + 1;
-            seal_in_place(master, &row_aad(&repo, name, version), &mut buf)?;
+            seal_in_place(&dk, &row_aad(&repo, name, version), &mut buf)?;
             let row = SealedRow {
                 name: name.to_owned(),
                 version,
@@ -522,10 +693,15 @@ impl Store {
         let mut entries = Vec::new();
         let mut versions = Vec::new();
         let mut allowed = Vec::new();
-        for row in self.db.rows(&repo)? {
+        let (wraps, rows) = self.db.rows(&repo)?;
+        let dk = match rows.is_empty() {
+            true => None,
+            false => Some(Self::data_key(&self.keys, &repo, &wraps)?),
+        };
+        for row in rows {
             versions.push(row.version);
             let mut value = decrypt(
-                &self.master,
+                dk.as_ref().expect("rows need their data key"),
                 &row_aad(&repo, &row.name, row.version),
                 row.sealed,
             )
@@ -550,41 +726,231 @@ impl Store {
         })
     }
 
-    /// Re-encrypts every value and the check row under `new`, in one
-    /// transaction: if it is interrupted, the old key still opens all.
-    pub fn rotate(&mut self, new: &SecretKey) -> Result<usize> {
-        let check = encrypt(new, &check_aad(), CHECK_PLAINTEXT)?;
-        let (master, actor) = (&self.master, self.actor.clone());
-        let n = self.db.rewrite_all(
-            &mut |repo, mut row| {
-                // Decrypted and re-encrypted in one buffer: the plaintext
-                // is never copied.
-                let aad = row_aad(repo, &row.name, row.version);
-                let mut buf = Zeroizing::new(std::mem::take(&mut row.sealed));
-                if !open_in_place(master, &aad, &mut buf) {
-                    return Err(StoreError::SecretUndecryptable {
-                        repo: repo.to_owned(),
-                        name: row.name,
-                    });
+    /// Makes `new` the primary master key: every data key is wrapped under
+    /// it too, in one transaction; no value is touched. The previous keys
+    /// keep opening the store until [`Store::retire_master_key`].
+    pub fn rotate_master_key(&mut self, new: MasterKey) -> Result<Rotation> {
+        let (keys, actor) = (&self.keys, self.actor.clone());
+        let mut done = None;
+        self.db.keyring_write(&mut |kw| {
+            let ring = kw.keyring()?;
+            let now = sealinit_core::time::now() as i64;
+            if !ring.masters.iter().any(|m| m.id == new.id()) {
+                kw.add_master(&MasterKeyRow {
+                    id: new.id().to_owned(),
+                    check: encrypt(new.key(), &keys::check_aad(new.id()), CHECK_PLAINTEXT)?,
+                    primary: false,
+                    added_at: now,
+                })?;
+            }
+            let mut rewrapped = 0;
+            for (rk, mine) in by_repo(kw.wraps()?) {
+                if mine.iter().any(|w| w.key_id == new.id()) {
+                    continue;
                 }
-                seal_in_place(new, &aad, &mut buf)?;
-                row.sealed = std::mem::take(&mut *buf);
-                Ok(row)
-            },
-            &check,
-            &mut |n| AuditRecord {
-                at: sealinit_core::time::now() as i64,
+                let dk = Self::data_key(keys, &rk, &mine)?;
+                kw.put_wrap(&rk, &keys::wrap(&new, &rk, &dk)?)?;
+                rewrapped += 1;
+            }
+            kw.set_primary(new.id())?;
+            let previous: Vec<String> = ring
+                .masters
+                .iter()
+                .filter(|m| m.id != new.id())
+                .map(|m| m.id.clone())
+                .collect();
+            kw.audit(&AuditRecord {
+                at: now,
                 actor: actor.clone(),
                 action: "rotate-master-key".into(),
                 repo: String::new(),
-                detail: serde_json::json!({"reencrypted": n}),
-            },
-        )?;
-        Ok(n)
+                detail: serde_json::json!({"primary": new.id(), "previous": previous, "rewrapped": rewrapped}),
+            })?;
+            done = Some(Rotation {
+                primary: new.id().to_owned(),
+                previous,
+                rewrapped,
+            });
+            Ok(())
+        })?;
+        if !self.keys.iter().any(|k| k.id() == new.id()) {
+            self.keys.push(new);
+        }
+        Ok(done.expect("set by a committed rotation"))
+    }
+
+    /// Forgets master key `id` and the data keys wrapped under it: a
+    /// process holding only that key no longer opens the store.
+    pub fn retire_master_key(&mut self, id: &str) -> Result<()> {
+        let actor = self.actor.clone();
+        self.db.keyring_write(&mut |kw| {
+            let ring = kw.keyring()?;
+            let known = || ring.masters.iter().map(|m| m.id.clone()).collect();
+            let Some(m) = ring.masters.iter().find(|m| m.id == id) else {
+                return Err(StoreError::NoSuchMasterKey {
+                    id: id.to_owned(),
+                    known: known(),
+                });
+            };
+            if m.primary {
+                return Err(StoreError::RetirePrimary { id: id.to_owned() });
+            }
+            // Every data key has a wrap under the primary; checked anyway,
+            // as a retirement cannot be undone.
+            if let Some((rk, _)) = by_repo(kw.wraps()?)
+                .into_iter()
+                .find(|(_, ws)| ws.iter().all(|w| w.key_id == id))
+            {
+                return Err(StoreError::DataKeyUnavailable {
+                    repo: rk,
+                    ids: vec![id.to_owned()],
+                });
+            }
+            kw.remove_master(id)?;
+            kw.audit(&AuditRecord {
+                at: sealinit_core::time::now() as i64,
+                actor: actor.clone(),
+                action: "retire-master-key".into(),
+                repo: String::new(),
+                detail: serde_json::json!({"retired": id}),
+            })
+        })?;
+        self.keys.retain(|k| k.id() != id);
+        Ok(())
+    }
+
+    /// Re-encrypts every value of `repo`, current and in the history, under
+    /// a fresh data key, in one transaction; how many ciphertexts.
+    pub fn rotate_data_key(&mut self, repo: &str) -> Result<usize> {
+        validate_repo(repo)?;
+        let (keys, actor) = (&self.keys, self.actor.clone());
+        let mut count = 0;
+        self.db.write(repo, &mut |w| {
+            let repo = w.repo().to_owned();
+            let wraps = w.wraps()?;
+            if wraps.is_empty() {
+                return Err(StoreError::NoSuchRepo { repo: repo.clone() });
+            }
+            let old = Self::data_key(keys, &repo, &wraps)?;
+            let masters = w.masters()?;
+            let missing: Vec<String> = masters
+                .iter()
+                .filter(|m| !keys.iter().any(|k| k.id() == m.id))
+                .map(|m| m.id.clone())
+                .collect();
+            if !missing.is_empty() {
+                return Err(StoreError::MasterKeysNotGiven { repo, missing });
+            }
+            let new = keys::generate()?;
+            let rows = w.stored_rows()?;
+            count = rows.len();
+            for mut r in rows {
+                let aad = row_aad(&r.repo, &r.row.name, r.row.version);
+                let mut buf = Zeroizing::new(std::mem::take(&mut r.row.sealed));
+                if !open_in_place(&old, &aad, &mut buf) {
+                    return Err(StoreError::SecretUndecryptable {
+                        repo: r.repo,
+                        name: r.row.name,
+                    });
+                }
+                seal_in_place(&new, &aad, &mut buf)?;
+                r.row.sealed = std::mem::take(&mut *buf);
+                w.replace_row(&r)?;
+            }
+            let wraps = Self::wrap_under(keys, &masters, &repo, &new, "rotating a data key")?;
+            w.set_wraps(&wraps)?;
+            w.audit(&AuditRecord {
+                at: sealinit_core::time::now() as i64,
+                actor: actor.clone(),
+                action: "rotate-data-key".into(),
+                repo,
+                detail: serde_json::json!({"reencrypted": count}),
+            })
+        })?;
+        Ok(count)
     }
 }
 
-fn check_aad() -> Vec<u8> {
+/// Wraps grouped by repository.
+fn by_repo(wraps: Vec<(String, WrappedKey)>) -> Vec<(String, Vec<WrappedKey>)> {
+    let mut out: Vec<(String, Vec<WrappedKey>)> = Vec::new();
+    for (rk, w) in wraps {
+        match out.last_mut() {
+            Some((last, ws)) if *last == rk => ws.push(w),
+            _ => out.push((rk, vec![w])),
+        }
+    }
+    out
+}
+
+/// The master keys given that the store knows and whose check value they
+/// open.
+fn usable<'a>(ring: &'a Keyring, given: &'a [MasterKey]) -> impl Iterator<Item = &'a MasterKeyRow> {
+    ring.masters.iter().filter(|m| {
+        given
+            .iter()
+            .any(|k| k.id() == m.id && opens(k.key(), &keys::check_aad(&m.id), &m.check))
+    })
+}
+
+fn opens(key: &SecretKey, aad: &[u8], check: &[u8]) -> bool {
+    matches!(decrypt(key, aad, check.to_vec()), Some(p) if p.as_slice() == CHECK_PLAINTEXT)
+}
+
+/// Moves a store made before envelope encryption (every value sealed under
+/// `master` directly) to one data key per repository, wrapped under
+/// `master`, which becomes the primary master key: one transaction, done by
+/// the first process that opens the migrated store.
+fn to_data_keys(db: &mut dyn Backend, master: &MasterKey) -> Result<()> {
+    db.keyring_write(&mut |kw| {
+        if kw.keyring()?.legacy_check.is_none() {
+            return Ok(()); // another process did it meanwhile
+        }
+        let mut data_keys: Vec<(String, SecretKey)> = Vec::new();
+        let rows = kw.stored_rows()?;
+        let count = rows.len();
+        for mut r in rows {
+            let rk = keys::repo_key(&r.repo);
+            let dk = match data_keys.iter().position(|(k, _)| *k == rk) {
+                Some(i) => &data_keys[i].1,
+                None => {
+                    data_keys.push((rk.clone(), keys::generate()?));
+                    &data_keys.last().expect("just pushed").1
+                }
+            };
+            let aad = row_aad(&r.repo, &r.row.name, r.row.version);
+            let mut buf = Zeroizing::new(std::mem::take(&mut r.row.sealed));
+            if !open_in_place(master.key(), &aad, &mut buf) {
+                return Err(StoreError::SecretUndecryptable {
+                    repo: r.repo,
+                    name: r.row.name,
+                });
+            }
+            seal_in_place(dk, &aad, &mut buf)?;
+            r.row.sealed = std::mem::take(&mut *buf);
+            kw.replace_row(&r)?;
+        }
+        for (rk, dk) in &data_keys {
+            kw.put_wrap(rk, &keys::wrap(master, rk, dk)?)?;
+        }
+        kw.add_master(&MasterKeyRow {
+            id: master.id().to_owned(),
+            check: encrypt(master.key(), &keys::check_aad(master.id()), CHECK_PLAINTEXT)?,
+            primary: false,
+            added_at: sealinit_core::time::now() as i64,
+        })?;
+        kw.set_primary(master.id())?;
+        kw.drop_legacy_check()?;
+        tracing::info!(
+            "store: {count} values moved to {} per-repository data keys under master key {}",
+            data_keys.len(),
+            master.id()
+        );
+        Ok(())
+    })
+}
+
+fn legacy_check_aad() -> Vec<u8> {
     b"sealinit-store-v1\0check".to_vec()
 }
 
@@ -601,7 +967,7 @@ fn row_aad(repo: &str, name: &str, version: i64) -> Vec<u8> {
 }
 
 /// `nonce || ciphertext || tag` of `plaintext`: one buffer, encrypted in place.
-fn encrypt(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn encrypt(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut buf = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
     buf.extend_from_slice(&[0; NONCE_LEN]);
     buf.extend_from_slice(plaintext);
