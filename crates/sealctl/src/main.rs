@@ -10,8 +10,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sealctl::error::{Error, InitError, Result};
+use sealctl::import;
 use sealctl::stores::Location;
-use sealctl::{import, write};
+use sealctl::write::{self, Lasting};
 use sealinit::files;
 use sealinit_core::bundle::{self, Entry, OpenedBundle};
 use sealinit_core::exit;
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
 fn keygen(out: &Path) -> Result<()> {
     let key =
         sealinit_core::secret::SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-    write::create_key_file(out, &key)?;
+    write::create_key_file(out, &key, Lasting::Durable)?;
     eprintln!(
         "sealctl: wrote a new 32-byte key to {} (mode 0600)",
         out.display()
@@ -174,9 +175,9 @@ fn seal(args: &SealArgs) -> Result<()> {
     let count = entries.len();
     drop(entries);
     if let Some(KeyOut::File(path)) = key_out {
-        write::create_key_file(path, &key)?;
+        write::create_key_file(path, &key, Lasting::Ephemeral)?;
     }
-    if let Err(e) = write::write_atomic(&args.out, &sealed) {
+    if let Err(e) = write::write_bundle(&args.out, &sealed) {
         if let Some(KeyOut::File(path)) = key_out {
             let _ = std::fs::remove_file(path);
         }
@@ -361,7 +362,7 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
                 }
             }
             let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-            write::create_key_file(&master_key, &key)?;
+            write::create_key_file(&master_key, &key, Lasting::Durable)?;
             let key = MasterKey::new(key);
             let id = key.id().to_owned();
             if let Err(e) = location.create(key, keep) {
@@ -392,7 +393,7 @@ fn store_command(cmd: StoreCommand) -> Result<()> {
             let key = match created {
                 true => {
                     let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-                    write::create_key_file(&new, &key)?;
+                    write::create_key_file(&new, &key, Lasting::Durable)?;
                     key
                 }
                 false => {

@@ -24,10 +24,27 @@ pub fn create_private(path: &Path) -> Result<File> {
     })
 }
 
+/// How long a written file must last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasting {
+    /// Survives a power loss once written (fsync): master keys, keygen.
+    Durable,
+    /// A one-use launch artifact (a bundle and its key): consumed within
+    /// seconds by a sandbox that a power loss would end anyway, so no fsync
+    /// (three per seal). It is still never seen half-written: the key file
+    /// is read only after sealctl exits, and the bundle is renamed into
+    /// place; after a crash a truncated file is refused by sealinit.
+    Ephemeral,
+}
+
 /// Writes `key` to a new file with mode 0600; refuses to replace a file.
-pub fn create_key_file(path: &Path, key: &SecretKey) -> Result<()> {
+pub fn create_key_file(path: &Path, key: &SecretKey, lasting: Lasting) -> Result<()> {
     let mut file = create_private(path)?;
-    if let Err(e) = file.write_all(key.expose()).and_then(|()| file.sync_all()) {
+    let written = file.write_all(key.expose()).and_then(|()| match lasting {
+        Lasting::Durable => file.sync_all(),
+        Lasting::Ephemeral => Ok(()),
+    });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(path);
         return Err(Error::Output {
             path: path.to_owned(),
@@ -59,10 +76,11 @@ pub fn seal_now(
     Ok((sealed, header))
 }
 
-/// Replaces `path` atomically with `bytes`: a 0600 temporary file in the
-/// same directory, fsync, rename, fsync of the directory. A crash leaves
-/// either the old file or the new one, never a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Replaces `path` atomically with the bundle `bytes`: a 0600 temporary
+/// file in the same directory, renamed into place, so a reader sees the old
+/// file or the new one, never a partial one. Not fsynced: see
+/// [`Lasting::Ephemeral`].
+pub fn write_bundle(path: &Path, bytes: &[u8]) -> Result<()> {
     let out_err = |source| Error::Output {
         path: path.to_owned(),
         source,
@@ -76,13 +94,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(out_err)?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(out_err)?;
+    tmp.write_all(bytes).map_err(out_err)?;
     tmp.persist(path).map_err(|e| out_err(e.error))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(out_err)?;
     Ok(())
 }
 

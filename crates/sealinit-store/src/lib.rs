@@ -318,10 +318,13 @@ impl Store {
             });
         }
         db.migrate()?;
-        if let Some(i) = legacy {
-            to_data_keys(db.as_mut(), &given[i])?;
-        }
-        let ring = db.keyring()?.ok_or_else(|| not_a_store(db.as_ref()))?;
+        let ring = match legacy {
+            Some(i) => {
+                to_data_keys(db.as_mut(), &given[i])?;
+                db.keyring()?.ok_or_else(|| not_a_store(db.as_ref()))?
+            }
+            None => ring,
+        };
         let ids: Vec<String> = usable(&ring, &given).map(|m| m.id.clone()).collect();
         let mut keys = given;
         keys.retain(|k| ids.iter().any(|id| id == k.id()));
