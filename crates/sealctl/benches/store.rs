@@ -78,7 +78,8 @@ fn main() {
          (a closing connection now truncates it above 256 KiB); and the audit table's AUTOINCREMENT \
          rewrote one more page per record (schema 4 drops it). Rotation re-wraps one data key per \
          repository and touches no value. The 4-process loop pipes the key to stdout, as an \
-         orchestrator hands it on. PostgreSQL pays a connection (a server process) per command."
+         orchestrator hands it on. PostgreSQL pays a connection (a server process) per command.\n\
+         <!-- /store -->"
     );
     println!("{md}");
     let path = workspace_root().join("BENCHMARKS.md");

@@ -213,11 +213,27 @@ pub enum SecretsCommand {
         /// Accept an empty value on stdin (refused by default: a forgotten pipe)
         #[arg(long)]
         allow_empty: bool,
+        /// Store NAME even though its value looks like a live or production
+        /// credential (recorded in the audit trail); repeatable
+        #[arg(long, value_name = "NAME")]
+        allow_production: Vec<String>,
         /// Compare-and-set: change NAME only if it is at version N now (0: it
         /// must not exist yet); exit 75 and change nothing otherwise
         #[arg(long, value_name = "N", requires = "name")]
         if_version: Option<i64>,
         /// Print what was done as JSON lines, one per secret
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report stored secrets that look like live or production
+    /// credentials: repository, name and rule, never values; exit 1 if any
+    Scan {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this repository (default: every one)
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: Option<String>,
+        /// Print JSON lines
         #[arg(long)]
         json: bool,
     },
@@ -322,6 +338,10 @@ pub struct SealArgs {
     /// file (never from the environment)
     #[arg(long, requires = "from_env_file")]
     pub expand: bool,
+    /// With --from-env-file/--from-json: refuse (exit 65) a value that looks
+    /// like a live or production credential, instead of warning
+    #[arg(long, conflicts_with = "repo")]
+    pub strict: bool,
     /// With --repo: seal an empty bundle when the repository has no
     /// secrets (refused by default: a typo must not give an empty sandbox)
     #[arg(long, requires = "repo")]

@@ -35,6 +35,10 @@ pub enum Error {
 
     #[error("cannot write {}: {}", path.display(), describe_io(source))]
     Output { path: PathBuf, source: io::Error },
+
+    /// `secrets scan` found secrets that hit a rule (listed on stdout).
+    #[error("{0} secret(s) look like live or production credentials (listed on stdout)")]
+    Findings(usize),
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
             Error::Init(e) => e.exit_code(),
             Error::Store(e) => match e {
                 StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
+                StoreError::ProductionCredential { .. } => exit::DATA,
                 StoreError::WrongMasterKey { .. }
                 | StoreError::DataKeyUnavailable { .. }
                 | StoreError::PrimaryKeyNotGiven { .. }
@@ -65,6 +70,8 @@ impl Error {
             },
             Error::Import { .. } | Error::Payload(_) => exit::DATA,
             Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
+            // As grep and linters: 1 means "found something".
+            Error::Findings(_) => 1,
         }
     }
 

@@ -139,6 +139,20 @@ fn seal(args: &SealArgs) -> Result<()> {
         }
         (None, None, None) => unreachable!("clap requires one input"),
     };
+    if args.repo.is_none() {
+        // No store: the guard warns, or refuses with --strict.
+        match args.strict {
+            true => {
+                sealinit_store::guard(&entries, &[])?;
+            }
+            false => {
+                let all = entries.iter().map(|e| (e.name.as_str(), e.value.expose()));
+                for f in sealinit_guard::check_entries(all) {
+                    warn_rule(&f.name, f.rule.id);
+                }
+            }
+        }
+    }
     let ttl = match (args.ttl, args.repo.is_some()) {
         (Some(Ttl::Never), _) | (None, false) => None,
         (Some(Ttl::After(d)), _) => Some(d),
@@ -301,6 +315,17 @@ fn open_store(args: &StoreArgs) -> Result<Store> {
     let mut store = location.open(keyring(args)?)?;
     store.set_actor(actor());
     Ok(store)
+}
+
+/// A warning about a value that looks like a production credential: the
+/// secret's name and the rule, never the value.
+fn warn_rule(name: &str, rule: &str) {
+    if let Some(r) = sealinit_guard::RULES.iter().find(|r| r.id == rule) {
+        eprintln!(
+            "sealctl: warning: {name} looks like {} (rule {rule}); {}",
+            r.what, r.advice
+        );
+    }
 }
 
 /// Who is making changes: the OS user (the history and the audit trail
@@ -485,6 +510,7 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             expand,
             allow_name,
             allow_empty,
+            allow_production,
             if_version,
             json,
         } => {
@@ -504,8 +530,21 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
                 SetOptions {
                     allow_names: &allow_name,
                     if_version,
+                    allow_production: &allow_production,
                 },
             )?;
+            for d in &done {
+                for rule in &d.warnings {
+                    warn_rule(&d.name, rule);
+                }
+                if !d.allowed_production.is_empty() {
+                    eprintln!(
+                        "sealctl: {} stored although it looks like a production credential ({}), as --allow-production asked; recorded in the audit trail",
+                        d.name,
+                        d.allowed_production.join(", ")
+                    );
+                }
+            }
             if json {
                 let mut out = std::io::stdout().lock();
                 for d in &done {
@@ -515,6 +554,21 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             let shown = done.first().map_or(repo.as_str(), |d| d.repo.as_str());
             eprintln!("sealctl: set {} secret(s) in {shown}", done.len());
             Ok(())
+        }
+        SecretsCommand::Scan { store, repo, json } => {
+            let found = open_store(&store)?.scan(repo.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            for (repo, f) in &found {
+                let line = match json {
+                    true => json!({"repo": repo, "name": f.name, "rule": f.rule.id, "level": f.rule.level}).to_string(),
+                    false => format!("{repo}  {}  {} ({:?}): {}", f.name, f.rule.id, f.rule.level, f.rule.what),
+                };
+                writeln!(out, "{line}").map_err(stdout_err)?;
+            }
+            match found.len() {
+                0 => Ok(()),
+                n => Err(Error::Findings(n)),
+            }
         }
         SecretsCommand::History {
             store,

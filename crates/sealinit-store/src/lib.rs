@@ -31,6 +31,7 @@ pub use backend::{
     SCHEMA_VERSION, SealedRow, StoredRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
+pub use sealinit_guard::{Finding, Level};
 
 /// Why a store operation failed. Names and paths may appear; values never.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,17 @@ pub enum StoreError {
     Exists { path: PathBuf },
     #[error("cannot write {}: {}", path.display(), describe_io(source))]
     Create { path: PathBuf, source: io::Error },
+    #[error(
+        "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}, or allow this one on purpose (sealctl: --allow-production {name}; API: \"allow_production\": true), which the audit trail records; nothing was changed"
+    )]
+    ProductionCredential {
+        name: String,
+        rule: &'static str,
+        what: &'static str,
+        advice: &'static str,
+        /// ", and N more secrets" when several were refused.
+        more: String,
+    },
     #[error("{op} failed: {source}")]
     Os {
         op: &'static str,
@@ -178,6 +190,12 @@ pub struct SetOutcome {
     pub name: String,
     pub version: i64,
     pub created: bool,
+    /// Warning-level guard rules the value hit (stored anyway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<&'static str>,
+    /// Refusing guard rules the value hit, let through by `allow_production`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_production: Vec<&'static str>,
 }
 
 /// How `set_many` treats what it is given.
@@ -189,6 +207,9 @@ pub struct SetOptions<'a> {
     /// Compare-and-set: the version the (single) secret must be at now; 0
     /// means it must not exist yet.
     pub if_version: Option<i64>,
+    /// Names whose values may hit a refusing production-credential rule
+    /// (recorded in the audit trail).
+    pub allow_production: &'a [String],
 }
 
 /// A repository's secrets, decrypted for sealing.
@@ -439,6 +460,14 @@ impl Store {
         {
             return Err(PayloadError::CodeLoadingName(e.name.clone()).into());
         }
+        let findings = guard(entries, opts.allow_production)?;
+        let rules_of = |name: &str, level| -> Vec<&'static str> {
+            findings
+                .iter()
+                .filter(|f| f.name == name && f.rule.level == level)
+                .map(|f| f.rule.id)
+                .collect()
+        };
         let now = sealinit_core::time::now() as i64;
         let keep = self.db.keep()?;
         let (keys, actor) = (&self.keys, self.actor.as_str());
@@ -477,6 +506,8 @@ impl Store {
                     name: e.name.clone(),
                     version,
                     created: current.is_none(),
+                    warnings: rules_of(&e.name, Level::Warn),
+                    allowed_production: rules_of(&e.name, Level::Refuse),
                 });
             }
             // The repository as it now stands must still seal.
@@ -494,6 +525,10 @@ impl Store {
                 detail: serde_json::json!({
                     "secrets": done.iter().map(|d| serde_json::json!({"name": d.name, "version": d.version})).collect::<Vec<_>>(),
                     "allowed_code_loading": allowed,
+                    "allowed_production": done.iter().filter(|d| !d.allowed_production.is_empty())
+                        .map(|d| serde_json::json!({"name": d.name, "rules": d.allowed_production})).collect::<Vec<_>>(),
+                    "warnings": done.iter().filter(|d| !d.warnings.is_empty())
+                        .map(|d| serde_json::json!({"name": d.name, "rules": d.warnings})).collect::<Vec<_>>(),
                 }),
             })
         })?;
@@ -557,6 +592,8 @@ impl Store {
                 name: name.to_owned(),
                 version,
                 created,
+                warnings: Vec::new(),
+                allowed_production: Vec::new(),
             });
             Ok(())
         })?;
@@ -672,6 +709,40 @@ impl Store {
                 detail: serde_json::json!({"removed": n}),
             })?;
         Ok((repo, n))
+    }
+
+    /// The stored secrets of `repo`, or of every repository, that hit a
+    /// production-credential rule: repository, name and rule, never a
+    /// value. A scan reads the values, so it is recorded in the audit trail.
+    pub fn scan(&mut self, repo: Option<&str>) -> Result<Vec<(String, Finding)>> {
+        let repos: Vec<String> = match repo {
+            Some(r) => vec![
+                self.stored_spelling(r)?
+                    .ok_or_else(|| StoreError::NoSuchRepo { repo: r.to_owned() })?,
+            ],
+            None => self.repos()?.into_iter().map(|(r, _)| r).collect(),
+        };
+        let mut out = Vec::new();
+        for r in &repos {
+            let found = self.secrets(r, true)?;
+            let entries = found.entries.iter();
+            for f in
+                sealinit_guard::check_entries(entries.map(|e| (e.name.as_str(), e.value.expose())))
+            {
+                out.push((found.repo.clone(), f));
+            }
+        }
+        self.db.audit_append(&AuditRecord {
+            at: sealinit_core::time::now() as i64,
+            actor: self.actor.clone(),
+            action: "scan".into(),
+            repo: repos.first().filter(|_| repo.is_some()).cloned().unwrap_or_default(),
+            detail: serde_json::json!({
+                "repositories": repos.len(),
+                "findings": out.iter().map(|(r, f)| serde_json::json!({"repo": r, "name": f.name, "rule": f.rule.id})).collect::<Vec<_>>(),
+            }),
+        })?;
+        Ok(out)
     }
 
     /// Every repository with its number of secrets.
@@ -872,6 +943,33 @@ impl Store {
         })?;
         Ok(count)
     }
+}
+
+/// The production-credential guard over values about to be stored: an
+/// error for the first refusing hit whose name is not in `allowed`; the
+/// findings otherwise (warnings, and the hits let through).
+pub fn guard(entries: &[Entry], allowed: &[String]) -> Result<Vec<Finding>> {
+    let findings =
+        sealinit_guard::check_entries(entries.iter().map(|e| (e.name.as_str(), e.value.expose())));
+    let refused: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.rule.level == Level::Refuse && !allowed.contains(&f.name))
+        .collect();
+    if let Some(f) = refused.first() {
+        let mut names: Vec<&str> = refused.iter().map(|f| f.name.as_str()).collect();
+        names.dedup();
+        return Err(StoreError::ProductionCredential {
+            name: f.name.clone(),
+            rule: f.rule.id,
+            what: f.rule.what,
+            advice: f.rule.advice,
+            more: match names.len() {
+                1 => String::new(),
+                n => format!(", and {} more secret(s)", n - 1),
+            },
+        });
+    }
+    Ok(findings)
 }
 
 /// Wraps grouped by repository.
