@@ -78,6 +78,79 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the secrets API (and, later, the Secrets tab) over HTTP
+    Serve(ServeArgs),
+    /// Create, list and revoke the service's API tokens
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// ADDRESS:PORT or unix:/path [env: SEALCTL_LISTEN]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SEALCTL_LISTEN",
+        default_value = "127.0.0.1:8700"
+    )]
+    pub listen: String,
+    /// PEM certificate chain (reloaded on SIGHUP)
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (reloaded on SIGHUP)
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS proxy)
+    #[arg(long)]
+    pub insecure_no_tls: bool,
+    /// human or json
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+    /// Open store connections (requests served against the database at once)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub connections: u16,
+    /// Longest a request may take
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sealinit_core::time::parse_duration)]
+    pub request_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may still take
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sealinit_core::time::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; it is printed once, alone on stdout
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// What the token is for (shown in the audit trail)
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// admin, or ACTION:PATTERN (write:acme/*, launch:acme/api, audit:*); repeatable
+        #[arg(long, value_name = "SCOPE", required = true)]
+        scope: Vec<String>,
+        /// Expire after this long (30d, 12h); default: never
+        #[arg(long, value_name = "DURATION", value_parser = sealinit_core::time::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List tokens: id, name, scopes, created, expires, last used; never the token
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: its next use is refused
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -36,6 +36,9 @@ pub enum Error {
     #[error("cannot write {}: {}", path.display(), describe_io(source))]
     Output { path: PathBuf, source: io::Error },
 
+    #[error(transparent)]
+    Server(#[from] sealinit_server::ServerError),
+
     /// `secrets scan` found secrets that hit a rule (listed on stdout).
     #[error("{0} secret(s) look like live or production credentials (listed on stdout)")]
     Findings(usize),
@@ -48,7 +51,10 @@ impl Error {
             Error::Init(e) => e.exit_code(),
             Error::Store(e) => match e {
                 StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
-                StoreError::ProductionCredential { .. } => exit::DATA,
+                StoreError::ProductionCredential { .. }
+                | StoreError::StaleKeyId { .. }
+                | StoreError::SealedValueInvalid { .. } => exit::DATA,
+                StoreError::NoSuchToken { .. } => exit::NO_INPUT,
                 StoreError::WrongMasterKey { .. }
                 | StoreError::DataKeyUnavailable { .. }
                 | StoreError::PrimaryKeyNotGiven { .. }
@@ -72,6 +78,11 @@ impl Error {
             Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
             // As grep and linters: 1 means "found something".
             Error::Findings(_) => 1,
+            Error::Server(e) => match e {
+                sealinit_server::ServerError::Usage(_) => exit::USAGE,
+                sealinit_server::ServerError::Tls(_) => exit::NO_INPUT,
+                sealinit_server::ServerError::Io { .. } => exit::OS,
+            },
         }
     }
 

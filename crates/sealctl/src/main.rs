@@ -23,7 +23,8 @@ use sealinit_store::{MasterKey, SetOptions, Store};
 use serde_json::json;
 
 use cli::{
-    Cli, Command, ReposCommand, RunArgs, SealArgs, SecretsCommand, StoreArgs, StoreCommand, Ttl,
+    Cli, Command, ReposCommand, RunArgs, SealArgs, SecretsCommand, ServeArgs, StoreArgs,
+    StoreCommand, TokensCommand, Ttl,
 };
 
 /// The lifetime of a bundle sealed from the store, unless `--ttl` says
@@ -41,7 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
-    sealinit::logging::init("sealctl", cli.log_level);
+    // The service logs through tracing-subscriber (human or JSON).
+    if !matches!(cli.command, Command::Serve(_)) {
+        sealinit::logging::init("sealctl", cli.log_level);
+    }
     let outcome = match cli.command {
         Command::Keygen { out } => keygen(&out),
         Command::Seal(args) => seal(&args),
@@ -64,6 +68,8 @@ fn main() -> ExitCode {
             since,
             json,
         } => audit(&store, repo.as_deref(), since.as_deref(), json),
+        Command::Serve(args) => serve(args, cli.log_level),
+        Command::Tokens(cmd) => tokens_command(cmd),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -315,6 +321,92 @@ fn open_store(args: &StoreArgs) -> Result<Store> {
     let mut store = location.open(keyring(args)?)?;
     store.set_actor(actor());
     Ok(store)
+}
+
+fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<()> {
+    let listen = sealinit_server::Listen::parse(&args.listen).map_err(Error::usage)?;
+    let stores = (0..args.connections)
+        .map(|_| open_store(&args.store))
+        .collect::<Result<Vec<_>>>()?;
+    let config = sealinit_server::Config {
+        listen,
+        tls: args.tls_cert.zip(args.tls_key),
+        insecure_no_tls: args.insecure_no_tls,
+        log_json: args.log_format == "json",
+        log_level: level
+            .into_level()
+            .unwrap_or(tracing::Level::INFO)
+            .max(tracing::Level::INFO),
+        request_timeout: args.request_timeout,
+        shutdown_timeout: args.shutdown_timeout,
+        ..sealinit_server::Config::default()
+    };
+    sealinit_server::run(config, stores).map_err(Error::from)
+}
+
+fn tokens_command(cmd: TokensCommand) -> Result<()> {
+    match cmd {
+        TokensCommand::Create {
+            store,
+            name,
+            scope,
+            ttl,
+        } => {
+            let scopes = scope
+                .iter()
+                .map(|s| sealinit_server::Scope::parse(s).map(|s| s.to_string()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::usage)?;
+            if name.trim().is_empty() || name.len() > 100 {
+                return Err(Error::usage("--name: 1 to 100 characters"));
+            }
+            let made = open_store(&store)?.create_token(&name, &scopes, ttl)?;
+            // The token alone on stdout, for a script to capture.
+            writeln!(std::io::stdout().lock(), "{}", made.token.as_str()).map_err(stdout_err)?;
+            eprintln!(
+                "sealctl: token {} ({name}) created with {}{}; it is shown once: keep it now",
+                made.row.id,
+                scopes.join(" "),
+                made.row.expires_at.map_or(String::new(), |e| format!(
+                    ", expires {}",
+                    time::rfc3339(e as u64)
+                ))
+            );
+            Ok(())
+        }
+        TokensCommand::List { store, json } => {
+            let rows = open_store(&store)?.tokens()?;
+            let mut out = std::io::stdout().lock();
+            for t in &rows {
+                let line = match json {
+                    true => json!(t).to_string(),
+                    false => format!(
+                        "{}  {:<20} {:<30} created {}  expires {}  last used {}{}",
+                        t.id,
+                        t.name,
+                        t.scopes.join(" "),
+                        time::rfc3339(t.created_at as u64),
+                        t.expires_at
+                            .map_or("never".into(), |e| time::rfc3339(e as u64)),
+                        t.last_used_at
+                            .map_or("never".into(), |e| time::rfc3339(e as u64)),
+                        if t.revoked_at.is_some() {
+                            "  REVOKED"
+                        } else {
+                            ""
+                        }
+                    ),
+                };
+                writeln!(out, "{line}").map_err(stdout_err)?;
+            }
+            Ok(())
+        }
+        TokensCommand::Revoke { store, id } => {
+            open_store(&store)?.revoke_token(&id)?;
+            eprintln!("sealctl: token {id} revoked");
+            Ok(())
+        }
+    }
 }
 
 /// A warning about a value that looks like a production credential: the

@@ -18,6 +18,14 @@ pub struct LockedPages {
     locked: bool,
 }
 
+// SAFETY: `LockedPages` owns its mapping alone (nothing else holds the
+// pointer), and the mapping and its lock belong to the process, not to a
+// thread: moving it to another thread (a store handed between the
+// service's blocking threads) cannot create aliasing or a data race. It is
+// deliberately not `Sync`: `&LockedPages` gives no mutation, but shared
+// references across threads are not needed.
+unsafe impl Send for LockedPages {}
+
 impl LockedPages {
     /// Maps `len` zeroed bytes (rounded up to whole pages, at least one).
     pub fn new(len: usize) -> io::Result<Self> {

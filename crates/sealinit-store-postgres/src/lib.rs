@@ -9,13 +9,13 @@
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
     AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow, Result,
-    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, WrappedKey, Writer,
+    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
 /// A new store is created at schema 2 (the first PostgreSQL schema) and
 /// migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 3: every version (and delete marker) kept, the audit trail, the
     // retention setting.
     "CREATE TABLE sealinit_secret_versions (
@@ -59,6 +59,18 @@ const MIGRATIONS: [&str; 2] = [
          key_id TEXT NOT NULL,
          wrapped BYTEA NOT NULL,
          PRIMARY KEY (repo_key, key_id)
+     );",
+    // 5: the service's API tokens, as keyed hashes.
+    "CREATE TABLE sealinit_tokens (
+         id TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         hash TEXT NOT NULL UNIQUE,
+         scopes TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         expires_at BIGINT,
+         last_used_at BIGINT,
+         revoked_at BIGINT,
+         seq BIGSERIAL
      );",
 ];
 
@@ -474,6 +486,19 @@ fn insert_audit(
         ],
     )
     .map(|_| ())
+}
+
+fn token_row(r: &postgres::Row) -> TokenRow {
+    TokenRow {
+        id: r.get(0),
+        name: r.get(1),
+        hash: r.get(2),
+        scopes: serde_json::from_str(r.get(3)).unwrap_or_default(),
+        created_at: r.get(4),
+        expires_at: r.get(5),
+        last_used_at: r.get(6),
+        revoked_at: r.get(7),
+    }
 }
 
 fn sealed_row(r: &postgres::Row) -> SealedRow {
@@ -1099,6 +1124,78 @@ impl Backend for PostgresBackend {
                 detail: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
             })
             .collect())
+    }
+
+    fn token_insert(&mut self, t: &TokenRow, audit: &AuditRecord) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        tx.execute(
+            "INSERT INTO sealinit_tokens (id, name, hash, scopes, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &t.id,
+                &t.name,
+                &t.hash,
+                &serde_json::to_string(&t.scopes).unwrap_or_default(),
+                &t.created_at,
+                &t.expires_at,
+            ],
+        )
+        .map_err(e)?;
+        insert_audit(&mut tx, audit).map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+                 FROM sealinit_tokens WHERE hash = $1",
+                &[&hash],
+            )
+            .map_err(self.err())?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    fn tokens(&mut self) -> Result<Vec<TokenRow>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+                 FROM sealinit_tokens ORDER BY seq",
+                &[],
+            )
+            .map_err(self.err())?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    fn token_revoke(&mut self, id: &str, at: i64, audit: &AuditRecord) -> Result<bool> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        let n = tx
+            .execute(
+                "UPDATE sealinit_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+                &[&id, &at],
+            )
+            .map_err(e)?;
+        if n > 0 {
+            insert_audit(&mut tx, audit).map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(n > 0)
+    }
+
+    fn token_touch(&mut self, id: &str, at: i64) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE sealinit_tokens SET last_used_at = $2 WHERE id = $1",
+                &[&id, &at],
+            )
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     fn keyring_write(

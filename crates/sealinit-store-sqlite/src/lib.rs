@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
     AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow, Result,
-    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, WrappedKey, Writer,
+    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,7 +46,7 @@ fn wait_for_writer(attempt: i32) -> bool {
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
 /// `i + 2`. A new store is created at schema 1, as the first release
 /// created it, and migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 2: a code-loading name allowed at `set`, recorded.
     "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
     // 3: every version (and delete marker) kept, the audit trail, the
@@ -107,6 +107,17 @@ const MIGRATIONS: [&str; 3] = [
      ALTER TABLE audit_v4 RENAME TO audit;
      CREATE INDEX audit_repo_at ON audit (repo, at);
      DELETE FROM sqlite_sequence WHERE name = 'audit';",
+    // 5: the service's API tokens, as keyed hashes.
+    "CREATE TABLE tokens (
+         id TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         hash TEXT NOT NULL UNIQUE,
+         scopes TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER,
+         last_used_at INTEGER,
+         revoked_at INTEGER
+     );",
 ];
 
 /// Schema 1, as the first release created it.
@@ -594,6 +605,20 @@ fn keyring(conn: &Connection) -> rusqlite::Result<Option<Keyring>> {
     )
 }
 
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    let scopes: String = r.get(3)?;
+    Ok(TokenRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        hash: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}
+
 fn insert_audit(conn: &Connection, record: &AuditRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO audit (at, actor, action, repo, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -827,6 +852,72 @@ impl Backend for SqliteBackend {
 
     fn audit_append(&mut self, record: &AuditRecord) -> Result<()> {
         insert_audit(&self.conn, record).map_err(self.err())
+    }
+
+    fn token_insert(&mut self, t: &TokenRow, audit: &AuditRecord) -> Result<()> {
+        let path = self.path.clone();
+        let e = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![t.id, t.name, t.hash, serde_json::to_string(&t.scopes).unwrap_or_default(), t.created_at, t.expires_at],
+        )
+        .map_err(e)?;
+        insert_audit(&tx, audit).map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>> {
+        Ok(self
+            .query(
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+                 FROM tokens WHERE hash = ?1",
+                params![hash],
+                token_row,
+            )?
+            .pop())
+    }
+
+    fn tokens(&mut self) -> Result<Vec<TokenRow>> {
+        self.query(
+            "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+             FROM tokens ORDER BY created_at, rowid",
+            [],
+            token_row,
+        )
+    }
+
+    fn token_revoke(&mut self, id: &str, at: i64, audit: &AuditRecord) -> Result<bool> {
+        let path = self.path.clone();
+        let e = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let n = tx
+            .execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, at],
+            )
+            .map_err(e)?;
+        if n > 0 {
+            insert_audit(&tx, audit).map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(n > 0)
+    }
+
+    fn token_touch(&mut self, id: &str, at: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {

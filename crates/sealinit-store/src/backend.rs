@@ -15,8 +15,24 @@ use crate::{Result, SecretInfo};
 /// wrapped under them (`data_keys`). Older schemas are migrated when
 /// opened; newer ones are refused. The move of the values from the master
 /// key to data keys needs the master key, so [`crate::Store`] does it, once,
-/// in one transaction, when a key first opens a migrated store.
-pub const SCHEMA_VERSION: i64 = 4;
+/// in one transaction, when a key first opens a migrated store. 5: the
+/// service's API tokens (`tokens`: keyed hashes, never tokens).
+pub const SCHEMA_VERSION: i64 = 5;
+
+/// An API token as stored: its keyed hash, never the token.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    #[serde(skip)]
+    pub hash: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
 
 /// How many versions keep their ciphertext, unless the store says otherwise.
 pub const DEFAULT_KEEP: i64 = 10;
@@ -218,6 +234,17 @@ pub trait Backend: Send {
     fn set_keep(&mut self, keep: i64) -> Result<()>;
     /// Appends an audit record on its own (a seal: a read of the values).
     fn audit_append(&mut self, record: &AuditRecord) -> Result<()>;
+    /// Stores a new token and its audit record in one transaction.
+    fn token_insert(&mut self, token: &TokenRow, audit: &AuditRecord) -> Result<()>;
+    /// The token whose keyed hash is `hash`.
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>>;
+    /// Every token, oldest first.
+    fn tokens(&mut self) -> Result<Vec<TokenRow>>;
+    /// Revokes token `id` (if not yet revoked) with its audit record, in
+    /// one transaction; whether it existed.
+    fn token_revoke(&mut self, id: &str, at: i64, audit: &AuditRecord) -> Result<bool>;
+    /// Records a use of token `id` at `at`.
+    fn token_touch(&mut self, id: &str, at: i64) -> Result<()>;
     /// Audit records, oldest first, of `repo` (stored spelling) if given,
     /// at or after `since` if given.
     fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>>;

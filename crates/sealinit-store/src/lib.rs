@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod import;
 pub mod keys;
+pub mod service;
 
 use std::io;
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
     AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
-    SCHEMA_VERSION, SealedRow, StoredRow, WrappedKey, Writer,
+    SCHEMA_VERSION, SealedRow, StoredRow, TokenRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
 pub use sealinit_guard::{Finding, Level};
@@ -132,6 +134,20 @@ pub enum StoreError {
         /// ", and N more secrets" when several were refused.
         more: String,
     },
+    #[error("no token {id}; see `sealctl tokens list`")]
+    NoSuchToken { id: String },
+    #[error(
+        "the value was sealed to key {given} of {repo}, which is no longer its key ({current}): fetch the public key again and reseal; nothing was changed"
+    )]
+    StaleKeyId {
+        repo: String,
+        given: String,
+        current: String,
+    },
+    #[error(
+        "the encrypted value for {repo} does not open: it must be a crypto_box_seal of the value to the repository's public key; nothing was changed"
+    )]
+    SealedValueInvalid { repo: String },
     #[error("{op} failed: {source}")]
     Os {
         op: &'static str,

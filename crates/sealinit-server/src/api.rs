@@ -1,0 +1,520 @@
+//! API v1: thin handlers. Each one extracts the caller (a live token), its
+//! input (JSON with unknown fields refused), and makes one service call on
+//! a store of the pool. Values may be deserialised from a request but are
+//! never serialised into a response.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use sealinit_core::secret::SecretValue;
+
+use crate::error::ApiError;
+use crate::pool::StorePool;
+use crate::service::{self, Caller, NewValue};
+
+/// How a request reached the server (set per connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// `None` over a Unix socket.
+    pub ip: Option<IpAddr>,
+    pub tls: bool,
+}
+
+impl Peer {
+    /// Plaintext values are accepted over TLS, a Unix socket or loopback.
+    fn private_channel(&self) -> bool {
+        self.tls || self.ip.is_none_or(|ip| ip.is_loopback())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: Arc<StorePool>,
+    pub limiter: Arc<AuthLimiter>,
+}
+
+/// Failed authentications per client address: after `MAX_FAILURES` in a
+/// window, that address gets 429 with Retry-After until the window ends.
+#[derive(Debug, Default)]
+pub struct AuthLimiter {
+    failures: Mutex<HashMap<Option<IpAddr>, (u32, Instant)>>,
+}
+
+const MAX_FAILURES: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl AuthLimiter {
+    /// Seconds to wait, if `peer` is blocked now.
+    fn blocked(&self, peer: Option<IpAddr>) -> Option<u64> {
+        let map = self.failures.lock().ok()?;
+        let (n, start) = map.get(&peer)?;
+        let left = WINDOW.checked_sub(start.elapsed())?;
+        (*n >= MAX_FAILURES).then_some(left.as_secs().max(1))
+    }
+
+    fn fail(&self, peer: Option<IpAddr>) {
+        if let Ok(mut map) = self.failures.lock() {
+            if map.len() > 100_000 {
+                map.retain(|_, (_, start)| start.elapsed() < WINDOW);
+            }
+            let entry = map.entry(peer).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= WINDOW {
+                *entry = (0, Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+}
+
+/// The caller, from `Authorization: Bearer TOKEN`.
+#[derive(Debug)]
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<Peer>().and_then(|p| p.ip);
+        if let Some(wait) = state.limiter.blocked(peer) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many failed authentications from this address; retry in {wait} s"),
+            );
+            e.retry_after = Some(wait);
+            return Err(e);
+        }
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| Zeroizing::new(t.trim().to_owned()));
+        let Some(token) = token else {
+            state.limiter.fail(peer);
+            return Err(ApiError::unauthorized());
+        };
+        let row = state
+            .pool
+            .run(String::new(), move |store| Ok(store.authenticate(&token)?))
+            .await?;
+        match row {
+            Some(row) => {
+                tracing::Span::current().record("token", row.id.as_str());
+                Ok(Auth(Caller::from_token(&row)))
+            }
+            None => {
+                state.limiter.fail(peer);
+                Err(ApiError::unauthorized())
+            }
+        }
+    }
+}
+
+/// A JSON body whose rejections take the API's error shape: 415 without a
+/// JSON content type, 413 over the limit, 400 otherwise (malformed JSON,
+/// an unknown field, a wrong type).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send JSON with Content-Type: application/json",
+            )),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is over the limit (a little over 1 MiB of values)",
+                ))
+            }
+            // serde's message names the field or position, never a value.
+            Err(e) => Err(ApiError::bad_request(format!(
+                "malformed request body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// Path parameters with the API's error shape.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let repo = Router::new()
+        .route("/secrets", get(list_secrets))
+        .route("/secrets/public-key", get(public_key))
+        .route("/secrets/import", post(import))
+        .route(
+            "/secrets/{name}",
+            get(get_secret).put(put_secret).delete(delete_secret),
+        )
+        .route("/secrets/{name}/versions", get(versions))
+        .route("/secrets/{name}/rollback", post(rollback))
+        .route("/bundles", post(mint));
+    let v1 = Router::new()
+        .route("/health", get(health))
+        .route("/repos", get(repos))
+        .route("/audit", get(audit))
+        .route("/openapi.json", get(crate::openapi::document))
+        .nest("/repos/{repo}", repo);
+    Router::new()
+        .nest("/api/v1", v1)
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn repos(State(s): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    let actor = caller.actor();
+    let r = s
+        .pool
+        .run(actor, move |st| service::repos(st, &caller))
+        .await?;
+    Ok(Json(serde_json::json!({"repos": r})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+async fn list_secrets(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params(repo): Params<String>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let per_page = q.per_page.unwrap_or(30);
+    let page = q.page.unwrap_or(1);
+    if !(1..=100).contains(&per_page) || page == 0 {
+        return Err(ApiError::bad_request("per_page is 1 to 100, page from 1"));
+    }
+    let actor = caller.actor();
+    let r = s
+        .pool
+        .run(actor, move |st| {
+            service::list_secrets(st, &caller, &repo, page, per_page)
+        })
+        .await?;
+    Ok(Json(r).into_response())
+}
+
+async fn get_secret(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params((repo, name)): Params<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor();
+    let r = s
+        .pool
+        .run(actor, move |st| {
+            service::get_secret(st, &caller, &repo, &name)
+        })
+        .await?;
+    Ok(Json(r).into_response())
+}
+
+/// A value from a request: moved into a secret buffer, never serialised.
+struct Value(SecretValue);
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self(SecretValue::from(s.into_bytes())))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: Option<Value>,
+    encrypted_value: Option<String>,
+    key_id: Option<String>,
+    #[serde(default)]
+    allow_production: bool,
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .map(|s| s.trim().trim_matches('"'))
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request("If-Match takes a version number (0: must not exist yet)")
+        })
+}
+
+async fn put_secret(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params((repo, name)): Params<(String, String)>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PutBody>,
+) -> Result<Response, ApiError> {
+    let if_version = if_match(&headers)?;
+    let value = match (body.value, body.encrypted_value, body.key_id) {
+        (Some(Value(v)), None, None) => {
+            if !peer.private_channel() {
+                return Err(ApiError::bad_request(
+                    "a plaintext value is accepted only over TLS or loopback; send encrypted_value (crypto_box_seal to GET .../secrets/public-key)",
+                ));
+            }
+            NewValue::Plain(v)
+        }
+        (None, Some(enc), Some(key_id)) => NewValue::Sealed {
+            sealed: B64
+                .decode(enc.as_bytes())
+                .map_err(|_| ApiError::bad_request("encrypted_value is not base64"))?,
+            key_id,
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "send either {\"value\"} or {\"encrypted_value\", \"key_id\"}",
+            ));
+        }
+    };
+    let actor = caller.actor();
+    let done = s
+        .pool
+        .run(actor, move |st| {
+            service::put_secret(
+                st,
+                &caller,
+                &repo,
+                &name,
+                value,
+                if_version,
+                body.allow_production,
+            )
+        })
+        .await?;
+    let status = if done.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done)).into_response())
+}
+
+async fn delete_secret(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params((repo, name)): Params<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor();
+    s.pool
+        .run(actor, move |st| {
+            service::delete_secret(st, &caller, &repo, &name)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn versions(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params((repo, name)): Params<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor();
+    let r = s
+        .pool
+        .run(actor, move |st| {
+            service::versions(st, &caller, &repo, &name)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({"versions": r})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to: i64,
+}
+
+async fn rollback(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params((repo, name)): Params<(String, String)>,
+    JsonBody(body): JsonBody<RollbackBody>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor();
+    let r = s
+        .pool
+        .run(actor, move |st| {
+            service::rollback(st, &caller, &repo, &name, body.to)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    format: String,
+    content: Value,
+    #[serde(default)]
+    allow_production: bool,
+}
+
+async fn import(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params(repo): Params<String>,
+    JsonBody(body): JsonBody<ImportBody>,
+) -> Result<Response, ApiError> {
+    let json = match body.format.as_str() {
+        "json" => true,
+        "env" => false,
+        _ => return Err(ApiError::bad_request("format is \"env\" or \"json\"")),
+    };
+    let content = Zeroizing::new(
+        String::from_utf8(body.content.0.expose().to_vec())
+            .map_err(|_| ApiError::bad_request("content is not UTF-8"))?,
+    );
+    let actor = caller.actor();
+    let r = s
+        .pool
+        .run(actor, move |st| {
+            service::import(st, &caller, &repo, json, &content, body.allow_production)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({"secrets": r})).into_response())
+}
+
+async fn public_key(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params(repo): Params<String>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor();
+    let (key_id, key) = s
+        .pool
+        .run(actor, move |st| service::public_key(st, &caller, &repo))
+        .await?;
+    Ok(Json(serde_json::json!({"key_id": key_id, "key": B64.encode(key)})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintBody {
+    label: Option<String>,
+    ttl: Option<String>,
+}
+
+async fn mint(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params(repo): Params<String>,
+    JsonBody(body): JsonBody<MintBody>,
+) -> Result<Response, ApiError> {
+    let ttl = match body.ttl.as_deref() {
+        None => Some(Duration::from_secs(300)),
+        Some("none") => None,
+        Some(t) => Some(
+            sealinit_core::time::parse_duration(t)
+                .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
+        ),
+    };
+    let actor = caller.actor();
+    let m = s
+        .pool
+        .run(actor, move |st| {
+            service::mint(st, &caller, &repo, body.label, ttl)
+        })
+        .await?;
+    let doc = serde_json::json!({
+        "bundle": B64.encode(&m.bundle),
+        "key": B64.encode(m.key.expose()),
+        "label": m.label,
+        "expires_at": m.expires_at.map(sealinit_core::time::rfc3339),
+        "names": m.names,
+    });
+    Ok((StatusCode::CREATED, Json(doc)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    repo: Option<String>,
+    since: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let actor = caller.actor();
+    let records = s
+        .pool
+        .run(actor, move |st| {
+            service::audit(st, &caller, q.repo.as_deref(), q.since, limit)
+        })
+        .await?;
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    if ndjson {
+        let mut body = String::new();
+        for r in &records {
+            body.push_str(&serde_json::to_string(r).unwrap_or_default());
+            body.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+    }
+    Ok(Json(serde_json::json!({"records": records})).into_response())
+}

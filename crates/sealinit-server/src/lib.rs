@@ -1,0 +1,349 @@
+//! The secrets service behind `sealctl serve`: API v1 over HTTP/1.1 (TLS
+//! with rustls, reloaded on SIGHUP), on a TCP address or a Unix socket,
+//! with scoped tokens, on the store (SQLite, or PostgreSQL for several
+//! instances: the service keeps no state of its own but a rate limiter).
+//!
+//! - Handlers are thin ([`api`]); what they do is written once in
+//!   [`service`]; the store validates, guards and audits.
+//! - Request logs carry method, path, status, latency and the token id:
+//!   never the Authorization header, a body or a value.
+//! - SIGTERM or SIGINT: stop accepting, finish in-flight requests (at most
+//!   `shutdown_timeout`), return: a write is committed and acknowledged,
+//!   or not acknowledged.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod error;
+pub mod openapi;
+pub mod pool;
+pub mod scope;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use sealinit_store::Store;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tower::ServiceExt as _;
+use tower_http::trace::TraceLayer;
+
+pub use scope::Scope;
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// `127.0.0.1:8700`, `[::1]:8700` or `unix:/path`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        text.parse().map(Self::Tcp).map_err(|_| {
+            format!(
+                "--listen {text:?}: use ADDRESS:PORT (127.0.0.1:8700, [::1]:8700) or unix:/path"
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    /// PEM certificate chain and key; reloaded on SIGHUP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow plain HTTP on a non-loopback address.
+    pub insecure_no_tls: bool,
+    pub log_json: bool,
+    pub log_level: tracing::Level,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Requests served at once.
+    pub concurrency: usize,
+    /// The largest request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: Listen::Tcp(([127, 0, 0, 1], 8700).into()),
+            tls: None,
+            insecure_no_tls: false,
+            log_json: false,
+            log_level: tracing::Level::INFO,
+            request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            concurrency: 256,
+            // The largest valid payload (1 MiB of values) once JSON-escaped
+            // or base64-encoded, and a little more.
+            body_limit: 3 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
+
+/// Reads the certificate chain and key into a TLS acceptor.
+fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, ServerError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", p.display())))
+    };
+    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{} holds no PEM private key", key.display())))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServerError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn init_logging(config: &Config) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(config.log_level)
+        .with_target(false);
+    let _ = match config.log_json {
+        true => tracing::subscriber::set_global_default(builder.json().finish()),
+        false => tracing::subscriber::set_global_default(builder.with_ansi(false).finish()),
+    };
+}
+
+/// Serves until SIGTERM or SIGINT. `stores`: open stores, one per request
+/// served at once against the database.
+pub fn run(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
+    if let (Listen::Tcp(addr), None, false) = (&config.listen, &config.tls, config.insecure_no_tls)
+    {
+        if !addr.ip().is_loopback() {
+            return Err(ServerError::Usage(format!(
+                "refusing to serve plain HTTP on {addr}, which is not a loopback address: pass --tls-cert and --tls-key, or --insecure-no-tls behind a TLS proxy"
+            )));
+        }
+    }
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the runtime"))?;
+    runtime.block_on(serve(config, stores))
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(Arc::new(RwLock::new(load_tls(cert, key)?))),
+        None => None,
+    };
+    let state = api::AppState {
+        pool: pool::StorePool::new(stores),
+        limiter: Arc::default(),
+    };
+    let app = api::router(state)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.concurrency,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        token = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    |res: &axum::http::Response<_>, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = res.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "response"
+                        );
+                    },
+                )
+                .on_failure(()),
+        );
+    let listener = match &config.listen {
+        Listen::Tcp(addr) => Bound::Tcp(
+            TcpListener::bind(addr)
+                .await
+                .map_err(io_err(format!("cannot listen on {addr}")))?,
+        ),
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let l = UnixListener::bind(path)
+                .map_err(io_err(format!("cannot listen on {}", path.display())))?;
+            Bound::Unix(l, path.clone())
+        }
+    };
+    let shown = match &listener {
+        Bound::Tcp(l) => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!(
+                "{scheme}://{}",
+                l.local_addr().map_err(io_err("local address"))?
+            )
+        }
+        Bound::Unix(_, p) => format!("unix:{}", p.display()),
+    };
+    tracing::info!("listening on {shown}");
+    // Readiness for scripts and tests, whatever the log format.
+    eprintln!("sealctl: listening on {shown}");
+
+    let graceful = GracefulShutdown::new();
+    let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
+    loop {
+        let accepted = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let (Some(tls), Some((cert, key))) = (&tls, &config.tls) {
+                    match load_tls(cert, key) {
+                        Ok(a) => {
+                            if let Ok(mut slot) = tls.write() {
+                                *slot = a;
+                            }
+                            tracing::info!("TLS certificate reloaded");
+                        }
+                        Err(e) => tracing::error!("SIGHUP: keeping the old certificate: {e}"),
+                    }
+                }
+                continue;
+            }
+            a = accept(&listener) => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                continue;
+            }
+        };
+        let acceptor = tls.as_ref().and_then(|t| t.read().ok().map(|a| a.clone()));
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = config.request_timeout;
+        tokio::spawn(async move {
+            let peer = api::Peer {
+                ip: peer,
+                tls: acceptor.is_some(),
+            };
+            let svc =
+                app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer);
+                    req
+                });
+            let svc = TowerToHyperService::new(svc);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024);
+            match (stream, acceptor) {
+                (Stream::Tcp(s), Some(acceptor)) => match acceptor.accept(s).await {
+                    Ok(s) => {
+                        let conn = http.serve_connection(TokioIo::new(s), svc);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    Err(e) => tracing::debug!("TLS handshake: {e}"),
+                },
+                (Stream::Tcp(s), None) => {
+                    let conn = http.serve_connection(TokioIo::new(s), svc);
+                    let _ = watcher.watch(conn).await;
+                }
+                (Stream::Unix(s), _) => {
+                    let conn = http.serve_connection(TokioIo::new(s), svc);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+        });
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    drop(listener);
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still in flight after {:?}; exiting",
+            config.shutdown_timeout
+        );
+    }
+    if let Listen::Unix(path) = &config.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Bound) -> std::io::Result<(Stream, Option<std::net::IpAddr>)> {
+    match l {
+        Bound::Tcp(l) => {
+            let (s, a) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Stream::Tcp(s), Some(a.ip())))
+        }
+        Bound::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            Ok((Stream::Unix(s), None))
+        }
+    }
+}

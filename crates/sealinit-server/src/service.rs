@@ -1,0 +1,363 @@
+//! What the API (and the page) can do, written once below the handlers:
+//! the scope check, then one store call, which validates, applies the
+//! production-credential guard and writes the audit record. Every function
+//! runs on a blocking thread with a store of the pool.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use sealinit_core::bundle::{self, Entry, Header};
+use sealinit_core::secret::{SecretKey, SecretValue};
+use sealinit_store::{AuditRecord, HistoryEntry, SetOptions, SetOutcome, Store, TokenRow};
+
+use crate::error::ApiError;
+use crate::scope::{Action, Grants};
+
+/// Who is calling: a live token and what it may do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: String,
+    pub name: String,
+    pub grants: Grants,
+}
+
+impl Caller {
+    pub fn from_token(row: &TokenRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            grants: Grants::from_stored(&row.scopes),
+        }
+    }
+
+    /// The actor the history and the audit trail name.
+    pub fn actor(&self) -> String {
+        format!("token {} ({})", self.name, self.id)
+    }
+
+    pub fn require(&self, action: Action, repo: &str) -> Result<(), ApiError> {
+        match self.grants.allows(action, repo) {
+            true => Ok(()),
+            false => Err(ApiError::forbidden(format!(
+                "token {} may not {} {repo}",
+                self.id,
+                match action {
+                    Action::Write => "write to",
+                    Action::Launch => "mint bundles of",
+                    Action::Audit => "read the audit trail of",
+                }
+            ))),
+        }
+    }
+
+    fn require_sees(&self, repo: &str) -> Result<(), ApiError> {
+        match self.grants.sees(repo) {
+            true => Ok(()),
+            false => Err(ApiError::forbidden(format!(
+                "token {} may not see {repo} (needs write or launch)",
+                self.id
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RepoSummary {
+    pub repo: String,
+    pub secrets: usize,
+}
+
+/// A secret's metadata: never its value.
+#[derive(Debug, Serialize)]
+pub struct SecretMeta {
+    pub name: String,
+    pub size: usize,
+    pub version: i64,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretPage {
+    pub total_count: usize,
+    pub secrets: Vec<SecretMeta>,
+}
+
+/// A minted bundle: the sealed bytes and their one-use key.
+pub struct Minted {
+    pub bundle: Vec<u8>,
+    pub key: SecretKey,
+    pub label: String,
+    pub expires_at: Option<u64>,
+    pub names: Vec<String>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("label", &self.label)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    sealinit_core::time::rfc3339(t.max(0) as u64)
+}
+
+pub fn repos(store: &mut Store, caller: &Caller) -> Result<Vec<RepoSummary>, ApiError> {
+    Ok(store
+        .repos()?
+        .into_iter()
+        .filter(|(r, _)| caller.grants.sees(r))
+        .map(|(repo, secrets)| RepoSummary { repo, secrets })
+        .collect())
+}
+
+fn meta(
+    store: &mut Store,
+    repo: &str,
+    info: sealinit_store::SecretInfo,
+) -> Result<SecretMeta, ApiError> {
+    let history = store.history(repo, &info.name)?;
+    let created = history
+        .iter()
+        .rev()
+        .take_while(|h| !h.deleted)
+        .last()
+        .map_or(info.updated_at, |h| h.at);
+    let updated_by = history.last().map(|h| h.actor.clone()).unwrap_or_default();
+    Ok(SecretMeta {
+        name: info.name,
+        size: info.size,
+        version: info.version,
+        created_at: rfc3339(created),
+        updated_at: rfc3339(info.updated_at),
+        updated_by,
+    })
+}
+
+pub fn list_secrets(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    page: usize,
+    per_page: usize,
+) -> Result<SecretPage, ApiError> {
+    caller.require_sees(repo)?;
+    let all = store.list(repo)?;
+    let total_count = all.len();
+    let mut secrets = Vec::new();
+    for info in all.into_iter().skip((page - 1) * per_page).take(per_page) {
+        secrets.push(meta(store, repo, info)?);
+    }
+    Ok(SecretPage {
+        total_count,
+        secrets,
+    })
+}
+
+pub fn get_secret(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+) -> Result<SecretMeta, ApiError> {
+    caller.require_sees(repo)?;
+    let info = store
+        .list(repo)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("repository {repo} has no secret named {name}"))
+        })?;
+    meta(store, repo, info)
+}
+
+/// How a value arrives.
+pub enum NewValue {
+    Plain(SecretValue),
+    /// `crypto_box_seal` to the repository's public key `key_id`.
+    Sealed {
+        sealed: Vec<u8>,
+        key_id: String,
+    },
+}
+
+impl std::fmt::Debug for NewValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain(_) => f.write_str("Plain(redacted)"),
+            Self::Sealed { key_id, .. } => write!(f, "Sealed(key {key_id})"),
+        }
+    }
+}
+
+pub fn put_secret(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+    value: NewValue,
+    if_version: Option<i64>,
+    allow_production: bool,
+) -> Result<SetOutcome, ApiError> {
+    caller.require(Action::Write, repo)?;
+    let value = match value {
+        NewValue::Plain(v) => v,
+        NewValue::Sealed { sealed, key_id } => store.open_sealed_value(repo, &key_id, &sealed)?,
+    };
+    let entries = [Entry {
+        name: name.to_owned(),
+        value,
+    }];
+    let allowed = [name.to_owned()];
+    let mut done = store.set_many(
+        repo,
+        &entries,
+        SetOptions {
+            if_version,
+            allow_production: if allow_production { &allowed } else { &[] },
+            ..SetOptions::default()
+        },
+    )?;
+    Ok(done.remove(0))
+}
+
+pub fn delete_secret(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    caller.require(Action::Write, repo)?;
+    store.remove(repo, &[name.to_owned()])?;
+    Ok(())
+}
+
+pub fn versions(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+) -> Result<Vec<HistoryEntry>, ApiError> {
+    caller.require_sees(repo)?;
+    let history = store.history(repo, name)?;
+    if history.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "repository {repo} has no secret named {name}"
+        )));
+    }
+    Ok(history)
+}
+
+pub fn rollback(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+    to: i64,
+) -> Result<SetOutcome, ApiError> {
+    caller.require(Action::Write, repo)?;
+    Ok(store.rollback(repo, name, to)?)
+}
+
+pub fn import(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    json: bool,
+    content: &Zeroizing<String>,
+    allow_production: bool,
+) -> Result<Vec<SetOutcome>, ApiError> {
+    caller.require(Action::Write, repo)?;
+    let entries = match json {
+        true => sealinit_store::import::parse_json(content.as_bytes()),
+        false => sealinit_store::import::parse_env(content.as_bytes(), false),
+    }
+    .map_err(|reason| ApiError::unprocessable(format!("import: {reason}; nothing was changed")))?;
+    let allowed: Vec<String> = match allow_production {
+        true => entries.iter().map(|e| e.name.clone()).collect(),
+        false => Vec::new(),
+    };
+    Ok(store.set_many(
+        repo,
+        &entries,
+        SetOptions {
+            allow_production: &allowed,
+            ..SetOptions::default()
+        },
+    )?)
+}
+
+pub fn public_key(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+) -> Result<(String, [u8; 32]), ApiError> {
+    caller.require(Action::Write, repo)?;
+    Ok(store.public_key(repo)?)
+}
+
+/// A one-use bundle of `repo` under a fresh key: what `sealctl seal
+/// --repo` makes, recorded as a read.
+pub fn mint(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    label: Option<String>,
+    ttl: Option<Duration>,
+) -> Result<Minted, ApiError> {
+    caller.require(Action::Launch, repo)?;
+    let found = store.secrets(repo, false)?;
+    bundle::check_name_policy(&found.entries, &found.allowed)
+        .map_err(|e| ApiError::unprocessable(format!("cannot seal: {e}")))?;
+    let label = label.unwrap_or_else(|| found.repo.clone());
+    let now = sealinit_core::time::now();
+    let expires = ttl.map(|t| now.saturating_add(t.as_secs()));
+    let header = Header::new(now, expires, Some(label.clone()));
+    let key = SecretKey::generate().map_err(|_| ApiError::internal())?;
+    let mut nonce = [0u8; bundle::NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|_| ApiError::internal())?;
+    let sealed = bundle::seal(&key, &header, &found.entries, &nonce)
+        .map_err(|e| ApiError::unprocessable(format!("cannot seal: {e}")))?;
+    let names_versions = found.names_and_versions();
+    store.record_seal(&found.repo, &names_versions, Some(&label), expires)?;
+    Ok(Minted {
+        bundle: sealed,
+        key,
+        label,
+        expires_at: expires,
+        names: names_versions.into_iter().map(|(n, _)| n).collect(),
+    })
+}
+
+pub fn audit(
+    store: &mut Store,
+    caller: &Caller,
+    repo: Option<&str>,
+    since: Option<i64>,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, ApiError> {
+    if let Some(r) = repo {
+        caller.require(Action::Audit, r)?;
+    }
+    // The records the token's audit scopes cover (every one for admin,
+    // including those of no repository: tokens, key rotations).
+    let mut records: Vec<AuditRecord> = store
+        .audit(repo, since)?
+        .into_iter()
+        .filter(|r| {
+            caller.grants.is_admin()
+                || (!r.repo.is_empty() && caller.grants.allows(Action::Audit, &r.repo))
+        })
+        .collect();
+    if records.len() > limit {
+        records.drain(..records.len() - limit);
+    }
+    Ok(records)
+}
