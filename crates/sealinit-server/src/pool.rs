@@ -23,6 +23,15 @@ impl std::fmt::Debug for StorePool {
     }
 }
 
+impl Drop for StorePool {
+    /// The PostgreSQL client owns a runtime of its own, which may not be
+    /// dropped inside tokio's: the stores go on a plain thread.
+    fn drop(&mut self) {
+        let stores = std::mem::take(self.stores.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let _ = std::thread::spawn(move || drop(stores)).join();
+    }
+}
+
 impl StorePool {
     pub fn new(stores: Vec<Store>) -> Arc<Self> {
         let n = stores.len();

@@ -124,6 +124,9 @@ impl EnvParser<'_> {
         if name.is_empty() || !self.rest.starts_with('=') {
             return Err(self.err(start, "expected NAME=value"));
         }
+        // Names are not secret: the error names it and its line.
+        sealinit_core::bundle::validate_name(name.as_bytes())
+            .map_err(|e| format!("line {start}: {e}"))?;
         self.rest = &self.rest[1..];
         self.skip_spaces();
         let mut value = match self.rest.chars().next() {
