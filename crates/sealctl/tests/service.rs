@@ -30,7 +30,10 @@ impl Server {
     /// Starts the service on a free loopback port and waits until it says
     /// it listens (no sleeps).
     fn start(env: &StoreDir, extra: &[&str]) -> Self {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "trace"];
+        let mut args = vec!["serve", "--log-level", "trace"];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let mut child = env
             .cmd(&args)
@@ -42,10 +45,13 @@ impl Server {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let log = Arc::new(Mutex::new(String::new()));
         let base = loop {
-            let line = lines
-                .next()
-                .expect("sealctl serve exited before listening")
-                .unwrap();
+            let Some(line) = lines.next() else {
+                panic!(
+                    "sealctl serve exited before listening: {}",
+                    log.lock().unwrap()
+                );
+            };
+            let line = line.unwrap();
             log.lock().unwrap().push_str(&line);
             log.lock().unwrap().push('\n');
             if let Some(addr) = line.strip_prefix("sealctl: listening on ") {
@@ -595,4 +601,165 @@ fn plain_http_off_loopback_is_refused() {
     );
     assert_eq!(o.status.code(), Some(64));
     assert!(stderr(&o).contains("unknown action"), "{}", stderr(&o));
+}
+
+/// Makes a CA and a certificate for localhost signed by it, named
+/// `NAME.pem` / `NAME.key` (and `ca-NAME.pem`), in the store directory.
+fn certificate(env: &StoreDir, name: &str) {
+    let script = format!(
+        "set -e
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-{name}.key -out ca-{name}.pem -days 2 -subj /CN=ca-{name} 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN=localhost 2>/dev/null
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > {name}.ext
+         openssl x509 -req -in {name}.csr -CA ca-{name}.pem -CAkey ca-{name}.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext 2>/dev/null"
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", stderr(&o));
+}
+
+/// GET `url` over HTTPS, trusting only `ca` (Python's ssl module: an
+/// independent TLS client); the status and body, or the error.
+fn https_get(url: &str, ca: &std::path::Path) -> String {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import ssl,sys,urllib.request\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
+             try:\n  r = urllib.request.urlopen(sys.argv[1], context=ctx)\n  print(r.status, r.read().decode())\n\
+             except Exception as e:\n  print('error', type(e).__name__)",
+            url,
+            ca.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    stdout(&o).trim().to_owned()
+}
+
+/// TLS from PEM files, reloaded on SIGHUP without a restart; a Unix socket.
+#[test]
+fn tls_is_reloaded_on_sighup_and_a_unix_socket_serves() {
+    let env = StoreDir::new();
+    certificate(&env, "one");
+    certificate(&env, "two");
+    for f in ["pem", "key"] {
+        std::fs::copy(
+            env.path(&format!("one.{f}")),
+            env.path(&format!("live.{f}")),
+        )
+        .unwrap();
+    }
+    let cert = env.path("live.pem");
+    let key = env.path("live.key");
+    let server = Server::start(
+        &env,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let health = format!(
+        "{}/api/v1/health",
+        server.base.replace("127.0.0.1", "localhost")
+    );
+    assert_eq!(
+        https_get(&health, &env.path("ca-one.pem")),
+        "200 {\"status\":\"ok\"}"
+    );
+    assert!(https_get(&health, &env.path("ca-two.pem")).starts_with("error"));
+    for f in ["pem", "key"] {
+        std::fs::copy(
+            env.path(&format!("two.{f}")),
+            env.path(&format!("live.{f}")),
+        )
+        .unwrap();
+    }
+    kill(server.child.id() as i32, "HUP");
+    // Readiness from the log, not a sleep.
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .contains("TLS certificate reloaded")
+    {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        https_get(&health, &env.path("ca-two.pem")),
+        "200 {\"status\":\"ok\"}"
+    );
+    assert!(https_get(&health, &env.path("ca-one.pem")).starts_with("error"));
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    // A Unix socket.
+    let socket = env.path("api.sock");
+    let server = Server::start(&env, &["--listen", &format!("unix:{}", socket.display())]);
+    assert_eq!(server.base, format!("unix:{}", socket.display()));
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("{\"status\":\"ok\"}"), "{reply}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+    assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+/// Every route the OpenAPI document lists answers (not the fallback 404,
+/// not 405), so the document cannot list a route the server lacks.
+#[test]
+fn the_openapi_document_matches_the_routes() {
+    let env = StoreDir::new();
+    let admin = token(&env, &["admin"]);
+    let server = Server::start(&env, &[]);
+    let a = Client::new(&server, Some(&admin));
+    let (_, doc) = a.get("/openapi.json");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut count = 0;
+    for (path, ops) in paths {
+        for (method, _) in ops.as_object().unwrap() {
+            count += 1;
+            let url = format!(
+                "{}{}",
+                server.base,
+                path.replace("{repo}", "acme%2Fapi")
+                    .replace("{name}", "TOKEN")
+            );
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let auth = format!("Bearer {admin}");
+            let resp = match method.as_str() {
+                "get" => agent.get(&url).header("Authorization", &auth).call(),
+                "delete" => agent.delete(&url).header("Authorization", &auth).call(),
+                "put" => agent
+                    .put(&url)
+                    .header("Authorization", &auth)
+                    .send_json(json!({})),
+                "post" => agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .send_json(json!({})),
+                m => panic!("undocumented method {m}"),
+            };
+            let (status, body) = Client::reply(resp);
+            assert_ne!(status, 405, "{method} {path}");
+            assert!(
+                !message(&(status, body.clone())).contains("no such endpoint"),
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    assert_eq!(count, 13);
 }
