@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sealinit_testkit::{BACKENDS, Backend, StoreDir, stderr, workspace_root};
+use sealinit_testkit::{BACKENDS, Backend, StoreDir, set_bench_r20, stderr, workspace_root};
 
 const SEALS: usize = 200;
 const PER_PROCESS: usize = 100;
@@ -107,23 +107,11 @@ struct Measured {
 
 fn measure(backend: Backend) -> Measured {
     let env = StoreDir::on(backend);
-    let env_file = env.path("r20.env");
-    let text: String = (0..20)
-        .map(|i| format!("SECRET_{i:02}=value-{i}-abcdefghijklmnopqrstuvwxyz0123456789\n"))
-        .collect();
-    fs::write(&env_file, text).unwrap();
+    set_bench_r20(&env);
     let ok = |args: &[&str]| {
         let o = env.run(args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     };
-    ok(&[
-        "secrets",
-        "set",
-        "--repo",
-        "bench/r20",
-        "--from-env-file",
-        "r20.env",
-    ]);
 
     // Seal latency, one at a time.
     let mut times: Vec<Duration> = (0..SEALS)

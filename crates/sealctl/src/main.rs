@@ -325,7 +325,8 @@ fn open_store(args: &StoreArgs) -> Result<Store> {
 
 fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<()> {
     let listen = sealinit_server::Listen::parse(&args.listen).map_err(Error::usage)?;
-    let stores = (0..args.connections)
+    // One more: the audit writer's (group commit of mints' records).
+    let stores = (0..=args.connections)
         .map(|_| open_store(&args.store))
         .collect::<Result<Vec<_>>>()?;
     let config = sealinit_server::Config {

@@ -5,7 +5,6 @@
 //! sealinit, two instances on one PostgreSQL, SIGTERM, and a trace-level
 //! log that holds no value and no token.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -30,34 +29,13 @@ impl Server {
     /// Starts the service on a free loopback port and waits until it says
     /// it listens (no sleeps).
     fn start(env: &StoreDir, extra: &[&str]) -> Self {
-        let mut args = vec!["serve", "--log-level", "trace"];
+        let mut args = vec!["--log-level", "trace"];
         if !extra.contains(&"--listen") {
             args.extend(["--listen", "127.0.0.1:0"]);
         }
         args.extend_from_slice(extra);
-        let mut child = env
-            .cmd(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(String::new()));
-        let base = loop {
-            let Some(line) = lines.next() else {
-                panic!(
-                    "sealctl serve exited before listening: {}",
-                    log.lock().unwrap()
-                );
-            };
-            let line = line.unwrap();
-            log.lock().unwrap().push_str(&line);
-            log.lock().unwrap().push('\n');
-            if let Some(addr) = line.strip_prefix("sealctl: listening on ") {
-                break addr.to_owned();
-            }
-        };
+        let (child, base, so_far, lines) = start_service(env, &args);
+        let log = Arc::new(Mutex::new(so_far));
         let sink = Arc::clone(&log);
         let reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {

@@ -46,6 +46,7 @@ impl Peer {
 pub struct AppState {
     pub pool: Arc<StorePool>,
     pub limiter: Arc<AuthLimiter>,
+    pub audit: Arc<crate::audit::AuditWriter>,
 }
 
 /// Failed authentications per client address: after `MAX_FAILURES` in a
@@ -81,9 +82,21 @@ impl AuthLimiter {
     }
 }
 
-/// The caller, from `Authorization: Bearer TOKEN`.
-#[derive(Debug)]
-pub struct Auth(pub Caller);
+/// The bearer token of a request, not yet checked: it is checked in the
+/// same blocking call as the operation (one trip to the store's thread
+/// pool per request).
+pub struct Auth {
+    token: Zeroizing<String>,
+    peer: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -105,22 +118,45 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| Zeroizing::new(t.trim().to_owned()));
-        let Some(token) = token else {
-            state.limiter.fail(peer);
-            return Err(ApiError::unauthorized());
-        };
-        let row = state
-            .pool
-            .run(String::new(), move |store| Ok(store.authenticate(&token)?))
-            .await?;
-        match row {
-            Some(row) => {
-                tracing::Span::current().record("token", row.id.as_str());
-                Ok(Auth(Caller::from_token(&row)))
-            }
+        match token {
+            Some(token) => Ok(Self { token, peer }),
             None => {
                 state.limiter.fail(peer);
                 Err(ApiError::unauthorized())
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Authenticates `auth` and runs `f` as its token, on a store of the
+    /// pool: one blocking call. A token that is unknown, expired or revoked
+    /// is 401 and counts against its address.
+    pub async fn run<T, F>(&self, auth: Auth, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
+    {
+        let Auth { token, peer } = auth;
+        let outcome = self
+            .pool
+            .run(String::new(), move |st| {
+                let Some(row) = st.authenticate(&token)? else {
+                    return Ok(Err(ApiError::unauthorized()));
+                };
+                let caller = Caller::from_token(&row);
+                st.set_actor(caller.actor());
+                Ok(Ok((caller.id.clone(), f(st, &caller))))
+            })
+            .await?;
+        match outcome {
+            Ok((id, result)) => {
+                tracing::Span::current().record("token", id.as_str());
+                result
+            }
+            Err(e) => {
+                self.limiter.fail(peer);
+                Err(e)
             }
         }
     }
@@ -204,12 +240,8 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn repos(State(s): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
-    let actor = caller.actor();
-    let r = s
-        .pool
-        .run(actor, move |st| service::repos(st, &caller))
-        .await?;
+async fn repos(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let r = s.run(auth, service::repos).await?;
     Ok(Json(serde_json::json!({"repos": r})).into_response())
 }
 
@@ -222,7 +254,7 @@ struct PageQuery {
 
 async fn list_secrets(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params(repo): Params<String>,
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -232,11 +264,9 @@ async fn list_secrets(
     if !(1..=100).contains(&per_page) || page == 0 {
         return Err(ApiError::bad_request("per_page is 1 to 100, page from 1"));
     }
-    let actor = caller.actor();
     let r = s
-        .pool
-        .run(actor, move |st| {
-            service::list_secrets(st, &caller, &repo, page, per_page)
+        .run(auth, move |st, caller| {
+            service::list_secrets(st, caller, &repo, page, per_page)
         })
         .await?;
     Ok(Json(r).into_response())
@@ -244,14 +274,12 @@ async fn list_secrets(
 
 async fn get_secret(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params((repo, name)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.actor();
     let r = s
-        .pool
-        .run(actor, move |st| {
-            service::get_secret(st, &caller, &repo, &name)
+        .run(auth, move |st, caller| {
+            service::get_secret(st, caller, &repo, &name)
         })
         .await?;
     Ok(Json(r).into_response())
@@ -294,7 +322,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 async fn put_secret(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params((repo, name)): Params<(String, String)>,
     axum::Extension(peer): axum::Extension<Peer>,
     headers: HeaderMap,
@@ -322,13 +350,11 @@ async fn put_secret(
             ));
         }
     };
-    let actor = caller.actor();
     let done = s
-        .pool
-        .run(actor, move |st| {
+        .run(auth, move |st, caller| {
             service::put_secret(
                 st,
-                &caller,
+                caller,
                 &repo,
                 &name,
                 value,
@@ -347,28 +373,24 @@ async fn put_secret(
 
 async fn delete_secret(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params((repo, name)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.actor();
-    s.pool
-        .run(actor, move |st| {
-            service::delete_secret(st, &caller, &repo, &name)
-        })
-        .await?;
+    s.run(auth, move |st, caller| {
+        service::delete_secret(st, caller, &repo, &name)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn versions(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params((repo, name)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.actor();
     let r = s
-        .pool
-        .run(actor, move |st| {
-            service::versions(st, &caller, &repo, &name)
+        .run(auth, move |st, caller| {
+            service::versions(st, caller, &repo, &name)
         })
         .await?;
     Ok(Json(serde_json::json!({"versions": r})).into_response())
@@ -382,15 +404,13 @@ struct RollbackBody {
 
 async fn rollback(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params((repo, name)): Params<(String, String)>,
     JsonBody(body): JsonBody<RollbackBody>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.actor();
     let r = s
-        .pool
-        .run(actor, move |st| {
-            service::rollback(st, &caller, &repo, &name, body.to)
+        .run(auth, move |st, caller| {
+            service::rollback(st, caller, &repo, &name, body.to)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(r)).into_response())
@@ -407,7 +427,7 @@ struct ImportBody {
 
 async fn import(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params(repo): Params<String>,
     JsonBody(body): JsonBody<ImportBody>,
 ) -> Result<Response, ApiError> {
@@ -420,11 +440,9 @@ async fn import(
         String::from_utf8(body.content.0.expose().to_vec())
             .map_err(|_| ApiError::bad_request("content is not UTF-8"))?,
     );
-    let actor = caller.actor();
     let r = s
-        .pool
-        .run(actor, move |st| {
-            service::import(st, &caller, &repo, json, &content, body.allow_production)
+        .run(auth, move |st, caller| {
+            service::import(st, caller, &repo, json, &content, body.allow_production)
         })
         .await?;
     Ok(Json(serde_json::json!({"secrets": r})).into_response())
@@ -432,13 +450,13 @@ async fn import(
 
 async fn public_key(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params(repo): Params<String>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.actor();
     let (key_id, key) = s
-        .pool
-        .run(actor, move |st| service::public_key(st, &caller, &repo))
+        .run(auth, move |st, caller| {
+            service::public_key(st, caller, &repo)
+        })
         .await?;
     Ok(Json(serde_json::json!({"key_id": key_id, "key": B64.encode(key)})).into_response())
 }
@@ -452,7 +470,7 @@ struct MintBody {
 
 async fn mint(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     Params(repo): Params<String>,
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Response, ApiError> {
@@ -464,13 +482,13 @@ async fn mint(
                 .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
         ),
     };
-    let actor = caller.actor();
-    let m = s
-        .pool
-        .run(actor, move |st| {
-            service::mint(st, &caller, &repo, body.label, ttl)
+    let (m, record) = s
+        .run(auth, move |st, caller| {
+            service::mint(st, caller, &repo, body.label, ttl)
         })
         .await?;
+    // The read is on record before the bundle leaves (group commit).
+    s.audit.append(record).await?;
     let doc = serde_json::json!({
         "bundle": B64.encode(&m.bundle),
         "key": B64.encode(m.key.expose()),
@@ -491,17 +509,15 @@ struct AuditQuery {
 
 async fn audit(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    auth: Auth,
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let actor = caller.actor();
     let records = s
-        .pool
-        .run(actor, move |st| {
-            service::audit(st, &caller, q.repo.as_deref(), q.since, limit)
+        .run(auth, move |st, caller| {
+            service::audit(st, caller, q.repo.as_deref(), q.since, limit)
         })
         .await?;
     let ndjson = headers

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod error;
 pub mod openapi;
 pub mod pool;
@@ -152,9 +153,15 @@ fn init_logging(config: &Config) {
     };
 }
 
-/// Serves until SIGTERM or SIGINT. `stores`: open stores, one per request
-/// served at once against the database.
+/// Serves until SIGTERM or SIGINT. `stores`: open stores, at least two:
+/// one commits the audit records of mints, the others serve requests (one
+/// request against the database at a time each).
 pub fn run(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
+    if stores.len() < 2 {
+        return Err(ServerError::Usage(
+            "the service needs at least two store connections".into(),
+        ));
+    }
     if let (Listen::Tcp(addr), None, false) = (&config.listen, &config.tls, config.insecure_no_tls)
     {
         if !addr.ip().is_loopback() {
@@ -181,9 +188,14 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         Some((cert, key)) => Some(Arc::new(RwLock::new(load_tls(cert, key)?))),
         None => None,
     };
+    let mut stores = stores;
+    let writer = stores
+        .pop()
+        .ok_or_else(|| ServerError::Usage("no store".into()))?;
     let state = api::AppState {
         pool: pool::StorePool::new(stores),
         limiter: Arc::default(),
+        audit: audit::AuditWriter::start(writer),
     };
     let app = api::router(state)
         .layer(DefaultBodyLimit::max(config.body_limit))

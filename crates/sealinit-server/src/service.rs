@@ -304,14 +304,15 @@ pub fn public_key(
 }
 
 /// A one-use bundle of `repo` under a fresh key: what `sealctl seal
-/// --repo` makes, recorded as a read.
+/// --repo` makes, and the audit record of that read, which the caller must
+/// commit before handing the bundle out.
 pub fn mint(
     store: &mut Store,
     caller: &Caller,
     repo: &str,
     label: Option<String>,
     ttl: Option<Duration>,
-) -> Result<Minted, ApiError> {
+) -> Result<(Minted, AuditRecord), ApiError> {
     caller.require(Action::Launch, repo)?;
     let found = store.secrets(repo, false)?;
     bundle::check_name_policy(&found.entries, &found.allowed)
@@ -326,14 +327,17 @@ pub fn mint(
     let sealed = bundle::seal(&key, &header, &found.entries, &nonce)
         .map_err(|e| ApiError::unprocessable(format!("cannot seal: {e}")))?;
     let names_versions = found.names_and_versions();
-    store.record_seal(&found.repo, &names_versions, Some(&label), expires)?;
-    Ok(Minted {
-        bundle: sealed,
-        key,
-        label,
-        expires_at: expires,
-        names: names_versions.into_iter().map(|(n, _)| n).collect(),
-    })
+    let record = store.seal_record(&found.repo, &names_versions, Some(&label), expires);
+    Ok((
+        Minted {
+            bundle: sealed,
+            key,
+            label,
+            expires_at: expires,
+            names: names_versions.into_iter().map(|(n, _)| n).collect(),
+        },
+        record,
+    ))
 }
 
 pub fn audit(

@@ -1126,6 +1126,16 @@ impl Backend for PostgresBackend {
             .collect())
     }
 
+    fn audit_append_many(&mut self, records: &[AuditRecord]) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        for r in records {
+            insert_audit(&mut tx, r).map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
     fn token_insert(&mut self, t: &TokenRow, audit: &AuditRecord) -> Result<()> {
         let shown = self.shown.clone();
         let e = |e: postgres::Error| db_err(&shown, &e);

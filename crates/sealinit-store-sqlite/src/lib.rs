@@ -206,6 +206,23 @@ impl SqliteBackend {
         })
     }
 
+    /// Runs `f` in one write transaction (taking the write lock at once),
+    /// committed only if it succeeds.
+    fn immediate<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let e = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let out = f(&tx).map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         |e| db_err(&self.path, e)
     }
@@ -787,27 +804,19 @@ impl Backend for SqliteBackend {
         actor: &str,
         audit: &mut dyn FnMut(usize) -> AuditRecord,
     ) -> Result<usize> {
-        let path = self.path.clone();
-        let e = |e| db_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        tx.execute(
-            "INSERT INTO secret_versions (repo, name, version, size, created_at, actor, deleted)
-             SELECT s.repo, s.name,
-                    (SELECT MAX(v.version) FROM secret_versions v WHERE v.repo = s.repo AND v.name = s.name) + 1,
-                    0, ?2, ?3, 1
-             FROM secrets s WHERE s.repo = ?1",
-            params![repo, at, actor],
-        )
-        .map_err(e)?;
-        let n = tx
-            .execute("DELETE FROM secrets WHERE repo = ?1", params![repo])
-            .map_err(e)?;
-        insert_audit(&tx, &audit(n)).map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(n)
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT INTO secret_versions (repo, name, version, size, created_at, actor, deleted)
+                 SELECT s.repo, s.name,
+                        (SELECT MAX(v.version) FROM secret_versions v WHERE v.repo = s.repo AND v.name = s.name) + 1,
+                        0, ?2, ?3, 1
+                 FROM secrets s WHERE s.repo = ?1",
+                params![repo, at, actor],
+            )?;
+            let n = tx.execute("DELETE FROM secrets WHERE repo = ?1", params![repo])?;
+            insert_audit(tx, &audit(n))?;
+            Ok(n)
+        })
     }
 
     fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>> {
@@ -854,20 +863,19 @@ impl Backend for SqliteBackend {
         insert_audit(&self.conn, record).map_err(self.err())
     }
 
+    fn audit_append_many(&mut self, records: &[AuditRecord]) -> Result<()> {
+        self.immediate(|tx| records.iter().try_for_each(|r| insert_audit(tx, r)))
+    }
+
     fn token_insert(&mut self, t: &TokenRow, audit: &AuditRecord) -> Result<()> {
-        let path = self.path.clone();
-        let e = |e| db_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        tx.execute(
-            "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![t.id, t.name, t.hash, serde_json::to_string(&t.scopes).unwrap_or_default(), t.created_at, t.expires_at],
-        )
-        .map_err(e)?;
-        insert_audit(&tx, audit).map_err(e)?;
-        tx.commit().map_err(e)
+        let scopes = serde_json::to_string(&t.scopes).unwrap_or_default();
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![t.id, t.name, t.hash, scopes, t.created_at, t.expires_at],
+            )?;
+            insert_audit(tx, audit)
+        })
     }
 
     fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>> {
@@ -891,23 +899,16 @@ impl Backend for SqliteBackend {
     }
 
     fn token_revoke(&mut self, id: &str, at: i64, audit: &AuditRecord) -> Result<bool> {
-        let path = self.path.clone();
-        let e = |e| db_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let n = tx
-            .execute(
+        self.immediate(|tx| {
+            let n = tx.execute(
                 "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
                 params![id, at],
-            )
-            .map_err(e)?;
-        if n > 0 {
-            insert_audit(&tx, audit).map_err(e)?;
-        }
-        tx.commit().map_err(e)?;
-        Ok(n > 0)
+            )?;
+            if n > 0 {
+                insert_audit(tx, audit)?;
+            }
+            Ok(n > 0)
+        })
     }
 
     fn token_touch(&mut self, id: &str, at: i64) -> Result<()> {

@@ -234,6 +234,8 @@ pub trait Backend: Send {
     fn set_keep(&mut self, keep: i64) -> Result<()>;
     /// Appends an audit record on its own (a seal: a read of the values).
     fn audit_append(&mut self, record: &AuditRecord) -> Result<()>;
+    /// Appends `records` in one transaction.
+    fn audit_append_many(&mut self, records: &[AuditRecord]) -> Result<()>;
     /// Stores a new token and its audit record in one transaction.
     fn token_insert(&mut self, token: &TokenRow, audit: &AuditRecord) -> Result<()>;
     /// The token whose keyed hash is `hash`.

@@ -276,6 +276,8 @@ pub struct Store {
     db: Box<dyn Backend>,
     /// The master keys given that this store knows, each checked.
     keys: Vec<MasterKey>,
+    /// The key API tokens are hashed with, once derived.
+    token_key: Option<zeroize::Zeroizing<[u8; 32]>>,
     /// Who makes the changes, for the history and the audit trail (the OS
     /// user; a token's name once the service exists).
     actor: String,
@@ -375,6 +377,7 @@ impl Store {
         Ok(Self {
             db,
             keys,
+            token_key: None,
             actor: "unknown".into(),
         })
     }
@@ -643,7 +646,20 @@ impl Store {
         label: Option<&str>,
         expires: Option<u64>,
     ) -> Result<()> {
-        let record = AuditRecord {
+        let record = self.seal_record(repo, names, label, expires);
+        self.db.audit_append(&record)
+    }
+
+    /// The audit record of a seal, for [`Store::append_audit`] (the
+    /// service commits many in one transaction).
+    pub fn seal_record(
+        &self,
+        repo: &str,
+        names: &[(String, i64)],
+        label: Option<&str>,
+        expires: Option<u64>,
+    ) -> AuditRecord {
+        AuditRecord {
             at: sealinit_core::time::now() as i64,
             actor: self.actor.clone(),
             action: "seal".into(),
@@ -653,8 +669,12 @@ impl Store {
                 "label": label,
                 "expires": expires,
             }),
-        };
-        self.db.audit_append(&record)
+        }
+    }
+
+    /// Appends `records` in one transaction (one fsync): a group commit.
+    pub fn append_audit(&mut self, records: &[AuditRecord]) -> Result<()> {
+        self.db.audit_append_many(records)
     }
 
     /// Audit records, oldest first, of `repo` if given, at or after `since`

@@ -93,6 +93,9 @@ impl Store {
     /// The key tokens are hashed with, derived from the service's data key
     /// (made on first use).
     fn token_hash_key(&mut self) -> Result<Zeroizing<[u8; 32]>> {
+        if let Some(k) = &self.token_key {
+            return Ok(k.clone());
+        }
         let (wraps, _) = self.db.rows(SERVICE)?;
         let dk = match wraps.is_empty() {
             false => Self::data_key(&self.keys, SERVICE, &wraps)?,
@@ -106,7 +109,9 @@ impl Store {
                 made.expect("set by a committed write")
             }
         };
-        Ok(derive(&dk, b"sealinit token hash v1"))
+        let key = derive(&dk, b"sealinit token hash v1");
+        self.token_key = Some(key.clone());
+        Ok(key)
     }
 
     fn token_hash(&mut self, token: &str) -> Result<String> {

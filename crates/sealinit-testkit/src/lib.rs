@@ -484,3 +484,62 @@ impl Default for StoreDir {
         Self::new()
     }
 }
+
+/// `sealctl serve ARGS` in `env`, once it has said where it listens (no
+/// sleeps): the child, its address (`http://127.0.0.1:PORT`, `https://...`
+/// or `unix:PATH`), what it logged so far, and the rest of its stderr.
+pub fn start_service(
+    env: &StoreDir,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead;
+    let mut full = vec!["serve"];
+    full.extend_from_slice(args);
+    let mut child = env
+        .cmd(&full)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    loop {
+        let Some(line) = lines.next() else {
+            let status = child.wait();
+            panic!("sealctl serve exited ({status:?}) before listening: {log}");
+        };
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(addr) = line.strip_prefix("sealctl: listening on ") {
+            return (child, addr.to_owned(), log, lines);
+        }
+    }
+}
+
+/// Sets the benchmarks' repository `bench/r20`: 20 secrets of about 45
+/// bytes each, from an env file.
+pub fn set_bench_r20(env: &StoreDir) {
+    let text: String = (0..20)
+        .map(|i| format!("SECRET_{i:02}=value-{i}-abcdefghijklmnopqrstuvwxyz0123456789\n"))
+        .collect();
+    std::fs::write(env.path("r20.env"), text).unwrap();
+    let o = env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "bench/r20",
+            "--from-env-file",
+            "r20.env",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
