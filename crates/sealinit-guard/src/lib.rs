@@ -185,6 +185,15 @@ pub static RULES: &[Rule] = &[
         },
     },
     Rule {
+        id: "sealinit-token",
+        level: Level::Refuse,
+        what: "a token of this secrets service (sealctl serve)",
+        advice: "a sandbox must not hold a key to the secret store itself; mint bundles from the orchestrator instead",
+        prefixes: &["sit_"],
+        bounded: true,
+        shape: |r| exact(r, 36, alnum) && checksum_ok(&r[..36]),
+    },
+    Rule {
         id: "private-key",
         level: Level::Refuse,
         what: "a PEM private key",

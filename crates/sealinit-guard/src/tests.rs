@@ -203,6 +203,12 @@ fn cases() -> Vec<Case> {
         join(&["S", "G.", &g.run(22, TOKEN), ".", &g.run(40, TOKEN)]),
     );
     add(
+        "sealinit-token",
+        join(&["si", "t_", &with_checksum(&mut g)]),
+        join(&["si", "t_", &g.run(36, ALNUM)]),
+        join(&["si", "t_", &with_checksum(&mut g)[..30]]),
+    );
+    add(
         "private-key",
         join(&[
             "-----BEGIN ",
