@@ -52,6 +52,19 @@ impl Server {
         }
     }
 
+    /// Waits (at most 30 s) until the log holds `text`.
+    fn wait_for_log(&self, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} in the log: {}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// SIGTERM, then its exit status and whole log.
     fn stop(mut self) -> (ExitStatus, String) {
         kill(self.child.id() as i32, "TERM");
@@ -660,14 +673,7 @@ fn tls_is_reloaded_on_sighup_and_a_unix_socket_serves() {
     }
     kill(server.child.id() as i32, "HUP");
     // Readiness from the log, not a sleep.
-    while !server
-        .log
-        .lock()
-        .unwrap()
-        .contains("TLS certificate reloaded")
-    {
-        std::thread::yield_now();
-    }
+    server.wait_for_log("TLS certificate reloaded");
     assert_eq!(
         https_get(&health, &env.path("ca-two.pem")),
         "200 {\"status\":\"ok\"}"
@@ -740,4 +746,47 @@ fn the_openapi_document_matches_the_routes() {
         }
     }
     assert_eq!(count, 13);
+}
+
+/// SIGTERM while a request is in flight: the server stops accepting, the
+/// request still completes and is acknowledged, then the server exits 0.
+#[test]
+fn sigterm_finishes_the_request_in_flight() {
+    use std::io::{Read, Write};
+    let env = StoreDir::new();
+    let t = token(&env, &["write:acme/*"]);
+    let server = Server::start(&env, &["--shutdown-timeout", "30s"]);
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+    let body = format!("{{\"value\": \"{VALUE}\"}}");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    // Headers and half the body: the request is in flight.
+    write!(
+        s,
+        "PUT /api/v1/repos/acme%2Fapi/secrets/LATE HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..5]
+    )
+    .unwrap();
+    s.flush().unwrap();
+    // In flight once the server has started it (not merely queued).
+    server.wait_for_log("secrets/LATE}: request started");
+    kill(server.child.id() as i32, "TERM");
+    server.wait_for_log("shutting down");
+    // New connections are refused now.
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    s.write_all(&body.as_bytes()[5..]).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    // It was committed: a fresh server sees it.
+    let again = Server::start(&env, &[]);
+    let c = Client::new(&again, Some(&t));
+    let r = c.get("/repos/acme%2Fapi/secrets/LATE");
+    assert_eq!((r.0, r.1["version"].as_i64()), (200, Some(1)), "{:?}", r.1);
 }

@@ -216,7 +216,9 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
                         token = tracing::field::Empty,
                     )
                 })
-                .on_request(())
+                .on_request(|_: &axum::http::Request<_>, _: &tracing::Span| {
+                    tracing::debug!("request started");
+                })
                 .on_response(
                     |res: &axum::http::Response<_>, latency: Duration, _: &tracing::Span| {
                         tracing::info!(
@@ -324,8 +326,8 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
             }
         });
     }
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
     drop(listener);
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
     if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()
