@@ -456,26 +456,7 @@ fn a_libsodium_client_seals_a_value_that_reaches_the_sandbox() {
     let w = Client::new(&server, Some(&writer));
     let (st, pk) = w.get("/repos/acme%2Fapi/secrets/public-key");
     assert_eq!(st, 200, "{pk:?}");
-    let sealed = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import base64,sys\nfrom nacl.public import PublicKey, SealedBox\n\
-             pk = PublicKey(base64.b64decode(sys.argv[1]))\n\
-             print(base64.b64encode(SealedBox(pk).encrypt(sys.stdin.buffer.read())).decode())",
-            pk["key"].as_str().unwrap(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(VALUE.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(sealed.status.success(), "PyNaCl: {}", stderr(&sealed));
-    let enc = stdout(&sealed).trim().to_owned();
+    let enc = pynacl_seal(pk["key"].as_str().unwrap(), VALUE.as_bytes());
     let r = w.put(
         "/repos/acme%2Fapi/secrets/SEALED",
         json!({"encrypted_value": enc, "key_id": pk["key_id"]}),
@@ -493,16 +474,58 @@ fn a_libsodium_client_seals_a_value_that_reaches_the_sandbox() {
         json!({"encrypted_value": B64.encode([7u8; 64]), "key_id": pk["key_id"]}),
     );
     assert_eq!(r.0, 422);
+    // A whole .env file sealed by libsodium: imported all or nothing,
+    // production credentials allowed by name.
+    let file = format!("IMPORTED={VALUE}\nSTRIPE={}\n", live_key());
+    let enc = pynacl_seal(pk["key"].as_str().unwrap(), file.as_bytes());
+    let import = |allow: Value| {
+        w.post(
+            "/repos/acme%2Fapi/secrets/import",
+            json!({"format": "env", "encrypted_content": enc, "key_id": pk["key_id"], "allow_production": allow}),
+        )
+    };
+    let r = import(json!(false));
+    assert_eq!(r.0, 422, "{:?}", r.1);
+    assert!(
+        message(&r).contains("secret STRIPE looks like"),
+        "{}",
+        message(&r)
+    );
+    let r = import(json!(["STRIPE"]));
+    assert_eq!(r.0, 200, "{:?}", r.1);
     let r = w.post("/repos/acme%2Fapi/bundles", json!({}));
     assert_eq!(r.0, 201);
     let o = run_bundle(
         &env,
         &r.1,
-        &format!("test \"$SEALED\" = '{VALUE}' && echo same"),
+        &format!("test \"$SEALED\" = '{VALUE}' && test \"$IMPORTED\" = '{VALUE}' && echo same"),
     );
     assert_eq!(stdout(&o).trim(), "same", "{}", stderr(&o));
     let (_, log) = server.stop();
     assert!(!log.contains(VALUE) && !log.contains(&writer));
+}
+
+/// `bytes` sealed by libsodium (PyNaCl's SealedBox) to the base64 X25519
+/// `key`: base64.
+fn pynacl_seal(key: &str, bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import base64,sys\nfrom nacl.public import PublicKey, SealedBox\n\
+             pk = PublicKey(base64.b64decode(sys.argv[1]))\n\
+             print(base64.b64encode(SealedBox(pk).encrypt(sys.stdin.buffer.read())).decode())",
+            key,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "PyNaCl: {}", stderr(&o));
+    stdout(&o).trim().to_owned()
 }
 
 /// Repeated failed authentications from one address: 429 with Retry-After.

@@ -305,6 +305,34 @@ struct PutBody {
     allow_production: bool,
 }
 
+/// A value given in plaintext (over a private channel only) or sealed to
+/// the repository's key.
+fn new_value(
+    peer: Peer,
+    plain: Option<Value>,
+    sealed: Option<String>,
+    key_id: Option<String>,
+    field: &str,
+) -> Result<NewValue, ApiError> {
+    match (plain, sealed, key_id) {
+        (Some(Value(v)), None, None) => match peer.private_channel() {
+            true => Ok(NewValue::Plain(v)),
+            false => Err(ApiError::bad_request(format!(
+                "a plaintext {field} is accepted only over TLS or loopback; send encrypted_{field} (crypto_box_seal to GET .../secrets/public-key)"
+            ))),
+        },
+        (None, Some(enc), Some(key_id)) => Ok(NewValue::Sealed {
+            sealed: B64
+                .decode(enc.as_bytes())
+                .map_err(|_| ApiError::bad_request(format!("encrypted_{field} is not base64")))?,
+            key_id,
+        }),
+        _ => Err(ApiError::bad_request(format!(
+            "send either {{\"{field}\"}} or {{\"encrypted_{field}\", \"key_id\"}}"
+        ))),
+    }
+}
+
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
@@ -329,27 +357,7 @@ async fn put_secret(
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
     let if_version = if_match(&headers)?;
-    let value = match (body.value, body.encrypted_value, body.key_id) {
-        (Some(Value(v)), None, None) => {
-            if !peer.private_channel() {
-                return Err(ApiError::bad_request(
-                    "a plaintext value is accepted only over TLS or loopback; send encrypted_value (crypto_box_seal to GET .../secrets/public-key)",
-                ));
-            }
-            NewValue::Plain(v)
-        }
-        (None, Some(enc), Some(key_id)) => NewValue::Sealed {
-            sealed: B64
-                .decode(enc.as_bytes())
-                .map_err(|_| ApiError::bad_request("encrypted_value is not base64"))?,
-            key_id,
-        },
-        _ => {
-            return Err(ApiError::bad_request(
-                "send either {\"value\"} or {\"encrypted_value\", \"key_id\"}",
-            ));
-        }
-    };
+    let value = new_value(peer, body.value, body.encrypted_value, body.key_id, "value")?;
     let done = s
         .run(auth, move |st, caller| {
             service::put_secret(
@@ -420,15 +428,21 @@ async fn rollback(
 #[serde(deny_unknown_fields)]
 struct ImportBody {
     format: String,
-    content: Value,
+    /// The text (over TLS or loopback only).
+    content: Option<Value>,
+    /// Or the text sealed to the repository's key.
+    encrypted_content: Option<String>,
+    key_id: Option<String>,
+    /// `true`, or the names allowed.
     #[serde(default)]
-    allow_production: bool,
+    allow_production: service::AllowProduction,
 }
 
 async fn import(
     State(s): State<AppState>,
     auth: Auth,
     Params(repo): Params<String>,
+    axum::Extension(peer): axum::Extension<Peer>,
     JsonBody(body): JsonBody<ImportBody>,
 ) -> Result<Response, ApiError> {
     let json = match body.format.as_str() {
@@ -436,13 +450,17 @@ async fn import(
         "env" => false,
         _ => return Err(ApiError::bad_request("format is \"env\" or \"json\"")),
     };
-    let content = Zeroizing::new(
-        String::from_utf8(body.content.0.expose().to_vec())
-            .map_err(|_| ApiError::bad_request("content is not UTF-8"))?,
-    );
+    let content = new_value(
+        peer,
+        body.content,
+        body.encrypted_content,
+        body.key_id,
+        "content",
+    )?;
+    let allow = body.allow_production;
     let r = s
         .run(auth, move |st, caller| {
-            service::import(st, caller, &repo, json, &content, body.allow_production)
+            service::import(st, caller, &repo, json, content, allow)
         })
         .await?;
     Ok(Json(serde_json::json!({"secrets": r})).into_response())

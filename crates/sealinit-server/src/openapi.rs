@@ -50,7 +50,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/api/v1/repos/{repo}/secrets/import",
-        summary: "Import {format: env|json, content, allow_production?}: all or nothing",
+        summary: "Import {format: env|json, content | encrypted_content + key_id, allow_production?: true or [names]}: all or nothing",
         scope: "write",
         statuses: &[200, 400, 413, 415, 422],
     },

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 use sealinit_core::bundle::{self, Entry, Header};
 use sealinit_core::secret::{SecretKey, SecretValue};
@@ -266,23 +265,43 @@ pub fn rollback(
     Ok(store.rollback(repo, name, to)?)
 }
 
+/// Which values of an import may look like production credentials.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum AllowProduction {
+    All(bool),
+    Names(Vec<String>),
+}
+
+impl Default for AllowProduction {
+    fn default() -> Self {
+        Self::All(false)
+    }
+}
+
 pub fn import(
     store: &mut Store,
     caller: &Caller,
     repo: &str,
     json: bool,
-    content: &Zeroizing<String>,
-    allow_production: bool,
+    content: NewValue,
+    allow: AllowProduction,
 ) -> Result<Vec<SetOutcome>, ApiError> {
     caller.require(Action::Write, repo)?;
+    let content = match content {
+        NewValue::Plain(v) => v,
+        NewValue::Sealed { sealed, key_id } => store.open_sealed_value(repo, &key_id, &sealed)?,
+    };
     let entries = match json {
-        true => sealinit_store::import::parse_json(content.as_bytes()),
-        false => sealinit_store::import::parse_env(content.as_bytes(), false),
+        true => sealinit_store::import::parse_json(content.expose()),
+        false => sealinit_store::import::parse_env(content.expose(), false),
     }
     .map_err(|reason| ApiError::unprocessable(format!("import: {reason}; nothing was changed")))?;
-    let allowed: Vec<String> = match allow_production {
-        true => entries.iter().map(|e| e.name.clone()).collect(),
-        false => Vec::new(),
+    drop(content);
+    let allowed: Vec<String> = match allow {
+        AllowProduction::All(true) => entries.iter().map(|e| e.name.clone()).collect(),
+        AllowProduction::All(false) => Vec::new(),
+        AllowProduction::Names(names) => names,
     };
     Ok(store.set_many(
         repo,
