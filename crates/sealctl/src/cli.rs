@@ -21,6 +21,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "SEALCTL_LOG", default_value = "warn", value_parser = parse_level)]
     pub log_level: tracing::level_filters::LevelFilter,
 
+    /// Work against the secrets service at URL instead of a local store
+    /// (secrets, repos, seal --repo, run, audit) [env: SEALCTL_SERVER]
+    #[arg(long, global = true, value_name = "URL", env = "SEALCTL_SERVER")]
+    pub server: Option<String>,
+    /// The service token, from this file [default: $SEALCTL_TOKEN]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Trust this PEM CA for the service's certificate instead of the web's roots
+    #[arg(long, global = true, value_name = "PATH")]
+    pub server_ca: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -39,6 +39,10 @@ pub enum Error {
     #[error(transparent)]
     Server(#[from] sealinit_server::ServerError),
 
+    /// The service said no (`--server`); status 0: it could not be reached.
+    #[error("{message}")]
+    Remote { status: u16, message: String },
+
     /// `secrets scan` found secrets that hit a rule (listed on stdout).
     #[error("{0} secret(s) look like live or production credentials (listed on stdout)")]
     Findings(usize),
@@ -78,6 +82,14 @@ impl Error {
             Error::OutputExists { .. } | Error::Output { .. } => exit::CANT_CREATE,
             // As grep and linters: 1 means "found something".
             Error::Findings(_) => 1,
+            Error::Remote { status, .. } => match status {
+                400 => exit::USAGE,
+                401 | 403 => exit::NO_PERM,
+                404 => exit::NO_INPUT,
+                409 | 412 | 429 | 503 => exit::TEMP_FAIL,
+                413 | 415 | 422 => exit::DATA,
+                _ => exit::IO_ERR,
+            },
             Error::Server(e) => match e {
                 sealinit_server::ServerError::Usage(_) => exit::USAGE,
                 sealinit_server::ServerError::Tls(_) => exit::NO_INPUT,

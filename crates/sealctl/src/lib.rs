@@ -10,5 +10,6 @@
 pub mod error;
 pub mod import;
 pub mod local;
+pub mod remote;
 pub mod stores;
 pub mod write;

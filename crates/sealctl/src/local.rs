@@ -48,7 +48,8 @@ pub struct RunOptions {
 /// Runs the pipeline. Without a PID namespace this only returns on error
 /// (the process has become sealinit); with one, it returns the exit code.
 pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
-    let sealinit = find_sealinit(opts.sealinit.as_deref())?;
+    // Found before anything is sealed or recorded.
+    find_sealinit(opts.sealinit.as_deref())?;
     let found = store.secrets(&opts.repo, opts.allow_empty)?;
     let names = found.names_and_versions();
     let mut allow = opts.allow_names.clone();
@@ -66,10 +67,17 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     let expires = sealinit_core::time::now().saturating_add(opts.ttl.as_secs());
     store.record_seal(&label, &names, Some(&label), Some(expires))?;
     drop(store);
-    let bundle_path = write_private_bundle(&sealed)?;
+    run_bundle(&sealed, key, &label, opts)
+}
+
+/// Runs the pipeline with a bundle sealed already (minted by the service,
+/// for `sealctl --server URL run`).
+pub fn run_bundle(sealed: &[u8], key: SecretKey, label: &str, opts: &RunOptions) -> Result<i32> {
+    let sealinit = find_sealinit(opts.sealinit.as_deref())?;
+    let bundle_path = write_private_bundle(sealed)?;
     debug!(bundle = %bundle_path.display(), "one-use bundle written");
 
-    let outcome = launch(&sealinit, &bundle_path, key, &label, opts);
+    let outcome = launch(&sealinit, &bundle_path, key, label, opts);
     // Only reached on failure or after a PID-namespace run; sealinit has
     // removed the bundle if it got that far.
     let _ = std::fs::remove_file(&bundle_path);

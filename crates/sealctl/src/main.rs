@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod remote_cli;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,21 @@ fn main() -> ExitCode {
     // The service logs through tracing-subscriber (human or JSON).
     if !matches!(cli.command, Command::Serve(_)) {
         sealinit::logging::init("sealctl", cli.log_level);
+    }
+    if let Some(server) = cli.server.as_deref() {
+        let outcome = remote_cli::run(
+            server,
+            cli.token_file.as_deref(),
+            cli.server_ca.as_deref(),
+            cli.command,
+        );
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealctl: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
     }
     let outcome = match cli.command {
         Command::Keygen { out } => keygen(&out),
@@ -111,29 +127,7 @@ fn seal(args: &SealArgs) -> Result<()> {
         (None, Some(path), _) => (import::from_json_file(path)?, None, args.label.clone()),
         (None, None, Some(repo)) => {
             sealinit_store::validate_repo(repo)?;
-            let out = match (args.key_out.as_deref(), args.key_out_fd) {
-                (Some(p), _) if p == Path::new("-") => {
-                    if sealinit_sys::is_terminal(1) {
-                        return Err(Error::usage(
-                            "--key-out - writes 32 raw key bytes to stdout, which is a terminal; pipe it or use --key-out-fd",
-                        ));
-                    }
-                    if args.json {
-                        return Err(Error::usage(
-                            "--key-out - and --json both write to stdout; use --key-out-fd or a file",
-                        ));
-                    }
-                    KeyOut::Stdout
-                }
-                (Some(p), _) => KeyOut::File(p),
-                (None, Some(fd)) if fd >= 3 => KeyOut::Fd(fd),
-                (None, Some(fd)) => {
-                    return Err(Error::usage(format!(
-                        "--key-out-fd {fd}: use a descriptor of 3 or above (or --key-out - for stdout)"
-                    )));
-                }
-                (None, None) => unreachable!("clap: --repo requires --key-out or --key-out-fd"),
-            };
+            let out = key_out(args)?;
             let mut store = open_store(&args.store)?;
             let found = store.secrets(repo, args.allow_empty)?;
             let names = found.names_and_versions();
@@ -145,6 +139,46 @@ fn seal(args: &SealArgs) -> Result<()> {
         }
         (None, None, None) => unreachable!("clap requires one input"),
     };
+    seal_rest(args, entries, fresh, label, allow, sealed_from)
+}
+
+/// Where `seal --repo` sends the fresh key.
+fn key_out(args: &SealArgs) -> Result<KeyOut<'_>> {
+    Ok(match (args.key_out.as_deref(), args.key_out_fd) {
+        (Some(p), _) if p == Path::new("-") => {
+            if sealinit_sys::is_terminal(1) {
+                return Err(Error::usage(
+                    "--key-out - writes 32 raw key bytes to stdout, which is a terminal; pipe it or use --key-out-fd",
+                ));
+            }
+            if args.json {
+                return Err(Error::usage(
+                    "--key-out - and --json both write to stdout; use --key-out-fd or a file",
+                ));
+            }
+            KeyOut::Stdout
+        }
+        (Some(p), _) => KeyOut::File(p),
+        (None, Some(fd)) if fd >= 3 => KeyOut::Fd(fd),
+        (None, Some(fd)) => {
+            return Err(Error::usage(format!(
+                "--key-out-fd {fd}: use a descriptor of 3 or above (or --key-out - for stdout)"
+            )));
+        }
+        (None, None) => unreachable!("clap: --repo requires --key-out or --key-out-fd"),
+    })
+}
+
+type SealedFrom = Option<(Store, String, Vec<(String, i64)>)>;
+
+fn seal_rest(
+    args: &SealArgs,
+    entries: Vec<Entry>,
+    fresh: Option<(SecretKey, KeyOut<'_>)>,
+    label: Option<String>,
+    allow: Vec<String>,
+    sealed_from: SealedFrom,
+) -> Result<()> {
     if args.repo.is_none() {
         // No store: the guard warns, or refuses with --strict.
         match args.strict {
@@ -194,18 +228,33 @@ fn seal(args: &SealArgs) -> Result<()> {
     });
     let count = entries.len();
     drop(entries);
+    let expires = header.expires.map(time::rfc3339);
+    deliver(args, &sealed, &key, key_out, &report, count, expires)
+}
+
+/// Writes a sealed bundle and its key where `seal` was asked to, then
+/// reports.
+fn deliver(
+    args: &SealArgs,
+    sealed: &[u8],
+    key: &SecretKey,
+    key_out: Option<KeyOut<'_>>,
+    report: &serde_json::Value,
+    count: usize,
+    expires: Option<String>,
+) -> Result<()> {
     if let Some(KeyOut::File(path)) = key_out {
-        write::create_key_file(path, &key, Lasting::Ephemeral)?;
+        write::create_key_file(path, key, Lasting::Ephemeral)?;
     }
-    if let Err(e) = write::write_bundle(&args.out, &sealed) {
+    if let Err(e) = write::write_bundle(&args.out, sealed) {
         if let Some(KeyOut::File(path)) = key_out {
             let _ = std::fs::remove_file(path);
         }
         return Err(e);
     }
     let sent = match key_out {
-        Some(KeyOut::Stdout) => write::key_to_stdout(&key),
-        Some(KeyOut::Fd(fd)) => write::key_to_fd(fd, &key),
+        Some(KeyOut::Stdout) => write::key_to_stdout(key),
+        Some(KeyOut::Fd(fd)) => write::key_to_fd(fd, key),
         _ => Ok(()),
     };
     if let Err(e) = sent {
@@ -219,9 +268,7 @@ fn seal(args: &SealArgs) -> Result<()> {
         "sealctl: sealed {} secrets into {}{}",
         count,
         args.out.display(),
-        header
-            .expires
-            .map_or(String::new(), |e| format!(", expires {}", time::rfc3339(e)))
+        expires.map_or(String::new(), |e| format!(", expires {e}"))
     );
     Ok(())
 }
@@ -410,6 +457,20 @@ fn tokens_command(cmd: TokensCommand) -> Result<()> {
     }
 }
 
+/// `--since`: Unix seconds, or a duration ago.
+fn parse_since(since: Option<&str>) -> Result<Option<i64>> {
+    let Some(s) = since else { return Ok(None) };
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(Some(t));
+    }
+    let ago = time::parse_duration(s).map_err(|e| {
+        Error::usage(format!(
+            "--since {s:?}: Unix seconds or a duration ago ({e})"
+        ))
+    })?;
+    Ok(Some(time::now() as i64 - ago.as_secs() as i64))
+}
+
 /// A warning about a value that looks like a production credential: the
 /// secret's name and the rule, never the value.
 fn warn_rule(name: &str, rule: &str) {
@@ -432,20 +493,7 @@ fn actor() -> String {
 }
 
 fn audit(store: &StoreArgs, repo: Option<&str>, since: Option<&str>, as_json: bool) -> Result<()> {
-    let since = match since {
-        None => None,
-        Some(s) => Some(match s.parse::<i64>() {
-            Ok(t) => t,
-            Err(_) => {
-                let ago = time::parse_duration(s).map_err(|e| {
-                    Error::usage(format!(
-                        "--since {s:?}: Unix seconds or a duration ago ({e})"
-                    ))
-                })?;
-                time::now() as i64 - ago.as_secs() as i64
-            }
-        }),
-    };
+    let since = parse_since(since)?;
     let records = open_store(store)?.audit(repo, since)?;
     let mut out = std::io::stdout().lock();
     for r in &records {

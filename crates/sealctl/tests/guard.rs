@@ -73,11 +73,6 @@ fn seal_file(env: &StoreDir, input: &str, out: &str, args: &[&str]) -> Output {
     run(env, &full, None)
 }
 
-fn ok(o: &Output) -> &Output {
-    assert!(o.status.success(), "{}", stderr(o));
-    o
-}
-
 fn names(env: &StoreDir, repo: &str) -> Vec<String> {
     let o = run(env, &["secrets", "list", "--repo", repo, "--json"], None);
     let doc: serde_json::Value = serde_json::from_slice(&ok(&o).stdout).unwrap();

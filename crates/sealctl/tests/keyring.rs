@@ -50,11 +50,6 @@ fn set(env: &StoreDir, keys: &[&str], repo: &str, name: &str, value: &str) {
     ));
 }
 
-fn ok(o: &Output) -> &Output {
-    assert!(o.status.success(), "{}", stderr(o));
-    o
-}
-
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(stdout(o).lines().next().unwrap()).unwrap()
 }

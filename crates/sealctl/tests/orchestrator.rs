@@ -61,13 +61,6 @@ impl Orchestrate for StoreDir {
     }
 }
 
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 // Tenant input ----------------------------------------------------------
 
 #[test]

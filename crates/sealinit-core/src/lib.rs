@@ -56,6 +56,8 @@ pub mod exit {
     pub const IO_ERR: u8 = 74;
     /// A compare-and-set lost: someone else changed the secret first.
     pub const TEMP_FAIL: u8 = 75;
+    /// The service refused the token (missing, invalid, or not allowed).
+    pub const NO_PERM: u8 = 77;
     /// The command was found but cannot be executed.
     pub const NOT_EXECUTABLE: u8 = 126;
     /// The command was not found.

@@ -464,18 +464,7 @@ impl StoreDir {
 
     /// Runs sealctl with `stdin` piped in.
     pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        // sealctl may refuse before reading stdin: a broken pipe is fine.
-        let _ = std::io::Write::write_all(&mut input, stdin.unwrap_or_default());
-        drop(input);
-        child.wait_with_output().unwrap()
+        output_with_stdin(&mut self.cmd(args), stdin.unwrap_or_default())
     }
 }
 
@@ -542,4 +531,33 @@ pub fn set_bench_r20(env: &StoreDir) {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Runs `cmd` with `stdin` piped in (a command may refuse before reading
+/// it: a broken pipe is fine).
+pub fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = std::io::Write::write_all(&mut input, stdin);
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts that a command succeeded (showing its stderr if not).
+pub fn ok(o: &Output) -> &Output {
+    assert!(o.status.success(), "{}", stderr(o));
+    o
+}
+
+/// Each line of a command's stdout, as JSON.
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

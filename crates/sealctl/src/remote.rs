@@ -1,0 +1,327 @@
+//! `sealctl --server URL`: the store's commands against the service
+//! instead of a local store. Values leave this process only sealed
+//! (`crypto_box_seal`) to the repository's public key; a bundle comes back
+//! minted by the service.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use sealinit_core::secret::SecretKey;
+
+pub struct Remote {
+    agent: ureq::Agent,
+    /// `URL/api/v1`.
+    base: String,
+    auth: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A minted bundle.
+pub struct Minted {
+    pub bundle: Zeroizing<Vec<u8>>,
+    pub key: SecretKey,
+    pub label: String,
+    pub names: Vec<String>,
+    pub expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("label", &self.label)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn repo_path(repo: &str) -> Result<String> {
+    sealinit_store::validate_repo(repo)?;
+    Ok(repo.replace('/', "%2F"))
+}
+
+impl Remote {
+    /// `server` (`https://host:port` or `http://127.0.0.1:port`), the
+    /// token, and a PEM CA to trust instead of the web's roots.
+    pub fn new(server: &str, token: Zeroizing<String>, ca: Option<&Path>) -> Result<Self> {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::usage(format!(
+                    "--server-ca {}: {}",
+                    ca.display(),
+                    sealinit_core::describe_io(&e)
+                ))
+            })?;
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(Error::usage(format!(
+                    "--server-ca {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        Ok(Self {
+            agent: config.build().into(),
+            base: format!("{}/api/v1", server.trim_end_matches('/')),
+            auth: Zeroizing::new(format!("Bearer {}", token.trim())),
+        })
+    }
+
+    /// One request; a JSON answer, or the service's error as sealctl's.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<i64>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.auth.as_str();
+        let sent = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", auth).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", auth).call(),
+            ("PUT", Some(b)) => {
+                let mut r = self.agent.put(&url).header("Authorization", auth);
+                if let Some(v) = if_match {
+                    r = r.header("If-Match", v.to_string());
+                }
+                r.send_json(b)
+            }
+            (_, b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", auth)
+                .send_json(b.unwrap_or_else(|| json!({}))),
+        };
+        let mut response = sent.map_err(|e| Error::Remote {
+            status: 0,
+            message: format!("cannot reach {}: {e}", self.base),
+        })?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(doc);
+        }
+        let message = doc["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+        Err(Error::Remote { status, message })
+    }
+
+    fn seal_to(&self, repo: &str, bytes: &[u8]) -> Result<(String, String)> {
+        let pk = self.call(
+            "GET",
+            &format!("/repos/{}/secrets/public-key", repo_path(repo)?),
+            None,
+            None,
+        )?;
+        let key: [u8; 32] = pk["key"]
+            .as_str()
+            .and_then(|k| B64.decode(k).ok())
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| Error::Remote {
+                status: 0,
+                message: "the service sent no valid public key".into(),
+            })?;
+        let sealed = crypto_box::PublicKey::from(key)
+            .seal(&mut crypto_box::aead::OsRng, bytes)
+            .map_err(|_| Error::os("sealing a value", std::io::Error::other("crypto_box_seal")))?;
+        Ok((
+            B64.encode(sealed),
+            pk["key_id"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// Sets one value, sealed; `if_version` as `If-Match`.
+    pub fn set_one(
+        &self,
+        repo: &str,
+        name: &str,
+        value: &[u8],
+        if_version: Option<i64>,
+        allow_production: bool,
+    ) -> Result<Value> {
+        let (enc, key_id) = self.seal_to(repo, value)?;
+        self.call(
+            "PUT",
+            &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
+            Some(json!({"encrypted_value": enc, "key_id": key_id, "allow_production": allow_production})),
+            if_version,
+        )
+    }
+
+    /// Imports a whole .env or JSON text, sealed: all or nothing.
+    pub fn import(
+        &self,
+        repo: &str,
+        json_format: bool,
+        text: &[u8],
+        allow: &[String],
+    ) -> Result<Vec<Value>> {
+        let (enc, key_id) = self.seal_to(repo, text)?;
+        let doc = self.call(
+            "POST",
+            &format!("/repos/{}/secrets/import", repo_path(repo)?),
+            Some(json!({
+                "format": if json_format { "json" } else { "env" },
+                "encrypted_content": enc,
+                "key_id": key_id,
+                "allow_production": allow,
+            })),
+            None,
+        )?;
+        Ok(doc["secrets"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Every secret's metadata.
+    pub fn list(&self, repo: &str) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let doc = self.call(
+                "GET",
+                &format!(
+                    "/repos/{}/secrets?per_page=100&page={page}",
+                    repo_path(repo)?
+                ),
+                None,
+                None,
+            )?;
+            let got = doc["secrets"].as_array().cloned().unwrap_or_default();
+            let done = got.len() < 100;
+            all.extend(got);
+            if done {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn get(&self, repo: &str, name: &str) -> Result<Value> {
+        self.call(
+            "GET",
+            &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
+            None,
+            None,
+        )
+    }
+
+    pub fn remove(&self, repo: &str, name: &str) -> Result<()> {
+        self.call(
+            "DELETE",
+            &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
+            None,
+            None,
+        )
+        .map(|_| ())
+    }
+
+    pub fn history(&self, repo: &str, name: &str) -> Result<Vec<Value>> {
+        let doc = self.call(
+            "GET",
+            &format!("/repos/{}/secrets/{name}/versions", repo_path(repo)?),
+            None,
+            None,
+        )?;
+        Ok(doc["versions"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn rollback(&self, repo: &str, name: &str, to: i64) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/repos/{}/secrets/{name}/rollback", repo_path(repo)?),
+            Some(json!({"to": to})),
+            None,
+        )
+    }
+
+    pub fn repos(&self) -> Result<Vec<Value>> {
+        let doc = self.call("GET", "/repos", None, None)?;
+        Ok(doc["repos"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn audit(&self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<Value>> {
+        let mut q = vec!["limit=10000".to_owned()];
+        if let Some(r) = repo {
+            q.push(format!("repo={}", repo_path(r)?));
+        }
+        if let Some(s) = since {
+            q.push(format!("since={s}"));
+        }
+        let doc = self.call("GET", &format!("/audit?{}", q.join("&")), None, None)?;
+        Ok(doc["records"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Mints a one-use bundle of `repo`.
+    pub fn mint(&self, repo: &str, label: Option<&str>, ttl: Option<Duration>) -> Result<Minted> {
+        let ttl = ttl.map_or_else(|| "none".to_owned(), |t| format!("{}s", t.as_secs()));
+        let mut body = json!({"ttl": ttl});
+        if let Some(l) = label {
+            body["label"] = json!(l);
+        }
+        let doc = self.call(
+            "POST",
+            &format!("/repos/{}/bundles", repo_path(repo)?),
+            Some(body),
+            None,
+        )?;
+        let bad = || Error::Remote {
+            status: 0,
+            message: "the service sent a malformed bundle".into(),
+        };
+        let bundle = Zeroizing::new(
+            doc["bundle"]
+                .as_str()
+                .and_then(|b| B64.decode(b).ok())
+                .ok_or_else(bad)?,
+        );
+        let raw = Zeroizing::new(
+            doc["key"]
+                .as_str()
+                .and_then(|k| B64.decode(k).ok())
+                .ok_or_else(bad)?,
+        );
+        let raw: &[u8; 32] = raw.as_slice().try_into().map_err(|_| bad())?;
+        let mut key = SecretKey::zeroed().map_err(|e| Error::os("locked memory", e))?;
+        key.expose_mut().copy_from_slice(raw);
+        Ok(Minted {
+            bundle,
+            key,
+            label: doc["label"].as_str().unwrap_or_default().to_owned(),
+            names: doc["names"]
+                .as_array()
+                .map(|n| {
+                    n.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            expires_at: doc["expires_at"].as_str().map(str::to_owned),
+        })
+    }
+}

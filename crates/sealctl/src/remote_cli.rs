@@ -1,0 +1,302 @@
+//! `sealctl --server URL COMMAND`: the store's commands against the
+//! service, with the local store's output and exit codes.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use sealctl::error::{Error, Result};
+use sealctl::remote::Remote;
+
+use crate::cli::{Command, ReposCommand, SecretsCommand};
+use crate::{DEFAULT_TTL, Ttl, key_out, read_value_from_stdin, stdout_err, warn_rule};
+
+/// The token: `--token-file`, else `SEALCTL_TOKEN`.
+fn token(token_file: Option<&Path>) -> Result<Zeroizing<String>> {
+    if let Some(path) = token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::usage(format!(
+                "--token-file {}: {}",
+                path.display(),
+                sealinit_core::describe_io(&e)
+            ))
+        })?;
+        return Ok(Zeroizing::new(text.trim().to_owned()));
+    }
+    std::env::var("SEALCTL_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Zeroizing::new)
+        .ok_or_else(|| Error::usage("--server needs a token: --token-file PATH or SEALCTL_TOKEN"))
+}
+
+fn local_only(what: &str) -> Error {
+    Error::usage(format!(
+        "{what} works on a local store only; drop --server (and SEALCTL_SERVER)"
+    ))
+}
+
+fn print_lines(lines: &[Value]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}").map_err(stdout_err)?;
+    }
+    Ok(())
+}
+
+pub fn run(
+    server: &str,
+    token_file: Option<&Path>,
+    ca: Option<&Path>,
+    command: Command,
+) -> Result<()> {
+    let remote = Remote::new(server, token(token_file)?, ca)?;
+    match command {
+        Command::Secrets(cmd) => secrets(&remote, cmd),
+        Command::Repos {
+            command: None,
+            json,
+            ..
+        } => {
+            let list = remote.repos()?;
+            let mut out = std::io::stdout().lock();
+            let written = match json {
+                true => writeln!(out, "{:#}", json!(list)),
+                false => list.iter().try_for_each(|r| {
+                    writeln!(
+                        out,
+                        "{:<40} {} secret(s)",
+                        r["repo"].as_str().unwrap_or(""),
+                        r["secrets"]
+                    )
+                }),
+            };
+            written.map_err(stdout_err)
+        }
+        Command::Repos {
+            command: Some(ReposCommand::Rm { .. }),
+            ..
+        } => Err(local_only("repos rm")),
+        Command::Seal(args) => {
+            let Some(repo) = args.repo.as_deref() else {
+                return Err(local_only("seal --from-env-file/--from-json"));
+            };
+            let out = key_out(&args)?;
+            let ttl = match args.ttl {
+                Some(Ttl::Never) => None,
+                Some(Ttl::After(d)) => Some(d),
+                None => Some(DEFAULT_TTL),
+            };
+            let minted = remote.mint(repo, args.label.as_deref(), ttl)?;
+            let report = json!({
+                "out": args.out,
+                "label": minted.label,
+                "expires": minted.expires_at,
+                "secrets": minted.names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+            });
+            crate::deliver(
+                &args,
+                &minted.bundle,
+                &minted.key,
+                Some(out),
+                &report,
+                minted.names.len(),
+                minted.expires_at.clone(),
+            )
+        }
+        Command::Run(mut args) => {
+            sealinit_store::validate_repo(&args.repo)?;
+            if let Some(fd) = args.ready_fd {
+                args.sealinit_args
+                    .extend(["--ready-fd".into(), fd.to_string().into()]);
+            }
+            let minted = remote.mint(&args.repo, None, Some(args.ttl))?;
+            let opts = sealctl::local::RunOptions {
+                repo: args.repo,
+                sealinit: args.sealinit,
+                pid_namespace: args.pid_namespace,
+                ttl: args.ttl,
+                allow_names: args.allow_name,
+                allow_empty: args.allow_empty,
+                sealinit_args: args.sealinit_args,
+                command: args.command,
+            };
+            let code =
+                sealctl::local::run_bundle(&minted.bundle, minted.key, &minted.label, &opts)?;
+            std::process::exit(code);
+        }
+        Command::Audit {
+            repo, since, json, ..
+        } => {
+            let since = crate::parse_since(since.as_deref())?;
+            let records = remote.audit(repo.as_deref(), since)?;
+            let mut out = std::io::stdout().lock();
+            for r in &records {
+                let line = match json {
+                    true => r.to_string(),
+                    false => format!(
+                        "{}  {:<18} {:<10} {:<30} {}",
+                        sealinit_core::time::rfc3339(r["at"].as_i64().unwrap_or(0).max(0) as u64),
+                        r["action"].as_str().unwrap_or(""),
+                        r["actor"].as_str().unwrap_or(""),
+                        r["repo"].as_str().unwrap_or(""),
+                        r["detail"]
+                    ),
+                };
+                writeln!(out, "{line}").map_err(stdout_err)?;
+            }
+            Ok(())
+        }
+        Command::Keygen { .. } => Err(local_only("keygen")),
+        Command::Inspect { .. } => Err(local_only("inspect")),
+        Command::Store(_) => Err(local_only("store")),
+        Command::Serve(_) => Err(local_only("serve")),
+        Command::Tokens(_) => Err(local_only("tokens")),
+    }
+}
+
+fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
+    match cmd {
+        SecretsCommand::Set {
+            repo,
+            name,
+            from_env_file,
+            from_json,
+            expand,
+            allow_name,
+            allow_empty,
+            allow_production,
+            if_version,
+            json,
+            ..
+        } => {
+            if expand {
+                return Err(local_only("secrets set --expand"));
+            }
+            if !allow_name.is_empty() {
+                return Err(local_only("secrets set --allow-name"));
+            }
+            let read = |p: &Path| {
+                std::fs::read(p).map(Zeroizing::new).map_err(|e| {
+                    Error::usage(format!(
+                        "{}: {}",
+                        p.display(),
+                        sealinit_core::describe_io(&e)
+                    ))
+                })
+            };
+            let done = match (name, from_env_file, from_json) {
+                (_, Some(p), _) => remote.import(&repo, false, &read(&p)?, &allow_production)?,
+                (_, None, Some(p)) => remote.import(&repo, true, &read(&p)?, &allow_production)?,
+                (Some(name), None, None) => {
+                    let value = read_value_from_stdin(allow_empty)?;
+                    let allowed = allow_production.contains(&name);
+                    vec![remote.set_one(&repo, &name, value.expose(), if_version, allowed)?]
+                }
+                (None, None, None) => unreachable!("clap requires NAME or an input file"),
+            };
+            for d in &done {
+                let name = d["name"].as_str().unwrap_or("");
+                for rule in d["warnings"].as_array().into_iter().flatten() {
+                    warn_rule(name, rule.as_str().unwrap_or(""));
+                }
+            }
+            if json {
+                print_lines(&done)?;
+            }
+            eprintln!("sealctl: set {} secret(s) in {repo}", done.len());
+            Ok(())
+        }
+        SecretsCommand::List { repo, json, .. } => {
+            let list = remote.list(&repo)?;
+            let mut out = std::io::stdout().lock();
+            let written = match json {
+                true => writeln!(out, "{:#}", json!(list)),
+                false => list.iter().try_for_each(|s| {
+                    writeln!(
+                        out,
+                        "{:<32} {:>8} bytes  v{:<4} updated {}",
+                        s["name"].as_str().unwrap_or(""),
+                        s["size"],
+                        s["version"],
+                        s["updated_at"].as_str().unwrap_or("")
+                    )
+                }),
+            };
+            written.map_err(stdout_err)
+        }
+        SecretsCommand::Rm {
+            repo, names, json, ..
+        } => {
+            // Every name must exist before any goes (as the local store's
+            // one transaction); the service removes them one by one.
+            let versions = names
+                .iter()
+                .map(|n| remote.get(&repo, n).map(|m| m["version"].clone()))
+                .collect::<Result<Vec<_>>>()?;
+            for n in &names {
+                remote.remove(&repo, n)?;
+            }
+            if json {
+                let lines: Vec<Value> = names
+                    .iter()
+                    .zip(versions)
+                    .map(|(n, v)| json!({"repo": repo, "name": n, "version": v, "removed": true}))
+                    .collect();
+                print_lines(&lines)?;
+            }
+            eprintln!("sealctl: removed {} secret(s) from {repo}", names.len());
+            Ok(())
+        }
+        SecretsCommand::History {
+            repo, name, json, ..
+        } => {
+            let history = remote.history(&repo, &name)?;
+            match json {
+                true => print_lines(&history),
+                false => {
+                    let mut out = std::io::stdout().lock();
+                    for h in &history {
+                        writeln!(
+                            out,
+                            "v{:<4} {}  {:<12} {} bytes{}",
+                            h["version"],
+                            sealinit_core::time::rfc3339(
+                                h["at"].as_i64().unwrap_or(0).max(0) as u64
+                            ),
+                            h["actor"].as_str().unwrap_or(""),
+                            h["size"],
+                            if h["deleted"] == json!(true) {
+                                " (deleted)"
+                            } else {
+                                ""
+                            }
+                        )
+                        .map_err(stdout_err)?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        SecretsCommand::Rollback {
+            repo,
+            name,
+            to,
+            json,
+            ..
+        } => {
+            let done = remote.rollback(&repo, &name, to)?;
+            if json {
+                print_lines(std::slice::from_ref(&done))?;
+            }
+            eprintln!(
+                "sealctl: {name} of {repo} is now version {} (the value of version {to})",
+                done["version"]
+            );
+            Ok(())
+        }
+        SecretsCommand::Scan { .. } => Err(local_only("secrets scan")),
+    }
+}
