@@ -47,7 +47,13 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve(_)) {
         sealinit::logging::init("sealctl", cli.log_level);
     }
-    if let Some(server) = cli.server.as_deref() {
+    // Commands on files only (keygen, inspect, seal from a file) need no
+    // store and run here even with --server.
+    let on_files = matches!(
+        &cli.command,
+        Command::Keygen { .. } | Command::Inspect { .. }
+    ) || matches!(&cli.command, Command::Seal(a) if a.repo.is_none());
+    if let Some(server) = cli.server.as_deref().filter(|_| !on_files) {
         let outcome = remote_cli::run(
             server,
             cli.token_file.as_deref(),

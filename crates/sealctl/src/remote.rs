@@ -35,6 +35,7 @@ pub struct Minted {
     pub key: SecretKey,
     pub label: String,
     pub names: Vec<String>,
+    pub created_at: Option<String>,
     pub expires_at: Option<String>,
 }
 
@@ -278,9 +279,15 @@ impl Remote {
     }
 
     /// Mints a one-use bundle of `repo`.
-    pub fn mint(&self, repo: &str, label: Option<&str>, ttl: Option<Duration>) -> Result<Minted> {
+    pub fn mint(
+        &self,
+        repo: &str,
+        label: Option<&str>,
+        ttl: Option<Duration>,
+        allow_empty: bool,
+    ) -> Result<Minted> {
         let ttl = ttl.map_or_else(|| "none".to_owned(), |t| format!("{}s", t.as_secs()));
-        let mut body = json!({"ttl": ttl});
+        let mut body = json!({"ttl": ttl, "allow_empty": allow_empty});
         if let Some(l) = label {
             body["label"] = json!(l);
         }
@@ -321,6 +328,7 @@ impl Remote {
                         .collect()
                 })
                 .unwrap_or_default(),
+            created_at: doc["created_at"].as_str().map(str::to_owned),
             expires_at: doc["expires_at"].as_str().map(str::to_owned),
         })
     }

@@ -81,7 +81,7 @@ pub fn run(
         } => Err(local_only("repos rm")),
         Command::Seal(args) => {
             let Some(repo) = args.repo.as_deref() else {
-                return Err(local_only("seal --from-env-file/--from-json"));
+                unreachable!("sealing from a file runs locally");
             };
             let out = key_out(&args)?;
             let ttl = match args.ttl {
@@ -89,10 +89,11 @@ pub fn run(
                 Some(Ttl::After(d)) => Some(d),
                 None => Some(DEFAULT_TTL),
             };
-            let minted = remote.mint(repo, args.label.as_deref(), ttl)?;
+            let minted = remote.mint(repo, args.label.as_deref(), ttl, args.allow_empty)?;
             let report = json!({
                 "out": args.out,
                 "label": minted.label,
+                "created": minted.created_at,
                 "expires": minted.expires_at,
                 "secrets": minted.names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
             });
@@ -112,7 +113,7 @@ pub fn run(
                 args.sealinit_args
                     .extend(["--ready-fd".into(), fd.to_string().into()]);
             }
-            let minted = remote.mint(&args.repo, None, Some(args.ttl))?;
+            let minted = remote.mint(&args.repo, None, Some(args.ttl), args.allow_empty)?;
             let opts = sealctl::local::RunOptions {
                 repo: args.repo,
                 sealinit: args.sealinit,
@@ -149,8 +150,9 @@ pub fn run(
             }
             Ok(())
         }
-        Command::Keygen { .. } => Err(local_only("keygen")),
-        Command::Inspect { .. } => Err(local_only("inspect")),
+        Command::Keygen { .. } | Command::Inspect { .. } => {
+            unreachable!("file commands run locally")
+        }
         Command::Store(_) => Err(local_only("store")),
         Command::Serve(_) => Err(local_only("serve")),
         Command::Tokens(_) => Err(local_only("tokens")),
@@ -187,9 +189,27 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
                     ))
                 })
             };
+            // An import error names the file, as the local store's does.
+            let named = |what: &str, p: &Path| {
+                let shown = format!("{what} {}: ", p.display());
+                move |e: Error| match e {
+                    Error::Remote {
+                        status: 422,
+                        message,
+                    } if message.starts_with("import: ") => Error::Remote {
+                        status: 422,
+                        message: message.replacen("import: ", &shown, 1),
+                    },
+                    other => other,
+                }
+            };
             let done = match (name, from_env_file, from_json) {
-                (_, Some(p), _) => remote.import(&repo, false, &read(&p)?, &allow_production)?,
-                (_, None, Some(p)) => remote.import(&repo, true, &read(&p)?, &allow_production)?,
+                (_, Some(p), _) => remote
+                    .import(&repo, false, &read(&p)?, &allow_production)
+                    .map_err(named("env file", &p))?,
+                (_, None, Some(p)) => remote
+                    .import(&repo, true, &read(&p)?, &allow_production)
+                    .map_err(named("JSON file", &p))?,
                 (Some(name), None, None) => {
                     let value = read_value_from_stdin(allow_empty)?;
                     let allowed = allow_production.contains(&name);
@@ -219,8 +239,8 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
                         out,
                         "{:<32} {:>8} bytes  v{:<4} updated {}",
                         s["name"].as_str().unwrap_or(""),
-                        s["size"],
-                        s["version"],
+                        s["size"].as_u64().unwrap_or(0),
+                        s["version"].as_i64().unwrap_or(0),
                         s["updated_at"].as_str().unwrap_or("")
                     )
                 }),
@@ -234,7 +254,21 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             // one transaction); the service removes them one by one.
             let versions = names
                 .iter()
-                .map(|n| remote.get(&repo, n).map(|m| m["version"].clone()))
+                .map(|n| {
+                    remote
+                        .get(&repo, n)
+                        .map(|m| m["version"].clone())
+                        .map_err(|e| match e {
+                            Error::Remote { status: 404, .. } => {
+                                sealinit_store::StoreError::NoSuchSecret {
+                                    repo: repo.clone(),
+                                    name: n.clone(),
+                                }
+                                .into()
+                            }
+                            other => other,
+                        })
+                })
                 .collect::<Result<Vec<_>>>()?;
             for n in &names {
                 remote.remove(&repo, n)?;

@@ -13,9 +13,20 @@ const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 type Env = StoreDir;
 
-/// Runs a test on a fresh store of each backend: SQLite, then PostgreSQL
-/// (a throwaway server the test binary starts).
+/// Runs a test on a fresh store of each backend: SQLite, PostgreSQL (a
+/// throwaway server the test binary starts), and `sealctl --server` in
+/// front of a SQLite store (the service the test starts).
 fn for_each_backend(test: fn(Env)) {
+    for backend in CLIENTS {
+        eprintln!("--- on {backend:?}");
+        test(Env::on(backend));
+    }
+}
+
+/// The same on the store backends only, for what only a local store does
+/// (`--expand`, `--allow-name`, `repos rm`, master keys, `seal` from a
+/// file): with `--server` those say so (exit 64).
+fn for_each_store_backend(test: fn(Env)) {
     for backend in BACKENDS {
         eprintln!("--- on {backend:?}");
         test(Env::on(backend));
@@ -102,7 +113,7 @@ fn env_files_are_taken_literally_never_expanded_from_sealctls_environment_on(env
 
 #[test]
 fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file() {
-    for_each_backend(expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on);
+    for_each_store_backend(expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on);
 }
 
 fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on(env: Env) {
@@ -200,7 +211,7 @@ fn real_env_files_import_on(env: Env) {
 
 #[test]
 fn a_syntax_error_names_the_file_and_line_never_the_content() {
-    for_each_backend(a_syntax_error_names_the_file_and_line_never_the_content_on);
+    for_each_store_backend(a_syntax_error_names_the_file_and_line_never_the_content_on);
 }
 
 fn a_syntax_error_names_the_file_and_line_never_the_content_on(env: Env) {
@@ -276,7 +287,7 @@ fn secrets_set_takes_json_on(env: Env) {
 
 #[test]
 fn code_loading_names_need_allow_name_at_set_and_it_is_recorded() {
-    for_each_backend(code_loading_names_need_allow_name_at_set_and_it_is_recorded_on);
+    for_each_store_backend(code_loading_names_need_allow_name_at_set_and_it_is_recorded_on);
 }
 
 fn code_loading_names_need_allow_name_at_set_and_it_is_recorded_on(env: Env) {
@@ -480,7 +491,7 @@ fn ready_fd_says_ready_after_exec_or_the_error_before_on(env: Env) {
 
 #[test]
 fn json_reports_what_changed_and_never_a_value() {
-    for_each_backend(json_reports_what_changed_and_never_a_value_on);
+    for_each_store_backend(json_reports_what_changed_and_never_a_value_on);
 }
 
 fn json_reports_what_changed_and_never_a_value_on(env: Env) {
@@ -629,7 +640,7 @@ fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run_on
 
 #[test]
 fn repos_rm_removes_a_whole_repository_in_one_go() {
-    for_each_backend(repos_rm_removes_a_whole_repository_in_one_go_on);
+    for_each_store_backend(repos_rm_removes_a_whole_repository_in_one_go_on);
 }
 
 fn repos_rm_removes_a_whole_repository_in_one_go_on(env: Env) {

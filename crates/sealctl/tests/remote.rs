@@ -8,41 +8,20 @@ use sealinit_testkit::*;
 
 const VALUE: &str = "remote-VALUE-never-in-the-clear-5a9d";
 
+/// A store behind the service, every command through `--server`.
 struct Remote {
     env: StoreDir,
-    child: std::process::Child,
-    base: String,
-    token: String,
 }
 
 impl Remote {
     fn start() -> Self {
-        let env = StoreDir::new();
-        let o = env.run(
-            &["tokens", "create", "--name", "cli", "--scope", "admin"],
-            None,
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let token = stdout(&o).trim().to_owned();
-        let (child, base, _, lines) = start_service(&env, &["--listen", "127.0.0.1:0"]);
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         Self {
-            env,
-            child,
-            base,
-            token,
+            env: StoreDir::on(Backend::Service),
         }
     }
 
-    /// `sealctl --server URL args...`, with the token in the environment
-    /// and no store or master key.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.env.cmd(args);
-        c.env_remove("SEALCTL_STORE")
-            .env_remove("SEALCTL_MASTER_KEY")
-            .env("SEALCTL_SERVER", &self.base)
-            .env("SEALCTL_TOKEN", &self.token);
-        c
+        self.env.cmd(args)
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -51,13 +30,6 @@ impl Remote {
             assert!(!text.contains(VALUE), "sealctl {args:?} printed a value");
         }
         o
-    }
-}
-
-impl Drop for Remote {
-    fn drop(&mut self) {
-        kill(self.child.id() as i32, "TERM");
-        let _ = self.child.wait();
     }
 }
 
@@ -197,7 +169,7 @@ fn the_store_commands_work_against_the_service() {
         seals[0]["actor"]
             .as_str()
             .unwrap()
-            .starts_with("token cli (tk-")
+            .starts_with("token tests (tk-")
     );
 
     // Errors: a wrong token (77), a local-only command (64), no server (74).

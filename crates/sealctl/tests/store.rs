@@ -14,9 +14,19 @@ const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 const VALUE: &str = "store-VALUE-never-printed-9f2c";
 
-/// Runs a test on a fresh store of each backend: SQLite, then PostgreSQL
-/// (a throwaway server the test binary starts).
+/// Runs a test on a fresh store of each backend: SQLite, PostgreSQL (a
+/// throwaway server the test binary starts), and `sealctl --server` in
+/// front of a SQLite store.
 fn for_each_backend(test: fn(Env)) {
+    for backend in CLIENTS {
+        eprintln!("--- on {backend:?}");
+        test(Env::on(backend));
+    }
+}
+
+/// The same on the store backends only: master keys are the local
+/// store's.
+fn for_each_store_backend(test: fn(Env)) {
     for backend in BACKENDS {
         eprintln!("--- on {backend:?}");
         test(Env::on(backend));
@@ -186,7 +196,7 @@ fn set_list_rm_repos_on(env: Env) {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    for_each_backend(bad_input_is_refused_and_changes_nothing_on);
+    for_each_store_backend(bad_input_is_refused_and_changes_nothing_on);
 }
 
 fn bad_input_is_refused_and_changes_nothing_on(env: Env) {
@@ -304,7 +314,7 @@ fn bad_input_is_refused_and_changes_nothing_on(env: Env) {
 
 #[test]
 fn master_key_from_an_inherited_fd() {
-    for_each_backend(master_key_from_an_inherited_fd_on);
+    for_each_store_backend(master_key_from_an_inherited_fd_on);
 }
 
 fn master_key_from_an_inherited_fd_on(env: Env) {

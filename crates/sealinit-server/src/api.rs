@@ -484,6 +484,9 @@ async fn public_key(
 struct MintBody {
     label: Option<String>,
     ttl: Option<String>,
+    /// Mint an empty bundle for a repository without secrets.
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 async fn mint(
@@ -502,7 +505,7 @@ async fn mint(
     };
     let (m, record) = s
         .run(auth, move |st, caller| {
-            service::mint(st, caller, &repo, body.label, ttl)
+            service::mint(st, caller, &repo, body.label, ttl, body.allow_empty)
         })
         .await?;
     // The read is on record before the bundle leaves (group commit).
@@ -511,6 +514,7 @@ async fn mint(
         "bundle": B64.encode(&m.bundle),
         "key": B64.encode(m.key.expose()),
         "label": m.label,
+        "created_at": sealinit_core::time::rfc3339(m.created_at),
         "expires_at": m.expires_at.map(sealinit_core::time::rfc3339),
         "names": m.names,
     });

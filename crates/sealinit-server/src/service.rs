@@ -91,6 +91,8 @@ pub struct Minted {
     pub bundle: Vec<u8>,
     pub key: SecretKey,
     pub label: String,
+    /// Unix seconds.
+    pub created_at: u64,
     pub expires_at: Option<u64>,
     pub names: Vec<String>,
 }
@@ -331,9 +333,10 @@ pub fn mint(
     repo: &str,
     label: Option<String>,
     ttl: Option<Duration>,
+    allow_empty: bool,
 ) -> Result<(Minted, AuditRecord), ApiError> {
     caller.require(Action::Launch, repo)?;
-    let found = store.secrets(repo, false)?;
+    let found = store.secrets(repo, allow_empty)?;
     bundle::check_name_policy(&found.entries, &found.allowed)
         .map_err(|e| ApiError::unprocessable(format!("cannot seal: {e}")))?;
     let label = label.unwrap_or_else(|| found.repo.clone());
@@ -352,6 +355,7 @@ pub fn mint(
             bundle: sealed,
             key,
             label,
+            created_at: now,
             expires_at: expires,
             names: names_versions.into_iter().map(|(n, _)| n).collect(),
         },

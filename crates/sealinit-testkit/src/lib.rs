@@ -395,9 +395,24 @@ impl PgServer {
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// `sealctl --server`: the service (`sealctl serve`) on a SQLite store,
+    /// reached with an admin token; store-only commands do not apply.
+    Service,
 }
 
 pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// The store backends, and the service in front of one: what the CLI tests
+/// that apply to `sealctl --server` run against.
+pub const CLIENTS: [Backend; 3] = [Backend::Sqlite, Backend::Postgres, Backend::Service];
+
+/// A running `sealctl serve` a [`StoreDir`] routes its commands to.
+#[derive(Debug)]
+pub struct ServiceProc {
+    pub child: std::process::Child,
+    pub base: String,
+    pub token: String,
+}
 
 /// A temporary directory holding a sealctl store (`data/store.db`, or a
 /// fresh PostgreSQL database) and its master key (`master.key`); sealctl
@@ -409,6 +424,17 @@ pub struct StoreDir {
     /// `SEALCTL_STORE`.
     pub store: String,
     pub backend: Backend,
+    /// With [`Backend::Service`]: the service every command goes to.
+    pub service: Option<ServiceProc>,
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.service {
+            kill(s.child.id() as i32, "TERM");
+            let _ = s.child.wait();
+        }
+    }
 }
 
 impl StoreDir {
@@ -419,9 +445,20 @@ impl StoreDir {
 
     /// A fresh directory with an initialised store on `backend`.
     pub fn on(backend: Backend) -> Self {
-        let env = Self::empty_on(backend);
+        let mut env = Self::empty_on(backend);
         let o = env.run(&["store", "init"], None);
         assert!(o.status.success(), "{}", stderr(&o));
+        if backend == Backend::Service {
+            let o = env.run(
+                &["tokens", "create", "--name", "tests", "--scope", "admin"],
+                None,
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+            let token = stdout(&o).trim().to_owned();
+            let (child, base, _, lines) = start_service(&env, &["--listen", "127.0.0.1:0"]);
+            std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+            env.service = Some(ServiceProc { child, base, token });
+        }
         env
     }
 
@@ -434,13 +471,16 @@ impl StoreDir {
     pub fn empty_on(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = match backend {
-            Backend::Sqlite => dir.path().join("data/store.db").display().to_string(),
+            Backend::Sqlite | Backend::Service => {
+                dir.path().join("data/store.db").display().to_string()
+            }
             Backend::Postgres => pg_server().fresh_database(),
         };
         Self {
             dir,
             store,
             backend,
+            service: None,
         }
     }
 
@@ -458,6 +498,12 @@ impl StoreDir {
             .env("SEALCTL_LOG", "trace")
             .env("TMPDIR", self.path("tmp"))
             .env_remove("XDG_RUNTIME_DIR");
+        if let Some(s) = &self.service {
+            c.env_remove("SEALCTL_STORE")
+                .env_remove("SEALCTL_MASTER_KEY")
+                .env("SEALCTL_SERVER", &s.base)
+                .env("SEALCTL_TOKEN", &s.token);
+        }
         std::fs::create_dir_all(self.path("tmp")).unwrap();
         c
     }
