@@ -167,13 +167,25 @@ impl Remote {
         value: &[u8],
         if_version: Option<i64>,
         allow_production: bool,
+        allow_name: bool,
     ) -> Result<Value> {
         let (enc, key_id) = self.seal_to(repo, value)?;
         self.call(
             "PUT",
             &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
-            Some(json!({"encrypted_value": enc, "key_id": key_id, "allow_production": allow_production})),
+            Some(json!({"encrypted_value": enc, "key_id": key_id,
+                "allow_production": allow_production, "allow_name": allow_name})),
             if_version,
+        )
+    }
+
+    /// Removes a whole repository: its stored spelling and the count.
+    pub fn remove_repo(&self, repo: &str) -> Result<Value> {
+        self.call(
+            "DELETE",
+            &format!("/repos/{}", repo_path(repo)?),
+            None,
+            None,
         )
     }
 
@@ -184,6 +196,7 @@ impl Remote {
         json_format: bool,
         text: &[u8],
         allow: &[String],
+        allow_names: &[String],
     ) -> Result<Vec<Value>> {
         let (enc, key_id) = self.seal_to(repo, text)?;
         let doc = self.call(
@@ -194,6 +207,7 @@ impl Remote {
                 "encrypted_content": enc,
                 "key_id": key_id,
                 "allow_production": allow,
+                "allow_names": allow_names,
             })),
             None,
         )?;

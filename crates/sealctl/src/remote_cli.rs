@@ -76,9 +76,20 @@ pub fn run(
             written.map_err(stdout_err)
         }
         Command::Repos {
-            command: Some(ReposCommand::Rm { .. }),
+            command: Some(ReposCommand::Rm { repo, json, .. }),
             ..
-        } => Err(local_only("repos rm")),
+        } => {
+            let done = remote.remove_repo(&repo)?;
+            if json {
+                print_lines(std::slice::from_ref(&done))?;
+            }
+            eprintln!(
+                "sealctl: removed repository {} and its {} secret(s)",
+                done["repo"].as_str().unwrap_or(&repo),
+                done["removed"]
+            );
+            Ok(())
+        }
         Command::Seal(args) => {
             let Some(repo) = args.repo.as_deref() else {
                 unreachable!("sealing from a file runs locally");
@@ -174,12 +185,6 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             json,
             ..
         } => {
-            if expand {
-                return Err(local_only("secrets set --expand"));
-            }
-            if !allow_name.is_empty() {
-                return Err(local_only("secrets set --allow-name"));
-            }
             let read = |p: &Path| {
                 std::fs::read(p).map(Zeroizing::new).map_err(|e| {
                     Error::usage(format!(
@@ -203,17 +208,34 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
                     other => other,
                 }
             };
+            let (allow, names) = (&allow_production, &allow_name);
             let done = match (name, from_env_file, from_json) {
+                // --expand reads only earlier lines of the same file: done
+                // here, then sent (sealed) as the JSON object it makes.
+                (_, Some(p), _) if expand => {
+                    let entries = sealctl::import::from_env_file(&p, true)?;
+                    let mut object = serde_json::Map::new();
+                    for e in &entries {
+                        let text = std::str::from_utf8(e.value.expose())
+                            .map_err(|_| Error::usage("a value is not UTF-8"))?;
+                        object.insert(e.name.clone(), Value::String(text.to_owned()));
+                    }
+                    let doc = Zeroizing::new(Value::Object(object).to_string());
+                    remote
+                        .import(&repo, true, doc.as_bytes(), allow, names)
+                        .map_err(named("env file", &p))?
+                }
                 (_, Some(p), _) => remote
-                    .import(&repo, false, &read(&p)?, &allow_production)
+                    .import(&repo, false, &read(&p)?, allow, names)
                     .map_err(named("env file", &p))?,
                 (_, None, Some(p)) => remote
-                    .import(&repo, true, &read(&p)?, &allow_production)
+                    .import(&repo, true, &read(&p)?, allow, names)
                     .map_err(named("JSON file", &p))?,
                 (Some(name), None, None) => {
                     let value = read_value_from_stdin(allow_empty)?;
-                    let allowed = allow_production.contains(&name);
-                    vec![remote.set_one(&repo, &name, value.expose(), if_version, allowed)?]
+                    let prod = allow.contains(&name);
+                    let code = names.contains(&name);
+                    vec![remote.set_one(&repo, &name, value.expose(), if_version, prod, code)?]
                 }
                 (None, None, None) => unreachable!("clap requires NAME or an input file"),
             };

@@ -113,7 +113,7 @@ fn env_files_are_taken_literally_never_expanded_from_sealctls_environment_on(env
 
 #[test]
 fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file() {
-    for_each_store_backend(expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on);
+    for_each_backend(expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on);
 }
 
 fn expand_is_opt_in_and_reads_only_earlier_lines_of_the_same_file_on(env: Env) {
@@ -287,7 +287,7 @@ fn secrets_set_takes_json_on(env: Env) {
 
 #[test]
 fn code_loading_names_need_allow_name_at_set_and_it_is_recorded() {
-    for_each_store_backend(code_loading_names_need_allow_name_at_set_and_it_is_recorded_on);
+    for_each_backend(code_loading_names_need_allow_name_at_set_and_it_is_recorded_on);
 }
 
 fn code_loading_names_need_allow_name_at_set_and_it_is_recorded_on(env: Env) {
@@ -640,7 +640,7 @@ fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run_on
 
 #[test]
 fn repos_rm_removes_a_whole_repository_in_one_go() {
-    for_each_store_backend(repos_rm_removes_a_whole_repository_in_one_go_on);
+    for_each_backend(repos_rm_removes_a_whole_repository_in_one_go_on);
 }
 
 fn repos_rm_removes_a_whole_repository_in_one_go_on(env: Env) {

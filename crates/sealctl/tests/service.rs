@@ -768,7 +768,7 @@ fn the_openapi_document_matches_the_routes() {
             );
         }
     }
-    assert_eq!(count, 13);
+    assert_eq!(count, 14);
 }
 
 /// SIGTERM while a request is in flight: the server stops accepting, the

@@ -229,6 +229,7 @@ pub fn router(state: AppState) -> Router {
         .route("/repos", get(repos))
         .route("/audit", get(audit))
         .route("/openapi.json", get(crate::openapi::document))
+        .route("/repos/{repo}", axum::routing::delete(delete_repo))
         .nest("/repos/{repo}", repo);
     Router::new()
         .nest("/api/v1", v1)
@@ -303,6 +304,10 @@ struct PutBody {
     key_id: Option<String>,
     #[serde(default)]
     allow_production: bool,
+    /// Allow a code-loading name (LD_PRELOAD, NODE_OPTIONS...): recorded
+    /// on the secret, so later bundles honour it.
+    #[serde(default)]
+    allow_name: bool,
 }
 
 /// A value given in plaintext (over a private channel only) or sealed to
@@ -366,8 +371,11 @@ async fn put_secret(
                 &repo,
                 &name,
                 value,
-                if_version,
-                body.allow_production,
+                service::PutFlags {
+                    if_version,
+                    allow_production: body.allow_production,
+                    allow_name: body.allow_name,
+                },
             )
         })
         .await?;
@@ -377,6 +385,19 @@ async fn put_secret(
         StatusCode::OK
     };
     Ok((status, Json(done)).into_response())
+}
+
+async fn delete_repo(
+    State(s): State<AppState>,
+    auth: Auth,
+    Params(repo): Params<String>,
+) -> Result<Response, ApiError> {
+    let (repo, removed) = s
+        .run(auth, move |st, caller| {
+            service::delete_repo(st, caller, &repo)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({"repo": repo, "removed": removed})).into_response())
 }
 
 async fn delete_secret(
@@ -436,6 +457,9 @@ struct ImportBody {
     /// `true`, or the names allowed.
     #[serde(default)]
     allow_production: service::AllowProduction,
+    /// Code-loading names allowed.
+    #[serde(default)]
+    allow_names: Vec<String>,
 }
 
 async fn import(
@@ -457,10 +481,10 @@ async fn import(
         body.key_id,
         "content",
     )?;
-    let allow = body.allow_production;
+    let (allow, names) = (body.allow_production, body.allow_names);
     let r = s
         .run(auth, move |st, caller| {
-            service::import(st, caller, &repo, json, content, allow)
+            service::import(st, caller, &repo, json, content, allow, &names)
         })
         .await?;
     Ok(Json(serde_json::json!({"secrets": r})).into_response())

@@ -34,6 +34,13 @@ pub const ROUTES: &[Route] = &[
         statuses: &[200],
     },
     Route {
+        method: "delete",
+        path: "/api/v1/repos/{repo}",
+        summary: "Remove a whole repository (delete markers in the history): {repo, removed}",
+        scope: "write",
+        statuses: &[200, 404],
+    },
+    Route {
         method: "get",
         path: "/api/v1/repos/{repo}/secrets",
         summary: "Secrets' metadata (never values), paginated: per_page (1-100, default 30), page",

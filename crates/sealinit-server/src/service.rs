@@ -179,6 +179,16 @@ pub fn get_secret(
     meta(store, repo, info)
 }
 
+/// How a PUT treats its value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutFlags {
+    /// Compare-and-set (`If-Match`).
+    pub if_version: Option<i64>,
+    pub allow_production: bool,
+    /// A code-loading name allowed (recorded on the secret).
+    pub allow_name: bool,
+}
+
 /// How a value arrives.
 pub enum NewValue {
     Plain(SecretValue),
@@ -204,9 +214,13 @@ pub fn put_secret(
     repo: &str,
     name: &str,
     value: NewValue,
-    if_version: Option<i64>,
-    allow_production: bool,
+    flags: PutFlags,
 ) -> Result<SetOutcome, ApiError> {
+    let PutFlags {
+        if_version,
+        allow_production,
+        allow_name,
+    } = flags;
     caller.require(Action::Write, repo)?;
     let value = match value {
         NewValue::Plain(v) => v,
@@ -223,10 +237,20 @@ pub fn put_secret(
         SetOptions {
             if_version,
             allow_production: if allow_production { &allowed } else { &[] },
-            ..SetOptions::default()
+            allow_names: if allow_name { &allowed } else { &[] },
         },
     )?;
     Ok(done.remove(0))
+}
+
+/// Removes a whole repository (admin or write on it).
+pub fn delete_repo(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+) -> Result<(String, usize), ApiError> {
+    caller.require(Action::Write, repo)?;
+    Ok(store.remove_repo(repo)?)
 }
 
 pub fn delete_secret(
@@ -288,6 +312,7 @@ pub fn import(
     json: bool,
     content: NewValue,
     allow: AllowProduction,
+    allow_names: &[String],
 ) -> Result<Vec<SetOutcome>, ApiError> {
     caller.require(Action::Write, repo)?;
     let content = match content {
@@ -310,6 +335,7 @@ pub fn import(
         &entries,
         SetOptions {
             allow_production: &allowed,
+            allow_names,
             ..SetOptions::default()
         },
     )?)
