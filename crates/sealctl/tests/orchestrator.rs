@@ -23,9 +23,8 @@ fn for_each_backend(test: fn(Env)) {
     }
 }
 
-/// The same on the store backends only, for what only a local store does
-/// (`--expand`, `--allow-name`, `repos rm`, master keys, `seal` from a
-/// file): with `--server` those say so (exit 64).
+/// The same on the store backends only, for what only a local store has
+/// (master keys): with `--server` those commands say so (exit 64).
 fn for_each_store_backend(test: fn(Env)) {
     for backend in BACKENDS {
         eprintln!("--- on {backend:?}");
@@ -211,7 +210,7 @@ fn real_env_files_import_on(env: Env) {
 
 #[test]
 fn a_syntax_error_names_the_file_and_line_never_the_content() {
-    for_each_store_backend(a_syntax_error_names_the_file_and_line_never_the_content_on);
+    for_each_backend(a_syntax_error_names_the_file_and_line_never_the_content_on);
 }
 
 fn a_syntax_error_names_the_file_and_line_never_the_content_on(env: Env) {
