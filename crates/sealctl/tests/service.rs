@@ -813,3 +813,24 @@ fn sigterm_finishes_the_request_in_flight() {
     let r = c.get("/repos/acme%2Fapi/secrets/LATE");
     assert_eq!((r.0, r.1["version"].as_i64()), (200, Some(1)), "{:?}", r.1);
 }
+
+/// `--log-format json`: one JSON object per line, with the request's
+/// method, path, status and token id; never the token.
+#[test]
+fn json_request_logs() {
+    let env = StoreDir::new();
+    let t = token(&env, &["admin"]);
+    let server = Server::start(&env, &["--log-format", "json"]);
+    let c = Client::new(&server, Some(&t));
+    assert_eq!(c.get("/repos").0, 200);
+    server.wait_for_log("\"status\":200");
+    let (status, log) = server.stop();
+    assert!(status.success());
+    let line = log.lines().find(|l| l.contains("\"status\":200")).unwrap();
+    let doc: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(doc["fields"]["status"], 200);
+    assert_eq!(doc["span"]["method"], "GET");
+    assert_eq!(doc["span"]["path"], "/api/v1/repos");
+    assert!(doc["span"]["token"].as_str().unwrap().starts_with("tk-"));
+    assert!(!log.contains(&t));
+}
