@@ -13,7 +13,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -212,27 +212,42 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Params<
     }
 }
 
+/// The handler of each documented route. The router is built from
+/// [`crate::openapi::ROUTES`] alone, so the OpenAPI document and the
+/// routes served are one list: a route without an entry cannot be served,
+/// an entry without a handler fails at start (and in the tests).
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path.strip_prefix("/api/v1").unwrap_or(path)) {
+        ("get", "/health") => get(health),
+        ("get", "/repos") => get(repos),
+        ("get", "/audit") => get(audit),
+        ("get", "/openapi.json") => get(crate::openapi::document),
+        ("delete", "/repos/{repo}") => delete(delete_repo),
+        ("get", "/repos/{repo}/secrets") => get(list_secrets),
+        ("get", "/repos/{repo}/secrets/public-key") => get(public_key),
+        ("post", "/repos/{repo}/secrets/import") => post(import),
+        ("get", "/repos/{repo}/secrets/{name}") => get(get_secret),
+        ("put", "/repos/{repo}/secrets/{name}") => put(put_secret),
+        ("delete", "/repos/{repo}/secrets/{name}") => delete(delete_secret),
+        ("get", "/repos/{repo}/secrets/{name}/versions") => get(versions),
+        ("post", "/repos/{repo}/secrets/{name}/rollback") => post(rollback),
+        ("post", "/repos/{repo}/bundles") => post(mint),
+        _ => panic!("{method} {path} is documented but has no handler"),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
-    let repo = Router::new()
-        .route("/secrets", get(list_secrets))
-        .route("/secrets/public-key", get(public_key))
-        .route("/secrets/import", post(import))
-        .route(
-            "/secrets/{name}",
-            get(get_secret).put(put_secret).delete(delete_secret),
-        )
-        .route("/secrets/{name}/versions", get(versions))
-        .route("/secrets/{name}/rollback", post(rollback))
-        .route("/bundles", post(mint));
-    let v1 = Router::new()
-        .route("/health", get(health))
-        .route("/repos", get(repos))
-        .route("/audit", get(audit))
-        .route("/openapi.json", get(crate::openapi::document))
-        .route("/repos/{repo}", axum::routing::delete(delete_repo))
-        .nest("/repos/{repo}", repo);
-    Router::new()
-        .nest("/api/v1", v1)
+    let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
+    for r in crate::openapi::ROUTES {
+        let h = handler(r.method, r.path);
+        match by_path.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, m)) => *m = std::mem::take(m).merge(h),
+            None => by_path.push((r.path, h)),
+        }
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, m)| router.route(path, m))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
         .with_state(state)
 }
@@ -579,4 +594,16 @@ async fn audit(
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
     }
     Ok(Json(serde_json::json!({"records": records})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every documented route has a handler (the router is built from the
+    /// document's table, so nothing else can be served).
+    #[test]
+    fn every_documented_route_has_a_handler() {
+        for r in crate::openapi::ROUTES {
+            let _ = super::handler(r.method, r.path);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 description of the API,
-//! built from [`ROUTES`], the table the tests walk against the running
-//! server (every documented route answers; every route answers as
-//! documented).
+//! built from [`ROUTES`], the same table the router is built from (see
+//! `api::router`): a route is served if and only if it is documented. The
+//! tests also walk the document against the running server.
 
 use axum::Json;
 use serde_json::{Value, json};
