@@ -182,11 +182,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Err(JsonRejection::BytesRejection(e))
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is over the limit (a little over 1 MiB of values)",
-                ))
+                Err(ApiError::too_large())
             }
             // serde's message names the field or position, never a value.
             Err(e) => Err(ApiError::bad_request(format!(

@@ -26,6 +26,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -197,8 +198,24 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         limiter: Arc::default(),
         audit: audit::AuditWriter::start(writer),
     };
+    let limit = config.body_limit;
     let app = api::router(state)
-        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(DefaultBodyLimit::max(limit))
+        // A declared length over the limit is refused before the body is
+        // read (the extractor would refuse it only once `limit` bytes came).
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                let declared = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                match declared {
+                    Some(n) if n > limit => error::ApiError::too_large().into_response(),
+                    _ => next.run(req).await,
+                }
+            },
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
