@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use sealinit_core::secret::SecretKey;
+pub use sealinit_server::service::Format;
 
 pub struct Remote {
     agent: ureq::Agent,
@@ -193,7 +194,7 @@ impl Remote {
     pub fn import(
         &self,
         repo: &str,
-        json_format: bool,
+        format: Format,
         text: &[u8],
         allow: &[String],
         allow_names: &[String],
@@ -203,7 +204,8 @@ impl Remote {
             "POST",
             &format!("/repos/{}/secrets/import", repo_path(repo)?),
             Some(json!({
-                "format": if json_format { "json" } else { "env" },
+                "format": match format { Format::Json => "json", Format::Env { .. } => "env" },
+                "expand": matches!(format, Format::Env { expand: true }),
                 "encrypted_content": enc,
                 "key_id": key_id,
                 "allow_production": allow,

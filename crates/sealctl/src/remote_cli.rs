@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use sealctl::error::{Error, Result};
-use sealctl::remote::Remote;
+use sealctl::remote::{Format, Remote};
 
 use crate::cli::{Command, ReposCommand, SecretsCommand};
 use crate::{DEFAULT_TTL, Ttl, key_out, read_value_from_stdin, stdout_err, warn_rule};
@@ -210,26 +210,11 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             };
             let (allow, names) = (&allow_production, &allow_name);
             let done = match (name, from_env_file, from_json) {
-                // --expand reads only earlier lines of the same file: done
-                // here, then sent (sealed) as the JSON object it makes.
-                (_, Some(p), _) if expand => {
-                    let entries = sealctl::import::from_env_file(&p, true)?;
-                    let mut object = serde_json::Map::new();
-                    for e in &entries {
-                        let text = std::str::from_utf8(e.value.expose())
-                            .map_err(|_| Error::usage("a value is not UTF-8"))?;
-                        object.insert(e.name.clone(), Value::String(text.to_owned()));
-                    }
-                    let doc = Zeroizing::new(Value::Object(object).to_string());
-                    remote
-                        .import(&repo, true, doc.as_bytes(), allow, names)
-                        .map_err(named("env file", &p))?
-                }
                 (_, Some(p), _) => remote
-                    .import(&repo, false, &read(&p)?, allow, names)
+                    .import(&repo, Format::Env { expand }, &read(&p)?, allow, names)
                     .map_err(named("env file", &p))?,
                 (_, None, Some(p)) => remote
-                    .import(&repo, true, &read(&p)?, allow, names)
+                    .import(&repo, Format::Json, &read(&p)?, allow, names)
                     .map_err(named("JSON file", &p))?,
                 (Some(name), None, None) => {
                     let value = read_value_from_stdin(allow_empty)?;

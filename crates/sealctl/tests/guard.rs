@@ -12,10 +12,7 @@ use std::process::Output;
 use sealinit_testkit::*;
 
 fn for_each_backend(test: fn(StoreDir)) {
-    for backend in BACKENDS {
-        eprintln!("--- on {backend:?}");
-        test(StoreDir::on(backend));
-    }
+    for_each(&BACKENDS, test);
 }
 
 /// A Stripe live key, a GitHub token with a valid checksum, and a

@@ -10,19 +10,13 @@ type Env = StoreDir;
 
 /// SQLite, PostgreSQL, and `sealctl --server` in front of SQLite.
 fn for_each_backend(test: fn(Env)) {
-    for backend in CLIENTS {
-        eprintln!("--- on {backend:?}");
-        test(Env::on(backend));
-    }
+    for_each(&CLIENTS, test);
 }
 
 /// The store backends only (`repos rm` and master keys are the local
 /// store's).
 fn for_each_store_backend(test: fn(Env)) {
-    for backend in BACKENDS {
-        eprintln!("--- on {backend:?}");
-        test(Env::on(backend));
-    }
+    for_each(&BACKENDS, test);
 }
 
 fn set(env: &Env, name: &str, value: &str) -> Output {

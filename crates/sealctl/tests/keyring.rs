@@ -16,10 +16,7 @@ use sealinit_testkit::*;
 const VALUE: &str = "keyring-VALUE-never-printed-41d7";
 
 fn for_each_backend(test: fn(StoreDir)) {
-    for backend in BACKENDS {
-        eprintln!("--- on {backend:?}");
-        test(StoreDir::on(backend));
-    }
+    for_each(&BACKENDS, test);
 }
 
 /// Runs sealctl with the keyring `keys` (paths relative to the store

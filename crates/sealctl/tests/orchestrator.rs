@@ -17,19 +17,13 @@ type Env = StoreDir;
 /// throwaway server the test binary starts), and `sealctl --server` in
 /// front of a SQLite store (the service the test starts).
 fn for_each_backend(test: fn(Env)) {
-    for backend in CLIENTS {
-        eprintln!("--- on {backend:?}");
-        test(Env::on(backend));
-    }
+    for_each(&CLIENTS, test);
 }
 
 /// The same on the store backends only, for what only a local store has
 /// (master keys): with `--server` those commands say so (exit 64).
 fn for_each_store_backend(test: fn(Env)) {
-    for backend in BACKENDS {
-        eprintln!("--- on {backend:?}");
-        test(Env::on(backend));
-    }
+    for_each(&BACKENDS, test);
 }
 
 /// What these tests do with a store directory.

@@ -18,19 +18,13 @@ const VALUE: &str = "store-VALUE-never-printed-9f2c";
 /// throwaway server the test binary starts), and `sealctl --server` in
 /// front of a SQLite store.
 fn for_each_backend(test: fn(Env)) {
-    for backend in CLIENTS {
-        eprintln!("--- on {backend:?}");
-        test(Env::on(backend));
-    }
+    for_each(&CLIENTS, |d| test(Env(d)));
 }
 
 /// The same on the store backends only: master keys are the local
 /// store's.
 fn for_each_store_backend(test: fn(Env)) {
-    for backend in BACKENDS {
-        eprintln!("--- on {backend:?}");
-        test(Env::on(backend));
-    }
+    for_each(&BACKENDS, |d| test(Env(d)));
 }
 
 /// A store directory whose sealctl runs are checked never to print
@@ -47,10 +41,6 @@ impl std::ops::Deref for Env {
 impl Env {
     fn new() -> Self {
         Self(StoreDir::new())
-    }
-
-    fn on(backend: Backend) -> Self {
-        Self(StoreDir::on(backend))
     }
 
     fn empty() -> Self {

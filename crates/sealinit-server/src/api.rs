@@ -471,6 +471,10 @@ struct ImportBody {
     /// Code-loading names allowed.
     #[serde(default)]
     allow_names: Vec<String>,
+    /// With "env": `${NAME}` takes the value of an earlier line of the same
+    /// text (never the server's environment).
+    #[serde(default)]
+    expand: bool,
 }
 
 async fn import(
@@ -480,9 +484,14 @@ async fn import(
     axum::Extension(peer): axum::Extension<Peer>,
     JsonBody(body): JsonBody<ImportBody>,
 ) -> Result<Response, ApiError> {
-    let json = match body.format.as_str() {
-        "json" => true,
-        "env" => false,
+    let format = match (body.format.as_str(), body.expand) {
+        ("json", false) => service::Format::Json,
+        ("env", expand) => service::Format::Env { expand },
+        ("json", true) => {
+            return Err(ApiError::bad_request(
+                "expand applies to format \"env\" only",
+            ));
+        }
         _ => return Err(ApiError::bad_request("format is \"env\" or \"json\"")),
     };
     let content = new_value(
@@ -495,7 +504,7 @@ async fn import(
     let (allow, names) = (body.allow_production, body.allow_names);
     let r = s
         .run(auth, move |st, caller| {
-            service::import(st, caller, &repo, json, content, allow, &names)
+            service::import(st, caller, &repo, format, content, allow, &names)
         })
         .await?;
     Ok(Json(serde_json::json!({"secrets": r})).into_response())

@@ -291,6 +291,16 @@ pub fn rollback(
     Ok(store.rollback(repo, name, to)?)
 }
 
+/// What an imported text is.
+#[derive(Debug, Clone, Copy)]
+pub enum Format {
+    /// dotenv; `expand`: `${NAME}` from earlier lines of the same text.
+    Env {
+        expand: bool,
+    },
+    Json,
+}
+
 /// Which values of an import may look like production credentials.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(untagged)]
@@ -309,7 +319,7 @@ pub fn import(
     store: &mut Store,
     caller: &Caller,
     repo: &str,
-    json: bool,
+    format: Format,
     content: NewValue,
     allow: AllowProduction,
     allow_names: &[String],
@@ -319,9 +329,9 @@ pub fn import(
         NewValue::Plain(v) => v,
         NewValue::Sealed { sealed, key_id } => store.open_sealed_value(repo, &key_id, &sealed)?,
     };
-    let entries = match json {
-        true => sealinit_store::import::parse_json(content.expose()),
-        false => sealinit_store::import::parse_env(content.expose(), false),
+    let entries = match format {
+        Format::Json => sealinit_store::import::parse_json(content.expose()),
+        Format::Env { expand } => sealinit_store::import::parse_env(content.expose(), expand),
     }
     .map_err(|reason| ApiError::unprocessable(format!("import: {reason}; nothing was changed")))?;
     drop(content);

@@ -607,3 +607,12 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Runs `test` on a fresh, initialised store directory of each of
+/// `backends` (CLIENTS or BACKENDS), saying which on stderr.
+pub fn for_each(backends: &[Backend], test: impl Fn(StoreDir)) {
+    for &backend in backends {
+        eprintln!("--- on {backend:?}");
+        test(StoreDir::on(backend));
+    }
+}
