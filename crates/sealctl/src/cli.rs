@@ -89,7 +89,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the secrets API (and, later, the Secrets tab) over HTTP
+    /// Serve the secrets API and the Secrets page over HTTP
     Serve(ServeArgs),
     /// Create, list and revoke the service's API tokens
     #[command(subcommand)]

@@ -814,12 +814,12 @@ fn repos(store: &StoreArgs, as_json: bool) -> Result<()> {
     let written = if as_json {
         let doc: Vec<_> = list
             .iter()
-            .map(|(r, n)| json!({"repo": r, "secrets": n}))
+            .map(|r| json!({"repo": r.repo, "secrets": r.secrets, "updated_at": r.updated_at}))
             .collect();
         writeln!(out, "{:#}", json!(doc))
     } else {
         list.iter()
-            .try_for_each(|(r, n)| writeln!(out, "{r:<40} {n} secret(s)"))
+            .try_for_each(|r| writeln!(out, "{:<40} {} secret(s)", r.repo, r.secrets))
     };
     written.map_err(stdout_err)
 }

@@ -648,7 +648,7 @@ fn repos_rm_removes_a_whole_repository_in_one_go_on(env: Env) {
     );
     assert!(stderr(&o).contains("3 secret(s)"));
     let o = env.run(&["repos", "--json"], None);
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = repos_json(&o);
     assert_eq!(doc, serde_json::json!([{"repo": "acme/web", "secrets": 1}]));
     let o = env.run(&["repos", "rm", "acme/api"], None);
     assert_eq!(o.status.code(), Some(66));
@@ -664,7 +664,7 @@ fn nested_and_case_insensitive_repository_names_keep_the_first_spelling_on(env: 
     let o = env.set("group/sub/app", "B", b"2", &["--json"]);
     assert_eq!(json_lines(&o)[0]["repo"], "Group/Sub/App");
     let o = env.run(&["repos", "--json"], None);
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = repos_json(&o);
     assert_eq!(
         doc,
         serde_json::json!([{"repo": "Group/Sub/App", "secrets": 2}])
@@ -724,7 +724,7 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     assert!(stderr(&o).contains("is at schema 5"), "{}", stderr(&o));
     let o = env.run(&["repos", "--json"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = repos_json(&o);
     assert_eq!(
         doc,
         serde_json::json!([{"repo": "Acme/Web", "secrets": 1}, {"repo": "acme/api", "secrets": 3}])

@@ -128,7 +128,7 @@ fn the_store_commands_work_against_the_service() {
     );
     ok(&r.run(&["secrets", "rm", "--repo", "acme/api", "A", "B"], None));
     let o = r.run(&["repos", "--json"], None);
-    let repos: serde_json::Value = serde_json::from_slice(&ok(&o).stdout).unwrap();
+    let repos = repos_json(ok(&o));
     assert_eq!(
         repos,
         serde_json::json!([{"repo": "acme/api", "secrets": 2}])

@@ -163,7 +163,7 @@ fn set_list_rm_repos_on(env: Env) {
         stdout(&o)
     );
     let o = env.sealctl(&["repos", "--json"], None);
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = repos_json(&o);
     assert_eq!(
         doc,
         serde_json::json!([{"repo": "acme/api", "secrets": 3}, {"repo": "acme/web", "secrets": 1}])

@@ -37,7 +37,7 @@ pub struct Peer {
 
 impl Peer {
     /// Plaintext values are accepted over TLS, a Unix socket or loopback.
-    fn private_channel(&self) -> bool {
+    pub fn private_channel(&self) -> bool {
         self.tls || self.ip.is_none_or(|ip| ip.is_loopback())
     }
 }
@@ -47,6 +47,8 @@ pub struct AppState {
     pub pool: Arc<StorePool>,
     pub limiter: Arc<AuthLimiter>,
     pub audit: Arc<crate::audit::AuditWriter>,
+    /// The page's sign-in sessions.
+    pub sessions: Arc<crate::page::Sessions>,
 }
 
 /// Failed authentications per client address: after `MAX_FAILURES` in a
@@ -61,7 +63,7 @@ const WINDOW: Duration = Duration::from_secs(60);
 
 impl AuthLimiter {
     /// Seconds to wait, if `peer` is blocked now.
-    fn blocked(&self, peer: Option<IpAddr>) -> Option<u64> {
+    pub fn blocked(&self, peer: Option<IpAddr>) -> Option<u64> {
         let map = self.failures.lock().ok()?;
         let (n, start) = map.get(&peer)?;
         let left = WINDOW.checked_sub(start.elapsed())?;
@@ -86,8 +88,16 @@ impl AuthLimiter {
 /// same blocking call as the operation (one trip to the store's thread
 /// pool per request).
 pub struct Auth {
-    token: Zeroizing<String>,
+    token: Arc<Zeroizing<String>>,
     peer: Option<IpAddr>,
+}
+
+impl Auth {
+    /// A token from elsewhere than the Authorization header: the page's
+    /// sign-in form, or its session (which shares the token, no copy).
+    pub fn new(token: Arc<Zeroizing<String>>, peer: Option<IpAddr>) -> Self {
+        Self { token, peer }
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -117,7 +127,7 @@ impl FromRequestParts<AppState> for Auth {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| Zeroizing::new(t.trim().to_owned()));
+            .map(|t| Arc::new(Zeroizing::new(t.trim().to_owned())));
         match token {
             Some(token) => Ok(Self { token, peer }),
             None => {
@@ -244,8 +254,16 @@ pub fn router(state: AppState) -> Router {
     by_path
         .into_iter()
         .fold(Router::new(), |router, (path, m)| router.route(path, m))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
+        .fallback(fallback)
         .with_state(state)
+}
+
+/// An unknown path: the API's error shape under /api, the page's elsewhere.
+async fn fallback(uri: axum::http::Uri) -> Response {
+    match uri.path().starts_with("/api/") {
+        true => ApiError::not_found("no such endpoint; see /api/v1/openapi.json").into_response(),
+        false => crate::page::not_found(),
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -298,7 +316,7 @@ async fn get_secret(
 }
 
 /// A value from a request: moved into a secret buffer, never serialised.
-struct Value(SecretValue);
+pub(crate) struct Value(pub(crate) SecretValue);
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -323,7 +341,7 @@ struct PutBody {
 
 /// A value given in plaintext (over a private channel only) or sealed to
 /// the repository's key.
-fn new_value(
+pub(crate) fn new_value(
     peer: Peer,
     plain: Option<Value>,
     sealed: Option<String>,

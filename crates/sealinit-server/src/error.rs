@@ -13,6 +13,26 @@ pub struct ApiError {
     pub message: String,
     /// For 429: seconds until a retry may succeed.
     pub retry_after: Option<u64>,
+    /// The input it concerns, for the page to show it next to its field.
+    pub field: Option<Field>,
+    /// The production-credential rule a value hit.
+    pub guard: Option<Box<GuardVerdict>>,
+}
+
+/// Which input an error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Value,
+}
+
+/// A refusal by the production-credential guard: the rule, never the value.
+#[derive(Debug, Clone)]
+pub struct GuardVerdict {
+    pub name: String,
+    pub rule: &'static str,
+    pub what: &'static str,
+    pub advice: &'static str,
 }
 
 impl ApiError {
@@ -22,6 +42,8 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            field: None,
+            guard: None,
         }
     }
 
@@ -69,7 +91,34 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use StoreError as E;
+        use sealinit_core::bundle::PayloadError as P;
         let message = e.to_string();
+        let field = match &e {
+            E::Payload(
+                P::InvalidName(_)
+                | P::ReservedName(_)
+                | P::DuplicateName(_)
+                | P::CodeLoadingName(_),
+            ) => Some(Field::Name),
+            E::Payload(P::NulInValue(_) | P::EntryTooLarge { .. } | P::TooLarge { .. })
+            | E::ProductionCredential { .. } => Some(Field::Value),
+            _ => None,
+        };
+        let guard = match &e {
+            E::ProductionCredential {
+                name,
+                rule,
+                what,
+                advice,
+                ..
+            } => Some(Box::new(GuardVerdict {
+                name: name.clone(),
+                rule,
+                what,
+                advice,
+            })),
+            _ => None,
+        };
         let (status, code) = match &e {
             E::InvalidRepo(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             E::Payload(_) | E::ProductionCredential { .. } | E::SealedValueInvalid { .. } => {
@@ -88,7 +137,11 @@ impl From<StoreError> for ApiError {
                 return Self::internal();
             }
         };
-        Self::new(status, code, message)
+        Self {
+            field,
+            guard,
+            ..Self::new(status, code, message)
+        }
     }
 }
 

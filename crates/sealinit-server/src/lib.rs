@@ -16,6 +16,7 @@ pub mod api;
 pub mod audit;
 pub mod error;
 pub mod openapi;
+pub mod page;
 pub mod pool;
 pub mod scope;
 pub mod service;
@@ -197,9 +198,12 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         pool: pool::StorePool::new(stores),
         limiter: Arc::default(),
         audit: audit::AuditWriter::start(writer),
+        sessions: Arc::default(),
     };
     let limit = config.body_limit;
-    let app = api::router(state)
+    let app = api::router(state.clone())
+        .merge(page::router(state))
+        .layer(axum::middleware::from_fn(page::security_headers))
         .layer(DefaultBodyLimit::max(limit))
         // A declared length over the limit is refused before the body is
         // read (the extractor would refuse it only once `limit` bytes came).

@@ -66,6 +66,8 @@ impl Caller {
 pub struct RepoSummary {
     pub repo: String,
     pub secrets: usize,
+    /// RFC 3339: the last set, rollback or delete.
+    pub updated_at: String,
 }
 
 /// A secret's metadata: never its value.
@@ -114,8 +116,12 @@ pub fn repos(store: &mut Store, caller: &Caller) -> Result<Vec<RepoSummary>, Api
     Ok(store
         .repos()?
         .into_iter()
-        .filter(|(r, _)| caller.grants.sees(r))
-        .map(|(repo, secrets)| RepoSummary { repo, secrets })
+        .filter(|r| caller.grants.sees(&r.repo))
+        .map(|r| RepoSummary {
+            updated_at: rfc3339(r.updated_at),
+            repo: r.repo,
+            secrets: r.secrets,
+        })
         .collect())
 }
 

@@ -8,8 +8,9 @@
 
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow, Result,
-    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
+    RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow,
+    WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
@@ -1012,17 +1013,27 @@ impl Backend for PostgresBackend {
         Ok((ws, rows.iter().map(sealed_row).collect()))
     }
 
-    fn repos(&mut self) -> Result<Vec<(String, usize)>> {
+    fn repos(&mut self) -> Result<Vec<RepoInfo>> {
+        // The last change counts deletes too: the newest version row.
         let rows = self
             .client
             .query(
-                "SELECT repo, COUNT(*) FROM sealinit_secrets GROUP BY repo ORDER BY repo COLLATE \"C\"",
+                "SELECT s.repo, COUNT(*), MAX(s.updated_at),
+                        (SELECT MAX(v.created_at) FROM sealinit_secret_versions v WHERE v.repo = s.repo)
+                 FROM sealinit_secrets s GROUP BY s.repo ORDER BY s.repo COLLATE \"C\"",
                 &[],
             )
             .map_err(self.err())?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1) as usize))
+            .map(|r| {
+                let live: i64 = r.get(2);
+                RepoInfo {
+                    repo: r.get(0),
+                    secrets: r.get::<_, i64>(1) as usize,
+                    updated_at: r.get::<_, Option<i64>>(3).map_or(live, |v| v.max(live)),
+                }
+            })
             .collect())
     }
 

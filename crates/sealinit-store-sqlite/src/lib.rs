@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow, Result,
-    SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
+    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
+    RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow,
+    WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -786,13 +787,25 @@ impl Backend for SqliteBackend {
         Ok((ws, rows))
     }
 
-    fn repos(&mut self) -> Result<Vec<(String, usize)>> {
+    fn repos(&mut self) -> Result<Vec<RepoInfo>> {
+        // The last change counts deletes too: the newest version row.
         let mut stmt = self
             .conn
-            .prepare("SELECT repo, COUNT(*) FROM secrets GROUP BY repo ORDER BY repo")
+            .prepare(
+                "SELECT s.repo, COUNT(*), MAX(s.updated_at),
+                        (SELECT MAX(v.created_at) FROM secret_versions v WHERE v.repo = s.repo)
+                 FROM secrets s GROUP BY s.repo ORDER BY s.repo",
+            )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
+            .query_map([], |r| {
+                let live: i64 = r.get(2)?;
+                Ok(RepoInfo {
+                    repo: r.get(0)?,
+                    secrets: r.get::<_, i64>(1)? as usize,
+                    updated_at: r.get::<_, Option<i64>>(3)?.map_or(live, |v| v.max(live)),
+                })
+            })
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }

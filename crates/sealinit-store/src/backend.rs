@@ -224,8 +224,8 @@ pub trait Backend: Send {
     /// The repository's wrapped data keys and its sealed rows (stored
     /// spelling), by name, read from one snapshot.
     fn rows(&mut self, repo: &str) -> Result<(Vec<WrappedKey>, Vec<SealedRow>)>;
-    /// Every repository with its number of secrets.
-    fn repos(&mut self) -> Result<Vec<(String, usize)>>;
+    /// Every repository with its number of secrets and its last change.
+    fn repos(&mut self) -> Result<Vec<crate::RepoInfo>>;
     /// The history of `name` in `repo` (stored spelling), oldest first.
     fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>>;
     /// How many versions keep their ciphertext.

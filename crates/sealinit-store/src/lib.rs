@@ -240,6 +240,16 @@ pub struct RepoSecrets {
     pub allowed: Vec<String>,
 }
 
+/// One repository as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoInfo {
+    pub repo: String,
+    /// How many secrets it holds.
+    pub secrets: usize,
+    /// Unix seconds of its last change (a set, a rollback or a delete).
+    pub updated_at: i64,
+}
+
 /// One secret as listed: never its value.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretInfo {
@@ -756,7 +766,7 @@ impl Store {
                 self.stored_spelling(r)?
                     .ok_or_else(|| StoreError::NoSuchRepo { repo: r.to_owned() })?,
             ],
-            None => self.repos()?.into_iter().map(|(r, _)| r).collect(),
+            None => self.repos()?.into_iter().map(|r| r.repo).collect(),
         };
         let mut out = Vec::new();
         for r in &repos {
@@ -781,8 +791,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Every repository with its number of secrets.
-    pub fn repos(&mut self) -> Result<Vec<(String, usize)>> {
+    /// Every repository with its number of secrets and its last change.
+    pub fn repos(&mut self) -> Result<Vec<RepoInfo>> {
         self.db.repos()
     }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use sealinit_core::bundle::{self, Entry, Header};
 use sealinit_core::secret::{SecretKey, SecretValue};
 
+pub mod webdriver;
+
 /// The path of a workspace binary (`sealinit`, `sealctl`) built into the
 /// same target directory as the running test (`target/<profile>/`). A test
 /// of one package that runs the other package's binary needs it built:
@@ -601,6 +603,22 @@ pub fn ok(o: &Output) -> &Output {
 }
 
 /// Each line of a command's stdout, as JSON.
+/// `repos --json`, each repository's last change checked present, then
+/// removed (it is a time: the rest compares exactly).
+pub fn repos_json(o: &Output) -> serde_json::Value {
+    let mut doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("repos --json: {e}: {}", stderr(o)));
+    for r in doc.as_array_mut().expect("a JSON array") {
+        let t = r
+            .as_object_mut()
+            .unwrap()
+            .remove("updated_at")
+            .expect("updated_at");
+        assert!(t.is_i64() || t.is_string(), "{t}");
+    }
+    doc
+}
+
 pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
     stdout(o)
         .lines()
@@ -614,5 +632,80 @@ pub fn for_each(backends: &[Backend], test: impl Fn(StoreDir)) {
     for &backend in backends {
         eprintln!("--- on {backend:?}");
         test(StoreDir::on(backend));
+    }
+}
+
+/// A running `sealctl serve`, its address, and everything it logged.
+#[derive(Debug)]
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts the service on a free loopback port and waits until it says
+    /// it listens (no sleeps).
+    pub fn start(env: &StoreDir, extra: &[&str]) -> Self {
+        let mut args = vec!["--log-level", "trace"];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        args.extend_from_slice(extra);
+        let (child, base, so_far, lines) = start_service(env, &args);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(so_far));
+        let sink = std::sync::Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Self {
+            child,
+            base,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits (at most 30 s) until the log holds `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} in the log: {}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// SIGTERM, then its exit status and whole log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        kill(self.child.id() as i32, "TERM");
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A snapshot of everything the server logged so far.
+impl Server {
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 }

@@ -1,0 +1,723 @@
+//! The Secrets tab (issue #17) in a real browser: Debian's Chromium,
+//! headless, driven through Debian's chromedriver (both started here and
+//! stopped afterwards) against the real `sealctl serve` process.
+//!
+//! Every value typed is checked to be nowhere in the page source or URL
+//! after each step, nor in the server's trace-level log at the end.
+//! Screenshots of every main page land in `target/screenshots/` (CI
+//! artifacts), taken only of pages whose source holds no value.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use sealinit_testkit::webdriver::{Browser, Driver, ENTER, TAB, artifact_dir};
+use sealinit_testkit::*;
+
+/// One browser at a time: two cores run a server, a driver and Chromium.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+/// A service with an admin token, a driver and a browser.
+struct Site {
+    env: StoreDir,
+    server: Option<Server>,
+    base: String,
+    token: String,
+    /// Every value typed into the page by the test.
+    typed: Vec<String>,
+    b: Browser,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+fn token(env: &StoreDir, name: &str, scopes: &[&str]) -> String {
+    let mut args = vec!["tokens", "create", "--name", name];
+    for s in scopes {
+        args.extend(["--scope", s]);
+    }
+    let o = env.run(&args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
+impl Site {
+    fn start(width: u32) -> Self {
+        let env = StoreDir::new();
+        let token = token(&env, "page-admin", &["admin"]);
+        let server = Server::start(&env, &[]);
+        let base = server.base.clone();
+        let driver = Driver::start();
+        let profile = tempfile::tempdir().unwrap();
+        let b = driver.browser(profile.path(), width, 900);
+        Self {
+            env,
+            server: Some(server),
+            base,
+            token,
+            typed: Vec::new(),
+            b,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    fn go(&self, path: &str) {
+        self.b.goto(&format!("{}{path}", self.base));
+    }
+
+    /// A value to type: remembered, so that every check looks for it.
+    fn value(&mut self, v: &str) -> String {
+        self.typed.push(v.to_owned());
+        v.to_owned()
+    }
+
+    /// Neither the page's source nor its URL holds a value typed so far.
+    fn assert_clean(&self) {
+        let source = self.b.source();
+        let url = self.b.url();
+        for v in &self.typed {
+            assert!(
+                !source.contains(v.as_str()),
+                "a typed value is in the page source of {url}"
+            );
+            assert!(!url.contains(v.as_str()), "a typed value is in the URL");
+        }
+        assert!(!source.contains(&self.token), "the token is in the page");
+    }
+
+    /// A full-page screenshot, once the page is checked clean.
+    fn shot(&self, name: &str) -> PathBuf {
+        self.assert_clean();
+        let path = artifact_dir("screenshots").join(format!("{name}.png"));
+        self.b.full_screenshot(&path);
+        path
+    }
+
+    /// Signs in with `token` by keyboard alone: the field has the focus.
+    fn sign_in_with(&self, token: &str) {
+        self.go("/");
+        assert_eq!(self.b.title(), "Sign in · sealinit");
+        self.b
+            .navigating(|| self.b.keys(&format!("{token}{ENTER}")));
+    }
+
+    fn flash(&self) -> String {
+        self.b.text(".flash")
+    }
+
+    /// Stops the server; its whole log holds no value and no token.
+    fn finish(mut self) {
+        let (status, log) = self.server.take().unwrap().stop();
+        assert!(status.success(), "{log}");
+        for v in &self.typed {
+            assert!(!log.contains(v.as_str()), "a typed value is in the log");
+        }
+        assert!(!log.contains(&self.token), "the token is in the log");
+        assert!(log.contains("TRACE") || log.contains("DEBUG"), "{log}");
+    }
+}
+
+/// Waits (at most 20 s) for a page to show what `done` looks for.
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "the page did not change in 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The cells of the table row whose first cell is `first`.
+fn row(b: &Browser, first: &str) -> Vec<String> {
+    let rows = b.exec(
+        "return Array.from(document.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).map(c => c.innerText.trim()))",
+        json!([]),
+    );
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .find(|r| r.first().is_some_and(|c| c == first))
+        .unwrap_or_else(|| panic!("no row {first}: {}", b.text("main")))
+}
+
+/// The value sealctl run hands a command for `name` of `repo`.
+fn delivered(env: &StoreDir, repo: &str, name: &str) -> String {
+    let o = env.run(&["run", "--repo", repo, "--", "printenv", name], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim_end().to_owned()
+}
+
+#[test]
+fn sign_in_add_update_roll_back_delete_import_and_audit() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1440);
+    let b = &site.b;
+
+    // Sign-in page: the token field is a password field, not autocompleted.
+    site.go("/");
+    let field = b.find("#token");
+    assert_eq!(b.attr(&field, "type").as_deref(), Some("password"));
+    assert_eq!(b.attr(&field, "autocomplete").as_deref(), Some("off"));
+    site.shot("signin");
+    site.sign_in_with(&site.token.clone());
+    let b = &site.b;
+    assert_eq!(b.title(), "Repositories · sealinit");
+    assert!(b.text(".who").contains("page-admin"), "{}", b.text(".who"));
+    assert!(b.text(".empty").contains("No repository has secrets yet"));
+    // The session cookie: HttpOnly, SameSite=Strict, expiring.
+    let cookies = b.cookies();
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "sealinit")
+        .unwrap_or_else(|| panic!("no session cookie: {cookies:?}"));
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Strict");
+    assert!(session["expiry"].as_u64().is_some(), "{session}");
+    site.shot("repos-empty");
+
+    // Open a repository, add a secret.
+    b.type_into("#repo", "acme/web");
+    b.submit("form[action='/r'] button");
+    assert_eq!(b.url(), format!("{}/r/acme%2Fweb", site.base));
+    assert!(b.text(".empty").contains("No secrets yet"));
+    site.shot("secrets-empty");
+    let v1 = site.value("page-value-ONE-5e0c91");
+    let b = &site.b;
+    b.type_into("#add-name", "API_KEY");
+    b.type_into("#add-value", &v1);
+    let value_field = b.find("#add-value");
+    assert_eq!(b.attr(&value_field, "autocomplete").as_deref(), Some("off"));
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert_eq!(site.flash(), "Added API_KEY (version 1).");
+    let r = row(&site.b, "API_KEY");
+    assert_eq!(r[1], format!("{} B", v1.len()), "{r:?}");
+    assert_eq!(r[2], "1");
+    assert!(r[4].contains("page-admin"), "{r:?}");
+    site.assert_clean();
+    // Reloading after the redirect posts nothing again (303, then GET).
+    site.b.goto(&site.b.url());
+    assert_eq!(site.flash(), "", "the result shows once");
+
+    // Update: the field starts empty; version 2.
+    site.b.submit("a[href$='/s/API_KEY']");
+    let b = &site.b;
+    assert_eq!(b.title(), "API_KEY in acme/web · sealinit");
+    assert_eq!(
+        b.exec(
+            "return document.querySelector('#update-value').value",
+            json!([])
+        ),
+        Value::String(String::new()),
+        "the update field starts empty"
+    );
+    let v2 = site.value("page-value-TWO-longer-a81f3d");
+    let b = &site.b;
+    b.type_into("#update-value", &v2);
+    b.submit("form[action$='/update'] button[type=submit]");
+    assert_eq!(site.flash(), "Updated API_KEY: now version 2.");
+    assert!(site.b.text("dl.facts").contains(&format!("{} B", v2.len())));
+    site.shot("secret");
+    assert_eq!(delivered(&site.env, "acme/web", "API_KEY"), v2);
+
+    // Roll back to version 1: version 3 holds version 1's value.
+    site.b.submit("button[aria-label='Roll back to version 1']");
+    assert_eq!(
+        site.flash(),
+        "Rolled API_KEY back to version 1: its value is now version 3."
+    );
+    assert_eq!(row(&site.b, "3 (current)")[0], "3 (current)");
+    site.assert_clean();
+    assert_eq!(delivered(&site.env, "acme/web", "API_KEY"), v1);
+
+    // A stale update (the page still says version 3 while version 4 is
+    // written elsewhere) is refused, and says so next to the form.
+    let o = site.env.run(
+        &["secrets", "set", "--repo", "acme/web", "API_KEY"],
+        Some(b"from-the-cli"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v3 = site.value("page-value-THREE-stale-19aa0e");
+    let b = &site.b;
+    b.type_into("#update-value", &v3);
+    b.submit("form[action$='/update'] button[type=submit]");
+    assert!(
+        b.text(".error")
+            .contains("changed since this page was loaded"),
+        "{}",
+        b.text("main")
+    );
+    assert_eq!(delivered(&site.env, "acme/web", "API_KEY"), "from-the-cli");
+    site.assert_clean();
+
+    // Delete, with a confirmation step.
+    site.go("/r/acme%2Fweb/s/API_KEY");
+    site.b.submit("a.danger");
+    assert_eq!(site.b.title(), "Delete API_KEY? · sealinit");
+    site.shot("delete-confirm");
+    site.b.submit("form[action$='/delete'] button");
+    assert_eq!(site.flash(), "Deleted API_KEY.");
+    assert!(site.b.text(".empty").contains("No secrets yet"));
+
+    // Import a .env with a mistake on line 3: nothing changes; the message
+    // names the line, the text is not echoed.
+    let bad_value = site.value("page-import-FIRST-2b7d");
+    let bad = format!("FIRST={bad_value}\nSECOND=two\nthis line is wrong\n");
+    site.b.type_into("#import-content", &bad);
+    site.b.submit("form[action$='/import'] button[type=submit]");
+    let error = site.b.text("#import-error");
+    assert!(error.contains("line 3"), "{error}");
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert!(site.b.text(".empty").contains("No secrets yet"));
+    site.shot("import-error");
+
+    // Then upload a good one as a file.
+    let alpha = site.value("page-import-ALPHA-77c3");
+    let beta = site.value("page-import-BETA-0d42");
+    let file = site.env.path("upload.env");
+    std::fs::write(
+        &file,
+        format!("ALPHA={alpha}\n# a comment\nBETA=\"{beta}\"\n"),
+    )
+    .unwrap();
+    site.b.type_into("#import-file", file.to_str().unwrap());
+    site.b.submit("form[action$='/import'] button[type=submit]");
+    assert_eq!(site.flash(), "Imported 2 secret(s): ALPHA, BETA.");
+    assert_eq!(row(&site.b, "BETA")[1], format!("{} B", beta.len()));
+    assert_eq!(delivered(&site.env, "acme/web", "ALPHA"), alpha);
+
+    // The guard: a live-looking Stripe key is refused next to its field,
+    // the rule named, the value not echoed; ticking the box lets it in.
+    let live = site.value(&["sk", "_live_", "pageGuard0123456789abcd"].concat());
+    site.b.type_into("#add-name", "STRIPE_KEY");
+    site.b.type_into("#add-value", &live);
+    site.b.submit("form[action$='/add'] button[type=submit]");
+    let error = site.b.text("#add-value-error");
+    assert!(error.contains("rule stripe-live-key"), "{error}");
+    assert!(error.contains("test-mode"), "{error}");
+    let b = &site.b;
+    let field = b.find("#add-value");
+    assert_eq!(b.attr(&field, "aria-invalid").as_deref(), Some("true"));
+    assert_eq!(
+        b.attr(&field, "aria-describedby").as_deref(),
+        Some("add-value-error")
+    );
+    assert_eq!(
+        b.attr(&b.find("#add-name"), "value").as_deref(),
+        Some("STRIPE_KEY"),
+        "the name is kept, the value is not"
+    );
+    site.shot("guard");
+    site.b.type_into("#add-value", &live);
+    site.b.click("#add-allow");
+    site.b.submit("form[action$='/add'] button[type=submit]");
+    assert!(
+        site.flash().starts_with("Added STRIPE_KEY (version 1). STRIPE_KEY was stored although it looks like a production credential (rule stripe-live-key)"),
+        "{}",
+        site.flash()
+    );
+    site.shot("secrets");
+
+    // The audit page: every action above, by this token, no value.
+    site.b.submit("nav.tabs a[href$='/audit']");
+    let b = &site.b;
+    assert_eq!(b.title(), "Audit of acme/web · sealinit");
+    let text = b.text("main");
+    for action in ["set", "rollback", "rm"] {
+        assert!(
+            text.contains(action),
+            "no {action:?} in the audit page: {text}"
+        );
+    }
+    assert!(
+        text.contains("production credential allowed: STRIPE_KEY (stripe-live-key)"),
+        "{text}"
+    );
+    assert!(text.contains("API_KEY: v1 restored as v3"), "{text}");
+    site.shot("audit");
+
+    // The Secrets tab as the README shows it.
+    site.go("/r/acme%2Fweb");
+    site.shot("secrets-tab");
+
+    // The repositories page: the count and the last change.
+    site.go("/");
+    let r = row(&site.b, "acme/web");
+    assert_eq!(r[1], "3");
+    assert!(r[2].ends_with(" UTC"), "{r:?}");
+    site.shot("repos");
+
+    // Sign out: the session is gone.
+    site.b.submit("header form button");
+    assert_eq!(site.b.title(), "Sign in · sealinit");
+    site.go("/r/acme%2Fweb");
+    assert_eq!(site.b.title(), "Sign in · sealinit");
+    site.finish();
+}
+
+/// A raw HTTP exchange with the server: status, headers, body.
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> (u16, String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let url = format!("{base}{path}");
+    let r = match method {
+        "GET" => {
+            let mut req = agent.get(&url);
+            if let Some(c) = cookie {
+                req = req.header("Cookie", c);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = agent
+                .post(&url)
+                .content_type("application/x-www-form-urlencoded");
+            if let Some(c) = cookie {
+                req = req.header("Cookie", c);
+            }
+            req.send(form.unwrap_or("").as_bytes())
+        }
+    };
+    let mut r = r.unwrap();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("")))
+        .collect();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), headers, body)
+}
+
+#[test]
+fn wrong_token_forms_without_csrf_scopes_and_headers() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1440);
+
+    // A wrong token: an error next to the field, no session.
+    let wrong = site.value("sit_wrongwrongwrongwrongwrongwrong000000");
+    site.sign_in_with(&wrong);
+    let b = &site.b;
+    assert_eq!(b.title(), "Sign in · sealinit");
+    assert!(
+        b.text("#token-error").contains("not valid"),
+        "{}",
+        b.text("main")
+    );
+    assert_eq!(b.attr(&b.find("#token"), "value"), None, "not echoed");
+    assert!(b.cookies().iter().all(|c| c["name"] != "sealinit"));
+    site.shot("signin-wrong-token");
+
+    // The right one; then a form whose CSRF token was removed: 403, and
+    // nothing is written.
+    site.sign_in_with(&site.token.clone());
+    site.go("/r/acme%2Fweb");
+    let v = site.value("page-csrf-VALUE-61be");
+    let b = &site.b;
+    b.exec(
+        "document.querySelector('form[action$=\"/add\"] input[name=csrf]').remove()",
+        json!([]),
+    );
+    b.type_into("#add-name", "NO_CSRF");
+    b.type_into("#add-value", &v);
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert_eq!(b.title(), "Form not accepted · sealinit");
+    site.assert_clean();
+    site.shot("csrf-refused");
+    let o = site
+        .env
+        .run(&["secrets", "list", "--repo", "acme/web"], None);
+    assert!(!stdout(&o).contains("NO_CSRF"), "{}", stdout(&o));
+
+    // The same over raw HTTP, with the browser's own session cookie: 403
+    // without the field, and with another value.
+    let sid = site
+        .b
+        .cookies()
+        .iter()
+        .find(|c| c["name"] == "sealinit")
+        .map(|c| format!("sealinit={}", c["value"].as_str().unwrap()))
+        .unwrap();
+    let base = site.base.clone();
+    let (status, _, _) = http(
+        &base,
+        "POST",
+        "/r/acme%2Fweb/add",
+        Some(&sid),
+        Some("name=RAW&value=x"),
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        &base,
+        "POST",
+        "/r/acme%2Fweb/add",
+        Some(&sid),
+        Some("csrf=forged&name=RAW&value=x"),
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = http(&base, "POST", "/signout", Some(&sid), Some(""));
+    assert_eq!(status, 403);
+    // Sign-in without its CSRF token, or with one its cookie does not
+    // repeat.
+    let tok = site.token.clone();
+    let (status, _, _) = http(
+        &base,
+        "POST",
+        "/signin",
+        None,
+        Some(&format!("token={tok}")),
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        &base,
+        "POST",
+        "/signin",
+        Some("sealinit-signin=aaaa"),
+        Some(&format!("csrf=bbbb&token={tok}")),
+    );
+    assert_eq!(status, 403);
+    // With both, it signs in: 303 and a cookie with every attribute.
+    let (_, headers, body) = http(&base, "GET", "/", None, None);
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let (status, headers2, _) = http(
+        &base,
+        "POST",
+        "/signin",
+        Some(&format!("sealinit-signin={csrf}")),
+        Some(&format!("csrf={csrf}&token={tok}")),
+    );
+    assert_eq!(status, 303, "{headers2}");
+    assert!(headers2.contains("location: /\n"), "{headers2}");
+    let set = headers2
+        .lines()
+        .find(|l| l.starts_with("set-cookie: sealinit="))
+        .unwrap_or_else(|| panic!("{headers2}"));
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP on loopback: {set}");
+    // Every page's headers.
+    for h in [
+        "content-security-policy: default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "referrer-policy: no-referrer",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(headers.contains(h), "{h} missing: {headers}");
+    }
+    assert!(
+        !headers.contains("strict-transport-security"),
+        "not over plain HTTP"
+    );
+    assert!(!body.contains("<script"), "the page sends no script");
+
+    // A token that may write acme/* but not audit, nor see other repos.
+    let o = site
+        .env
+        .run(&["secrets", "set", "--repo", "other/repo", "X"], Some(b"x"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scoped = token(&site.env, "scoped", &["write:acme/*"]);
+    site.go("/");
+    site.b.submit("header form button");
+    site.sign_in_with(&scoped);
+    let b = &site.b;
+    assert!(b.text("main").contains("acme/web") || b.text(".empty").contains("No repository"));
+    assert!(!b.text("main").contains("other/repo"));
+    site.go("/r/acme%2Fweb");
+    assert!(
+        site.b.try_find("nav.tabs a[href$='/audit']").is_none(),
+        "no audit scope, no tab"
+    );
+    site.go("/r/acme%2Fweb/audit");
+    assert_eq!(site.b.title(), "Not allowed · sealinit");
+    site.go("/r/other%2Frepo");
+    assert_eq!(site.b.title(), "Not allowed · sealinit");
+
+    // Revoking the token ends its session at the next request.
+    let id = site.env.run(&["tokens", "list", "--json"], None);
+    let scoped_id = json_lines(&id)
+        .iter()
+        .find(|t| t["name"] == "scoped")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let o = site.env.run(&["tokens", "revoke", &scoped_id], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    site.go("/r/acme%2Fweb");
+    assert_eq!(site.b.title(), "Sign in · sealinit");
+    site.finish();
+}
+
+/// Every element a keyboard can reach on the current page, in a fixed
+/// order; Tab is pressed until each has had the focus.
+fn tab_reaches_everything(b: &Browser, page: &str) {
+    let n = b
+        .exec(
+            "const all = Array.from(document.querySelectorAll('a[href], button, input:not([type=hidden]), textarea'));\
+             all.forEach((e, i) => e.dataset.kb = i);\
+             return all.length",
+            json!([]),
+        )
+        .as_u64()
+        .unwrap();
+    assert!(n > 0, "{page}: nothing focusable");
+    let mut seen = vec![false; n as usize];
+    for _ in 0..(2 * n + 4) {
+        b.keys(TAB);
+        let i = b.exec(
+            "const a = document.activeElement; return a && a.dataset.kb !== undefined ? Number(a.dataset.kb) : null",
+            json!([]),
+        );
+        if let Some(i) = i.as_u64() {
+            seen[i as usize] = true;
+        }
+        if seen.iter().all(|s| *s) {
+            return;
+        }
+    }
+    let missed: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !**s)
+        .map(|(i, _)| i)
+        .collect();
+    panic!("{page}: Tab never reached elements {missed:?}");
+}
+
+/// Presses Tab until the focused element matches `css`.
+fn tab_to(b: &Browser, css: &str) {
+    for _ in 0..80 {
+        let on = b.exec(
+            "return document.activeElement && document.activeElement.matches(arguments[0])",
+            json!([css]),
+        );
+        if on == Value::Bool(true) {
+            return;
+        }
+        b.keys(TAB);
+    }
+    panic!("Tab never reached {css}");
+}
+
+#[test]
+fn every_page_fits_360_px_and_works_by_keyboard_alone() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(360);
+    let o = site.env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "acme/a-rather-long-repository-name.with.dots",
+            "DATABASE_URL_FOR_THE_INTEGRATION_TESTS",
+        ],
+        Some(b"postgres://u:p@localhost/test"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fits = |site: &Site, page: &str| {
+        let v = site.b.exec(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            json!([]),
+        );
+        let (scroll, inner) = (v[0].as_u64().unwrap(), v[1].as_u64().unwrap());
+        assert_eq!(inner, 360, "the viewport is 360 px wide");
+        let wide = site.b.exec(
+            "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth).map(e => e.tagName + '.' + e.className).slice(0, 5)",
+            json!([]),
+        );
+        assert!(
+            scroll <= inner,
+            "{page}: {scroll} px wide at {inner} px: {wide}"
+        );
+    };
+
+    // Sign in, by keyboard.
+    site.go("/");
+    fits(&site, "sign-in");
+    tab_reaches_everything(&site.b, "sign-in");
+    site.shot("360-signin");
+    site.sign_in_with(&site.token.clone());
+
+    // Every page: it fits, and Tab reaches every control.
+    let repo = "/r/acme%2Fa-rather-long-repository-name.with.dots";
+    let secret = format!("{repo}/s/DATABASE_URL_FOR_THE_INTEGRATION_TESTS");
+    for (name, path) in [
+        ("repos", "/".to_owned()),
+        ("secrets", repo.to_owned()),
+        ("secret", secret.clone()),
+        ("delete-confirm", format!("{secret}/delete")),
+        ("audit", format!("{repo}/audit")),
+        ("not-found", "/no/such/page".to_owned()),
+    ] {
+        site.go(&path);
+        fits(&site, name);
+        tab_reaches_everything(&site.b, name);
+        site.shot(&format!("360-{name}"));
+    }
+
+    // Dark mode, from the system's preference.
+    site.go(repo);
+    let bg = |site: &Site| {
+        site.b
+            .exec(
+                "return getComputedStyle(document.body).backgroundColor",
+                json!([]),
+            )
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(bg(&site), "rgb(255, 255, 255)");
+    site.b.prefer_dark(true);
+    assert_eq!(bg(&site), "rgb(13, 17, 23)");
+    site.shot("360-secrets-dark");
+    site.b.prefer_dark(false);
+
+    // A whole change by keyboard alone: add a secret, then delete it.
+    site.go(repo);
+    let v = site.value("page-keyboard-VALUE-c0ffee");
+    let b = &site.b;
+    tab_to(b, "#add-name");
+    b.keys("BY_KEYBOARD");
+    tab_to(b, "#add-value");
+    b.keys(&v);
+    tab_to(b, "form[action$='/add'] button");
+    b.navigating(|| b.keys(ENTER));
+    wait_for(|| b.text(".flash").starts_with("Added BY_KEYBOARD"));
+    tab_to(b, "a[href$='/s/BY_KEYBOARD']");
+    b.navigating(|| b.keys(ENTER));
+    wait_for(|| b.title().starts_with("BY_KEYBOARD in"));
+    tab_to(b, "a.danger");
+    b.navigating(|| b.keys(ENTER));
+    wait_for(|| b.title().starts_with("Delete BY_KEYBOARD?"));
+    // The confirmation's button has the focus.
+    b.navigating(|| b.keys(ENTER));
+    wait_for(|| b.text(".flash") == "Deleted BY_KEYBOARD.");
+    site.assert_clean();
+    // And out.
+    tab_to(&site.b, "header form button");
+    site.b.navigating(|| site.b.keys(ENTER));
+    wait_for(|| site.b.title() == "Sign in · sealinit");
+    site.finish();
+}

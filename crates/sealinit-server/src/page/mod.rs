@@ -1,0 +1,930 @@
+//! The Secrets tab: server-rendered pages over the same service calls as
+//! the API ([`crate::service`]: scopes, validation, the guard and the audit
+//! record are not written again here). Every flow works without
+//! JavaScript; the page sends none.
+//!
+//! - Values arrive in POST bodies only and are never sent back: value
+//!   fields start empty, also after an error; results name secrets and
+//!   versions. Redirects (303 after every POST) carry no data but the
+//!   repository and secret names.
+//! - Every response gets a strict Content-Security-Policy (only the page's
+//!   own stylesheet), `frame-ancestors 'none'`, `no-referrer`, `nosniff`,
+//!   `no-store`, and HSTS over TLS ([`security_headers`]).
+
+mod session;
+mod view;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use sealinit_core::secret::SecretValue;
+use sealinit_store::SetOutcome;
+
+use crate::api::{AppState, Auth, Peer, Value};
+use crate::error::ApiError;
+use crate::scope::Action;
+use crate::service::{self, Caller, PutFlags};
+pub use session::Sessions;
+use session::{Current, Flash, same};
+use view::{Chrome, FormError};
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/signin", post(signin))
+        .route("/signout", post(signout))
+        .route("/static/sealinit.css", get(stylesheet))
+        .route("/r", get(open_repo))
+        .route("/r/{repo}", get(secrets_tab))
+        .route("/r/{repo}/add", post(add))
+        .route("/r/{repo}/import", post(import))
+        .route("/r/{repo}/audit", get(audit))
+        .route("/r/{repo}/s/{name}", get(secret))
+        .route("/r/{repo}/s/{name}/update", post(update))
+        .route("/r/{repo}/s/{name}/rollback", post(rollback))
+        .route(
+            "/r/{repo}/s/{name}/delete",
+            get(confirm_delete).post(delete),
+        )
+        .with_state(state)
+}
+
+/// The headers every response gets (the API's too).
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let tls = req.extensions().get::<Peer>().is_some_and(|p| p.tls);
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, CSP);
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    if tls {
+        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    }
+    res
+}
+
+fn page(status: StatusCode, m: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Html(m.into_string()),
+    )
+        .into_response()
+}
+
+fn see_other(to: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/")),
+        )],
+    )
+        .into_response()
+}
+
+/// An unknown page.
+pub fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        view::problem(None, "Not found", "There is no page here.", "/"),
+    )
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        view::STYLESHEET,
+    )
+        .into_response()
+}
+
+/// Why a page request stops.
+#[derive(Debug)]
+enum PageError {
+    /// No live session, or its token is no longer accepted: sign in.
+    SignedOut,
+    /// A form without its CSRF token, or another's.
+    Csrf,
+    /// A request no form of the page makes.
+    Bad(String),
+    Api(ApiError),
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignedOut => see_other("/"),
+            Self::Csrf => page(
+                StatusCode::FORBIDDEN,
+                view::problem(
+                    None,
+                    "Form not accepted",
+                    "This form could not be verified: it may have expired, or come from another site. Go back, reload the page and try again.",
+                    "/",
+                ),
+            ),
+            Self::Bad(m) => page(
+                StatusCode::BAD_REQUEST,
+                view::problem(None, "Bad request", &m, "/"),
+            ),
+            Self::Api(e) => {
+                let mut r = page(
+                    e.status,
+                    view::problem(None, status_title(e.status), &e.message, "/"),
+                );
+                if let Some(secs) = e.retry_after {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                r
+            }
+        }
+    }
+}
+
+fn status_title(s: StatusCode) -> &'static str {
+    match s {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+        StatusCode::SERVICE_UNAVAILABLE => "Store unavailable",
+        s if s.is_client_error() => "Not done",
+        _ => "Something went wrong",
+    }
+}
+
+fn peer_of(parts: &Parts) -> Peer {
+    parts.extensions.get::<Peer>().copied().unwrap_or(Peer {
+        ip: None,
+        tls: false,
+    })
+}
+
+/// A request of a signed-in browser.
+struct Signed {
+    cur: Current,
+    peer: Peer,
+    sessions: Arc<Sessions>,
+}
+
+impl FromRequestParts<AppState> for Signed {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        let peer = peer_of(parts);
+        session::cookie(&parts.headers, session::session_cookie(peer.tls))
+            .and_then(|id| state.sessions.find(id))
+            .map(|cur| Self {
+                cur,
+                peer,
+                sessions: state.sessions.clone(),
+            })
+            .ok_or(PageError::SignedOut)
+    }
+}
+
+impl Signed {
+    /// Runs `f` as the session's token (checked again: a revoked token
+    /// ends its sessions), returning the caller too.
+    async fn run<T, F>(&self, state: &AppState, f: F) -> Result<(T, Caller), PageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
+    {
+        let auth = Auth::new(self.cur.token.clone(), self.peer.ip);
+        match state
+            .run(auth, move |st, c| f(st, c).map(|t| (t, c.clone())))
+            .await
+        {
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                self.sessions.end_token(&self.cur);
+                Err(PageError::SignedOut)
+            }
+            r => r.map_err(PageError::Api),
+        }
+    }
+
+    fn check(&self, csrf: Option<&str>) -> Result<(), PageError> {
+        match csrf {
+            Some(c) if same(c, &self.cur.csrf) => Ok(()),
+            _ => Err(PageError::Csrf),
+        }
+    }
+
+    fn chrome(&self, caller: &Caller) -> Chrome {
+        Chrome {
+            who: caller.actor(),
+            csrf: self.cur.csrf.clone(),
+        }
+    }
+
+    fn flash(&self, ok: bool, text: String) {
+        self.sessions.set_flash(&self.cur, Flash { ok, text });
+    }
+
+    fn take_flash(&self) -> Option<Flash> {
+        self.sessions.take_flash(&self.cur)
+    }
+}
+
+fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, PageError> {
+    f.map(|Form(t)| t)
+        .map_err(|e| PageError::Bad(format!("this form could not be read: {}", e.body_text())))
+}
+
+/// A form that carries the session's CSRF token.
+trait Csrf {
+    fn csrf(&self) -> Option<&str>;
+}
+
+macro_rules! csrf_forms {
+    ($($t:ty),*) => {$(
+        impl Csrf for $t {
+            fn csrf(&self) -> Option<&str> {
+                self.csrf.as_deref()
+            }
+        }
+    )*};
+}
+
+csrf_forms!(CsrfOnly, AddForm, UpdateForm, RollbackForm);
+
+/// A form posted by a signed-in page, its CSRF token checked before the
+/// handler runs: a handler that takes one cannot forget the check.
+struct Posted<T> {
+    signed: Signed,
+    form: T,
+}
+
+impl<T: DeserializeOwned + Csrf + Send> FromRequest<AppState> for Posted<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let (mut parts, body) = req.into_parts();
+        let signed = Signed::from_request_parts(&mut parts, state).await?;
+        let f = form(Form::<T>::from_request(Request::from_parts(parts, body), state).await)?;
+        signed.check(f.csrf())?;
+        Ok(Self { signed, form: f })
+    }
+}
+
+/// A checkbox's value: present when ticked.
+fn ticked(v: &Option<String>) -> bool {
+    v.as_deref() == Some("on")
+}
+
+/// What a write says afterwards: the guard's warnings and what was let
+/// through, by rule name.
+fn notes(done: &[SetOutcome]) -> String {
+    let mut out = String::new();
+    for d in done {
+        for w in &d.warnings {
+            out.push_str(&format!(
+                " Check {}: it looks like a database URL (rule {w}); make sure it is not production's.",
+                d.name
+            ));
+        }
+        for r in &d.allowed_production {
+            out.push_str(&format!(
+                " {} was stored although it looks like a production credential (rule {r}); the audit trail records it.",
+                d.name
+            ));
+        }
+    }
+    out
+}
+
+// ---- sign-in ----
+
+async fn home(
+    State(s): State<AppState>,
+    signed: Result<Signed, PageError>,
+    headers: HeaderMap,
+    axum::Extension(peer): axum::Extension<Peer>,
+) -> Response {
+    let Ok(signed) = signed else {
+        return signin_page(&headers, peer, StatusCode::OK, None);
+    };
+    match signed.run(&s, service::repos).await {
+        Ok((repos, caller)) => page(
+            StatusCode::OK,
+            view::repos(
+                &signed.chrome(&caller),
+                signed.take_flash().as_ref(),
+                &repos,
+            ),
+        ),
+        Err(PageError::SignedOut) => signin_page(&headers, peer, StatusCode::OK, None),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The sign-in form, with a CSRF token that a cookie of its own repeats
+/// (kept if the browser has one, so several tabs can sign in).
+fn signin_page(
+    headers: &HeaderMap,
+    peer: Peer,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let name = session::signin_cookie(peer.tls);
+    let token = session::cookie(headers, name)
+        .filter(|t| {
+            t.len() == 43
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(session::random_token, str::to_owned);
+    let mut r = page(status, view::signin(&token, error));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(name, &token, session::LIFETIME, peer.tls),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct SigninForm {
+    csrf: Option<String>,
+    token: Option<String>,
+}
+
+async fn signin(
+    State(s): State<AppState>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+    f: Result<Form<SigninForm>, FormRejection>,
+) -> Result<Response, PageError> {
+    let f = form(f)?;
+    let expected = session::cookie(&headers, session::signin_cookie(peer.tls));
+    match (f.csrf.as_deref(), expected) {
+        (Some(a), Some(b)) if same(a, b) => {}
+        _ => return Err(PageError::Csrf),
+    }
+    let token = Arc::new(Zeroizing::new(f.token.unwrap_or_default()));
+    if token.trim().is_empty() {
+        return Ok(signin_page(
+            &headers,
+            peer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("Paste a token: sit_ followed by 36 letters and digits."),
+        ));
+    }
+    let auth = Auth::new(token.clone(), peer.ip);
+    match s.run(auth, |_, caller| Ok(caller.clone())).await {
+        Ok(_) => {}
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            return Ok(signin_page(
+                &headers,
+                peer,
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "That token is not valid: it is unknown, expired or revoked. Make one with sealctl tokens create.",
+                ),
+            ));
+        }
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
+            let mut r = signin_page(&headers, peer, e.status, Some(&e.message));
+            if let Some(secs) = e.retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Ok(r);
+        }
+        Err(e) => return Err(PageError::Api(e)),
+    }
+    let id = s.sessions.start(token);
+    let mut r = see_other("/");
+    let h = r.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        session::set_cookie(
+            session::session_cookie(peer.tls),
+            &id,
+            session::LIFETIME,
+            peer.tls,
+        ),
+    );
+    h.append(
+        header::SET_COOKIE,
+        session::set_cookie(
+            session::signin_cookie(peer.tls),
+            "",
+            std::time::Duration::ZERO,
+            peer.tls,
+        ),
+    );
+    Ok(r)
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+async fn signout(Posted { signed, .. }: Posted<CsrfOnly>) -> Result<Response, PageError> {
+    signed.sessions.end(&signed.cur);
+    let mut r = see_other("/");
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(
+            session::session_cookie(signed.peer.tls),
+            "",
+            std::time::Duration::ZERO,
+            signed.peer.tls,
+        ),
+    );
+    Ok(r)
+}
+
+// ---- a repository ----
+
+#[derive(Deserialize)]
+struct OpenQuery {
+    repo: Option<String>,
+}
+
+async fn open_repo(_signed: Signed, Query(q): Query<OpenQuery>) -> Response {
+    match q.repo.as_deref().map(str::trim) {
+        Some(r) if !r.is_empty() => see_other(&view::repo_href(r)),
+        _ => see_other("/"),
+    }
+}
+
+/// The Secrets tab, with what a failed form left (never a value).
+async fn render_tab(
+    s: &AppState,
+    signed: &Signed,
+    repo: String,
+    status: StatusCode,
+    add_name: &str,
+    add_error: FormError,
+    import_error: Option<String>,
+) -> Result<Response, PageError> {
+    let r = repo.clone();
+    let (list, caller) = signed
+        .run(s, move |st, c| {
+            service::list_secrets(st, c, &r, 1, usize::MAX)
+        })
+        .await?;
+    let tab = view::SecretsTab {
+        repo: &repo,
+        secrets: &list.secrets,
+        can_write: caller.grants.allows(Action::Write, &repo),
+        can_audit: caller.grants.allows(Action::Audit, &repo),
+        add_name,
+        add_error,
+        import_error,
+    };
+    Ok(page(
+        status,
+        view::secrets_tab(&signed.chrome(&caller), signed.take_flash().as_ref(), &tab),
+    ))
+}
+
+async fn secrets_tab(
+    State(s): State<AppState>,
+    signed: Signed,
+    Path(repo): Path<String>,
+) -> Result<Response, PageError> {
+    render_tab(
+        &s,
+        &signed,
+        repo,
+        StatusCode::OK,
+        "",
+        FormError::default(),
+        None,
+    )
+    .await
+}
+
+/// Stores one value through the service (what the API's PUT does below
+/// its handler).
+async fn put_value(
+    s: &AppState,
+    signed: &Signed,
+    repo: &str,
+    name: &str,
+    value: Option<Value>,
+    flags: PutFlags,
+) -> Result<SetOutcome, PageError> {
+    let value =
+        crate::api::new_value(signed.peer, value, None, None, "value").map_err(PageError::Api)?;
+    let (r, n) = (repo.to_owned(), name.to_owned());
+    signed
+        .run(s, move |st, c| {
+            service::put_secret(st, c, &r, &n, value, flags)
+        })
+        .await
+        .map(|(done, _)| done)
+}
+
+/// An error the user can fix on the form they sent (not 403, not 5xx),
+/// to show there; anything else is a page of its own.
+fn on_form(e: PageError) -> Result<ApiError, PageError> {
+    match e {
+        PageError::Api(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            Ok(e)
+        }
+        e => Err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddForm {
+    csrf: Option<String>,
+    name: Option<String>,
+    value: Option<Value>,
+    allow_production: Option<String>,
+}
+
+async fn add(
+    State(s): State<AppState>,
+    Path(repo): Path<String>,
+    Posted { signed, form: f }: Posted<AddForm>,
+) -> Result<Response, PageError> {
+    let name = f.name.unwrap_or_default().trim().to_owned();
+    let flags = PutFlags {
+        // Add never replaces: an existing name is updated from its page.
+        if_version: Some(0),
+        allow_production: ticked(&f.allow_production),
+        allow_name: false,
+    };
+    let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
+    match outcome {
+        Ok(done) => {
+            signed.flash(
+                true,
+                format!(
+                    "Added {} (version {}).{}",
+                    done.name,
+                    done.version,
+                    notes(std::slice::from_ref(&done))
+                ),
+            );
+            Ok(see_other(&view::repo_href(&repo)))
+        }
+        Err(e) => {
+            let e = on_form(e)?;
+            let mut err = FormError::from_api(&e);
+            if e.status == StatusCode::PRECONDITION_FAILED {
+                err = FormError {
+                    name: Some(format!(
+                        "{name} already exists: open it from the table to update it."
+                    )),
+                    ..FormError::default()
+                };
+            }
+            render_tab(&s, &signed, repo, e.status, &name, err, None).await
+        }
+    }
+}
+
+async fn import(
+    State(s): State<AppState>,
+    signed: Signed,
+    Path(repo): Path<String>,
+    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, PageError> {
+    let mut mp =
+        mp.map_err(|e| PageError::Bad(format!("this form could not be read: {}", e.body_text())))?;
+    let mut csrf = None;
+    let mut allow = false;
+    // The text, pasted or uploaded, in buffers wiped on drop.
+    let mut pasted = Zeroizing::new(Vec::new());
+    let mut uploaded = Zeroizing::new(Vec::new());
+    while let Some(mut field) = mp
+        .next_field()
+        .await
+        .map_err(|e| PageError::Bad(format!("this form could not be read: {}", e.body_text())))?
+    {
+        let into = match field.name() {
+            Some("csrf") => {
+                csrf = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|e| PageError::Bad(e.body_text()))?,
+                );
+                continue;
+            }
+            Some("allow_production") => {
+                allow = true;
+                continue;
+            }
+            Some("content") => &mut pasted,
+            Some("file") => &mut uploaded,
+            _ => continue,
+        };
+        while let Some(chunk) = field.chunk().await.map_err(|e| {
+            PageError::Bad(format!("this form could not be read: {}", e.body_text()))
+        })? {
+            append_wiped(into, &chunk);
+        }
+    }
+    signed.check(csrf.as_deref())?;
+    let text = match (pasted.is_empty(), uploaded.is_empty()) {
+        (false, true) => Ok(pasted),
+        (true, false) => Ok(uploaded),
+        (true, true) => Err("Paste a .env file, or choose one to upload."),
+        (false, false) => Err("Paste a .env file or upload one, not both: nothing was changed."),
+    };
+    let mut text = match text {
+        Ok(text) => text,
+        Err(m) => {
+            return render_tab(
+                &s,
+                &signed,
+                repo,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "",
+                FormError::default(),
+                Some(m.to_owned()),
+            )
+            .await;
+        }
+    };
+    let content = crate::api::new_value(
+        signed.peer,
+        Some(Value(SecretValue::from(std::mem::take(&mut *text)))),
+        None,
+        None,
+        "content",
+    );
+    let outcome = match content {
+        Ok(content) => {
+            let r = repo.clone();
+            signed
+                .run(&s, move |st, c| {
+                    service::import(
+                        st,
+                        c,
+                        &r,
+                        service::Format::Env { expand: false },
+                        content,
+                        service::AllowProduction::All(allow),
+                        &[],
+                    )
+                })
+                .await
+        }
+        Err(e) => Err(PageError::Api(e)),
+    };
+    match outcome {
+        Ok((done, _)) => {
+            let names: Vec<&str> = done.iter().map(|d| d.name.as_str()).collect();
+            signed.flash(
+                true,
+                format!(
+                    "Imported {} secret(s): {}.{}",
+                    done.len(),
+                    names.join(", "),
+                    notes(&done)
+                ),
+            );
+            Ok(see_other(&view::repo_href(&repo)))
+        }
+        Err(e) => {
+            let e = on_form(e)?;
+            let err = FormError::from_api(&e);
+            let m = err.value.or(err.name).or(err.form).unwrap_or_default();
+            render_tab(
+                &s,
+                &signed,
+                repo,
+                e.status,
+                "",
+                FormError::default(),
+                Some(m),
+            )
+            .await
+        }
+    }
+}
+
+/// Appends to a buffer that is wiped on drop, wiping what a growth leaves
+/// behind (`Vec`'s own growth would free the old bytes as they are).
+fn append_wiped(buf: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
+    if buf.capacity() - buf.len() < more.len() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(
+            (buf.len() + more.len()).max(buf.capacity() * 2),
+        ));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(more);
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    signed: Signed,
+    Path(repo): Path<String>,
+) -> Result<Response, PageError> {
+    let r = repo.clone();
+    let (records, caller) = signed
+        .run(&s, move |st, c| service::audit(st, c, Some(&r), None, 500))
+        .await?;
+    Ok(page(
+        StatusCode::OK,
+        view::audit(&signed.chrome(&caller), &repo, &records),
+    ))
+}
+
+// ---- a secret ----
+
+async fn render_secret(
+    s: &AppState,
+    signed: &Signed,
+    repo: String,
+    name: String,
+    status: StatusCode,
+    error: FormError,
+) -> Result<Response, PageError> {
+    let (r, n) = (repo.clone(), name.clone());
+    let ((meta, history), caller) = signed
+        .run(s, move |st, c| {
+            let meta = service::get_secret(st, c, &r, &n)?;
+            let history = service::versions(st, c, &r, &n)?;
+            Ok((meta, history))
+        })
+        .await?;
+    let v = view::SecretView {
+        repo: &repo,
+        meta: &meta,
+        history: &history,
+        can_write: caller.grants.allows(Action::Write, &repo),
+        can_audit: caller.grants.allows(Action::Audit, &repo),
+        error,
+    };
+    Ok(page(
+        status,
+        view::secret(&signed.chrome(&caller), signed.take_flash().as_ref(), &v),
+    ))
+}
+
+async fn secret(
+    State(s): State<AppState>,
+    signed: Signed,
+    Path((repo, name)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    render_secret(
+        &s,
+        &signed,
+        repo,
+        name,
+        StatusCode::OK,
+        FormError::default(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct UpdateForm {
+    csrf: Option<String>,
+    value: Option<Value>,
+    if_version: Option<i64>,
+    allow_production: Option<String>,
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Path((repo, name)): Path<(String, String)>,
+    Posted { signed, form: f }: Posted<UpdateForm>,
+) -> Result<Response, PageError> {
+    let Some(if_version) = f.if_version.filter(|v| *v > 0) else {
+        return Err(PageError::Bad(
+            "the form lacks the version it updates; reload the page".into(),
+        ));
+    };
+    let flags = PutFlags {
+        if_version: Some(if_version),
+        allow_production: ticked(&f.allow_production),
+        allow_name: false,
+    };
+    let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
+    match outcome {
+        Ok(done) => {
+            signed.flash(
+                true,
+                format!(
+                    "Updated {}: now version {}.{}",
+                    done.name,
+                    done.version,
+                    notes(std::slice::from_ref(&done))
+                ),
+            );
+            Ok(see_other(&view::secret_href(&repo, &name)))
+        }
+        Err(e) => {
+            let e = on_form(e)?;
+            let mut err = FormError::from_api(&e);
+            if e.status == StatusCode::PRECONDITION_FAILED {
+                err = FormError {
+                    form: Some(format!(
+                        "{name} changed since this page was loaded (it was version {if_version}): check its history below, then enter the value again. Nothing was changed."
+                    )),
+                    ..FormError::default()
+                };
+            }
+            render_secret(&s, &signed, repo, name, e.status, err).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RollbackForm {
+    csrf: Option<String>,
+    to: Option<i64>,
+}
+
+async fn rollback(
+    State(s): State<AppState>,
+    Path((repo, name)): Path<(String, String)>,
+    Posted { signed, form: f }: Posted<RollbackForm>,
+) -> Result<Response, PageError> {
+    let Some(to) = f.to else {
+        return Err(PageError::Bad(
+            "the form lacks the version to roll back to".into(),
+        ));
+    };
+    let (r, n) = (repo.clone(), name.clone());
+    match signed
+        .run(&s, move |st, c| service::rollback(st, c, &r, &n, to))
+        .await
+    {
+        Ok((done, _)) => signed.flash(
+            true,
+            format!(
+                "Rolled {} back to version {to}: its value is now version {}.",
+                done.name, done.version
+            ),
+        ),
+        Err(e) => {
+            let e = on_form(e)?;
+            signed.flash(false, format!("Not rolled back: {}", e.message));
+        }
+    }
+    Ok(see_other(&view::secret_href(&repo, &name)))
+}
+
+async fn confirm_delete(
+    State(s): State<AppState>,
+    signed: Signed,
+    Path((repo, name)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let (r, n) = (repo.clone(), name.clone());
+    let (_, caller) = signed
+        .run(&s, move |st, c| {
+            c.require(Action::Write, &r)?;
+            service::get_secret(st, c, &r, &n)
+        })
+        .await?;
+    Ok(page(
+        StatusCode::OK,
+        view::confirm_delete(&signed.chrome(&caller), &repo, &name),
+    ))
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    Path((repo, name)): Path<(String, String)>,
+    Posted { signed, .. }: Posted<CsrfOnly>,
+) -> Result<Response, PageError> {
+    let (r, n) = (repo.clone(), name.clone());
+    signed
+        .run(&s, move |st, c| service::delete_secret(st, c, &r, &n))
+        .await?;
+    signed.flash(true, format!("Deleted {name}."));
+    Ok(see_other(&view::repo_href(&repo)))
+}

@@ -1,0 +1,204 @@
+//! The page's sessions and CSRF tokens.
+//!
+//! A session is a random id in a cookie (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` and `__Host-` over TLS). The server keeps the id's SHA-256,
+//! never the id, mapped to the token that signed in (checked again on every
+//! request, so a revoked token ends its sessions), a CSRF token and a
+//! one-shot result message. Sessions live in this instance's memory: they
+//! end with it, after `IDLE` without a request, or `LIFETIME` after sign-in.
+//!
+//! CSRF: every form carries a token compared in constant time with the
+//! session's; the sign-in form, before any session, carries one compared
+//! with a cookie of its own (double submit). A POST without it is 403.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// A session ends this long after sign-in...
+pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// ...or after this long without a request.
+pub const IDLE: Duration = Duration::from_secs(3600);
+/// Sessions kept at most; the least recently used goes first.
+const MAX_SESSIONS: usize = 10_000;
+
+/// A random 256-bit token, base64url.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    // Without the kernel's randomness nothing here is safe: fail loudly.
+    getrandom::fill(&mut b).expect("the kernel's random number generator failed");
+    B64URL.encode(b)
+}
+
+/// Constant-time equality of two tokens.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn digest(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+/// What an action tells the next page ("Added API_KEY, version 1").
+#[derive(Debug, Clone)]
+pub struct Flash {
+    pub ok: bool,
+    pub text: String,
+}
+
+struct Session {
+    token: Arc<Zeroizing<String>>,
+    csrf: String,
+    started: Instant,
+    seen: Instant,
+    flash: Option<Flash>,
+}
+
+impl Session {
+    fn live(&self, now: Instant) -> bool {
+        now.duration_since(self.started) < LIFETIME && now.duration_since(self.seen) < IDLE
+    }
+}
+
+/// A signed-in request's view of its session.
+#[derive(Clone)]
+pub struct Current {
+    /// The session id's digest (to find it again).
+    key: [u8; 32],
+    pub token: Arc<Zeroizing<String>>,
+    pub csrf: String,
+}
+
+impl std::fmt::Debug for Current {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Current(redacted)")
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "Sessions({n})")
+    }
+}
+
+impl Sessions {
+    /// Starts a session for `token`; returns its id, for the cookie.
+    pub fn start(&self, token: Arc<Zeroizing<String>>) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let session = Session {
+            token,
+            csrf: random_token(),
+            started: now,
+            seen: now,
+            flash: None,
+        };
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MAX_SESSIONS {
+                map.retain(|_, s| s.live(now));
+            }
+            if map.len() >= MAX_SESSIONS {
+                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k) {
+                    map.remove(&oldest);
+                }
+            }
+            map.insert(digest(&id), session);
+        }
+        id
+    }
+
+    /// The live session of `id`, touched; an expired one is removed.
+    pub fn find(&self, id: &str) -> Option<Current> {
+        let key = digest(id);
+        let now = Instant::now();
+        let mut map = self.map.lock().ok()?;
+        let s = map.get_mut(&key)?;
+        if !s.live(now) {
+            map.remove(&key);
+            return None;
+        }
+        s.seen = now;
+        Some(Current {
+            key,
+            token: s.token.clone(),
+            csrf: s.csrf.clone(),
+        })
+    }
+
+    pub fn end(&self, current: &Current) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(&current.key);
+        }
+    }
+
+    /// Ends every session of a token the store no longer accepts.
+    pub fn end_token(&self, current: &Current) {
+        if let Ok(mut map) = self.map.lock() {
+            map.retain(|_, s| !Arc::ptr_eq(&s.token, &current.token));
+        }
+    }
+
+    pub fn set_flash(&self, current: &Current, flash: Flash) {
+        if let Ok(mut map) = self.map.lock() {
+            if let Some(s) = map.get_mut(&current.key) {
+                s.flash = Some(flash);
+            }
+        }
+    }
+
+    pub fn take_flash(&self, current: &Current) -> Option<Flash> {
+        self.map
+            .lock()
+            .ok()?
+            .get_mut(&current.key)
+            .and_then(|s| s.flash.take())
+    }
+}
+
+/// The cookies' names: `__Host-` over TLS (Secure, Path=/, no Domain).
+pub fn session_cookie(tls: bool) -> &'static str {
+    if tls { "__Host-sealinit" } else { "sealinit" }
+}
+
+pub fn signin_cookie(tls: bool) -> &'static str {
+    if tls {
+        "__Host-sealinit-signin"
+    } else {
+        "sealinit-signin"
+    }
+}
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Set-Cookie` for `name=value`, living `max_age` (zero: removed).
+pub fn set_cookie(name: &str, value: &str, max_age: Duration, tls: bool) -> HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        max_age.as_secs()
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}

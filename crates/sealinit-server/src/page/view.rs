@@ -1,0 +1,573 @@
+//! The page's HTML (maud: every interpolation is escaped). Nothing here
+//! receives a value: the views get names, sizes, versions, times, actors
+//! and messages, and the value fields always start empty.
+
+use maud::{DOCTYPE, Markup, html};
+
+use sealinit_store::{AuditRecord, HistoryEntry};
+
+use super::session::Flash;
+use crate::error::{ApiError, Field, GuardVerdict};
+use crate::service::{RepoSummary, SecretMeta};
+
+/// Who is signed in, for the header, and the session's CSRF token.
+#[derive(Debug)]
+pub struct Chrome {
+    pub who: String,
+    pub csrf: String,
+}
+
+/// A path segment, percent-encoded (a repository's `/` included).
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub fn repo_href(repo: &str) -> String {
+    format!("/r/{}", seg(repo))
+}
+
+pub fn secret_href(repo: &str, name: &str) -> String {
+    format!("/r/{}/s/{}", seg(repo), seg(name))
+}
+
+fn time(t: i64) -> String {
+    let s = sealinit_core::time::rfc3339(t.max(0) as u64);
+    // "2026-12-01T10:20:30Z" → "2026-12-01 10:20:30 UTC"
+    s.replacen('T', " ", 1).replace('Z', " UTC")
+}
+
+fn rfc_time(s: &str) -> String {
+    s.replacen('T', " ", 1).replace('Z', " UTC")
+}
+
+fn size(n: usize) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        _ => format!("{:.1} KiB", n as f64 / 1024.0),
+    }
+}
+
+fn csrf(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
+}
+
+/// The whole document around `body`.
+fn layout(title: &str, chrome: Option<&Chrome>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · sealinit" }
+                link rel="stylesheet" href="/static/sealinit.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { "sealinit" }
+                    @if let Some(c) = chrome {
+                        span.who { "Signed in as " (&c.who) }
+                        form.inline method="post" action="/signout" {
+                            (csrf(&c.csrf))
+                            button.link type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main tabindex="-1" { (body) }
+            }
+        }
+    }
+}
+
+fn flash(f: Option<&Flash>) -> Markup {
+    html! {
+        @if let Some(f) = f {
+            @if f.ok {
+                p.flash.ok role="status" { (f.text) }
+            } @else {
+                p.flash.bad role="alert" { (f.text) }
+            }
+        }
+    }
+}
+
+/// An error shown next to its field, with the id `aria-describedby` names.
+fn field_error(id: &str, message: Option<&str>) -> Markup {
+    html! {
+        @if let Some(m) = message {
+            p.error id=(id) { (m) }
+        }
+    }
+}
+
+/// What the guard's refusal says on the page: the rule and what to do.
+fn guard_message(g: &GuardVerdict) -> String {
+    format!(
+        "{} looks like {} (rule {}). Only staging and test credentials belong in sandboxes: {}. \
+         If it must be stored anyway, tick “Store it even if it looks like a production \
+         credential”, paste the value again and submit; the audit trail records it.",
+        g.name, g.what, g.rule, g.advice
+    )
+}
+
+/// An error on a form: which field it concerns and what to say.
+#[derive(Debug, Default)]
+pub struct FormError {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    /// Concerning the whole form.
+    pub form: Option<String>,
+}
+
+impl FormError {
+    pub fn from_api(e: &ApiError) -> Self {
+        let text = match &e.guard {
+            Some(g) => guard_message(g),
+            None => e.message.clone(),
+        };
+        match e.field {
+            Some(Field::Name) => Self {
+                name: Some(text),
+                ..Self::default()
+            },
+            Some(Field::Value) => Self {
+                value: Some(text),
+                ..Self::default()
+            },
+            None => Self {
+                form: Some(text),
+                ..Self::default()
+            },
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.name.is_some() || self.value.is_some() || self.form.is_some()
+    }
+}
+
+pub fn signin(csrf_token: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            p { "Sign in with an API token (" code { "sit_…" } "), made with "
+                code { "sealctl tokens create" } ". The page shows the repositories the token may see, and does what its scopes allow." }
+            form.card method="post" action="/signin" {
+                (csrf(csrf_token))
+                label for="token" { "Token" }
+                input #token type="password" name="token" required autocomplete="off"
+                    autocapitalize="off" spellcheck="false" autofocus
+                    aria-invalid=[error.map(|_| "true")]
+                    aria-describedby=[error.map(|_| "token-error")];
+                (field_error("token-error", error))
+                div.actions { button type="submit" { "Sign in" } }
+            }
+        },
+    )
+}
+
+pub fn repos(chrome: &Chrome, flash_msg: Option<&Flash>, repos: &[RepoSummary]) -> Markup {
+    layout(
+        "Repositories",
+        Some(chrome),
+        html! {
+            h1 { "Repositories" }
+            (flash(flash_msg))
+            @if repos.is_empty() {
+                p.empty { "No repository has secrets yet. Open one below to add its first secret." }
+            } @else {
+                div.scroll {
+                    table {
+                        caption.sr { "Repositories this token may see" }
+                        thead { tr { th scope="col" { "Repository" } th scope="col" { "Secrets" } th scope="col" { "Last change" } } }
+                        tbody {
+                            @for r in repos {
+                                tr {
+                                    td { a href=(repo_href(&r.repo)) { (r.repo) } }
+                                    td.num { (r.secrets) }
+                                    td { (rfc_time(&r.updated_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Open a repository" }
+            form.card method="get" action="/r" {
+                label for="repo" { "Repository" }
+                input #repo type="text" name="repo" required placeholder="owner/name"
+                    autocapitalize="off" spellcheck="false";
+                div.actions { button type="submit" { "Open" } }
+            }
+        },
+    )
+}
+
+fn tabs(repo: &str, current: &str, audit: bool) -> Markup {
+    html! {
+        nav.tabs aria-label="Repository" {
+            a href=(repo_href(repo)) aria-current=[(current == "secrets").then_some("page")] { "Secrets" }
+            @if audit {
+                a href=(format!("{}/audit", repo_href(repo))) aria-current=[(current == "audit").then_some("page")] { "Audit" }
+            }
+        }
+    }
+}
+
+fn crumbs(repo: &str, name: Option<&str>) -> Markup {
+    html! {
+        nav.crumbs aria-label="Breadcrumb" {
+            a href="/" { "Repositories" }
+            " / "
+            @match name {
+                Some(n) => { a href=(repo_href(repo)) { (repo) } " / " span aria-current="page" { (n) } }
+                None => { span aria-current="page" { (repo) } }
+            }
+        }
+    }
+}
+
+fn allow_box(id: &str) -> Markup {
+    html! {
+        div.check {
+            input id=(id) type="checkbox" name="allow_production" value="on";
+            label for=(id) { "Store it even if it looks like a production credential" }
+        }
+    }
+}
+
+/// A value field: always empty, never autocompleted or spell-checked.
+fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
+    let err_id = format!("{id}-error");
+    html! {
+        label for=(id) { (label) }
+        textarea id=(id) name="value" rows="3" autocomplete="off" autocapitalize="off"
+            spellcheck="false" aria-invalid=[error.map(|_| "true")]
+            aria-describedby=[error.map(|_| err_id.as_str())] {}
+        (field_error(&err_id, error))
+    }
+}
+
+/// What the Secrets tab shows.
+#[derive(Debug)]
+pub struct SecretsTab<'a> {
+    pub repo: &'a str,
+    pub secrets: &'a [SecretMeta],
+    pub can_write: bool,
+    pub can_audit: bool,
+    /// The name typed in "Add secret" when it failed (names are not secret).
+    pub add_name: &'a str,
+    pub add_error: FormError,
+    pub import_error: Option<String>,
+}
+
+pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -> Markup {
+    let repo = t.repo;
+    let base = repo_href(repo);
+    layout(
+        &format!("Secrets of {repo}"),
+        Some(chrome),
+        html! {
+            (crumbs(repo, None))
+            h1 { (repo) }
+            (tabs(repo, "secrets", t.can_audit))
+            (flash(flash_msg))
+            h2 #secrets { "Secrets" }
+            @if t.secrets.is_empty() {
+                p.empty { "No secrets yet. Sandboxes of " (repo) " start without any; add one below or import a .env file." }
+            } @else {
+                p.hint { "Values are write-only: they are never shown here. Sandboxes launched from now on get these as environment variables." }
+                div.scroll {
+                    table {
+                        caption.sr { "Secrets of " (repo) }
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" { "Size" } th scope="col" { "Version" }
+                            th scope="col" { "Updated" } th scope="col" { "By" }
+                        } }
+                        tbody {
+                            @for s in t.secrets {
+                                tr {
+                                    td { a href=(secret_href(repo, &s.name)) { code { (s.name) } } }
+                                    td.num { (size(s.size)) }
+                                    td.num { (s.version) }
+                                    td { (rfc_time(&s.updated_at)) }
+                                    td.by { (s.updated_by) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if t.can_write {
+                div.forms {
+                section aria-labelledby="add" {
+                h2 #add { "Add secret" }
+                form.card method="post" action=(format!("{base}/add")) {
+                    (csrf(&chrome.csrf))
+                    @if let Some(m) = &t.add_error.form { p.error role="alert" { (m) } }
+                    label for="add-name" { "Name" }
+                    input #add-name type="text" name="name" required value=(t.add_name)
+                        pattern="[A-Za-z_][A-Za-z0-9_]*" autocomplete="off" autocapitalize="off"
+                        spellcheck="false" aria-invalid=[t.add_error.name.as_ref().map(|_| "true")]
+                        aria-describedby=(if t.add_error.name.is_some() { "add-name-error" } else { "add-name-hint" })
+                        autofocus[t.add_error.any()];
+                    p.hint #add-name-hint { "Letters, digits and _, not starting with a digit: API_KEY." }
+                    (field_error("add-name-error", t.add_error.name.as_deref()))
+                    (value_field("add-value", "Value", t.add_error.value.as_deref()))
+                    (allow_box("add-allow"))
+                    div.actions { button type="submit" { "Add secret" } }
+                }
+                }
+                section aria-labelledby="import" {
+                h2 #import { "Import .env" }
+                form.card method="post" action=(format!("{base}/import")) enctype="multipart/form-data" {
+                    (csrf(&chrome.csrf))
+                    p.hint { "All or nothing: if any line is wrong, nothing changes. Existing names get a new version." }
+                    label for="import-content" { "Paste a .env file" }
+                    textarea #import-content name="content" rows="5" autocomplete="off"
+                        autocapitalize="off" spellcheck="false"
+                        aria-invalid=[t.import_error.as_ref().map(|_| "true")]
+                        aria-describedby=[t.import_error.as_ref().map(|_| "import-error")] {}
+                    label for="import-file" { "or upload one" }
+                    input #import-file type="file" name="file" accept=".env,text/plain";
+                    (field_error("import-error", t.import_error.as_deref()))
+                    (allow_box("import-allow"))
+                    div.actions { button type="submit" { "Import" } }
+                }
+                }
+                }
+            } @else {
+                p.hint { "This token may not change the secrets of " (repo) "." }
+            }
+        },
+    )
+}
+
+/// What a secret's page shows.
+#[derive(Debug)]
+pub struct SecretView<'a> {
+    pub repo: &'a str,
+    pub meta: &'a SecretMeta,
+    pub history: &'a [HistoryEntry],
+    pub can_write: bool,
+    pub can_audit: bool,
+    pub error: FormError,
+}
+
+pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Markup {
+    let (repo, m) = (v.repo, v.meta);
+    let href = secret_href(repo, &m.name);
+    layout(
+        &format!("{} in {repo}", m.name),
+        Some(chrome),
+        html! {
+            (crumbs(repo, Some(&m.name)))
+            h1 { code { (m.name) } }
+            (tabs(repo, "secret", v.can_audit))
+            (flash(flash_msg))
+            dl.facts {
+                dt { "Size" } dd { (size(m.size)) }
+                dt { "Version" } dd { (m.version) }
+                dt { "Updated" } dd { (rfc_time(&m.updated_at)) }
+                dt { "By" } dd { (m.updated_by) }
+                dt { "Created" } dd { (rfc_time(&m.created_at)) }
+            }
+            @if v.can_write {
+                h2 #update { "Update" }
+                form.card method="post" action=(format!("{href}/update")) {
+                    (csrf(&chrome.csrf))
+                    input type="hidden" name="if_version" value=(m.version);
+                    @if let Some(e) = &v.error.form { p.error role="alert" { (e) } }
+                    p.hint { "The current value is never shown. A new value becomes version " (m.version + 1) "." }
+                    (value_field("update-value", "New value", v.error.value.as_deref()))
+                    (allow_box("update-allow"))
+                    div.actions { button type="submit" { "Save new value" } }
+                }
+            }
+            h2 #history { "History" }
+            div.scroll {
+                table {
+                    caption.sr { "Versions of " (m.name) ", newest first" }
+                    thead { tr {
+                        th scope="col" { "Version" } th scope="col" { "When" } th scope="col" { "By" }
+                        th scope="col" { "Size" }
+                        @if v.can_write { th scope="col" { span.sr { "Action" } } }
+                    } }
+                    tbody {
+                        @for h in v.history.iter().rev() {
+                            tr {
+                                td.num { (h.version) @if h.version == m.version { " (current)" } }
+                                td { (time(h.at)) }
+                                td.by { (h.actor) }
+                                td.num { @if h.deleted { "deleted" } @else { (size(h.size.max(0) as usize)) } }
+                                @if v.can_write {
+                                    td {
+                                        @if h.version != m.version && !h.deleted && !h.pruned {
+                                            form.inline method="post" action=(format!("{href}/rollback")) {
+                                                (csrf(&chrome.csrf))
+                                                input type="hidden" name="to" value=(h.version);
+                                                button.secondary type="submit" aria-label=(format!("Roll back to version {}", h.version)) { "Roll back to this version" }
+                                            }
+                                        } @else if h.pruned {
+                                            span.hint { "value pruned" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if v.can_write {
+                h2 #delete { "Delete" }
+                p { a.danger href=(format!("{href}/delete")) { "Delete " (m.name) "…" } }
+            }
+        },
+    )
+}
+
+pub fn confirm_delete(chrome: &Chrome, repo: &str, name: &str) -> Markup {
+    let href = secret_href(repo, name);
+    layout(
+        &format!("Delete {name}?"),
+        Some(chrome),
+        html! {
+            (crumbs(repo, Some(name)))
+            h1 { "Delete " code { (name) } "?" }
+            p { "Sandboxes launched after this will not get " code { (name) } ". Its history stays in the store and the audit trail." }
+            form.card method="post" action=(format!("{href}/delete")) {
+                (csrf(&chrome.csrf))
+                div.actions {
+                    button.danger type="submit" autofocus { "Delete " (name) }
+                    a href=(href) { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+pub fn audit(chrome: &Chrome, repo: &str, records: &[AuditRecord]) -> Markup {
+    layout(
+        &format!("Audit of {repo}"),
+        Some(chrome),
+        html! {
+            (crumbs(repo, None))
+            h1 { (repo) }
+            (tabs(repo, "audit", true))
+            h2 { "Audit trail" }
+            @if records.is_empty() {
+                p.empty { "Nothing recorded for " (repo) " yet." }
+            } @else {
+                p.hint { "Newest first: every change, every bundle minted and every scan, by whom. Names and versions only, never values." }
+                div.scroll {
+                    table {
+                        caption.sr { "Audit trail of " (repo) }
+                        thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Action" } th scope="col" { "Details" } } }
+                        tbody {
+                            @for r in records.iter().rev() {
+                                tr {
+                                    td { (time(r.at)) }
+                                    td.by { (r.actor) }
+                                    td { (r.action) }
+                                    td.detail { (audit_detail(&r.detail)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// An audit record's detail in words: names and versions, labels,
+/// expiries, what the guard let through; JSON for anything else.
+fn audit_detail(d: &serde_json::Value) -> String {
+    let list = |key: &str| -> Vec<String> {
+        d[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| match (s["name"].as_str(), s["version"].as_i64()) {
+                        (Some(n), Some(v)) => format!("{n} v{v}"),
+                        (Some(n), None) => n.to_owned(),
+                        _ => s.as_str().map_or_else(|| s.to_string(), str::to_owned),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut parts = Vec::new();
+    let secrets = list("secrets");
+    if !secrets.is_empty() {
+        parts.push(secrets.join(", "));
+    }
+    if let (Some(n), Some(to), Some(v)) =
+        (d["name"].as_str(), d["to"].as_i64(), d["version"].as_i64())
+    {
+        parts.push(format!("{n}: v{to} restored as v{v}"));
+    }
+    if let Some(l) = d["label"].as_str() {
+        parts.push(format!("label {l}"));
+    }
+    if let Some(e) = d["expires"].as_i64() {
+        parts.push(format!("expires {}", time(e)));
+    }
+    if let Some(a) = d["allowed_production"].as_array().filter(|a| !a.is_empty()) {
+        let what: Vec<String> = a
+            .iter()
+            .map(|x| {
+                let rules: Vec<&str> = x["rules"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|r| r.as_str()).collect())
+                    .unwrap_or_default();
+                format!(
+                    "{} ({})",
+                    x["name"].as_str().unwrap_or("?"),
+                    rules.join(", ")
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "production credential allowed: {}",
+            what.join(", ")
+        ));
+    }
+    let warnings = list("warnings");
+    if !warnings.is_empty() {
+        parts.push(format!("warnings: {}", warnings.join(", ")));
+    }
+    match parts.is_empty() {
+        true => d.to_string(),
+        false => parts.join("; "),
+    }
+}
+
+/// A page that only says what went wrong and where to go.
+pub fn problem(chrome: Option<&Chrome>, title: &str, message: &str, back: &str) -> Markup {
+    layout(
+        title,
+        chrome,
+        html! {
+            h1 { (title) }
+            p.flash.bad role="alert" { (message) }
+            p { a href=(back) { "Back" } }
+        },
+    )
+}
+
+/// The stylesheet: one file, system fonts, light and dark.
+pub const STYLESHEET: &str = include_str!("sealinit.css");
