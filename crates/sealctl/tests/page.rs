@@ -324,6 +324,18 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
         site.flash()
     );
     site.shot("secrets");
+    // A warning-level rule stores the value and says what to check.
+    let url = site.value("postgres://app:page-db-PASSWORD-4410@db.internal/app");
+    site.b.type_into("#add-name", "DATABASE_URL");
+    site.b.type_into("#add-value", &url);
+    site.b.submit("form[action$='/add'] button[type=submit]");
+    assert!(
+        site.flash()
+            .contains("Check DATABASE_URL: it looks like a database URL (rule database-url)"),
+        "{}",
+        site.flash()
+    );
+    site.assert_clean();
 
     // The audit page: every action above, by this token, no value.
     site.b.submit("nav.tabs a[href$='/audit']");
@@ -350,7 +362,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     // The repositories page: the count and the last change.
     site.go("/");
     let r = row(&site.b, "acme/web");
-    assert_eq!(r[1], "3");
+    assert_eq!(r[1], "4");
     assert!(r[2].ends_with(" UTC"), "{r:?}");
     site.shot("repos");
 

@@ -623,6 +623,26 @@ fn https_get(url: &str, ca: &std::path::Path) -> String {
     stdout(&o).trim().to_owned()
 }
 
+/// The status and headers (lowercase names) of GET `url` over HTTPS,
+/// trusting only `ca`.
+fn https_headers(url: &str, ca: &std::path::Path) -> String {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import ssl,sys,urllib.request\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
+             r = urllib.request.urlopen(sys.argv[1], context=ctx)\n\
+             print(r.status)\n\
+             for k, v in r.getheaders(): print(k.lower() + ': ' + v)",
+            url,
+            ca.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
 /// TLS from PEM files, reloaded on SIGHUP without a restart; a Unix socket.
 #[test]
 fn tls_is_reloaded_on_sighup_and_a_unix_socket_serves() {
@@ -657,6 +677,28 @@ fn tls_is_reloaded_on_sighup_and_a_unix_socket_serves() {
         "200 {\"status\":\"ok\"}"
     );
     assert!(https_get(&health, &env.path("ca-two.pem")).starts_with("error"));
+    // Over TLS the page's cookies are Secure with the __Host- prefix, and
+    // every response carries HSTS.
+    let page = https_headers(
+        &server.base.replace("127.0.0.1", "localhost"),
+        &env.path("ca-one.pem"),
+    );
+    assert!(page.starts_with("200\n"), "{page}");
+    assert!(
+        page.contains("strict-transport-security: max-age=31536000"),
+        "{page}"
+    );
+    let cookie = page
+        .lines()
+        .find(|l| l.starts_with("set-cookie: "))
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(
+        cookie.starts_with("set-cookie: __Host-sealinit-signin="),
+        "{cookie}"
+    );
+    for attr in ["; Secure", "; HttpOnly", "; SameSite=Strict", "; Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
     for f in ["pem", "key"] {
         std::fs::copy(
             env.path(&format!("two.{f}")),
