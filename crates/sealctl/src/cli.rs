@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Longest a request may take
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sealinit_core::time::parse_duration)]
     pub request_timeout: Duration,
+    /// Print a one-time link that signs one browser in to the Secrets page
+    /// as admin (within 15 minutes of the start)
+    #[arg(long)]
+    pub login_link: bool,
     /// On SIGTERM, how long requests in flight may still take
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sealinit_core::time::parse_duration)]
     pub shutdown_timeout: Duration,

@@ -393,6 +393,7 @@ fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<
             .max(tracing::Level::INFO),
         request_timeout: args.request_timeout,
         shutdown_timeout: args.shutdown_timeout,
+        login_link: args.login_link,
         ..sealinit_server::Config::default()
     };
     sealinit_server::run(config, stores).map_err(Error::from)

@@ -44,9 +44,13 @@ fn token(env: &StoreDir, name: &str, scopes: &[&str]) -> String {
 
 impl Site {
     fn start(width: u32) -> Self {
+        Self::start_with(width, &[])
+    }
+
+    fn start_with(width: u32, serve_args: &[&str]) -> Self {
         let env = StoreDir::new();
         let token = token(&env, "page-admin", &["admin"]);
-        let server = Server::start(&env, &[]);
+        let server = Server::start(&env, serve_args);
         let base = server.base.clone();
         let driver = Driver::start();
         let profile = tempfile::tempdir().unwrap();
@@ -732,4 +736,64 @@ fn every_page_fits_360_px_and_works_by_keyboard_alone() {
     site.b.navigating(|| site.b.keys(ENTER));
     wait_for(|| site.b.title() == "Sign in · sealinit");
     site.finish();
+}
+
+#[test]
+fn the_one_time_sign_in_link_signs_one_browser_in_once() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::start_with(1440, &["--login-link"]);
+    let server = site.server.as_ref().unwrap();
+    server.wait_for_log("sign in to the Secrets page once");
+    let log = server.log_text();
+    let link = log
+        .lines()
+        .find_map(|l| l.split(" minutes: ").nth(1))
+        .unwrap()
+        .to_owned();
+    let code = link.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(code.len(), 43, "{link}");
+    assert!(link.starts_with(&format!("{}/login/", site.base)), "{link}");
+
+    // Opening the link changes nothing (a link preview cannot use it up);
+    // its button signs in, as a new admin token named in the audit trail.
+    site.b.goto(&link);
+    assert_eq!(site.b.title(), "Sign in · sealinit");
+    site.b.goto(&link);
+    site.b.submit("form[action^='/login/'] button");
+    assert_eq!(site.b.title(), "Repositories · sealinit");
+    assert!(
+        site.b.text(".who").contains("token sign-in link (tk-"),
+        "{}",
+        site.b.text(".who")
+    );
+    let o = site.env.run(&["audit", "--json"], None);
+    let made = json_lines(&o)
+        .into_iter()
+        .find(|r| r["action"] == "token-create" && r["actor"] == "sign-in link")
+        .unwrap_or_else(|| panic!("{}", stdout(&o)));
+    assert_eq!(made["detail"]["scopes"], json!(["admin"]), "{made}");
+    assert!(made["detail"]["expires_at"].is_i64(), "it expires: {made}");
+
+    // Once only: the link is gone, for this browser and any other.
+    site.b.goto(&link);
+    assert_eq!(site.b.title(), "Link used or expired · sealinit");
+    let (status, _, _) = http(&site.base, "GET", &format!("/login/{code}"), None, None);
+    assert_eq!(status, 404);
+    let (status, _, _) = http(
+        &site.base,
+        "POST",
+        &format!("/login/{code}"),
+        None,
+        Some(""),
+    );
+    assert_eq!(status, 403, "no CSRF token, no sign-in");
+
+    // The code is in the one line that printed it, never in a request log.
+    let (exit, log) = {
+        let mut site = site;
+        site.server.take().unwrap().stop()
+    };
+    assert!(exit.success());
+    assert_eq!(log.matches(code.as_str()).count(), 1, "{log}");
+    assert!(log.contains("/login/[redacted]"), "{log}");
 }

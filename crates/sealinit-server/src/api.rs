@@ -49,6 +49,8 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditWriter>,
     /// The page's sign-in sessions.
     pub sessions: Arc<crate::page::Sessions>,
+    /// The page's one-time sign-in link, if one was printed.
+    pub login: Arc<crate::page::LoginLink>,
 }
 
 /// Failed authentications per client address: after `MAX_FAILURES` in a

@@ -77,6 +77,8 @@ pub struct Config {
     pub concurrency: usize,
     /// The largest request body, in bytes.
     pub body_limit: usize,
+    /// Print a one-time sign-in link for the page (admin, 15 minutes).
+    pub login_link: bool,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             // The largest valid payload (1 MiB of values) once JSON-escaped
             // or base64-encoded, and a little more.
             body_limit: 3 * 1024 * 1024,
+            login_link: false,
         }
     }
 }
@@ -199,7 +202,9 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         limiter: Arc::default(),
         audit: audit::AuditWriter::start(writer),
         sessions: Arc::default(),
+        login: Arc::default(),
     };
+    let login = state.login.clone();
     let limit = config.body_limit;
     let app = api::router(state.clone())
         .merge(page::router(state))
@@ -230,10 +235,16 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
+                    // The one-time sign-in link's code stays out of the log.
+                    let path = req.uri().path();
+                    let path = match path.starts_with("/login/") {
+                        true => "/login/[redacted]",
+                        false => path,
+                    };
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
-                        path = %req.uri().path(),
+                        path = %path,
                         token = tracing::field::Empty,
                     )
                 })
@@ -277,6 +288,16 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     tracing::info!("listening on {shown}");
     // Readiness for scripts and tests, whatever the log format.
     eprintln!("sealctl: listening on {shown}");
+    if config.login_link {
+        match &listener {
+            Bound::Tcp(_) => eprintln!(
+                "sealctl: sign in to the Secrets page once, as admin, within {} minutes: {shown}/login/{}",
+                page::LINK_LIFETIME.as_secs() / 60,
+                login.issue()
+            ),
+            Bound::Unix(..) => tracing::warn!("--login-link: no link for a Unix socket"),
+        }
+    }
 
     let graceful = GracefulShutdown::new();
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;

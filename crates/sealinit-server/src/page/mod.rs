@@ -36,8 +36,8 @@ use crate::api::{AppState, Auth, Peer, Value};
 use crate::error::ApiError;
 use crate::scope::Action;
 use crate::service::{self, Caller, PutFlags};
-pub use session::Sessions;
 use session::{Current, Flash, same};
+pub use session::{LINK_LIFETIME, LoginLink, Sessions};
 use view::{Chrome, FormError};
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(home))
         .route("/signin", post(signin))
         .route("/signout", post(signout))
+        .route("/login/{code}", get(login_page).post(login))
         .route("/static/sealinit.css", get(stylesheet))
         .route("/r", get(open_repo))
         .route("/r/{repo}", get(secrets_tab))
@@ -423,6 +424,11 @@ async fn signin(
         }
         Err(e) => return Err(PageError::Api(e)),
     }
+    Ok(signed_in(&s, peer, token))
+}
+
+/// Starts a session for `token` and sends the browser home with its cookie.
+fn signed_in(s: &AppState, peer: Peer, token: Arc<Zeroizing<String>>) -> Response {
     let id = s.sessions.start(token);
     let mut r = see_other("/");
     let h = r.headers_mut();
@@ -444,7 +450,76 @@ async fn signin(
             peer.tls,
         ),
     );
-    Ok(r)
+    r
+}
+
+/// The one-time sign-in link: a page with a button (a GET changes
+/// nothing, so a link preview cannot use the code up).
+async fn login_page(
+    State(s): State<AppState>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Response {
+    if !s.login.valid(&code) {
+        return link_gone();
+    }
+    let name = session::signin_cookie(peer.tls);
+    let csrf = session::cookie(&headers, name)
+        .filter(|t| t.len() == 43)
+        .map_or_else(session::random_token, str::to_owned);
+    let mut r = page(StatusCode::OK, view::login_link(&csrf, &code));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(name, &csrf, session::LIFETIME, peer.tls),
+    );
+    r
+}
+
+fn link_gone() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        view::problem(
+            None,
+            "Link used or expired",
+            "This sign-in link works once, within 15 minutes of the server's start. Sign in with a token instead (sealctl tokens create).",
+            "/",
+        ),
+    )
+}
+
+/// Uses the link up: a new admin token, living as long as the session,
+/// signs this browser in.
+async fn login(
+    State(s): State<AppState>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    f: Result<Form<CsrfOnly>, FormRejection>,
+) -> Result<Response, PageError> {
+    let f = form(f)?;
+    match (
+        f.csrf.as_deref(),
+        session::cookie(&headers, session::signin_cookie(peer.tls)),
+    ) {
+        (Some(a), Some(b)) if same(a, b) => {}
+        _ => return Err(PageError::Csrf),
+    }
+    if !s.login.take(&code) {
+        return Ok(link_gone());
+    }
+    let made = s
+        .pool
+        .run("sign-in link".to_owned(), |st| {
+            Ok(st.create_token(
+                "sign-in link",
+                &["admin".to_owned()],
+                Some(session::LIFETIME),
+            )?)
+        })
+        .await
+        .map_err(PageError::Api)?;
+    Ok(signed_in(&s, peer, Arc::new(made.token)))
 }
 
 #[derive(Deserialize)]

@@ -202,3 +202,57 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration, tls: bool) -> Head
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
+
+/// How long the one-time sign-in link printed at start works.
+pub const LINK_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// The one-time sign-in link (`sealctl serve --login-link`): a random code,
+/// kept as its SHA-256, good for one sign-in as admin within
+/// `LINK_LIFETIME`. Using it makes an admin token that expires with the
+/// session, so everything after goes through the usual token checks and the
+/// audit trail names it.
+#[derive(Default)]
+pub struct LoginLink {
+    slot: Mutex<Option<([u8; 32], Instant)>>,
+}
+
+impl std::fmt::Debug for LoginLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginLink(redacted)")
+    }
+}
+
+impl LoginLink {
+    /// A new code (any earlier one stops working); returns it, to print.
+    pub fn issue(&self) -> String {
+        let code = random_token();
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some((digest(&code), Instant::now() + LINK_LIFETIME));
+        }
+        code
+    }
+
+    /// Whether `code` is the live code (without using it up).
+    pub fn valid(&self, code: &str) -> bool {
+        let d = digest(code);
+        self.slot.lock().is_ok_and(|slot| {
+            slot.as_ref()
+                .is_some_and(|(want, until)| bool::from(want.ct_eq(&d)) && Instant::now() < *until)
+        })
+    }
+
+    /// Uses `code` up: true once, if it is the live code.
+    pub fn take(&self, code: &str) -> bool {
+        let d = digest(code);
+        let Ok(mut slot) = self.slot.lock() else {
+            return false;
+        };
+        match slot.as_ref() {
+            Some((want, until)) if bool::from(want.ct_eq(&d)) && Instant::now() < *until => {
+                *slot = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -179,6 +179,22 @@ pub fn signin(csrf_token: &str, error: Option<&str>) -> Markup {
     )
 }
 
+/// The one-time sign-in link's page: one button.
+pub fn login_link(csrf_token: &str, code: &str) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in as administrator" }
+            p { "This link, printed by " code { "sealctl serve --login-link" } ", signs one browser in as admin, once. It makes an admin token that expires with the session; the audit trail names it." }
+            form.card method="post" action=(format!("/login/{}", seg(code))) {
+                (csrf(csrf_token))
+                div.actions { button type="submit" autofocus { "Sign in" } }
+            }
+        },
+    )
+}
+
 pub fn repos(chrome: &Chrome, flash_msg: Option<&Flash>, repos: &[RepoSummary]) -> Markup {
     layout(
         "Repositories",
