@@ -103,6 +103,8 @@ impl Site {
     fn sign_in_with(&self, token: &str) {
         self.go("/");
         assert_eq!(self.b.title(), "Sign in · sealinit");
+        // The browser applies autofocus once the page has loaded.
+        wait_for_focus(&self.b, "#token");
         self.b
             .navigating(|| self.b.keys(&format!("{token}{ENTER}")));
     }
@@ -130,6 +132,16 @@ fn wait_for(mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "the page did not change in 20 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until the element `css` selects has the focus.
+fn wait_for_focus(b: &Browser, css: &str) {
+    wait_for(|| {
+        b.exec(
+            "return document.activeElement !== null && document.activeElement.matches(arguments[0])",
+            json!([css]),
+        ) == Value::Bool(true)
+    });
 }
 
 /// The cells of the table row whose first cell is `first`.
@@ -728,6 +740,7 @@ fn every_page_fits_360_px_and_works_by_keyboard_alone() {
     b.navigating(|| b.keys(ENTER));
     wait_for(|| b.title().starts_with("Delete BY_KEYBOARD?"));
     // The confirmation's button has the focus.
+    wait_for_focus(b, "form[action$='/delete'] button");
     b.navigating(|| b.keys(ENTER));
     wait_for(|| b.text(".flash") == "Deleted BY_KEYBOARD.");
     site.assert_clean();
