@@ -132,6 +132,44 @@ fn versions_on(env: Env) {
     }
 }
 
+/// `secrets list` names who wrote each current version, and dates a
+/// secret from its first version since its last delete (one query on each
+/// backend, no history walk).
+#[test]
+fn list_gives_the_writer_and_the_creation_since_the_last_delete() {
+    for_each_store_backend(list_meta_on);
+}
+
+fn list_meta_on(env: Env) {
+    set(&env, "T", "one");
+    ok(&env.run(&["secrets", "rm", "--repo", "acme/api", "T"], None));
+    if env.backend == Backend::Sqlite {
+        // Date the first life a day back, so that a wrong choice shows.
+        let db = rusqlite::Connection::open(&env.store).unwrap();
+        db.execute(
+            "UPDATE secret_versions SET created_at = created_at - 86400",
+            [],
+        )
+        .unwrap();
+    }
+    set(&env, "T", "two");
+    set(&env, "T", "three");
+    let o = env.run(&["secrets", "list", "--repo", "acme/api", "--json"], None);
+    let list: serde_json::Value = serde_json::from_slice(&ok(&o).stdout).unwrap();
+    let t = &list[0];
+    assert_eq!(t["version"], 4, "{list}");
+    assert!(actor_ok(&env, &t["updated_by"]), "{list}");
+    let h = lines(&env.run(
+        &["secrets", "history", "--repo", "acme/api", "T", "--json"],
+        None,
+    ));
+    assert_eq!(
+        t["created_at"], h[2]["at"],
+        "version 3 began its life: {h:?}"
+    );
+    assert_eq!(t["updated_at"], h[3]["at"], "{h:?}");
+}
+
 #[test]
 fn retention_keeps_the_newest_values_and_every_history_entry() {
     for backend in CLIENTS {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use sealinit_testkit::webdriver::{Browser, Driver, ENTER, TAB, artifact_dir};
+use sealinit_testkit::webdriver::{Browser, Driver, ENTER, TAB, artifact_dir, form_csrf};
 use sealinit_testkit::*;
 
 /// One browser at a time: two cores run a server, a driver and Chromium.
@@ -521,12 +521,7 @@ fn wrong_token_forms_without_csrf_scopes_and_headers() {
     assert_eq!(status, 403);
     // With both, it signs in: 303 and a cookie with every attribute.
     let (_, headers, body) = http(&base, "GET", "/", None, None);
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = form_csrf(&body);
     let (status, headers2, _) = http(
         &base,
         "POST",

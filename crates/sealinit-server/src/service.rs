@@ -125,27 +125,15 @@ pub fn repos(store: &mut Store, caller: &Caller) -> Result<Vec<RepoSummary>, Api
         .collect())
 }
 
-fn meta(
-    store: &mut Store,
-    repo: &str,
-    info: sealinit_store::SecretInfo,
-) -> Result<SecretMeta, ApiError> {
-    let history = store.history(repo, &info.name)?;
-    let created = history
-        .iter()
-        .rev()
-        .take_while(|h| !h.deleted)
-        .last()
-        .map_or(info.updated_at, |h| h.at);
-    let updated_by = history.last().map(|h| h.actor.clone()).unwrap_or_default();
-    Ok(SecretMeta {
+fn meta(info: sealinit_store::SecretInfo) -> SecretMeta {
+    SecretMeta {
         name: info.name,
         size: info.size,
         version: info.version,
-        created_at: rfc3339(created),
+        created_at: rfc3339(info.created_at),
         updated_at: rfc3339(info.updated_at),
-        updated_by,
-    })
+        updated_by: info.updated_by,
+    }
 }
 
 pub fn list_secrets(
@@ -158,10 +146,12 @@ pub fn list_secrets(
     caller.require_sees(repo)?;
     let all = store.list(repo)?;
     let total_count = all.len();
-    let mut secrets = Vec::new();
-    for info in all.into_iter().skip((page - 1) * per_page).take(per_page) {
-        secrets.push(meta(store, repo, info)?);
-    }
+    let secrets = all
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(meta)
+        .collect();
     Ok(SecretPage {
         total_count,
         secrets,
@@ -182,7 +172,7 @@ pub fn get_secret(
         .ok_or_else(|| {
             ApiError::not_found(format!("repository {repo} has no secret named {name}"))
         })?;
-    meta(store, repo, info)
+    Ok(meta(info))
 }
 
 /// How a PUT treats its value.

@@ -970,18 +970,31 @@ impl Backend for PostgresBackend {
         let rows = self
             .client
             .query(
-                "SELECT name, size, version, updated_at FROM sealinit_secrets
-                 WHERE repo = $1 ORDER BY name",
+                // One statement: who wrote each current version, and when
+                // the secret first appeared since its last delete.
+                "SELECT s.name, s.size, s.version, s.updated_at,
+                        (SELECT v.actor FROM sealinit_secret_versions v
+                         WHERE v.repo = s.repo AND v.name = s.name AND v.version = s.version),
+                        (SELECT MIN(v.created_at) FROM sealinit_secret_versions v
+                         WHERE v.repo = s.repo AND v.name = s.name AND v.version >
+                             COALESCE((SELECT MAX(d.version) FROM sealinit_secret_versions d
+                                       WHERE d.repo = s.repo AND d.name = s.name AND d.deleted), 0))
+                 FROM sealinit_secrets s WHERE s.repo = $1 ORDER BY s.name",
                 &[&repo],
             )
             .map_err(self.err())?;
         Ok(rows
             .iter()
-            .map(|r| SecretInfo {
-                name: r.get(0),
-                size: r.get::<_, i64>(1) as usize,
-                version: r.get(2),
-                updated_at: r.get(3),
+            .map(|r| {
+                let updated_at: i64 = r.get(3);
+                SecretInfo {
+                    name: r.get(0),
+                    size: r.get::<_, i64>(1) as usize,
+                    version: r.get(2),
+                    updated_at,
+                    updated_by: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                    created_at: r.get::<_, Option<i64>>(5).unwrap_or(updated_at),
+                }
             })
             .collect())
     }

@@ -258,6 +258,10 @@ pub struct SecretInfo {
     pub version: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Who wrote the current version.
+    pub updated_by: String,
+    /// Unix seconds: its first version since it was last deleted.
+    pub created_at: i64,
 }
 
 /// A master key the store knows, as `store master-keys` lists it.

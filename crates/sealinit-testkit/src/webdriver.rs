@@ -412,6 +412,15 @@ impl Browser {
     }
 }
 
+/// The CSRF token of the first form of a page's HTML.
+pub fn form_csrf(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF field in the page"))
+        .to_owned()
+}
+
 /// `target/<dir>`: where tests leave artifacts (screenshots) for CI.
 pub fn artifact_dir(dir: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
