@@ -350,26 +350,50 @@ async fn home(
     }
 }
 
-/// The sign-in form, with a CSRF token that a cookie of its own repeats
-/// (kept if the browser has one, so several tabs can sign in).
+/// A form posted before any session: its CSRF token must repeat its
+/// cookie's.
+fn check_signin_csrf(headers: &HeaderMap, peer: Peer, csrf: Option<&str>) -> Result<(), PageError> {
+    match (
+        csrf,
+        session::cookie(headers, session::signin_cookie(peer.tls)),
+    ) {
+        (Some(a), Some(b)) if same(a, b) => Ok(()),
+        _ => Err(PageError::Csrf),
+    }
+}
+
+/// The sign-in form.
 fn signin_page(
     headers: &HeaderMap,
     peer: Peer,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
+    with_signin_csrf(headers, peer, |csrf| {
+        page(status, view::signin(csrf, error))
+    })
+}
+
+/// A page of a form posted before any session (sign-in), with its CSRF
+/// token, which a cookie of its own repeats (kept if the browser has a
+/// well-formed one, so several tabs can sign in).
+fn with_signin_csrf(
+    headers: &HeaderMap,
+    peer: Peer,
+    page: impl FnOnce(&str) -> Response,
+) -> Response {
     let name = session::signin_cookie(peer.tls);
-    let token = session::cookie(headers, name)
+    let csrf = session::cookie(headers, name)
         .filter(|t| {
             t.len() == 43
                 && t.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map_or_else(session::random_token, str::to_owned);
-    let mut r = page(status, view::signin(&token, error));
+    let mut r = page(&csrf);
     r.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(name, &token, session::LIFETIME, peer.tls),
+        session::set_cookie(name, &csrf, session::LIFETIME, peer.tls),
     );
     r
 }
@@ -387,11 +411,7 @@ async fn signin(
     f: Result<Form<SigninForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let f = form(f)?;
-    let expected = session::cookie(&headers, session::signin_cookie(peer.tls));
-    match (f.csrf.as_deref(), expected) {
-        (Some(a), Some(b)) if same(a, b) => {}
-        _ => return Err(PageError::Csrf),
-    }
+    check_signin_csrf(&headers, peer, f.csrf.as_deref())?;
     let token = Arc::new(Zeroizing::new(f.token.unwrap_or_default()));
     if token.trim().is_empty() {
         return Ok(signin_page(
@@ -464,16 +484,9 @@ async fn login_page(
     if !s.login.valid(&code) {
         return link_gone();
     }
-    let name = session::signin_cookie(peer.tls);
-    let csrf = session::cookie(&headers, name)
-        .filter(|t| t.len() == 43)
-        .map_or_else(session::random_token, str::to_owned);
-    let mut r = page(StatusCode::OK, view::login_link(&csrf, &code));
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(name, &csrf, session::LIFETIME, peer.tls),
-    );
-    r
+    with_signin_csrf(&headers, peer, |csrf| {
+        page(StatusCode::OK, view::login_link(csrf, &code))
+    })
 }
 
 fn link_gone() -> Response {
@@ -498,13 +511,7 @@ async fn login(
     f: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Result<Response, PageError> {
     let f = form(f)?;
-    match (
-        f.csrf.as_deref(),
-        session::cookie(&headers, session::signin_cookie(peer.tls)),
-    ) {
-        (Some(a), Some(b)) if same(a, b) => {}
-        _ => return Err(PageError::Csrf),
-    }
+    check_signin_csrf(&headers, peer, f.csrf.as_deref())?;
     if !s.login.take(&code) {
         return Ok(link_gone());
     }
