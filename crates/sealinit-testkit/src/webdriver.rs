@@ -15,8 +15,6 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Keys, as WebDriver spells them.
 pub const TAB: &str = "\u{E004}";
 pub const ENTER: &str = "\u{E007}";
-pub const SPACE: &str = "\u{E00D}";
-pub const SHIFT: &str = "\u{E008}";
 
 /// A running chromedriver.
 #[derive(Debug)]
@@ -205,10 +203,6 @@ impl Browser {
             .to_owned()
     }
 
-    pub fn back(&self) {
-        self.cmd("POST", "/back", Some(json!({})));
-    }
-
     pub fn try_find(&self, css: &str) -> Option<Element> {
         let url = format!("{}/element", self.session);
         let mut r = self
@@ -232,34 +226,16 @@ impl Browser {
         })
     }
 
-    pub fn find_all(&self, css: &str) -> Vec<Element> {
-        let v = self.cmd(
-            "POST",
-            "/elements",
-            Some(json!({"using": "css selector", "value": css})),
-        );
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e[ELEMENT].as_str().map(|s| Element(s.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// The text of the element `css` selects.
     pub fn text(&self, css: &str) -> String {
         match self.try_find(css) {
-            Some(e) => self.text_of(&e),
+            Some(e) => self
+                .cmd("GET", &format!("/element/{}/text", e.0), None)
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
             None => String::new(),
         }
-    }
-
-    pub fn text_of(&self, e: &Element) -> String {
-        self.cmd("GET", &format!("/element/{}/text", e.0), None)
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
     }
 
     pub fn attr(&self, e: &Element, name: &str) -> Option<String> {
@@ -318,19 +294,18 @@ impl Browser {
     }
 
     /// Presses `keys` on whatever has the focus, as a keyboard would (each
-    /// key down and up; `SHIFT` is held until the end of the sequence).
+    /// key down, then up).
     pub fn keys(&self, keys: &str) {
-        let mut actions = Vec::new();
-        for c in keys.chars() {
-            let k = c.to_string();
-            actions.push(json!({"type": "keyDown", "value": k}));
-            if k != SHIFT {
-                actions.push(json!({"type": "keyUp", "value": k}));
-            }
-        }
-        if keys.contains(SHIFT) {
-            actions.push(json!({"type": "keyUp", "value": SHIFT}));
-        }
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                let k = c.to_string();
+                [
+                    json!({"type": "keyDown", "value": k}),
+                    json!({"type": "keyUp", "value": k}),
+                ]
+            })
+            .collect();
         self.cmd(
             "POST",
             "/actions",
@@ -354,18 +329,6 @@ impl Browser {
             .as_array()
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// Saves a PNG of the viewport at `path`.
-    pub fn screenshot(&self, path: &Path) {
-        let v = self.cmd("GET", "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap_or(""))
-            .expect("a base64 PNG");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        std::fs::write(path, png).unwrap();
     }
 
     /// A Chrome DevTools command, through chromedriver.

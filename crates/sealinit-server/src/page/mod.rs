@@ -215,8 +215,9 @@ impl FromRequestParts<AppState> for Signed {
 }
 
 impl Signed {
-    /// Runs `f` as the session's token (checked again: a revoked token
-    /// ends its sessions), returning the caller too.
+    /// Runs `f` as the session's token, checked again on every request: a
+    /// token the store no longer accepts ends the session (each session of
+    /// it, at its next request). Returns the caller too.
     async fn run<T, F>(&self, state: &AppState, f: F) -> Result<(T, Caller), PageError>
     where
         T: Send + 'static,
@@ -228,7 +229,7 @@ impl Signed {
             .await
         {
             Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-                self.sessions.end_token(&self.cur);
+                self.sessions.end(&self.cur);
                 Err(PageError::SignedOut)
             }
             r => r.map_err(PageError::Api),

@@ -144,13 +144,6 @@ impl Sessions {
         }
     }
 
-    /// Ends every session of a token the store no longer accepts.
-    pub fn end_token(&self, current: &Current) {
-        if let Ok(mut map) = self.map.lock() {
-            map.retain(|_, s| !Arc::ptr_eq(&s.token, &current.token));
-        }
-    }
-
     pub fn set_flash(&self, current: &Current, flash: Flash) {
         if let Ok(mut map) = self.map.lock() {
             if let Some(s) = map.get_mut(&current.key) {
@@ -232,27 +225,28 @@ impl LoginLink {
         code
     }
 
-    /// Whether `code` is the live code (without using it up).
-    pub fn valid(&self, code: &str) -> bool {
-        let d = digest(code);
-        self.slot.lock().is_ok_and(|slot| {
-            slot.as_ref()
-                .is_some_and(|(want, until)| bool::from(want.ct_eq(&d)) && Instant::now() < *until)
-        })
-    }
-
-    /// Uses `code` up: true once, if it is the live code.
-    pub fn take(&self, code: &str) -> bool {
+    /// Whether `code` is the live code; `use_up` ends it if so.
+    fn check(&self, code: &str, use_up: bool) -> bool {
         let d = digest(code);
         let Ok(mut slot) = self.slot.lock() else {
             return false;
         };
-        match slot.as_ref() {
-            Some((want, until)) if bool::from(want.ct_eq(&d)) && Instant::now() < *until => {
-                *slot = None;
-                true
-            }
-            _ => false,
+        let live = slot
+            .as_ref()
+            .is_some_and(|(want, until)| bool::from(want.ct_eq(&d)) && Instant::now() < *until);
+        if live && use_up {
+            *slot = None;
         }
+        live
+    }
+
+    /// Whether `code` is the live code (without using it up).
+    pub fn valid(&self, code: &str) -> bool {
+        self.check(code, false)
+    }
+
+    /// Uses `code` up: true once, if it is the live code.
+    pub fn take(&self, code: &str) -> bool {
+        self.check(code, true)
     }
 }

@@ -39,12 +39,12 @@ pub fn secret_href(repo: &str, name: &str) -> String {
     format!("/r/{}/s/{}", seg(repo), seg(name))
 }
 
+/// Unix seconds as the page shows times.
 fn time(t: i64) -> String {
-    let s = sealinit_core::time::rfc3339(t.max(0) as u64);
-    // "2026-12-01T10:20:30Z" → "2026-12-01 10:20:30 UTC"
-    s.replacen('T', " ", 1).replace('Z', " UTC")
+    rfc_time(&sealinit_core::time::rfc3339(t.max(0) as u64))
 }
 
+/// "2026-12-01T10:20:30Z" → "2026-12-01 10:20:30 UTC"
 fn rfc_time(s: &str) -> String {
     s.replacen('T', " ", 1).replace('Z', " UTC")
 }
