@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fails when the init links a crate outside the allowed set: what the
 # `sealinit` package links (its normal dependencies, proc macros aside)
-# must stay what crates/sealinit/Cargo.toml lists and justifies. The
+# must stay what Cargo.toml (the root package) lists and justifies. The
 # orchestrator's crates (the store, SQLite, clap, tempfile, getrandom, a
 # Postgres client, tokio, an HTTP server) must never appear here.
 set -euo pipefail
@@ -25,7 +25,7 @@ for crate in $linked; do
 done
 if [ ${#bad[@]} -gt 0 ]; then
     echo "error: the init (crate sealinit) now links: ${bad[*]}" >&2
-    echo "justify each in crates/sealinit/Cargo.toml and add it to .ci/init-deps.sh, or keep it out of the init" >&2
+    echo "justify each in Cargo.toml (the root package) and add it to .ci/init-deps.sh, or keep it out of the init" >&2
     exit 1
 fi
 echo "init dependencies: $(echo $linked | wc -w) crates, all allowed"

@@ -41,7 +41,7 @@ fn main() {
         Some("--emit") => return emit(Path::new(&args[2]), args[3].parse().unwrap()),
         _ => {}
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dynamic = PathBuf::from(env!("CARGO_BIN_EXE_sealinit"));
     let (static_, libc) = sealinit_testkit::build_static(None);
     eprintln!("sealinit-static: {} ({libc})", static_.display());
