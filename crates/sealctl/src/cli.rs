@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// Serve plain HTTP on a non-loopback address (behind a TLS proxy)
     #[arg(long)]
     pub insecure_no_tls: bool,
+    /// Proxies in front of this server whose Forwarded / X-Forwarded-For /
+    /// X-Forwarded-Proto headers are believed (client address for the
+    /// limiter; https for secure cookies): CIDR blocks or addresses,
+    /// comma-separated or repeated, or `unix` for the Unix socket's peers
+    #[arg(long, value_name = "CIDR", num_args = 1..)]
+    pub trusted_proxy: Vec<String>,
     /// human or json
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,

@@ -378,6 +378,15 @@ fn open_store(args: &StoreArgs) -> Result<Store> {
 
 fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<()> {
     let listen = sealinit_server::Listen::parse(&args.listen).map_err(Error::usage)?;
+    let trusted_proxies = sealinit_server::client::TrustedProxies::parse(&args.trusted_proxy)
+        .map_err(Error::usage)?;
+    let log_json = args.log_format == "json";
+    let log_level = level
+        .into_level()
+        .unwrap_or(tracing::Level::INFO)
+        .max(tracing::Level::INFO);
+    // Before the store is opened, so that its warnings reach the log.
+    sealinit_server::init_logging(log_json, log_level);
     // One more: the audit writer's (group commit of mints' records).
     let stores = (0..=args.connections)
         .map(|_| open_store(&args.store))
@@ -386,11 +395,9 @@ fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<
         listen,
         tls: args.tls_cert.zip(args.tls_key),
         insecure_no_tls: args.insecure_no_tls,
-        log_json: args.log_format == "json",
-        log_level: level
-            .into_level()
-            .unwrap_or(tracing::Level::INFO)
-            .max(tracing::Level::INFO),
+        log_json,
+        log_level,
+        trusted_proxies,
         request_timeout: args.request_timeout,
         shutdown_timeout: args.shutdown_timeout,
         login_link: args.login_link,

@@ -202,7 +202,7 @@ impl Remote {
         let (enc, key_id) = self.seal_to(repo, text)?;
         let doc = self.call(
             "POST",
-            &format!("/repos/{}/secrets/import", repo_path(repo)?),
+            &format!("/repos/{}/import", repo_path(repo)?),
             Some(json!({
                 "format": match format { Format::Json => "json", Format::Env { .. } => "env" },
                 "expand": matches!(format, Format::Env { expand: true }),

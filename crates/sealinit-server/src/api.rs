@@ -3,13 +3,9 @@
 //! a store of the pool. Values may be deserialised from a request but are
 //! never serialised into a response.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,191 +15,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use zeroize::Zeroizing;
 
-use sealinit_core::secret::SecretValue;
-
+use crate::client::Peer;
 use crate::error::ApiError;
-use crate::pool::StorePool;
-use crate::service::{self, Caller, NewValue};
-
-/// How a request reached the server (set per connection).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    /// `None` over a Unix socket.
-    pub ip: Option<IpAddr>,
-    pub tls: bool,
-}
-
-impl Peer {
-    /// Plaintext values are accepted over TLS, a Unix socket or loopback.
-    pub fn private_channel(&self) -> bool {
-        self.tls || self.ip.is_none_or(|ip| ip.is_loopback())
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub pool: Arc<StorePool>,
-    pub limiter: Arc<AuthLimiter>,
-    pub audit: Arc<crate::audit::AuditWriter>,
-    /// The page's sign-in sessions.
-    pub sessions: Arc<crate::page::Sessions>,
-    /// The page's one-time sign-in link, if one was printed.
-    pub login: Arc<crate::page::LoginLink>,
-}
-
-/// Failed authentications per client address: after `MAX_FAILURES` in a
-/// window, that address gets 429 with Retry-After until the window ends.
-#[derive(Debug, Default)]
-pub struct AuthLimiter {
-    failures: Mutex<HashMap<Option<IpAddr>, (u32, Instant)>>,
-}
-
-const MAX_FAILURES: u32 = 10;
-const WINDOW: Duration = Duration::from_secs(60);
-
-impl AuthLimiter {
-    /// Seconds to wait, if `peer` is blocked now.
-    pub fn blocked(&self, peer: Option<IpAddr>) -> Option<u64> {
-        let map = self.failures.lock().ok()?;
-        let (n, start) = map.get(&peer)?;
-        let left = WINDOW.checked_sub(start.elapsed())?;
-        (*n >= MAX_FAILURES).then_some(left.as_secs().max(1))
-    }
-
-    fn fail(&self, peer: Option<IpAddr>) {
-        if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 100_000 {
-                map.retain(|_, (_, start)| start.elapsed() < WINDOW);
-            }
-            let entry = map.entry(peer).or_insert((0, Instant::now()));
-            if entry.1.elapsed() >= WINDOW {
-                *entry = (0, Instant::now());
-            }
-            entry.0 += 1;
-        }
-    }
-}
-
-/// The bearer token of a request, not yet checked: it is checked in the
-/// same blocking call as the operation (one trip to the store's thread
-/// pool per request).
-pub struct Auth {
-    token: Arc<Zeroizing<String>>,
-    peer: Option<IpAddr>,
-}
-
-impl Auth {
-    /// A token from elsewhere than the Authorization header: the page's
-    /// sign-in form, or its session (which shares the token, no copy).
-    pub fn new(token: Arc<Zeroizing<String>>, peer: Option<IpAddr>) -> Self {
-        Self { token, peer }
-    }
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts.extensions.get::<Peer>().and_then(|p| p.ip);
-        if let Some(wait) = state.limiter.blocked(peer) {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                format!("too many failed authentications from this address; retry in {wait} s"),
-            );
-            e.retry_after = Some(wait);
-            return Err(e);
-        }
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| Arc::new(Zeroizing::new(t.trim().to_owned())));
-        match token {
-            Some(token) => Ok(Self { token, peer }),
-            None => {
-                state.limiter.fail(peer);
-                Err(ApiError::unauthorized())
-            }
-        }
-    }
-}
-
-impl AppState {
-    /// Authenticates `auth` and runs `f` as its token, on a store of the
-    /// pool: one blocking call. A token that is unknown, expired or revoked
-    /// is 401 and counts against its address.
-    pub async fn run<T, F>(&self, auth: Auth, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
-    {
-        let Auth { token, peer } = auth;
-        let outcome = self
-            .pool
-            .run(String::new(), move |st| {
-                let Some(row) = st.authenticate(&token)? else {
-                    return Ok(Err(ApiError::unauthorized()));
-                };
-                let caller = Caller::from_token(&row);
-                st.set_actor(caller.actor());
-                Ok(Ok((caller.id.clone(), f(st, &caller))))
-            })
-            .await?;
-        match outcome {
-            Ok((id, result)) => {
-                tracing::Span::current().record("token", id.as_str());
-                result
-            }
-            Err(e) => {
-                self.limiter.fail(peer);
-                Err(e)
-            }
-        }
-    }
-}
-
-/// A JSON body whose rejections take the API's error shape: 415 without a
-/// JSON content type, 413 over the limit, 400 otherwise (malformed JSON,
-/// an unknown field, a wrong type).
-#[derive(Debug)]
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send JSON with Content-Type: application/json",
-            )),
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(ApiError::too_large())
-            }
-            // serde's message names the field or position, never a value.
-            Err(e) => Err(ApiError::bad_request(format!(
-                "malformed request body: {}",
-                e.body_text()
-            ))),
-        }
-    }
-}
+use crate::input::{JsonBody, Value, new_value};
+use crate::service;
+use crate::state::{AppState, Auth};
 
 /// Path parameters with the API's error shape.
 #[derive(Debug)]
@@ -233,7 +50,13 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("delete", "/repos/{repo}") => delete(delete_repo),
         ("get", "/repos/{repo}/secrets") => get(list_secrets),
         ("get", "/repos/{repo}/secrets/public-key") => get(public_key),
-        ("post", "/repos/{repo}/secrets/import") => post(import),
+        ("post", "/repos/{repo}/import") => post(import),
+        // The old path, for one release; a secret named `import` keeps
+        // its GET, PUT and DELETE there.
+        ("post", "/repos/{repo}/secrets/import") => post(import)
+            .get(named_import::get)
+            .put(named_import::put)
+            .delete(named_import::delete),
         ("get", "/repos/{repo}/secrets/{name}") => get(get_secret),
         ("put", "/repos/{repo}/secrets/{name}") => put(put_secret),
         ("delete", "/repos/{repo}/secrets/{name}") => delete(delete_secret),
@@ -256,15 +79,42 @@ pub fn router(state: AppState) -> Router {
     by_path
         .into_iter()
         .fold(Router::new(), |router, (path, m)| router.route(path, m))
-        .fallback(fallback)
         .with_state(state)
 }
 
-/// An unknown path: the API's error shape under /api, the page's elsewhere.
-async fn fallback(uri: axum::http::Uri) -> Response {
-    match uri.path().starts_with("/api/") {
-        true => ApiError::not_found("no such endpoint; see /api/v1/openapi.json").into_response(),
-        false => crate::page::not_found(),
+/// The secret named `import`, whose path the old import route shares.
+mod named_import {
+    use super::*;
+
+    fn named(repo: String) -> Params<(String, String)> {
+        Params((repo, "import".to_owned()))
+    }
+
+    pub(super) async fn get(
+        s: State<AppState>,
+        auth: Auth,
+        Params(repo): Params<String>,
+    ) -> Result<Response, ApiError> {
+        get_secret(s, auth, named(repo)).await
+    }
+
+    pub(super) async fn put(
+        s: State<AppState>,
+        auth: Auth,
+        Params(repo): Params<String>,
+        peer: axum::Extension<Peer>,
+        headers: HeaderMap,
+        body: JsonBody<PutBody>,
+    ) -> Result<Response, ApiError> {
+        put_secret(s, auth, named(repo), peer, headers, body).await
+    }
+
+    pub(super) async fn delete(
+        s: State<AppState>,
+        auth: Auth,
+        Params(repo): Params<String>,
+    ) -> Result<Response, ApiError> {
+        delete_secret(s, auth, named(repo)).await
     }
 }
 
@@ -317,16 +167,6 @@ async fn get_secret(
     Ok(Json(r).into_response())
 }
 
-/// A value from a request: moved into a secret buffer, never serialised.
-pub(crate) struct Value(pub(crate) SecretValue);
-
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(Self(SecretValue::from(s.into_bytes())))
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutBody {
@@ -339,34 +179,6 @@ struct PutBody {
     /// on the secret, so later bundles honour it.
     #[serde(default)]
     allow_name: bool,
-}
-
-/// A value given in plaintext (over a private channel only) or sealed to
-/// the repository's key.
-pub(crate) fn new_value(
-    peer: Peer,
-    plain: Option<Value>,
-    sealed: Option<String>,
-    key_id: Option<String>,
-    field: &str,
-) -> Result<NewValue, ApiError> {
-    match (plain, sealed, key_id) {
-        (Some(Value(v)), None, None) => match peer.private_channel() {
-            true => Ok(NewValue::Plain(v)),
-            false => Err(ApiError::bad_request(format!(
-                "a plaintext {field} is accepted only over TLS or loopback; send encrypted_{field} (crypto_box_seal to GET .../secrets/public-key)"
-            ))),
-        },
-        (None, Some(enc), Some(key_id)) => Ok(NewValue::Sealed {
-            sealed: B64
-                .decode(enc.as_bytes())
-                .map_err(|_| ApiError::bad_request(format!("encrypted_{field} is not base64")))?,
-            key_id,
-        }),
-        _ => Err(ApiError::bad_request(format!(
-            "send either {{\"{field}\"}} or {{\"encrypted_{field}\", \"key_id\"}}"
-        ))),
-    }
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {

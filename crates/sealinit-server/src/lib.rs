@@ -14,12 +14,16 @@
 
 pub mod api;
 pub mod audit;
+pub mod client;
 pub mod error;
+pub mod input;
 pub mod openapi;
 pub mod page;
 pub mod pool;
 pub mod scope;
 pub mod service;
+pub mod session;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,8 +77,8 @@ pub struct Config {
     pub log_level: tracing::Level,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
-    /// Requests served at once.
-    pub concurrency: usize,
+    /// Proxies whose `Forwarded` / `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: client::TrustedProxies,
     /// The largest request body, in bytes.
     pub body_limit: usize,
     /// Print a one-time sign-in link for the page (admin, 15 minutes).
@@ -91,7 +95,7 @@ impl Default for Config {
             log_level: tracing::Level::INFO,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
-            concurrency: 256,
+            trusted_proxies: client::TrustedProxies::default(),
             // The largest valid payload (1 MiB of values) once JSON-escaped
             // or base64-encoded, and a little more.
             body_limit: 3 * 1024 * 1024,
@@ -147,16 +151,22 @@ fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn init_logging(config: &Config) {
+/// The service's logging (human or JSON lines on stderr). Call it before
+/// opening the store, so that the store's warnings reach the log in its
+/// format.
+pub fn init_logging(json: bool, level: tracing::Level) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(config.log_level)
+        .with_max_level(level)
         .with_target(false);
-    let _ = match config.log_json {
+    let _ = match json {
         true => tracing::subscriber::set_global_default(builder.json().finish()),
         false => tracing::subscriber::set_global_default(builder.with_ansi(false).finish()),
     };
 }
+
+/// How long a TLS handshake may take at most.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until SIGTERM or SIGINT. `stores`: open stores, at least two:
 /// one commits the audit records of mints, the others serve requests (one
@@ -175,7 +185,7 @@ pub fn run(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
             )));
         }
     }
-    init_logging(&config);
+    init_logging(config.log_json, config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -197,17 +207,15 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     let writer = stores
         .pop()
         .ok_or_else(|| ServerError::Usage("no store".into()))?;
-    let state = api::AppState {
-        pool: pool::StorePool::new(stores),
-        limiter: Arc::default(),
-        audit: audit::AuditWriter::start(writer),
-        sessions: Arc::default(),
-        login: Arc::default(),
-    };
+    let state = state::AppState::new(
+        pool::StorePool::new(stores),
+        audit::AuditWriter::start(writer),
+    );
     let login = state.login.clone();
     let limit = config.body_limit;
     let app = api::router(state.clone())
         .merge(page::router(state))
+        .fallback(fallback)
         .layer(axum::middleware::from_fn(page::security_headers))
         .layer(DefaultBodyLimit::max(limit))
         // A declared length over the limit is refused before the body is
@@ -228,9 +236,6 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
-        ))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            config.concurrency,
         ))
         .layer(
             TraceLayer::new_for_http()
@@ -300,6 +305,9 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     }
 
     let graceful = GracefulShutdown::new();
+    let mut backoff = AcceptBackoff::default();
+    let handshake_timeout = config.request_timeout.min(HANDSHAKE_TIMEOUT);
+    let proxies = Arc::new(config.trusted_proxies.clone());
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
@@ -321,12 +329,15 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
                 }
                 continue;
             }
-            a = accept(&listener) => a,
+            a = backoff.then(accept(&listener)) => a,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.reset();
+                x
+            }
             Err(e) => {
-                tracing::warn!("accept: {e}");
+                backoff.failed(&e);
                 continue;
             }
         };
@@ -334,13 +345,15 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         let app = app.clone();
         let watcher = graceful.watcher();
         let header_timeout = config.request_timeout;
+        let proxies = proxies.clone();
         tokio::spawn(async move {
-            let peer = api::Peer {
+            let conn = client::Peer {
                 ip: peer,
                 tls: acceptor.is_some(),
             };
             let svc =
                 app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    let peer = proxies.resolve(conn, req.headers());
                     req.extensions_mut().insert(peer);
                     req
                 });
@@ -350,13 +363,19 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
                 .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024);
             match (stream, acceptor) {
-                (Stream::Tcp(s), Some(acceptor)) => match acceptor.accept(s).await {
-                    Ok(s) => {
-                        let conn = http.serve_connection(TokioIo::new(s), svc);
-                        let _ = watcher.watch(conn).await;
+                (Stream::Tcp(s), Some(acceptor)) => {
+                    // A client that never finishes its handshake is cut.
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(s)).await {
+                        Ok(Ok(s)) => {
+                            let conn = http.serve_connection(TokioIo::new(s), svc);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                        Err(_) => tracing::debug!(
+                            "TLS handshake: no handshake within {handshake_timeout:?}"
+                        ),
                     }
-                    Err(e) => tracing::debug!("TLS handshake: {e}"),
-                },
+                }
                 (Stream::Tcp(s), None) => {
                     let conn = http.serve_connection(TokioIo::new(s), svc);
                     let _ = watcher.watch(conn).await;
@@ -383,6 +402,59 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// An unknown path: the API's error shape under /api, the page's elsewhere.
+async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+    match uri.path().starts_with("/api/") {
+        true => {
+            error::ApiError::not_found("no such endpoint; see /api/v1/openapi.json").into_response()
+        }
+        false => page::not_found(),
+    }
+}
+
+/// After a failed `accept` (out of file descriptors, most often), wait
+/// 1 ms, doubling to 1 s, before the next; one warning a second at most,
+/// with the count of failures since the last.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    delay: Option<Duration>,
+    errors: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    async fn then<T>(&self, next: impl std::future::Future<Output = T>) -> T {
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
+        next.await
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        self.delay = Some(match self.delay {
+            None => Duration::from_millis(1),
+            Some(d) => (d * 2).min(Duration::from_secs(1)),
+        });
+        self.errors += 1;
+        let now = std::time::Instant::now();
+        if self
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                errors = self.errors,
+                "cannot accept connections: {e}; retrying in up to 1 s"
+            );
+            self.errors = 0;
+            self.logged = Some(now);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.delay = None;
+    }
 }
 
 enum Stream {

@@ -56,8 +56,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "post",
-        path: "/api/v1/repos/{repo}/secrets/import",
+        path: "/api/v1/repos/{repo}/import",
         summary: "Import {format: env|json, content | encrypted_content + key_id, allow_production?: true or [names]}: all or nothing",
+        scope: "write",
+        statuses: &[200, 400, 413, 415, 422],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/repos/{repo}/secrets/import",
+        summary: "Deprecated (removed in the next release): the import at its old path, which a secret named `import` shares (GET, PUT and DELETE there are that secret's); use POST /api/v1/repos/{repo}/import",
         scope: "write",
         statuses: &[200, 400, 413, 415, 422],
     },

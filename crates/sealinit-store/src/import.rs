@@ -122,11 +122,23 @@ impl EnvParser<'_> {
         self.rest = &self.rest[name_len..];
         self.skip_spaces();
         if name.is_empty() || !self.rest.starts_with('=') {
-            return Err(self.err(start, "expected NAME=value"));
+            return Err(self.err(
+                start,
+                "expected NAME=value (if this continues a value from an earlier line, quote that value: NAME=\"...\")",
+            ));
         }
-        // Names are not secret: the error names it and its line.
-        sealinit_core::bundle::validate_name(name.as_bytes())
-            .map_err(|e| format!("line {start}: {e}"))?;
+        // A valid name is not secret: the error names it and its line. An
+        // invalid one may be a piece of a value, and is not shown.
+        match sealinit_core::bundle::validate_name(name.as_bytes()) {
+            Err(sealinit_core::bundle::PayloadError::InvalidName(_)) => {
+                return Err(self.err(
+                    start,
+                    "the text before = is not a valid name (names match [A-Za-z_][A-Za-z0-9_]*)",
+                ));
+            }
+            Err(e) => return Err(format!("line {start}: {e}")),
+            Ok(()) => {}
+        }
         self.rest = &self.rest[1..];
         self.skip_spaces();
         let mut value = match self.rest.chars().next() {
@@ -146,6 +158,14 @@ impl EnvParser<'_> {
                     .find(|&(i, c)| c == '#' && raw[..i].ends_with([' ', '\t']))
                     .map_or(raw.len(), |(i, _)| i);
                 let raw = raw[..cut].trim_end_matches([' ', '\t']);
+                // `TEXT==`: the padded end of a base64 value wrapped over
+                // several lines, not a secret named TEXT.
+                if !raw.is_empty() && raw.bytes().all(|b| b == b'=') {
+                    return Err(self.err(
+                        start,
+                        "this looks like the end of a base64 value wrapped over several lines, not NAME=value: quote values that span lines (NAME=\"...\")",
+                    ));
+                }
                 let v = match self.expand {
                     true => self.expanded(raw, start)?,
                     false => Zeroizing::new(raw.to_owned()),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sealinit_core::bundle::{self, Entry, Header};
 use sealinit_core::secret::{SecretKey, SecretValue};
 
+pub mod api;
 pub mod webdriver;
 
 /// The path of a workspace binary (`sealinit`, `sealctl`) built into the

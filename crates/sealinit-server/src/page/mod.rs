@@ -11,14 +11,16 @@
 //!   own stylesheet), `frame-ancestors 'none'`, `no-referrer`, `nosniff`,
 //!   `no-store`, and HSTS over TLS ([`security_headers`]).
 
-mod session;
 mod view;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Form, FromRequest, FromRequestParts, Multipart, Path, Query, Request, State,
+};
+use axum::handler::Handler as _;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -32,23 +34,34 @@ use zeroize::Zeroizing;
 use sealinit_core::secret::SecretValue;
 use sealinit_store::SetOutcome;
 
-use crate::api::{AppState, Auth, Peer, Value};
+use crate::client::Peer;
 use crate::error::ApiError;
+use crate::input::{Value, new_value};
 use crate::scope::Action;
 use crate::service::{self, Caller, PutFlags};
-use session::{Current, Flash, same};
-pub use session::{LINK_LIFETIME, LoginLink, Sessions};
+use crate::session::{self, Current, Flash, same};
+pub use crate::session::{LINK_LIFETIME, LoginLink, Sessions};
+use crate::state::{ANONYMOUS_BODY_TIME, AppState, Auth, peer_of};
 use view::{Chrome, FormError};
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
+/// The largest sign-in form (a token and a CSRF token fit many times).
+const ANONYMOUS_BODY_LIMIT: usize = 16 * 1024;
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(home))
-        .route("/signin", post(signin))
+        .route(
+            "/signin",
+            post(signin).layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT)),
+        )
         .route("/signout", post(signout))
-        .route("/login/{code}", get(login_page).post(login))
+        .route(
+            "/login/{code}",
+            get(login_page).post(login.layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT))),
+        )
         .route("/static/sealinit.css", get(stylesheet))
         .route("/r", get(open_repo))
         .route("/r/{repo}", get(secrets_tab))
@@ -184,13 +197,6 @@ fn status_title(s: StatusCode) -> &'static str {
     }
 }
 
-fn peer_of(parts: &Parts) -> Peer {
-    parts.extensions.get::<Peer>().copied().unwrap_or(Peer {
-        ip: None,
-        tls: false,
-    })
-}
-
 /// A request of a signed-in browser.
 struct Signed {
     cur: Current,
@@ -294,9 +300,33 @@ impl<T: DeserializeOwned + Csrf + Send> FromRequest<AppState> for Posted<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
         let (mut parts, body) = req.into_parts();
         let signed = Signed::from_request_parts(&mut parts, state).await?;
+        if !same_origin(&parts.headers, signed.peer) {
+            return Err(PageError::Csrf);
+        }
         let f = form(Form::<T>::from_request(Request::from_parts(parts, body), state).await)?;
         signed.check(f.csrf())?;
         Ok(Self { signed, form: f })
+    }
+}
+
+/// A form posted before any session (sign-in): read in one of the few
+/// anonymous slots, within `ANONYMOUS_BODY_TIME`, or refused at once (503)
+/// or cut (408), so that it never holds what a signed-in request needs.
+struct AnonymousForm<T>(T);
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for AnonymousForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let _slot = state.anonymous_slot().map_err(PageError::Api)?;
+        match tokio::time::timeout(ANONYMOUS_BODY_TIME, Form::<T>::from_request(req, state)).await {
+            Ok(f) => form(f).map(Self),
+            Err(_) => Err(PageError::Api(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the form took too long to arrive; try again",
+            ))),
+        }
     }
 }
 
@@ -335,7 +365,7 @@ async fn home(
     axum::Extension(peer): axum::Extension<Peer>,
 ) -> Response {
     let Ok(signed) = signed else {
-        return signin_page(&headers, peer, StatusCode::OK, None);
+        return signin_page(&s, &headers, peer, StatusCode::OK, None);
     };
     match signed.run(&s, service::repos).await {
         Ok((repos, caller)) => page(
@@ -346,51 +376,87 @@ async fn home(
                 &repos,
             ),
         ),
-        Err(PageError::SignedOut) => signin_page(&headers, peer, StatusCode::OK, None),
+        Err(PageError::SignedOut) => signin_page(&s, &headers, peer, StatusCode::OK, None),
         Err(e) => e.into_response(),
     }
 }
 
-/// A form posted before any session: its CSRF token must repeat its
-/// cookie's.
-fn check_signin_csrf(headers: &HeaderMap, peer: Peer, csrf: Option<&str>) -> Result<(), PageError> {
+/// A form posted before any session: its CSRF token must be one this
+/// server issued, and repeat its cookie's; an `Origin`, if sent, must be
+/// this server's.
+fn check_signin_csrf(
+    s: &AppState,
+    headers: &HeaderMap,
+    peer: Peer,
+    csrf: Option<&str>,
+) -> Result<(), PageError> {
     match (
         csrf,
         session::cookie(headers, session::signin_cookie(peer.tls)),
     ) {
-        (Some(a), Some(b)) if same(a, b) => Ok(()),
+        (Some(a), Some(b))
+            if same(a, b) && s.signin_csrf.issued(a) && same_origin(headers, peer) =>
+        {
+            Ok(())
+        }
         _ => Err(PageError::Csrf),
+    }
+}
+
+/// Whether a form's request comes from this server's own pages: a
+/// browser's `Sec-Fetch-Site`, if sent, is `same-origin` (or `none`: typed
+/// by the user); an `Origin`, if sent and not `null` (which browsers send
+/// under `Referrer-Policy: no-referrer`), is this server as the browser
+/// sees it: the scheme (https through a trusted TLS proxy too) and the
+/// Host. The CSRF token is checked as well; this refuses a cross-site form
+/// before its token is even looked at.
+fn same_origin(headers: &HeaderMap, peer: Peer) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        if !matches!(site, "same-origin" | "none") {
+            return false;
+        }
+    }
+    match text(header::ORIGIN) {
+        None | Some("null") => true,
+        Some(origin) => {
+            let scheme = if peer.tls { "https" } else { "http" };
+            let host = text(header::HOST);
+            host.is_some()
+                && origin
+                    .strip_prefix(scheme)
+                    .and_then(|r| r.strip_prefix("://"))
+                    == host
+        }
     }
 }
 
 /// The sign-in form.
 fn signin_page(
+    s: &AppState,
     headers: &HeaderMap,
     peer: Peer,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    with_signin_csrf(headers, peer, |csrf| {
+    with_signin_csrf(s, headers, peer, |csrf| {
         page(status, view::signin(csrf, error))
     })
 }
 
 /// A page of a form posted before any session (sign-in), with its CSRF
-/// token, which a cookie of its own repeats (kept if the browser has a
-/// well-formed one, so several tabs can sign in).
+/// token, which a cookie of its own repeats (kept if the browser has one
+/// this server issued, so several tabs can sign in).
 fn with_signin_csrf(
+    s: &AppState,
     headers: &HeaderMap,
     peer: Peer,
     page: impl FnOnce(&str) -> Response,
 ) -> Response {
     let name = session::signin_cookie(peer.tls);
     let csrf = session::cookie(headers, name)
-        .filter(|t| {
-            t.len() == 43
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map_or_else(session::random_token, str::to_owned);
+        .filter(|t| s.signin_csrf.issued(t))
+        .map_or_else(|| s.signin_csrf.issue(), str::to_owned);
     let mut r = page(&csrf);
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -409,13 +475,13 @@ async fn signin(
     State(s): State<AppState>,
     axum::Extension(peer): axum::Extension<Peer>,
     headers: HeaderMap,
-    f: Result<Form<SigninForm>, FormRejection>,
+    AnonymousForm(f): AnonymousForm<SigninForm>,
 ) -> Result<Response, PageError> {
-    let f = form(f)?;
-    check_signin_csrf(&headers, peer, f.csrf.as_deref())?;
+    check_signin_csrf(&s, &headers, peer, f.csrf.as_deref())?;
     let token = Arc::new(Zeroizing::new(f.token.unwrap_or_default()));
     if token.trim().is_empty() {
         return Ok(signin_page(
+            &s,
             &headers,
             peer,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -427,6 +493,7 @@ async fn signin(
         Ok(_) => {}
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             return Ok(signin_page(
+                &s,
                 &headers,
                 peer,
                 StatusCode::UNAUTHORIZED,
@@ -436,7 +503,7 @@ async fn signin(
             ));
         }
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
-            let mut r = signin_page(&headers, peer, e.status, Some(&e.message));
+            let mut r = signin_page(&s, &headers, peer, e.status, Some(&e.message));
             if let Some(secs) = e.retry_after {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -485,7 +552,7 @@ async fn login_page(
     if !s.login.valid(&code) {
         return link_gone();
     }
-    with_signin_csrf(&headers, peer, |csrf| {
+    with_signin_csrf(&s, &headers, peer, |csrf| {
         page(StatusCode::OK, view::login_link(csrf, &code))
     })
 }
@@ -509,10 +576,9 @@ async fn login(
     axum::Extension(peer): axum::Extension<Peer>,
     headers: HeaderMap,
     Path(code): Path<String>,
-    f: Result<Form<CsrfOnly>, FormRejection>,
+    AnonymousForm(f): AnonymousForm<CsrfOnly>,
 ) -> Result<Response, PageError> {
-    let f = form(f)?;
-    check_signin_csrf(&headers, peer, f.csrf.as_deref())?;
+    check_signin_csrf(&s, &headers, peer, f.csrf.as_deref())?;
     if !s.login.take(&code) {
         return Ok(link_gone());
     }
@@ -622,8 +688,7 @@ async fn put_value(
     value: Option<Value>,
     flags: PutFlags,
 ) -> Result<SetOutcome, PageError> {
-    let value =
-        crate::api::new_value(signed.peer, value, None, None, "value").map_err(PageError::Api)?;
+    let value = new_value(signed.peer, value, None, None, "value").map_err(PageError::Api)?;
     let (r, n) = (repo.to_owned(), name.to_owned());
     signed
         .run(s, move |st, c| {
@@ -758,7 +823,7 @@ async fn import(
             .await;
         }
     };
-    let content = crate::api::new_value(
+    let content = new_value(
         signed.peer,
         Some(Value(SecretValue::from(std::mem::take(&mut *text)))),
         None,

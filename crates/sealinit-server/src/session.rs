@@ -28,6 +28,9 @@ pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 pub const IDLE: Duration = Duration::from_secs(3600);
 /// Sessions kept at most; the least recently used goes first.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one token at most; its own oldest goes first, so that no
+/// token can push another's sessions out.
+pub const MAX_PER_TOKEN: usize = 16;
 
 /// A random 256-bit token, base64url.
 pub fn random_token() -> String {
@@ -55,6 +58,8 @@ pub struct Flash {
 
 struct Session {
     token: Arc<Zeroizing<String>>,
+    /// The token's digest: whose session this is.
+    owner: [u8; 32],
     csrf: String,
     started: Instant,
     seen: Instant,
@@ -99,14 +104,26 @@ impl Sessions {
     pub fn start(&self, token: Arc<Zeroizing<String>>) -> String {
         let id = random_token();
         let now = Instant::now();
+        let owner = digest(token.as_str());
         let session = Session {
             token,
+            owner,
             csrf: random_token(),
             started: now,
             seen: now,
             flash: None,
         };
         if let Ok(mut map) = self.map.lock() {
+            let own: Vec<([u8; 32], Instant)> = map
+                .iter()
+                .filter(|(_, s)| s.owner == owner)
+                .map(|(k, s)| (*k, s.started))
+                .collect();
+            if own.len() >= MAX_PER_TOKEN {
+                if let Some((oldest, _)) = own.iter().min_by_key(|(_, started)| *started) {
+                    map.remove(oldest);
+                }
+            }
             if map.len() >= MAX_SESSIONS {
                 map.retain(|_, s| s.live(now));
             }
@@ -158,6 +175,64 @@ impl Sessions {
             .ok()?
             .get_mut(&current.key)
             .and_then(|s| s.flash.take())
+    }
+}
+
+/// The sign-in form's CSRF tokens, before any session: a random nonce and
+/// its HMAC under a key of this server (`NONCE.MAC`, base64url), repeated
+/// by a cookie (double submit). A token the server did not issue, or an
+/// empty one, is refused.
+pub struct SigninCsrf {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for SigninCsrf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigninCsrf(redacted)")
+    }
+}
+
+impl SigninCsrf {
+    pub fn new() -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut key[..]).expect("the kernel's random number generator failed");
+        Self { key }
+    }
+
+    fn mac(&self, nonce: &[u8]) -> [u8; 32] {
+        use hmac::{KeyInit, Mac};
+        let mut m = hmac::Hmac::<Sha256>::new_from_slice(&self.key[..])
+            .expect("HMAC takes a key of any length");
+        m.update(b"sealinit sign-in csrf\0");
+        m.update(nonce);
+        m.finalize().into_bytes().into()
+    }
+
+    pub fn issue(&self) -> String {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("the kernel's random number generator failed");
+        format!(
+            "{}.{}",
+            B64URL.encode(nonce),
+            B64URL.encode(self.mac(&nonce))
+        )
+    }
+
+    /// Whether this server issued `token`.
+    pub fn issued(&self, token: &str) -> bool {
+        let Some((nonce, mac)) = token.split_once('.') else {
+            return false;
+        };
+        match (B64URL.decode(nonce), B64URL.decode(mac)) {
+            (Ok(n), Ok(m)) if n.len() == 16 => bool::from(self.mac(&n).ct_eq(m.as_slice())),
+            _ => false,
+        }
+    }
+}
+
+impl Default for SigninCsrf {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
