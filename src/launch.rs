@@ -8,7 +8,7 @@
 //! 3. read the key from its fd (or `--key-file`, then unlinked) into locked
 //!    memory and close the fd;
 //! 4. read the bundle into locked memory (unlink it with --remove-bundle)
-//!    and open it in place; check --expect-label;
+//!    and open it in place; check --expect-label and --expect-repo;
 //! 5. drop the key (wiped) and scrub the stack;
 //! 6. build argv and envp, pointing into the decrypted buffer, check ARG_MAX;
 //! 7. run each `--setup` step, then fork and exec the command, waiting until
@@ -62,6 +62,9 @@ pub struct Options {
     pub remove_bundle: bool,
     /// Refuse a bundle whose authenticated label is not this.
     pub expect_label: Option<String>,
+    /// Refuse a bundle not minted from this repository (format version 2
+    /// names it; the label is the caller's choice, this is the store's).
+    pub expect_repo: Option<String>,
     /// Mask secret values in the output of the command and setup steps.
     pub mask: Option<MaskOptions>,
     /// `--ready-fd`: told `ready` once the command has exec'd, or `error
@@ -368,6 +371,18 @@ pub fn load_secrets(
             return Err(Error::Bundle {
                 path: path.to_owned(),
                 source: BundleError::LabelMismatch {
+                    expected: want.clone(),
+                    found,
+                },
+            });
+        }
+    }
+    if let Some(want) = &opts.expect_repo {
+        let found = opened.header().repo.clone();
+        if found.as_deref() != Some(want.as_str()) {
+            return Err(Error::Bundle {
+                path: path.to_owned(),
+                source: BundleError::RepoMismatch {
                     expected: want.clone(),
                     found,
                 },

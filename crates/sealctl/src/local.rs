@@ -61,6 +61,7 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
         &found.entries,
         &allow,
         Some(label.clone()),
+        Some(&label),
         Some(opts.ttl),
     )?;
     drop(found.entries);
@@ -97,6 +98,8 @@ fn launch(
         "--remove-bundle".into(),
         "--expect-label".into(),
         label.into(),
+        "--expect-repo".into(),
+        opts.repo.as_str().into(),
         "--key-fd".into(),
         KEY_FD.to_string().into(),
     ];

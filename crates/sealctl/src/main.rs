@@ -216,7 +216,8 @@ fn seal_rest(
             )
         }
     };
-    let (sealed, header) = write::seal_now(&key, &entries, &allow, label, ttl)?;
+    let repo = sealed_from.as_ref().map(|(_, repo, _)| repo.clone());
+    let (sealed, header) = write::seal_now(&key, &entries, &allow, label, repo.as_deref(), ttl)?;
     // A seal is a read of the values: on the record before anything is
     // written out.
     if let Some((mut store, repo, names)) = sealed_from {

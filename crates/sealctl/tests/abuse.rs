@@ -620,3 +620,64 @@ fn a_secret_named_import() {
     );
     assert_eq!(r.0, 200, "the old path, for one release: {:?}", r.1);
 }
+
+/// Point 13: the repository a bundle was minted from is bound into it by
+/// the service, whatever label the launch token asked for:
+/// `sealinit --expect-repo` refuses a bundle of another repository.
+#[test]
+fn a_bundle_names_the_repository_it_was_minted_from() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = StoreDir::new();
+    let o = env.run(
+        &["secrets", "set", "--repo", "acme/api", "TOKEN"],
+        Some(b"v1"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let launcher = token(&env, &["launch:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let r = Client::new(&server, Some(&launcher))
+        .post("/repos/acme%2Fapi/bundles", json!({"label": "other/x"}));
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    assert_eq!(
+        (r.1["label"].as_str(), r.1["repo"].as_str()),
+        (Some("other/x"), Some("acme/api"))
+    );
+    std::fs::write(
+        env.path("b.bundle"),
+        b64.decode(r.1["bundle"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let key = env.path("b.key");
+    let key_bytes = b64.decode(r.1["key"].as_str().unwrap()).unwrap();
+    let launch = |flag: &str, want: &str| {
+        // sealinit unlinks a key file once read: a new one each launch.
+        let _ = std::fs::remove_file(&key);
+        std::fs::write(&key, &key_bytes).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::process::Command::new(workspace_bin("sealinit"))
+            .args(["--bundle", env.path("b.bundle").to_str().unwrap()])
+            .args(["--key-file", key.to_str().unwrap(), flag, want])
+            .args(["sh", "-c", "printf %s \"$TOKEN\""])
+            .output()
+            .unwrap()
+    };
+    let o = launch("--expect-repo", "other/x");
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("minted from another repository"),
+        "{}",
+        stderr(&o)
+    );
+    let o = launch("--expect-repo", "acme/api");
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "v1"),
+        "{}",
+        stderr(&o)
+    );
+    // --expect-label keeps its meaning for existing callers.
+    let o = launch("--expect-label", "other/x");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -13,7 +13,10 @@ use zeroize::Zeroizing;
 use crate::secret::{SecretBuf, SecretKey, SecretValue};
 
 pub const MAGIC: &[u8; 8] = b"SEALINIT";
-pub const VERSION: u8 = 1;
+/// The newest format version this code reads and writes. A writer emits
+/// version 1 unless the header names a repository (version 2), so bundles
+/// without one still open in sealinit 0.1.
+pub const VERSION: u8 = 2;
 /// magic + version + header_len
 pub const PREFIX_LEN: usize = 13;
 pub const NONCE_LEN: usize = 24;
@@ -47,15 +50,31 @@ pub struct Header {
     pub expires: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Version 2: the repository the bundle was minted from, set by the
+    /// store or service (never by the caller who asks for the bundle), so
+    /// that `sealinit --expect-repo` can check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
 }
 
 impl Header {
     pub fn new(created: u64, expires: Option<u64>, label: Option<String>) -> Self {
         Self {
-            version: VERSION,
+            version: 1,
             created,
             expires,
             label,
+            repo: None,
+        }
+    }
+
+    /// The same header naming the repository it was minted from
+    /// (format version 2).
+    pub fn with_repo(self, repo: impl Into<String>) -> Self {
+        Self {
+            version: 2,
+            repo: Some(repo.into()),
+            ..self
         }
     }
 
@@ -116,6 +135,14 @@ pub enum BundleError {
         found.as_ref().map_or("absent".to_owned(), |f| format!("{f:?}"))
     )]
     LabelMismatch {
+        expected: String,
+        found: Option<String>,
+    },
+    #[error(
+        "repository is {}, not the expected {expected:?}: this bundle was minted from another repository",
+        found.as_ref().map_or("not named (the bundle was not minted from a repository)".to_owned(), |f| format!("{f:?}"))
+    )]
+    RepoMismatch {
         expected: String,
         found: Option<String>,
     },
@@ -215,10 +242,20 @@ pub fn validate_name(name: &[u8]) -> Result<(), PayloadError> {
 }
 
 fn check_label(header: &Header) -> Result<(), BundleError> {
-    match &header.label {
-        Some(l) if l.len() > MAX_LABEL_LEN => Err(BundleError::HeaderInvalid(format!(
-            "label is longer than {MAX_LABEL_LEN} bytes"
-        ))),
+    for (what, text) in [("label", &header.label), ("repo", &header.repo)] {
+        if text.as_ref().is_some_and(|t| t.len() > MAX_LABEL_LEN) {
+            return Err(BundleError::HeaderInvalid(format!(
+                "{what} is longer than {MAX_LABEL_LEN} bytes"
+            )));
+        }
+    }
+    match (header.version, &header.repo) {
+        (1, Some(_)) => Err(BundleError::HeaderInvalid(
+            "a version 1 header names no repository".into(),
+        )),
+        (2, None) => Err(BundleError::HeaderInvalid(
+            "a version 2 header names its repository".into(),
+        )),
         _ => Ok(()),
     }
 }
@@ -298,7 +335,7 @@ pub fn seal(
     let total = PREFIX_LEN + header_json.len() + NONCE_LEN + payload_len + TAG_LEN;
     let mut out = Zeroizing::new(Vec::with_capacity(total));
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(header.version);
     out.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
     out.extend_from_slice(&header_json);
     let aad_end = out.len();
@@ -362,7 +399,7 @@ pub fn parse(bytes: &[u8]) -> Result<Layout, BundleError> {
     };
     match version {
         0 => return Err(BundleError::VersionZero),
-        VERSION => {}
+        1..=VERSION => {}
         v => return Err(BundleError::NewerVersion(v)),
     }
     let Some(len_bytes) = bytes.get(9..PREFIX_LEN) else {
@@ -637,7 +674,7 @@ mod tests {
         let header = serde_json::to_vec(&Header::new(1, None, None)).unwrap();
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(1);
         out.extend_from_slice(&(header.len() as u32).to_le_bytes());
         out.extend_from_slice(&header);
         let aad_end = out.len();
@@ -747,8 +784,11 @@ mod tests {
     #[test]
     fn format_errors_are_told_apart() {
         let mut b = sample();
-        b[8] = 2;
-        assert_eq!(parse(&b).unwrap_err(), BundleError::NewerVersion(2));
+        b[8] = VERSION + 1;
+        assert_eq!(
+            parse(&b).unwrap_err(),
+            BundleError::NewerVersion(VERSION + 1)
+        );
         b[8] = 0;
         assert_eq!(parse(&b).unwrap_err(), BundleError::VersionZero);
         assert_eq!(
@@ -771,7 +811,7 @@ mod tests {
         let json = r#"{"version":1,"created":5}"#;
         let mut bytes = Vec::new();
         bytes.extend_from_slice(MAGIC);
-        bytes.push(VERSION);
+        bytes.push(1);
         bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(json.as_bytes());
         bytes.resize(bytes.len() + NONCE_LEN + MAX_PAYLOAD_LEN + 1 + TAG_LEN, 0);
@@ -788,7 +828,7 @@ mod tests {
         let mk = |json: &str, bytes: &mut Vec<u8>| {
             bytes.clear();
             bytes.extend_from_slice(MAGIC);
-            bytes.push(VERSION);
+            bytes.push(json.as_bytes()[11] - b'0');
             bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
             bytes.extend_from_slice(json.as_bytes());
             bytes.extend_from_slice(&[0; NONCE_LEN + COUNT_LEN + TAG_LEN]);
@@ -799,6 +839,26 @@ mod tests {
         assert!(err.contains("unknown, missing or mistyped member"), "{err}");
         assert!(!err.contains("only_on"), "{err}");
         mk(r#"{"version":2,"created":5}"#, &mut bytes);
+        assert!(
+            parse(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("names its repository")
+        );
+        mk(r#"{"version":1,"created":5,"repo":"acme/api"}"#, &mut bytes);
+        assert!(
+            parse(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("names no repository")
+        );
+        mk(r#"{"version":2,"created":5,"repo":"acme/api"}"#, &mut bytes);
+        assert_eq!(
+            parse(&bytes).unwrap().header.repo.as_deref(),
+            Some("acme/api")
+        );
+        mk(r#"{"version":2,"created":5,"repo":"acme/api"}"#, &mut bytes);
+        bytes[8] = 1;
         assert!(parse(&bytes).unwrap_err().to_string().contains("differs"));
         mk(
             r#"{"version":1,"created":5,"expires":null,"label":null}"#,

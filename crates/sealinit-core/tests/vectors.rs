@@ -95,7 +95,7 @@ fn vectors_open_as_expected() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 7, "all vectors present");
+    assert_eq!(checked, 8, "all vectors present");
 }
 
 struct Spec {
@@ -144,7 +144,15 @@ fn specs() -> Vec<Spec> {
         header: Header::new(1_795_900_000, Some(1_795_903_600), Some("acme/api".into())),
         entries: vec![("API_TOKEN", b"tok-123".to_vec())],
     };
-    vec![basic, rich, empty, expired]
+    // Format version 2: the header names the repository it was minted from.
+    let repo = Spec {
+        name: "repo",
+        key: [0x5c; 32],
+        nonce: [0x22; 24],
+        header: Header::new(1_795_900_000, None, Some("launch-42".into())).with_repo("acme/api"),
+        entries: vec![("API_TOKEN", b"tok-123".to_vec())],
+    };
+    vec![basic, rich, empty, expired, repo]
 }
 
 fn write_vector(name: &str, key: &[u8], sealed: &[u8], expected: &str) {
@@ -202,7 +210,7 @@ fn regenerate() {
         "# expect: error authentication\n",
     );
     let mut newer = sealed;
-    newer[8] = 2;
+    newer[8] = bundle::VERSION + 1;
     write_vector(
         "newer-version",
         &key,

@@ -390,6 +390,7 @@ async fn mint(
         "bundle": B64.encode(&m.bundle),
         "key": B64.encode(m.key.expose()),
         "label": m.label,
+        "repo": m.repo,
         "created_at": sealinit_core::time::rfc3339(m.created_at),
         "expires_at": m.expires_at.map(sealinit_core::time::rfc3339),
         "names": m.names,

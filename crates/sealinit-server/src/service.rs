@@ -93,6 +93,8 @@ pub struct Minted {
     pub bundle: Vec<u8>,
     pub key: SecretKey,
     pub label: String,
+    /// The repository, as bound into the bundle.
+    pub repo: String,
     /// Unix seconds.
     pub created_at: u64,
     pub expires_at: Option<u64>,
@@ -374,7 +376,9 @@ pub fn mint(
     let label = label.unwrap_or_else(|| found.repo.clone());
     let now = sealinit_core::time::now();
     let expires = ttl.map(|t| now.saturating_add(t.as_secs()));
-    let header = Header::new(now, expires, Some(label.clone()));
+    // The repository is bound into the bundle by the service, whatever the
+    // caller chose as its label (`sealinit --expect-repo` checks it).
+    let header = Header::new(now, expires, Some(label.clone())).with_repo(found.repo.clone());
     let key = SecretKey::generate().map_err(|_| ApiError::internal())?;
     let mut nonce = [0u8; bundle::NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|_| ApiError::internal())?;
@@ -387,6 +391,7 @@ pub fn mint(
             bundle: sealed,
             key,
             label,
+            repo: found.repo.clone(),
             created_at: now,
             expires_at: expires,
             names: names_versions.into_iter().map(|(n, _)| n).collect(),

@@ -49,6 +49,9 @@ options:
                        read-only mount, is only a warning)
   --expect-label TEXT  refuse a bundle whose label is not TEXT (env
                        SEALINIT_EXPECT_LABEL)
+  --expect-repo REPO   refuse a bundle not minted from REPO (the store binds
+                       it; a label is whatever the minting token chose)
+                       (env SEALINIT_EXPECT_REPO)
   --ready-fd N         once COMMAND has been exec'd, write 'ready' and a
                        newline to descriptor N (3 and above) and close it; if
                        sealinit fails before that, 'error CODE REASON'
@@ -99,6 +102,9 @@ pub fn parse(
     let mut keep_fds = Vec::new();
     let mut remove_bundle = false;
     let mut expect_label = env("SEALINIT_EXPECT_LABEL")
+        .map(|v| text(&v).map(str::to_owned))
+        .transpose()?;
+    let mut expect_repo = env("SEALINIT_EXPECT_REPO")
         .map(|v| text(&v).map(str::to_owned))
         .transpose()?;
     let mut mask = match env("SEALINIT_MASK").as_ref().and_then(|v| v.to_str()) {
@@ -164,6 +170,9 @@ pub fn parse(
             Long("expect-label") => {
                 expect_label = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
             }
+            Long("expect-repo") => {
+                expect_repo = Some(text(&p.value().map_err(|e| e.to_string())?)?.to_owned())
+            }
             Long("setup") => setup.push(text(&p.value().map_err(|e| e.to_string())?)?.to_owned()),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
@@ -222,6 +231,7 @@ pub fn parse(
             keep_fds,
             remove_bundle,
             expect_label,
+            expect_repo,
             mask,
             ready_fd,
             command,
