@@ -101,6 +101,9 @@ pub struct Supervisor {
     own_group: Option<libc::pid_t>,
     /// Signals taken before any child ran, forwarded to the first one.
     deferred: VecDeque<c_int>,
+    /// Where signals go instead of the supervised child (see
+    /// [`Supervisor::forward_to`]).
+    signal_target: Option<libc::pid_t>,
     /// `--mask`: the output proxy.
     pump: Option<Pump>,
 }
@@ -136,6 +139,7 @@ impl Supervisor {
             started: Vec::new(),
             own_group: None,
             deferred: VecDeque::new(),
+            signal_target: None,
             pump: None,
         })
     }
@@ -213,6 +217,13 @@ impl Supervisor {
         if setup.new_process_group || setup.session_on.is_some() {
             self.own_group = Some(pid);
         }
+    }
+
+    /// Forwards signals to `pid` rather than to the supervised child: for a
+    /// sandbox runner (bubblewrap) that does not forward them itself and
+    /// runs the real command, in its own PID namespace, as `pid`.
+    pub fn forward_to(&mut self, pid: libc::pid_t) {
+        self.signal_target = Some(pid);
     }
 
     /// The stop signal received so far, if any.
@@ -474,6 +485,7 @@ impl Supervisor {
                 return;
             }
         }
+        let child = self.signal_target.unwrap_or(child);
         let target = if self.policy.process_group {
             -child
         } else {

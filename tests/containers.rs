@@ -235,9 +235,12 @@ fn runc_exit_is_prompt_when_background_work_lingers() {
 #[test]
 fn bwrap_passes_the_key_fd_and_runs_sealinit_as_pid_1() {
     let fx = Fixture::new(&[("TOKEN", b"bwrap-secret")]);
-    let script = r#"exec bwrap --unshare-pid --as-pid-1 --die-with-parent --ro-bind / / --proc /proc --dev /dev --tmpfs /run \
-        --ro-bind "$1" /run/sealinit.bundle \
-        "$2" --bundle /run/sealinit.bundle -- sh -c 'echo ${#TOKEN} $$; cat /proc/1/comm; ls /proc/$$/fd; exit 5' 3<"$3""#;
+    // The README's shape: nothing of the host but /usr, the key on a pipe.
+    let script = r#"cat "$3" | bwrap --unshare-all --as-pid-1 --die-with-parent \
+        --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+        --proc /proc --dev /dev --tmpfs /tmp --tmpfs /run \
+        --ro-bind "$1" /run/sealinit.bundle --ro-bind "$2" /init \
+        /init --bundle /run/sealinit.bundle -- sh -c 'echo ${#TOKEN} $$; cat /proc/1/comm; ls /proc/$$/fd; exit 5' 3<&0 0</dev/null"#;
     let o = Command::new("sh")
         .args(["-c", script, "sh"])
         .arg(&fx.bundle)
@@ -247,7 +250,7 @@ fn bwrap_passes_the_key_fd_and_runs_sealinit_as_pid_1() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "12 2\nsealinit\n0\n1\n2\n");
+    assert_eq!(stdout(&o), "12 2\ninit\n0\n1\n2\n");
 }
 
 #[test]

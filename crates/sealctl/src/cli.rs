@@ -467,8 +467,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: String,
     /// Run sealinit as PID 1 of a new PID namespace
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sandbox")]
     pub pid_namespace: bool,
+    /// Run in a bubblewrap sandbox that holds nothing of this machine's but
+    /// /usr (read-only): new namespaces, loopback-only network, a fresh
+    /// /proc, /dev, /tmp and /run, a cleared environment, sealinit as PID 1
+    #[arg(long)]
+    pub sandbox: bool,
+    /// With --sandbox: keep the host's network
+    #[arg(long, requires = "sandbox")]
+    pub share_net: bool,
+    /// With --sandbox: bind this host directory read-write at the same path
+    /// (repeatable); the command starts in the first
+    #[arg(long, value_name = "DIR", requires = "sandbox")]
+    pub bind: Vec<PathBuf>,
     /// The sealinit binary [default: next to sealctl, else on PATH]
     #[arg(long, value_name = "PATH")]
     pub sealinit: Option<PathBuf>,

@@ -11,5 +11,6 @@ pub mod error;
 pub mod import;
 pub mod local;
 pub mod remote;
+pub mod sandbox;
 pub mod stores;
 pub mod write;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::error::{Error, InitError, Result};
+use crate::sandbox::Sandbox;
 use crate::write;
 use sealinit::supervisor::{Policy, Supervisor};
 use sealinit_core::secret::SecretKey;
@@ -35,6 +36,8 @@ pub struct RunOptions {
     /// sealinit to run; default: next to this executable, else on `PATH`.
     pub sealinit: Option<PathBuf>,
     pub pid_namespace: bool,
+    /// Run under bubblewrap (`--sandbox`).
+    pub sandbox: Option<Sandbox>,
     /// Lifetime of the one-use bundle.
     pub ttl: Duration,
     pub allow_names: Vec<String>,
@@ -75,6 +78,9 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
 /// for `sealctl --server URL run`).
 pub fn run_bundle(sealed: &[u8], key: SecretKey, label: &str, opts: &RunOptions) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
+    if let Some(sandbox) = &opts.sandbox {
+        return launch_sandbox(&sealinit, sealed, key, label, sandbox, opts);
+    }
     let bundle_path = write_private_bundle(sealed)?;
     debug!(bundle = %bundle_path.display(), "one-use bundle written");
 
@@ -85,13 +91,8 @@ pub fn run_bundle(sealed: &[u8], key: SecretKey, label: &str, opts: &RunOptions)
     outcome
 }
 
-fn launch(
-    sealinit: &Path,
-    bundle: &Path,
-    key: SecretKey,
-    label: &str,
-    opts: &RunOptions,
-) -> Result<i32> {
+/// sealinit's arguments for a bundle at `bundle` (in its view).
+fn sealinit_args(bundle: &Path, label: &str, opts: &RunOptions) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--bundle".into(),
         bundle.into(),
@@ -106,6 +107,40 @@ fn launch(
     args.extend(opts.sealinit_args.iter().cloned());
     args.push("--".into());
     args.extend(opts.command.iter().cloned());
+    args
+}
+
+/// sealctl's environment without its own configuration: no `SEALCTL_*`
+/// variable (the store, the master key's path, the service and its token)
+/// reaches the command.
+fn child_environment() -> Vec<std::ffi::CString> {
+    sys::environment()
+        .into_iter()
+        .filter(|kv| !kv.to_bytes().starts_with(b"SEALCTL_"))
+        .map(std::ffi::CStr::to_owned)
+        .collect()
+}
+
+/// Puts the key in a pipe (32 bytes fit its buffer) whose read end is left
+/// on fd 3 for sealinit.
+fn key_on_fd3(key: SecretKey) -> Result<()> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::os("creating the key pipe", e))?;
+    std::fs::File::from(wr)
+        .write_all(key.expose())
+        .map_err(|e| Error::os("writing the key pipe", e))?;
+    drop(key);
+    sys::move_onto(rd, KEY_FD).map_err(|e| Error::os("moving the key pipe to fd 3", e))
+}
+
+fn launch(
+    sealinit: &Path,
+    bundle: &Path,
+    key: SecretKey,
+    label: &str,
+    opts: &RunOptions,
+) -> Result<i32> {
+    let args = sealinit_args(bundle, label, opts);
 
     let supervisor = if opts.pid_namespace {
         sys::unshare_pid_namespace().map_err(|e| Error::os("entering a new PID namespace", e))?;
@@ -114,19 +149,17 @@ fn launch(
         None
     };
 
-    // The key goes through a pipe (32 bytes fit its buffer), then only the
-    // read end is left, on fd 3.
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::os("creating the key pipe", e))?;
-    std::fs::File::from(wr)
-        .write_all(key.expose())
-        .map_err(|e| Error::os("writing the key pipe", e))?;
-    drop(key);
-    sys::move_onto(rd, KEY_FD).map_err(|e| Error::os("moving the key pipe to fd 3", e))?;
+    key_on_fd3(key)?;
 
     let shown = sealinit.display().to_string();
     let Some(mut supervisor) = supervisor else {
-        let err = std::process::Command::new(sealinit).args(&args).exec();
+        let mut cmd = std::process::Command::new(sealinit);
+        for (name, _) in std::env::vars_os() {
+            if name.as_bytes().starts_with(b"SEALCTL_") {
+                cmd.env_remove(name);
+            }
+        }
+        let err = cmd.args(&args).exec();
         return Err(exec_error(shown, err));
     };
 
@@ -135,8 +168,8 @@ fn launch(
         .map(|a| sys::arg_cstring(a.as_bytes()))
         .collect();
     let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
-    // sealctl's own environment, used in place (it holds no secret).
-    let envp: CStrArray<'_> = sys::environment().into_iter().collect();
+    let env = child_environment();
+    let envp: CStrArray<'_> = env.iter().map(CString::as_c_str).collect();
     let setup = ChildSetup {
         mount_proc: true,
         ..ChildSetup::default()
@@ -159,6 +192,95 @@ fn launch(
     Ok(status.code())
 }
 
+/// `--sandbox`: bubblewrap runs sealinit as the PID 1 of a sandbox that
+/// holds nothing of the orchestrator's (see [`crate::sandbox`]); sealctl
+/// stays, forwards signals to sealinit, and passes on the exit status.
+fn launch_sandbox(
+    sealinit: &Path,
+    sealed: &[u8],
+    key: SecretKey,
+    label: &str,
+    sandbox: &Sandbox,
+    opts: &RunOptions,
+) -> Result<i32> {
+    use std::io::{Read, Seek};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let bwrap = on_path("bwrap").ok_or_else(|| {
+        Error::from(InitError::CommandNotFound {
+            command: "bwrap (--sandbox runs the command under bubblewrap: install it, e.g. apt-get install bubblewrap)".into(),
+        })
+    })?;
+    let mut supervisor = Supervisor::new(Policy::default())?;
+    key_on_fd3(key)?;
+    // The bundle, from an unlinked private file that bwrap copies into the
+    // sandbox's tmpfs; sealinit unlinks that copy once read.
+    let out_err = |source| Error::Output {
+        path: runtime_dir(),
+        source,
+    };
+    let mut file = tempfile::tempfile_in(runtime_dir()).map_err(out_err)?;
+    file.write_all(sealed).map_err(out_err)?;
+    file.rewind().map_err(out_err)?;
+    let bundle = OwnedFd::from(file);
+    let bundle_fd = bundle.as_raw_fd();
+    sys::move_onto(bundle, bundle_fd).map_err(|e| Error::os("passing the bundle to bwrap", e))?;
+    let (info_rd, info_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::os("creating bwrap's info pipe", e))?;
+    let info_fd = info_wr.as_raw_fd();
+    sys::move_onto(info_wr, info_fd).map_err(|e| Error::os("passing bwrap's info pipe", e))?;
+
+    let mut args = sandbox.bwrap_args(sealinit, bundle_fd, info_fd);
+    args.extend(sealinit_args(
+        Path::new(crate::sandbox::BUNDLE),
+        label,
+        opts,
+    ));
+    let argv_owned: Vec<CString> = std::iter::once(bwrap.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| sys::arg_cstring(a.as_bytes()))
+        .collect();
+    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
+    let env = child_environment();
+    let envp: CStrArray<'_> = env.iter().map(CString::as_c_str).collect();
+    let setup = ChildSetup::default();
+    let shown = bwrap.display().to_string();
+    let pid = sys::spawn(
+        &argv_owned[..1],
+        &argv,
+        &envp,
+        supervisor.child_mask(),
+        setup,
+    )
+    .map_err(|e| match e {
+        SpawnError::Os(e) => Error::os("starting bwrap", e),
+        SpawnError::Exec(e) => exec_error(shown, e),
+    })?;
+    supervisor.started(pid, &setup);
+    for fd in [KEY_FD, bundle_fd, info_fd] {
+        drop(sys::take_inherited_fd(fd));
+    }
+    // bwrap names sealinit's pid once the sandbox is up (or closes the
+    // pipe if it fails first).
+    let mut info = Vec::new();
+    let mut reader = std::fs::File::from(info_rd);
+    let mut chunk = [0u8; 512];
+    while let Ok(n) = reader.read(&mut chunk) {
+        if n == 0 || info.len() > 64 * 1024 {
+            break;
+        }
+        info.extend_from_slice(&chunk[..n]);
+        if let Some(child) = crate::sandbox::child_pid(&info) {
+            debug!(pid = child, "sandbox up");
+            supervisor.forward_to(child);
+            break;
+        }
+    }
+    drop(reader);
+    let status = supervisor.supervise(pid)?;
+    supervisor.finish()?;
+    Ok(status.code())
+}
+
 fn exec_error(command: String, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::NotFound => InitError::CommandNotFound { command },
@@ -176,14 +298,7 @@ fn find_sealinit(given: Option<&Path>) -> Result<PathBuf> {
         .ok()
         .map(|exe| exe.with_file_name("sealinit"))
         .filter(|p| p.is_file());
-    let on_path = || {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("sealinit"))
-                .find(|p| p.is_file())
-        })
-    };
-    sibling.or_else(on_path).ok_or_else(|| {
+    sibling.or_else(|| on_path("sealinit")).ok_or_else(|| {
         InitError::CommandNotFound {
             command: "sealinit (looked next to sealctl and on PATH; pass --sealinit PATH)".into(),
         }
@@ -191,13 +306,27 @@ fn find_sealinit(given: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
-/// Writes the bundle to a new 0600 file in `$XDG_RUNTIME_DIR` (usually a
-/// tmpfs) or the temporary directory, and returns its path.
-fn write_private_bundle(sealed: &[u8]) -> Result<PathBuf> {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+/// `name` in a directory of `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `$XDG_RUNTIME_DIR` (usually a tmpfs) or the temporary directory.
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Writes the bundle to a new 0600 file in [`runtime_dir`], and returns
+/// its path.
+fn write_private_bundle(sealed: &[u8]) -> Result<PathBuf> {
+    let dir = runtime_dir();
     let out_err = |source| Error::Output {
         path: dir.clone(),
         source,

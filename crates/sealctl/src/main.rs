@@ -859,6 +859,10 @@ fn run(mut args: RunArgs) -> Result<()> {
         repo: args.repo,
         sealinit: args.sealinit,
         pid_namespace: args.pid_namespace,
+        sandbox: args.sandbox.then(|| sealctl::sandbox::Sandbox {
+            share_net: args.share_net,
+            binds: args.bind.clone(),
+        }),
         ttl: args.ttl,
         allow_names: args.allow_name,
         allow_empty: args.allow_empty,
