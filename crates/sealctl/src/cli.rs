@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// as admin (within 15 minutes of the start)
     #[arg(long)]
     pub login_link: bool,
+    /// The longest lifetime a minted bundle may have (a bundle opens for
+    /// whoever holds it and its key until it expires)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = sealinit_core::time::parse_duration)]
+    pub max_bundle_ttl: Duration,
     /// On SIGTERM, how long requests in flight may still take
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sealinit_core::time::parse_duration)]
     pub shutdown_timeout: Duration,

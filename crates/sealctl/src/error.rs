@@ -57,7 +57,8 @@ impl Error {
                 StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
                 StoreError::ProductionCredential { .. }
                 | StoreError::StaleKeyId { .. }
-                | StoreError::SealedValueInvalid { .. } => exit::DATA,
+                | StoreError::SealedValueInvalid { .. }
+                | StoreError::EmptyValue { .. } => exit::DATA,
                 StoreError::NoSuchToken { .. } => exit::NO_INPUT,
                 StoreError::WrongMasterKey { .. }
                 | StoreError::DataKeyUnavailable { .. }

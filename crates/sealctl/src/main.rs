@@ -402,6 +402,7 @@ fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<
         request_timeout: args.request_timeout,
         shutdown_timeout: args.shutdown_timeout,
         login_link: args.login_link,
+        max_bundle_ttl: args.max_bundle_ttl,
         ..sealinit_server::Config::default()
     };
     sealinit_server::run(config, stores).map_err(Error::from)
@@ -671,6 +672,9 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             json,
         } => {
             sealinit_store::validate_repo(&repo)?;
+            // A whole file says NAME= on purpose; a single value may not be
+            // empty without --allow-empty.
+            let from_file = from_env_file.is_some() || from_json.is_some();
             let entries = match (name, from_env_file, from_json) {
                 (_, Some(path), _) => import::from_env_file(&path, expand)?,
                 (_, None, Some(path)) => import::from_json_file(&path)?,
@@ -687,6 +691,7 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
                     allow_names: &allow_name,
                     if_version,
                     allow_production: &allow_production,
+                    allow_empty: allow_empty || from_file,
                 },
             )?;
             for d in &done {

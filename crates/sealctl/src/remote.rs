@@ -130,9 +130,22 @@ impl Remote {
         if (200..300).contains(&status) {
             return Ok(doc);
         }
-        let message = doc["error"]["message"]
+        let mut message = doc["error"]["message"]
             .as_str()
             .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+        // The service words its refusals in API fields; say which flag of
+        // sealctl's asks for the same.
+        let allow = &doc["error"]["allow"];
+        let name = allow["name"].as_str().unwrap_or("");
+        let flag = match allow["field"].as_str() {
+            Some("allow_name") => Some(format!("--allow-name {name}")),
+            Some("allow_production") => Some(format!("--allow-production {name}")),
+            Some("allow_empty") => Some("--allow-empty".to_owned()),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            message.push_str(&format!(" (with sealctl: {flag})"));
+        }
         Err(Error::Remote { status, message })
     }
 
@@ -171,11 +184,13 @@ impl Remote {
         allow_name: bool,
     ) -> Result<Value> {
         let (enc, key_id) = self.seal_to(repo, value)?;
+        // An empty value got here only with --allow-empty.
         self.call(
             "PUT",
             &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
             Some(json!({"encrypted_value": enc, "key_id": key_id,
-                "allow_production": allow_production, "allow_name": allow_name})),
+                "allow_production": allow_production, "allow_name": allow_name,
+                "allow_empty": value.is_empty()})),
             if_version,
         )
     }

@@ -621,8 +621,35 @@ fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run_on
         m * 60 + s
     };
     assert_eq!((secs(&expires) - secs(&created)).rem_euclid(3600), 300);
-    let (_, expires) = expiry(&["--ttl", "none"]);
-    assert!(expires.is_null());
+    match env.backend {
+        // A service caps every mint (--max-bundle-ttl, 1 h by default).
+        Backend::Service => {
+            let o = env.run(
+                &[
+                    "seal",
+                    "--repo",
+                    "acme/api",
+                    "--out",
+                    "b3",
+                    "--key-out",
+                    "k3",
+                    "--ttl",
+                    "none",
+                ],
+                None,
+            );
+            assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("longest bundle lifetime, 3600 s"),
+                "{}",
+                stderr(&o)
+            );
+        }
+        _ => {
+            let (_, expires) = expiry(&["--ttl", "none"]);
+            assert!(expires.is_null());
+        }
+    }
     let help = env.run(&["seal", "--help"], None);
     assert!(
         stdout(&help).contains("5m with --repo, as `run`"),

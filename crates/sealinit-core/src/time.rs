@@ -42,22 +42,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "invalid duration {s:?}: use a positive number and a unit s, m, h or d (e.g. 30s, 15m, 2h, 7d)"
+            "invalid duration {s:?}: use whole seconds (90) or numbers with units s, m, h, d (30s, 15m, 1h30m, 7d)"
         )
     };
-    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = s.split_at(unit_at);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    match n.checked_mul(mult) {
-        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-        _ => Err(bad()),
+    // Bare whole seconds, as API clients send them.
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            _ => Err(bad()),
+        };
+    }
+    // Compound: 1h30m, 2d12h; units in decreasing order, each once.
+    let (mut total, mut rest, mut last) = (0u64, s, u64::MAX);
+    while !rest.is_empty() {
+        let unit_at = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (num, after) = rest.split_at(unit_at);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult = match after.as_bytes()[0] {
+            b's' => 1,
+            b'm' => 60,
+            b'h' => 3_600,
+            b'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        if mult >= last {
+            return Err(bad());
+        }
+        last = mult;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &after[1..];
+    }
+    match total {
+        0 => Err(bad()),
+        secs => Ok(Duration::from_secs(secs)),
     }
 }
 
@@ -79,10 +99,15 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("2d1h1m1s"), Ok(Duration::from_secs(176_461)));
+        for bad in ["1m1h", "1h1h", "0", "0s", "h", "1h30", "1x", "-5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
         for bad in [
             "",
             "s",
-            "10",
             "0s",
             "-5s",
             "1.5h",

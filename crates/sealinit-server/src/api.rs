@@ -164,7 +164,7 @@ async fn get_secret(
             service::get_secret(st, caller, &repo, &name)
         })
         .await?;
-    Ok(Json(r).into_response())
+    Ok((etag(r.version), Json(r)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -179,21 +179,38 @@ struct PutBody {
     /// on the secret, so later bundles honour it.
     #[serde(default)]
     allow_name: bool,
+    /// Store an empty value (refused otherwise).
+    #[serde(default)]
+    allow_empty: bool,
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+/// `If-Match`: `"N"` or `W/"N"` (the ETag of version N), the bare number
+/// as before, `"0"` for "must not exist yet", or `*` for "must exist".
+fn if_match(headers: &HeaderMap) -> Result<Option<service::IfMatch>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    v.to_str()
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(Some(service::IfMatch::Exists));
+    }
+    text.strip_prefix("W/")
+        .unwrap_or(text)
+        .trim_matches('"')
+        .parse::<i64>()
         .ok()
-        .map(|s| s.trim().trim_matches('"'))
-        .and_then(|s| s.parse::<i64>().ok())
         .filter(|n| *n >= 0)
-        .map(Some)
+        .map(|n| Some(service::IfMatch::Version(n)))
         .ok_or_else(|| {
-            ApiError::bad_request("If-Match takes a version number (0: must not exist yet)")
+            ApiError::bad_request(
+                "If-Match takes the secret's ETag (\"N\" or W/\"N\", N its version; \"0\": must not exist yet) or * (must exist)",
+            )
         })
+}
+
+/// A secret's ETag: its version.
+fn etag(version: i64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
 }
 
 async fn put_secret(
@@ -218,6 +235,7 @@ async fn put_secret(
                     if_version,
                     allow_production: body.allow_production,
                     allow_name: body.allow_name,
+                    allow_empty: body.allow_empty,
                 },
             )
         })
@@ -227,7 +245,7 @@ async fn put_secret(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(done)).into_response())
+    Ok((status, etag(done.version), Json(done)).into_response())
 }
 
 async fn delete_repo(
@@ -355,11 +373,20 @@ async fn public_key(
     Ok(Json(serde_json::json!({"key_id": key_id, "key": B64.encode(key)})).into_response())
 }
 
+/// A lifetime as clients send it: whole seconds, or text (`90`, `15m`,
+/// `1h30m`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MintBody {
     label: Option<String>,
-    ttl: Option<String>,
+    ttl: Option<Ttl>,
     /// Mint an empty bundle for a repository without secrets.
     #[serde(default)]
     allow_empty: bool,
@@ -371,14 +398,23 @@ async fn mint(
     Params(repo): Params<String>,
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Response, ApiError> {
-    let ttl = match body.ttl.as_deref() {
-        None => Some(Duration::from_secs(300)),
-        Some("none") => None,
-        Some(t) => Some(
-            sealinit_core::time::parse_duration(t)
-                .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
-        ),
+    let max = s.max_bundle_ttl;
+    let ttl = match body.ttl {
+        None => Duration::from_secs(300).min(max),
+        Some(Ttl::Seconds(0)) => return Err(ApiError::bad_request("ttl must be positive")),
+        Some(Ttl::Seconds(n)) => Duration::from_secs(n),
+        Some(Ttl::Text(t)) if t == "none" => Duration::MAX,
+        Some(Ttl::Text(t)) => sealinit_core::time::parse_duration(&t)
+            .map_err(|e| ApiError::bad_request(format!("ttl: {e}")))?,
     };
+    if ttl > max {
+        return Err(ApiError::unprocessable(format!(
+            "ttl is over this server's longest bundle lifetime, {} s: a bundle opens for whoever holds it and its key until it expires; ask for {} s or less",
+            max.as_secs(),
+            max.as_secs()
+        )));
+    }
+    let ttl = Some(ttl);
     let (m, record) = s
         .run(auth, move |st, caller| {
             service::mint(st, caller, &repo, body.label, ttl, body.allow_empty)

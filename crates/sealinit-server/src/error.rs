@@ -17,6 +17,9 @@ pub struct ApiError {
     pub field: Option<Field>,
     /// The production-credential rule a value hit.
     pub guard: Option<Box<GuardVerdict>>,
+    /// What can be asked for to go past it, for clients that word it in
+    /// their own interface (sealctl names its flag): `{"allow", "name"}`.
+    pub allow: Option<(&'static str, String)>,
 }
 
 /// Which input an error concerns.
@@ -44,6 +47,7 @@ impl ApiError {
             retry_after: None,
             field: None,
             guard: None,
+            allow: None,
         }
     }
 
@@ -88,11 +92,47 @@ impl ApiError {
     }
 }
 
+/// The store's message in the API's words: where the store names a CLI
+/// flag or command, the request field or endpoint instead.
+fn api_words(e: &StoreError) -> String {
+    use StoreError as E;
+    use sealinit_core::bundle::PayloadError as P;
+    match e {
+        E::Payload(P::CodeLoadingName(n)) => format!(
+            "name {n} changes how programs load code; refused unless asked for: \"allow_name\": true in a PUT, or {n} in \"allow_names\" of an import"
+        ),
+        E::EmptyRepo { repo } => format!(
+            "repository {repo} has no secrets (is the name right?); nothing was minted; send \"allow_empty\": true to mint an empty bundle"
+        ),
+        E::EmptyValue { name } => format!(
+            "the value of {name} is empty; nothing was set; send \"allow_empty\": true to store an empty value"
+        ),
+        E::NoSuchVersion {
+            repo,
+            name,
+            version,
+            why,
+        } => format!(
+            "secret {name} of {repo} has no version {version} to roll back to{why}; its versions: GET /api/v1/repos/{{repo}}/secrets/{name}/versions"
+        ),
+        E::ProductionCredential {
+            name,
+            rule,
+            what,
+            advice,
+            more,
+        } => format!(
+            "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}, or allow this one on purpose with \"allow_production\": true, which the audit trail records; nothing was changed"
+        ),
+        _ => e.to_string(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use StoreError as E;
         use sealinit_core::bundle::PayloadError as P;
-        let message = e.to_string();
+        let message = api_words(&e);
         let field = match &e {
             E::Payload(
                 P::InvalidName(_)
@@ -121,9 +161,10 @@ impl From<StoreError> for ApiError {
         };
         let (status, code) = match &e {
             E::InvalidRepo(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            E::Payload(_) | E::ProductionCredential { .. } | E::SealedValueInvalid { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable")
-            }
+            E::Payload(_)
+            | E::ProductionCredential { .. }
+            | E::SealedValueInvalid { .. }
+            | E::EmptyValue { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             E::VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             E::StaleKeyId { .. } => (StatusCode::CONFLICT, "conflict"),
             E::NoSuchSecret { .. }
@@ -137,9 +178,17 @@ impl From<StoreError> for ApiError {
                 return Self::internal();
             }
         };
+        let allow = match &e {
+            E::Payload(P::CodeLoadingName(n)) => Some(("allow_name", n.clone())),
+            E::ProductionCredential { name, .. } => Some(("allow_production", name.clone())),
+            E::EmptyValue { name } => Some(("allow_empty", name.clone())),
+            E::EmptyRepo { repo } => Some(("allow_empty", repo.clone())),
+            _ => None,
+        };
         Self {
             field,
             guard,
+            allow,
             ..Self::new(status, code, message)
         }
     }
@@ -147,7 +196,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        if let Some((field, name)) = &self.allow {
+            body["error"]["allow"] = serde_json::json!({"field": field, "name": name});
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -79,6 +79,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Proxies whose `Forwarded` / `X-Forwarded-*` headers are believed.
     pub trusted_proxies: client::TrustedProxies,
+    /// The longest lifetime a mint may ask for.
+    pub max_bundle_ttl: Duration,
     /// The largest request body, in bytes.
     pub body_limit: usize,
     /// Print a one-time sign-in link for the page (admin, 15 minutes).
@@ -96,6 +98,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             trusted_proxies: client::TrustedProxies::default(),
+            max_bundle_ttl: Duration::from_secs(3600),
             // The largest valid payload (1 MiB of values) once JSON-escaped
             // or base64-encoded, and a little more.
             body_limit: 3 * 1024 * 1024,
@@ -207,10 +210,11 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     let writer = stores
         .pop()
         .ok_or_else(|| ServerError::Usage("no store".into()))?;
-    let state = state::AppState::new(
+    let mut state = state::AppState::new(
         pool::StorePool::new(stores),
         audit::AuditWriter::start(writer),
     );
+    state.max_bundle_ttl = config.max_bundle_ttl;
     let login = state.login.clone();
     let limit = config.body_limit;
     let app = api::router(state.clone())

@@ -109,6 +109,15 @@ impl Grants {
         })
     }
 
+    /// Whether the token may read any audit record (admin or an `audit:`
+    /// scope).
+    pub fn audits_any(&self) -> bool {
+        self.0.iter().any(|s| match s {
+            Scope::Admin => true,
+            Scope::Repo { action, .. } => *action == Action::Audit,
+        })
+    }
+
     /// Whether the token may see `repo`'s metadata (write or launch).
     pub fn sees(&self, repo: &str) -> bool {
         self.allows(Action::Write, repo) || self.allows(Action::Launch, repo)

@@ -177,14 +177,25 @@ pub fn get_secret(
     Ok(meta(info))
 }
 
+/// A write's precondition (`If-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    /// The secret is at this version now (0: it does not exist yet).
+    Version(i64),
+    /// The secret exists, at any version.
+    Exists,
+}
+
 /// How a PUT treats its value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PutFlags {
     /// Compare-and-set (`If-Match`).
-    pub if_version: Option<i64>,
+    pub if_version: Option<IfMatch>,
     pub allow_production: bool,
     /// A code-loading name allowed (recorded on the secret).
     pub allow_name: bool,
+    /// Store an empty value.
+    pub allow_empty: bool,
 }
 
 /// How a value arrives.
@@ -218,11 +229,29 @@ pub fn put_secret(
         if_version,
         allow_production,
         allow_name,
+        allow_empty,
     } = flags;
     caller.require(Action::Write, repo)?;
     let value = match value {
         NewValue::Plain(v) => v,
         NewValue::Sealed { sealed, key_id } => store.open_sealed_value(repo, &key_id, &sealed)?,
+    };
+    // `*`: compare-and-set against the version it has now, if any.
+    let if_version = match if_version {
+        None => None,
+        Some(IfMatch::Version(v)) => Some(v),
+        Some(IfMatch::Exists) => match store.list(repo)?.into_iter().find(|s| s.name == name) {
+            Some(info) => Some(info.version),
+            None => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    format!(
+                        "If-Match: * but {repo} has no secret named {name}; nothing was changed"
+                    ),
+                ));
+            }
+        },
     };
     let entries = [Entry {
         name: name.to_owned(),
@@ -236,6 +265,7 @@ pub fn put_secret(
             if_version,
             allow_production: if allow_production { &allowed } else { &[] },
             allow_names: if allow_name { &allowed } else { &[] },
+            allow_empty,
         },
     )?;
     Ok(done.remove(0))
@@ -344,6 +374,8 @@ pub fn import(
         SetOptions {
             allow_production: &allowed,
             allow_names,
+            // `NAME=` in a file is explicit.
+            allow_empty: true,
             ..SetOptions::default()
         },
     )?)
@@ -407,8 +439,15 @@ pub fn audit(
     since: Option<i64>,
     limit: usize,
 ) -> Result<Vec<AuditRecord>, ApiError> {
-    if let Some(r) = repo {
-        caller.require(Action::Audit, r)?;
+    match repo {
+        Some(r) => caller.require(Action::Audit, r)?,
+        None if !caller.grants.audits_any() => {
+            return Err(ApiError::forbidden(format!(
+                "token {} has no audit scope (admin or audit:PATTERN)",
+                caller.id
+            )));
+        }
+        None => {}
     }
     // The records the token's audit scopes cover (every one for admin,
     // including those of no repository: tokens, key rotations).

@@ -41,6 +41,8 @@ pub struct AppState {
     pub login: Arc<LoginLink>,
     /// The sign-in form's CSRF tokens (issued by this server).
     pub signin_csrf: Arc<SigninCsrf>,
+    /// The longest lifetime of a minted bundle (`--max-bundle-ttl`).
+    pub max_bundle_ttl: Duration,
     /// Digests of tokens recently found valid.
     verified: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
     anonymous: Arc<Semaphore>,
@@ -55,6 +57,7 @@ impl AppState {
             sessions: Arc::default(),
             login: Arc::default(),
             signin_csrf: Arc::new(SigninCsrf::new()),
+            max_bundle_ttl: Duration::from_secs(3600),
             verified: Arc::default(),
             anonymous: Arc::new(Semaphore::new(ANONYMOUS_SLOTS)),
         }

@@ -134,6 +134,10 @@ pub enum StoreError {
         /// ", and N more secrets" when several were refused.
         more: String,
     },
+    #[error(
+        "the value of {name} is empty; nothing was set (an empty value is stored only on request: sealctl: --allow-empty; API: \"allow_empty\": true)"
+    )]
+    EmptyValue { name: String },
     #[error("no token {id}; see `sealctl tokens list`")]
     NoSuchToken { id: String },
     #[error(
@@ -226,6 +230,10 @@ pub struct SetOptions<'a> {
     /// Names whose values may hit a refusing production-credential rule
     /// (recorded in the audit trail).
     pub allow_production: &'a [String],
+    /// Store empty values (refused otherwise: an empty value is more often
+    /// a forgotten pipe than a choice). Imports of whole files pass it, as
+    /// `NAME=` there is explicit.
+    pub allow_empty: bool,
 }
 
 /// A repository's secrets, decrypted for sealing.
@@ -487,6 +495,14 @@ impl Store {
     ) -> Result<Vec<SetOutcome>> {
         validate_repo(repo)?;
         bundle::validate_each(entries)?;
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.value.expose().is_empty() && !opts.allow_empty)
+        {
+            return Err(StoreError::EmptyValue {
+                name: e.name.clone(),
+            });
+        }
         if let Some(e) = entries
             .iter()
             .find(|e| bundle::changes_code_loading(&e.name) && !opts.allow_names.contains(&e.name))

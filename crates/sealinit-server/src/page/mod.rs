@@ -725,9 +725,10 @@ async fn add(
     let name = f.name.unwrap_or_default().trim().to_owned();
     let flags = PutFlags {
         // Add never replaces: an existing name is updated from its page.
-        if_version: Some(0),
+        if_version: Some(service::IfMatch::Version(0)),
         allow_production: ticked(&f.allow_production),
         allow_name: false,
+        allow_empty: false,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
@@ -976,9 +977,10 @@ async fn update(
         ));
     };
     let flags = PutFlags {
-        if_version: Some(if_version),
+        if_version: Some(service::IfMatch::Version(if_version)),
         allow_production: ticked(&f.allow_production),
         allow_name: false,
+        allow_empty: false,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
