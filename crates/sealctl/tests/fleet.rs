@@ -1,0 +1,167 @@
+//! Issue #24: the service for fleets, against real `sealctl serve`
+//! processes (two instances on one store where it matters).
+
+use serde_json::json;
+
+use sealinit_testkit::api::*;
+use sealinit_testkit::*;
+
+fn set(env: &StoreDir, repo: &str, name: &str, value: &[u8]) {
+    let o = env.run(&["secrets", "set", "--repo", repo, name], Some(value));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Point 6: every mint is capped by --max-bundle-ttl; TTLs come as whole
+/// seconds or compound durations.
+#[test]
+fn bundle_lifetimes_are_capped_and_read_as_clients_send_them() {
+    let env = StoreDir::new();
+    set(&env, "acme/api", "A", b"1");
+    let launcher = token(&env, &["launch:acme/*"]);
+    let server = Server::start(&env, &["--max-bundle-ttl", "2h"]);
+    let l = Client::new(&server, Some(&launcher));
+    let mint = |ttl: serde_json::Value| l.post("/repos/acme%2Fapi/bundles", json!({"ttl": ttl}));
+    let lifetime = |r: &Reply| {
+        let secs = |k: &str| {
+            let t = r.1[k].as_str().unwrap();
+            let (h, m, s): (i64, i64, i64) = (
+                t[11..13].parse().unwrap(),
+                t[14..16].parse().unwrap(),
+                t[17..19].parse().unwrap(),
+            );
+            h * 3600 + m * 60 + s
+        };
+        (secs("expires_at") - secs("created_at")).rem_euclid(86_400)
+    };
+    for (ttl, secs) in [
+        (json!(90), 90),
+        (json!("90"), 90),
+        (json!("1h30m"), 5400),
+        (json!("2h"), 7200),
+    ] {
+        let r = mint(ttl.clone());
+        assert_eq!(r.0, 201, "{ttl}: {:?}", r.1);
+        assert_eq!(lifetime(&r), secs, "{ttl}");
+    }
+    for ttl in [json!("none"), json!("2h1s"), json!(7201), json!("100d")] {
+        let r = mint(ttl.clone());
+        assert_eq!((r.0, code(&r)), (422, "unprocessable"), "{ttl}: {:?}", r.1);
+        assert!(message(&r).contains("7200 s"), "{}", message(&r));
+    }
+    for ttl in [json!("soon"), json!(0), json!("1m1h")] {
+        assert_eq!(mint(ttl.clone()).0, 400, "{ttl}");
+    }
+}
+
+/// Point 7: an empty value is one rule everywhere: refused without
+/// allow_empty (the API) or --allow-empty (the CLI), stored with it.
+#[test]
+fn an_empty_value_needs_asking_for_on_every_entry_point() {
+    let env = StoreDir::new();
+    let writer = token(&env, &["write:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let w = Client::new(&server, Some(&writer));
+    let r = w.put("/repos/acme%2Fapi/secrets/E", json!({"value": ""}));
+    assert_eq!((r.0, code(&r)), (422, "unprocessable"), "{:?}", r.1);
+    assert!(message(&r).contains("\"allow_empty\": true"), "{}", message(&r));
+    assert_eq!(r.1["error"]["allow"]["field"], "allow_empty");
+    let r = w.put(
+        "/repos/acme%2Fapi/secrets/E",
+        json!({"value": "", "allow_empty": true}),
+    );
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    let o = env.run(&["secrets", "set", "--repo", "acme/api", "F"], Some(b""));
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-empty"));
+}
+
+/// Point 10: /audit with a token that has no audit scope is 403.
+#[test]
+fn the_audit_trail_needs_an_audit_scope() {
+    let env = StoreDir::new();
+    let writer = token(&env, &["write:acme/*"]);
+    let auditor = token(&env, &["audit:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let r = Client::new(&server, Some(&writer)).get("/audit");
+    assert_eq!((r.0, code(&r)), (403, "forbidden"), "{:?}", r.1);
+    assert!(message(&r).contains("audit"), "{}", message(&r));
+    assert_eq!(Client::new(&server, Some(&auditor)).get("/audit").0, 200);
+}
+
+/// Point 13: a secret's ETag is its version; If-Match takes "N", W/"N",
+/// * and the bare number.
+#[test]
+fn etags_and_if_match_as_http_says() {
+    let env = StoreDir::new();
+    let writer = token(&env, &["write:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let w = Client::new(&server, Some(&writer));
+    let url = format!("{}/repos/acme%2Fapi/secrets/T", w.base);
+    let put = |if_match: Option<&str>, value: &str| {
+        let mut req = w
+            .agent
+            .put(&url)
+            .header("Authorization", format!("Bearer {writer}"));
+        if let Some(m) = if_match {
+            req = req.header("If-Match", m);
+        }
+        let mut r = req.send_json(json!({"value": value})).unwrap();
+        let etag = r
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let _ = r.body_mut().read_to_string();
+        (r.status().as_u16(), etag)
+    };
+    assert_eq!(put(Some("*"), "a").0, 412, "* needs it to exist");
+    assert_eq!(put(Some("\"0\""), "a"), (201, Some("\"1\"".into())));
+    assert_eq!(put(Some("\"0\""), "a").0, 412);
+    assert_eq!(put(Some("W/\"1\""), "b"), (200, Some("\"2\"".into())));
+    assert_eq!(put(Some("2"), "c"), (200, Some("\"3\"".into())));
+    assert_eq!(put(Some("*"), "d"), (200, Some("\"4\"".into())));
+    assert_eq!(put(Some("\"3\""), "e").0, 412);
+    assert_eq!(put(Some("banana"), "e").0, 400);
+    let mut r = w
+        .agent
+        .get(&url)
+        .header("Authorization", format!("Bearer {writer}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "\"4\"");
+    let _ = r.body_mut().read_to_string();
+}
+
+/// Point 14: the API's errors point at the API (its fields and
+/// endpoints), never at sealctl's flags or commands.
+#[test]
+fn api_errors_speak_the_api() {
+    let env = StoreDir::new();
+    let writer = token(&env, &["write:acme/*"]);
+    let launcher = token(&env, &["launch:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let w = Client::new(&server, Some(&writer));
+    let live = ["sk", "_live_", "abcdefghij0123456789ABCD"].concat();
+    let s = "/repos/acme%2Fapi/secrets";
+    let replies = [
+        w.put(&format!("{s}/LD_PRELOAD"), json!({"value": "x"})),
+        w.put(&format!("{s}/STRIPE"), json!({"value": live})),
+        w.put(&format!("{s}/E"), json!({"value": ""})),
+        Client::new(&server, Some(&launcher)).post("/repos/acme%2Fnone/bundles", json!({})),
+        {
+            assert_eq!(w.put(&format!("{s}/V"), json!({"value": "v"})).0, 201);
+            w.post(&format!("{s}/V/rollback"), json!({"to": 9}))
+        },
+    ];
+    for (r, field) in replies.iter().zip([
+        "\"allow_name\"",
+        "\"allow_production\"",
+        "\"allow_empty\"",
+        "\"allow_empty\"",
+        "/versions",
+    ]) {
+        let m = message(r);
+        assert!(r.0 >= 400, "{:?}", r.1);
+        assert!(m.contains(field), "{m}");
+        assert!(!m.contains("--") && !m.contains("sealctl"), "{m}");
+    }
+}
