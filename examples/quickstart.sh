@@ -24,14 +24,14 @@ printf '%s' "ghp_example$(date +%s)" | "$bin/sealctl" secrets set --repo example
 
 # As root, sealinit runs as PID 1 of a new PID namespace; unprivileged
 # users cannot make one, so then sealctl execs sealinit directly (still the
-# same one-use bundle and key pipe).
+# same per-launch bundle and key pipe).
 ns=(--pid-namespace)
 where="as PID 1 of a new PID namespace"
 if [ "$(id -u)" -ne 0 ]; then
     ns=()
     where="directly (not root: no PID namespace)"
 fi
-echo "--- sealctl run: fresh key on fd 3, one-use bundle, sealinit $where"
+echo "--- sealctl run: fresh key on fd 3, per-launch bundle, sealinit $where"
 # The command exits 3 when every secret arrived intact, 1 otherwise.
 rc=0
 # shellcheck disable=SC2016

@@ -22,7 +22,7 @@ pub struct Cli {
     pub log_level: tracing::level_filters::LevelFilter,
 
     /// Work against the secrets service at URL instead of a local store
-    /// (secrets, repos, seal --repo, run, audit) [env: SEALCTL_SERVER]
+    /// (secrets, repos, seal --repo, run, audit)
     #[arg(long, global = true, value_name = "URL", env = "SEALCTL_SERVER")]
     pub server: Option<String>,
     /// The service token, from this file [default: $SEALCTL_TOKEN]
@@ -73,7 +73,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run COMMAND under sealinit with a repository's secrets (fresh key, one-use bundle)
+    /// Run COMMAND under sealinit with a repository's secrets (fresh key, per-launch bundle)
     Run(RunArgs),
     /// Print the audit trail: every change and every seal, never a value
     Audit {
@@ -100,7 +100,7 @@ pub enum Command {
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// ADDRESS:PORT or unix:/path [env: SEALCTL_LISTEN]
+    /// ADDRESS:PORT or unix:/path
     #[arg(
         long,
         value_name = "ADDR",
@@ -195,7 +195,7 @@ pub enum ReposCommand {
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store database [env: SEALCTL_STORE] [default: $XDG_DATA_HOME/sealinit/store.db]
+    /// The store database [default: $XDG_DATA_HOME/sealinit/store.db]
     #[arg(long, value_name = "PATH", env = "SEALCTL_STORE")]
     pub store: Option<PathBuf>,
     /// A master key file (32 bytes, mode 0600) or a directory of them;
@@ -488,7 +488,7 @@ pub struct RunArgs {
     /// The sealinit binary [default: next to sealctl, else on PATH]
     #[arg(long, value_name = "PATH")]
     pub sealinit: Option<PathBuf>,
-    /// Lifetime of the one-use bundle
+    /// Lifetime of the per-launch bundle
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = sealinit_core::time::parse_duration)]
     pub ttl: Duration,
     /// Allow a code-loading name (see `seal --allow-name`); repeatable

@@ -38,7 +38,7 @@ pub struct RunOptions {
     pub pid_namespace: bool,
     /// Run under bubblewrap (`--sandbox`).
     pub sandbox: Option<Sandbox>,
-    /// Lifetime of the one-use bundle.
+    /// Lifetime of the per-launch bundle.
     pub ttl: Duration,
     pub allow_names: Vec<String>,
     /// Run with an empty bundle when the repository has no secrets.
@@ -82,7 +82,7 @@ pub fn run_bundle(sealed: &[u8], key: SecretKey, label: &str, opts: &RunOptions)
         return launch_sandbox(&sealinit, sealed, key, label, sandbox, opts);
     }
     let bundle_path = write_private_bundle(sealed)?;
-    debug!(bundle = %bundle_path.display(), "one-use bundle written");
+    debug!(bundle = %bundle_path.display(), "per-launch bundle written");
 
     let outcome = launch(&sealinit, &bundle_path, key, label, opts);
     // Only reached on failure or after a PID-namespace run; sealinit has

@@ -90,7 +90,23 @@ fn main() -> ExitCode {
             since,
             json,
         } => audit(&store, repo.as_deref(), since.as_deref(), json),
-        Command::Serve(args) => serve(args, cli.log_level),
+        Command::Serve(args) => {
+            let json = args.log_format == "json";
+            return match serve(args, cli.log_level) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // `--log-format json`: every line of the service is JSON.
+                    match json {
+                        true => eprintln!(
+                            "{}",
+                            serde_json::json!({"level": "ERROR", "fields": {"message": e.to_string()}})
+                        ),
+                        false => eprintln!("sealctl: {e}"),
+                    }
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
         Command::Tokens(cmd) => tokens_command(cmd),
     };
     match outcome {

@@ -309,7 +309,7 @@ impl Remote {
         Ok(doc["records"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Mints a one-use bundle of `repo`.
+    /// Mints a per-launch bundle of `repo`.
     pub fn mint(
         &self,
         repo: &str,

@@ -29,7 +29,7 @@ pub fn create_private(path: &Path) -> Result<File> {
 pub enum Lasting {
     /// Survives a power loss once written (fsync): master keys, keygen.
     Durable,
-    /// A one-use launch artifact (a bundle and its key): consumed within
+    /// A per-launch artifact (a bundle and its key): consumed within
     /// seconds by a sandbox that a power loss would end anyway, so no fsync
     /// (three per seal). It is still never seen half-written: the key file
     /// is read only after sealctl exits, and the bundle is renamed into

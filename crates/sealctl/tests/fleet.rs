@@ -63,7 +63,11 @@ fn an_empty_value_needs_asking_for_on_every_entry_point() {
     let w = Client::new(&server, Some(&writer));
     let r = w.put("/repos/acme%2Fapi/secrets/E", json!({"value": ""}));
     assert_eq!((r.0, code(&r)), (422, "unprocessable"), "{:?}", r.1);
-    assert!(message(&r).contains("\"allow_empty\": true"), "{}", message(&r));
+    assert!(
+        message(&r).contains("\"allow_empty\": true"),
+        "{}",
+        message(&r)
+    );
     assert_eq!(r.1["error"]["allow"]["field"], "allow_empty");
     let r = w.put(
         "/repos/acme%2Fapi/secrets/E",
@@ -163,5 +167,52 @@ fn api_errors_speak_the_api() {
         assert!(r.0 >= 400, "{:?}", r.1);
         assert!(m.contains(field), "{m}");
         assert!(!m.contains("--") && !m.contains("sealctl"), "{m}");
+    }
+}
+
+/// Point 16: with `--log-format json` every line the service prints is
+/// JSON (readiness, the one-time link, requests, shutdown, a failed
+/// start); `--help` names each environment variable once.
+#[test]
+fn json_logs_are_json_throughout_and_help_names_each_variable_once() {
+    let env = StoreDir::new();
+    let admin = token(&env, &["admin"]);
+    let server = Server::start(&env, &["--log-format", "json", "--login-link"]);
+    assert_eq!(Client::new(&server, Some(&admin)).get("/repos").0, 200);
+    server.wait_for_log("\"status\":200");
+    let (status, log) = server.stop();
+    assert!(status.success());
+    assert!(log.contains("/login/"), "the link is printed: {log}");
+    for line in log.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    let o = env.run(
+        &["serve", "--log-format", "json", "--listen", "nowhere"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(64));
+    for line in stderr(&o).lines() {
+        let doc: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(doc["level"], "ERROR");
+    }
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["run", "--help"],
+        &["seal", "--help"],
+    ] {
+        let help = stdout(&env.run(args, None));
+        let mut seen = std::collections::BTreeMap::new();
+        for var in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if var.starts_with("SEALCTL_") {
+                *seen.entry(var.to_owned()).or_insert(0) += 1;
+            }
+        }
+        for (var, n) in seen {
+            assert_eq!(n, 1, "{args:?}: {var} named {n} times");
+        }
     }
 }

@@ -294,16 +294,29 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         }
         Bound::Unix(_, p) => format!("unix:{}", p.display()),
     };
-    tracing::info!("listening on {shown}");
-    // Readiness for scripts and tests, whatever the log format.
-    eprintln!("sealctl: listening on {shown}");
+    // Readiness for scripts and tests: a JSON line of the log, or a plain
+    // line of its own.
+    tracing::info!(address = %shown, "listening on {shown}");
+    if !config.log_json {
+        eprintln!("sealctl: listening on {shown}");
+    }
     if config.login_link {
         match &listener {
-            Bound::Tcp(_) => eprintln!(
-                "sealctl: sign in to the Secrets page once, as admin, within {} minutes: {shown}/login/{}",
-                page::LINK_LIFETIME.as_secs() / 60,
-                login.issue()
-            ),
+            // Printed once, never through the log's filters and sinks.
+            Bound::Tcp(_) => {
+                let text = format!(
+                    "sign in to the Secrets page once, as admin, within {} minutes: {shown}/login/{}",
+                    page::LINK_LIFETIME.as_secs() / 60,
+                    login.issue()
+                );
+                match config.log_json {
+                    true => eprintln!(
+                        "{}",
+                        serde_json::json!({"level": "INFO", "fields": {"message": text}})
+                    ),
+                    false => eprintln!("sealctl: {text}"),
+                }
+            }
             Bound::Unix(..) => tracing::warn!("--login-link: no link for a Unix socket"),
         }
     }

@@ -106,7 +106,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/api/v1/repos/{repo}/bundles",
-        summary: "Mint a one-use bundle {label?, ttl? (default 5m, \"none\")}: base64 bundle and key",
+        summary: "Mint a per-launch bundle {label?, ttl? (seconds or 15m, 1h30m; default 5m; at most --max-bundle-ttl)}: base64 bundle and key; it opens for whoever holds both until it expires",
         scope: "launch",
         statuses: &[201, 400, 404, 415, 422],
     },

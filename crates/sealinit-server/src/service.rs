@@ -88,7 +88,7 @@ pub struct SecretPage {
     pub secrets: Vec<SecretMeta>,
 }
 
-/// A minted bundle: the sealed bytes and their one-use key.
+/// A minted bundle: the sealed bytes and their per-launch key.
 pub struct Minted {
     pub bundle: Vec<u8>,
     pub key: SecretKey,
@@ -390,7 +390,7 @@ pub fn public_key(
     Ok(store.public_key(repo)?)
 }
 
-/// A one-use bundle of `repo` under a fresh key: what `sealctl seal
+/// A per-launch bundle of `repo` under a fresh key: what `sealctl seal
 /// --repo` makes, and the audit record of that read, which the caller must
 /// commit before handing the bundle out.
 pub fn mint(

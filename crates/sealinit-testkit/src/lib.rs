@@ -558,6 +558,12 @@ pub fn start_service(
         if let Some(addr) = line.strip_prefix("sealctl: listening on ") {
             return (child, addr.to_owned(), log, lines);
         }
+        // --log-format json: the log's own line says it.
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(addr) = doc["fields"]["address"].as_str() {
+                return (child, addr.to_owned(), log, lines);
+            }
+        }
     }
 }
 
