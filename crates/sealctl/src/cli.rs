@@ -75,8 +75,12 @@ pub enum Command {
     },
     /// Run COMMAND under sealinit with a repository's secrets (fresh key, per-launch bundle)
     Run(RunArgs),
-    /// Print the audit trail: every change and every seal, never a value
+    /// Print the audit trail: every change and every seal, never a value;
+    /// `audit export` and `audit prune` keep it bounded
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        action: Option<AuditCommand>,
         #[command(flatten)]
         store: StoreArgs,
         /// Only this repository
@@ -143,6 +147,35 @@ pub struct ServeArgs {
     /// On SIGTERM, how long requests in flight may still take
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sealinit_core::time::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write audit records as JSON lines to stdout (`> audit.ndjson`), and
+    /// remember how far the trail is exported, for `audit prune`
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only records at or after: RFC 3339, Unix seconds, or a duration
+        /// ago (7d)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only records before: RFC 3339, Unix seconds, or a duration ago
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+    },
+    /// Delete the audit records before a time; refused for records no
+    /// `audit export` has written out, unless --force
+    Prune {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// RFC 3339, Unix seconds, or a duration ago (90d)
+        #[arg(long, value_name = "WHEN")]
+        before: String,
+        /// Prune even what was never exported
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

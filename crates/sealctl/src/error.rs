@@ -67,7 +67,9 @@ impl Error {
                 | StoreError::SecretUndecryptable { .. }
                 | StoreError::NewerSchema { .. }
                 | StoreError::Payload(_) => exit::DATA,
-                StoreError::RetirePrimary { .. } => exit::USAGE,
+                StoreError::RetirePrimary { .. } | StoreError::AuditNotExported { .. } => {
+                    exit::USAGE
+                }
                 StoreError::NoSuchSecret { .. }
                 | StoreError::NoSuchMasterKey { .. }
                 | StoreError::NoSuchRepo { .. }

@@ -24,8 +24,8 @@ use sealinit_store::{MasterKey, SetOptions, Store};
 use serde_json::json;
 
 use cli::{
-    Cli, Command, ReposCommand, RunArgs, SealArgs, SecretsCommand, ServeArgs, StoreArgs,
-    StoreCommand, TokensCommand, Ttl,
+    AuditCommand, Cli, Command, ReposCommand, RunArgs, SealArgs, SecretsCommand, ServeArgs,
+    StoreArgs, StoreCommand, TokensCommand, Ttl,
 };
 
 /// The lifetime of a bundle sealed from the store, unless `--ttl` says
@@ -85,6 +85,11 @@ fn main() -> ExitCode {
         } => repos_rm(&store, &repo, json),
         Command::Run(args) => run(args),
         Command::Audit {
+            action: Some(action),
+            ..
+        } => audit_command(action),
+        Command::Audit {
+            action: None,
             store,
             repo,
             since,
@@ -491,16 +496,81 @@ fn tokens_command(cmd: TokensCommand) -> Result<()> {
 
 /// `--since`: Unix seconds, or a duration ago.
 fn parse_since(since: Option<&str>) -> Result<Option<i64>> {
-    let Some(s) = since else { return Ok(None) };
-    if let Ok(t) = s.parse::<i64>() {
-        return Ok(Some(t));
+    since.map(|s| parse_when("--since", s)).transpose()
+}
+
+/// A time given on the command line: Unix seconds, RFC 3339, or a
+/// duration ago.
+fn parse_when(flag: &str, s: &str) -> Result<i64> {
+    if let Some(t) = s.parse::<i64>().ok().or_else(|| time::parse_rfc3339(s)) {
+        return Ok(t);
     }
     let ago = time::parse_duration(s).map_err(|e| {
         Error::usage(format!(
-            "--since {s:?}: Unix seconds or a duration ago ({e})"
+            "{flag} {s:?}: RFC 3339 (2026-12-01T00:00:00Z), Unix seconds, or a duration ago ({e})"
         ))
     })?;
-    Ok(Some(time::now() as i64 - ago.as_secs() as i64))
+    Ok(time::now() as i64 - ago.as_secs() as i64)
+}
+
+/// `audit export` and `audit prune`.
+fn audit_command(cmd: AuditCommand) -> Result<()> {
+    match cmd {
+        AuditCommand::Export {
+            store,
+            since,
+            until,
+        } => {
+            let since = parse_since(since.as_deref())?;
+            let until = until.map(|u| parse_when("--until", &u)).transpose()?;
+            let mut store = open_store(&store)?;
+            let mut out = std::io::stdout().lock();
+            let (mut after, mut last) = (None, None);
+            loop {
+                let page = store.audit_page(sealinit_store::AuditQuery {
+                    since,
+                    until,
+                    after,
+                    limit: Some(1000),
+                    ..Default::default()
+                })?;
+                for (id, r) in &page {
+                    let line = sealinit_server::service::audit_json(*id, r);
+                    writeln!(out, "{line}").map_err(stdout_err)?;
+                }
+                match page.last() {
+                    Some((id, _)) => {
+                        last = Some(*id);
+                        after = Some(*id);
+                    }
+                    None => break,
+                }
+                if page.len() < 1000 {
+                    break;
+                }
+            }
+            out.flush().map_err(stdout_err)?;
+            // Every record up to the last one written is out, if the
+            // export took them all from the beginning.
+            if let (None, Some(last)) = (since, last) {
+                store.audit_exported_through(last)?;
+            }
+            Ok(())
+        }
+        AuditCommand::Prune {
+            store,
+            before,
+            force,
+        } => {
+            let before = parse_when("--before", &before)?;
+            let n = open_store(&store)?.audit_prune(before, force)?;
+            eprintln!(
+                "sealctl: pruned {n} audit record(s) before {}",
+                time::rfc3339(before.max(0) as u64)
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A warning about a value that looks like a production credential: the

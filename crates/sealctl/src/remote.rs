@@ -297,16 +297,29 @@ impl Remote {
         Ok(doc["repos"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Every audit record `repo` and `since` select, page by page.
     pub fn audit(&self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<Value>> {
-        let mut q = vec!["limit=10000".to_owned()];
+        let mut q = vec!["limit=1000".to_owned()];
         if let Some(r) = repo {
             q.push(format!("repo={}", repo_path(r)?));
         }
         if let Some(s) = since {
             q.push(format!("since={s}"));
         }
-        let doc = self.call("GET", &format!("/audit?{}", q.join("&")), None, None)?;
-        Ok(doc["records"].as_array().cloned().unwrap_or_default())
+        let mut records = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = q.clone();
+            if let Some(c) = &cursor {
+                query.push(format!("cursor={c}"));
+            }
+            let doc = self.call("GET", &format!("/audit?{}", query.join("&")), None, None)?;
+            records.extend(doc["records"].as_array().cloned().unwrap_or_default());
+            match doc["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(records),
+            }
+        }
     }
 
     /// Mints a per-launch bundle of `repo`.

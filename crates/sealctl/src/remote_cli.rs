@@ -144,6 +144,9 @@ pub fn run(
             std::process::exit(code);
         }
         Command::Audit {
+            action: Some(_), ..
+        } => Err(local_only("audit export and audit prune")),
+        Command::Audit {
             repo, since, json, ..
         } => {
             let since = crate::parse_since(since.as_deref())?;
@@ -154,7 +157,7 @@ pub fn run(
                     true => r.to_string(),
                     false => format!(
                         "{}  {:<18} {:<10} {:<30} {}",
-                        sealinit_core::time::rfc3339(r["at"].as_i64().unwrap_or(0).max(0) as u64),
+                        r["at"].as_str().unwrap_or(""),
                         r["action"].as_str().unwrap_or(""),
                         r["actor"].as_str().unwrap_or(""),
                         r["repo"].as_str().unwrap_or(""),

@@ -216,3 +216,126 @@ fn json_logs_are_json_throughout_and_help_names_each_variable_once() {
         }
     }
 }
+
+/// Point 9: the audit trail pages with a cursor (`next_cursor` and a
+/// `Link` header), takes `since` and `until` as RFC 3339 or Unix seconds,
+/// validates `limit`, gives times in RFC 3339, and names the label and the
+/// versions a mint read. On both backends.
+#[test]
+fn the_audit_trail_pages_with_a_cursor() {
+    for_each(&BACKENDS, |env| {
+        set(&env, "acme/api", "A", b"1");
+        let admin = token(&env, &["admin"]);
+        let server = Server::start(&env, &[]);
+        let a = Client::new(&server, Some(&admin));
+        for i in 0..230 {
+            let r = a.post(
+                "/repos/acme%2Fapi/bundles",
+                json!({"label": format!("launch-{i}")}),
+            );
+            assert_eq!(r.0, 201, "{:?}", r.1);
+        }
+        let mut seen = Vec::new();
+        let mut path = "/api/v1/audit?limit=100&repo=acme%2Fapi".to_owned();
+        let mut pages = 0;
+        loop {
+            let mut resp = a
+                .agent
+                .get(format!("{}{path}", server.base))
+                .header("Authorization", format!("Bearer {admin}"))
+                .call()
+                .unwrap();
+            let link = resp
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let doc: serde_json::Value =
+                serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+            pages += 1;
+            for r in doc["records"].as_array().unwrap() {
+                seen.push(r.clone());
+            }
+            match (doc["next_cursor"].as_str(), link) {
+                (Some(c), Some(l)) => {
+                    assert!(l.ends_with("rel=\"next\""), "{l}");
+                    assert!(l.contains(&format!("cursor={c}")), "{l}");
+                    path = l[1..l.find('>').unwrap()].to_owned();
+                }
+                (None, None) => break,
+                other => panic!("cursor and Link disagree: {other:?}"),
+            }
+        }
+        // 1 set + 230 mints, each once, in order.
+        assert_eq!(seen.len(), 231, "{pages} pages");
+        assert!(pages >= 3);
+        let ids: Vec<i64> = seen.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let mint = &seen[1];
+        assert_eq!(mint["action"], "seal");
+        assert_eq!(mint["detail"]["label"], "launch-0");
+        assert_eq!(
+            mint["detail"]["secrets"],
+            json!([{"name": "A", "version": 1}])
+        );
+        let at = mint["at"].as_str().unwrap();
+        assert!(sealinit_core::time::parse_rfc3339(at).is_some(), "{at}");
+        assert!(mint["detail"]["expires"].as_str().unwrap().ends_with('Z'));
+        // since/until: RFC 3339 or Unix seconds.
+        let t = sealinit_core::time::parse_rfc3339(at).unwrap();
+        for since in [at.to_owned(), t.to_string()] {
+            let r = a.get(&format!("/audit?since={since}&limit=1000"));
+            assert_eq!(r.0, 200, "{:?}", r.1);
+            assert!(r.1["records"].as_array().unwrap().len() >= 230);
+        }
+        let r = a.get(&format!("/audit?until={t}"));
+        assert!(r.1["records"].as_array().unwrap().iter().all(|x| {
+            sealinit_core::time::parse_rfc3339(x["at"].as_str().unwrap()).unwrap() < t
+        }));
+        for bad in ["limit=0", "limit=1001", "since=yesterday", "cursor=x"] {
+            assert_eq!(a.get(&format!("/audit?{bad}")).0, 400, "{bad}");
+        }
+    });
+}
+
+/// Point 11: `audit export` writes the trail as JSON lines and remembers
+/// how far; `audit prune --before` refuses what was not exported unless
+/// `--force`. On both backends.
+#[test]
+fn audit_export_then_prune() {
+    for_each(&BACKENDS, |env| {
+        set(&env, "acme/api", "A", b"1");
+        set(&env, "acme/api", "B", b"2");
+        let all = ["audit", "prune", "--before", "2999-01-01T00:00:00Z"];
+        let o = env.run(&all, None);
+        assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+        assert!(stderr(&o).contains("audit export"), "{}", stderr(&o));
+        let o = env.run(&["audit", "export"], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let lines = json_lines(&o);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["at"].as_str().is_some() && l["id"].is_i64())
+        );
+        // A record after the export: refused again, until exported.
+        set(&env, "acme/api", "C", b"3");
+        let o = env.run(&all, None);
+        assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+        assert_eq!(json_lines(&env.run(&["audit", "export"], None)).len(), 3);
+        let o = env.run(&all, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = env.run(&["audit", "--json"], None);
+        let left = json_lines(&o);
+        assert_eq!(left.len(), 1, "only the prune's own record: {left:?}");
+        assert_eq!(left[0]["action"], "audit-prune");
+        assert_eq!(left[0]["detail"]["removed"], 3);
+        // --force prunes what was never exported.
+        set(&env, "acme/api", "D", b"4");
+        assert_eq!(env.run(&all, None).status.code(), Some(64));
+        let mut forced = all.to_vec();
+        forced.push("--force");
+        let o = env.run(&forced, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+    });
+}

@@ -37,6 +37,68 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// (year, month, day) to days since 1970-01-01; Howard Hinnant's
+/// algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = y - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds of an RFC 3339 time: `2026-12-03T12:00:00Z`, with a
+/// fraction (dropped) and an offset (`+01:00`) allowed; `t` or a space in
+/// place of `T`, `z` for `Z`. `None` if it is not one.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let n = s.len();
+            let (oh, om) = (num(n - 5..n - 3)?, num(n - 2..n)?);
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d` (a positive whole
 /// number and one unit).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -91,6 +153,34 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_798_000_000), "2026-12-23T04:26:40Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        for t in [0, 951_782_400, 1_798_000_000, 4_107_542_399] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t as i64));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-12-23T04:26:40.123Z"),
+            Some(1_798_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-23T05:26:40+01:00"),
+            Some(1_798_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-23T03:56:40-00:30"),
+            Some(1_798_000_000)
+        );
+        for bad in [
+            "2026-12-23",
+            "2026-13-01T00:00:00Z",
+            "2026-12-23T04:26:40",
+            "x026-12-23T04:26:40Z",
+            "2026-12-23T04:26:40+0100",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

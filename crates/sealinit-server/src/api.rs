@@ -436,38 +436,95 @@ async fn mint(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+struct AuditParams {
     repo: Option<String>,
-    since: Option<i64>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// A time parameter: RFC 3339 or Unix seconds.
+fn instant(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    v.map(|t| {
+        t.parse::<i64>()
+            .ok()
+            .or_else(|| sealinit_core::time::parse_rfc3339(t))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name}: an RFC 3339 time (2026-12-03T12:00:00Z) or Unix seconds"
+                ))
+            })
+    })
+    .transpose()
 }
 
 async fn audit(
     State(s): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    uri: axum::http::Uri,
+    q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let records = s
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit is 1 to 1000 (default 100)"));
+    }
+    let since = instant("since", q.since.as_deref())?;
+    let until = instant("until", q.until.as_deref())?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("cursor: the next_cursor of an earlier page"))
+        })
+        .transpose()?;
+    let repo = q.repo.clone();
+    let page = s
         .run(auth, move |st, caller| {
-            service::audit(st, caller, q.repo.as_deref(), q.since, limit)
+            let q = sealinit_store::AuditQuery {
+                repo: repo.as_deref(),
+                since,
+                until,
+                after,
+                limit: Some(limit),
+            };
+            service::audit(st, caller, q)
         })
         .await?;
+    let next = page.next.map(|n| n.to_string());
+    // The same query, from the next cursor.
+    let link = next.as_ref().map(|n| {
+        let kept: Vec<String> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("cursor="))
+            .map(str::to_owned)
+            .chain(std::iter::once(format!("cursor={n}")))
+            .collect();
+        format!("<{}?{}>; rel=\"next\"", uri.path(), kept.join("&"))
+    });
     let ndjson = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
-    if ndjson {
+    let mut response = if ndjson {
         let mut body = String::new();
-        for r in &records {
-            body.push_str(&serde_json::to_string(r).unwrap_or_default());
+        for r in &page.records {
+            body.push_str(&r.to_string());
             body.push('\n');
         }
-        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+        ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    } else {
+        Json(serde_json::json!({"records": page.records, "next_cursor": next})).into_response()
+    };
+    if let Some(l) = link.and_then(|l| header::HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, l);
     }
-    Ok(Json(serde_json::json!({"records": records})).into_response())
+    Ok(response)
 }
 
 #[cfg(test)]

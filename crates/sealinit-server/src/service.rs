@@ -432,14 +432,52 @@ pub fn mint(
     ))
 }
 
+/// The newest `n` audit records of `repo`, oldest first (the page's
+/// Audit tab).
+pub fn audit_recent(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    n: usize,
+) -> Result<Vec<AuditRecord>, ApiError> {
+    caller.require(Action::Audit, repo)?;
+    let mut records = store.audit(Some(repo), None)?;
+    if records.len() > n {
+        records.drain(..records.len() - n);
+    }
+    Ok(records)
+}
+
+/// One page of the audit trail as the API shows it.
+#[derive(Debug)]
+pub struct AuditPage {
+    pub records: Vec<serde_json::Value>,
+    /// The cursor of the next page, if there may be one.
+    pub next: Option<i64>,
+}
+
+/// An audit record for the API: its id (a cursor), times in RFC 3339.
+pub fn audit_json(id: i64, r: &AuditRecord) -> serde_json::Value {
+    let mut detail = r.detail.clone();
+    if let Some(t) = detail.get("expires").and_then(serde_json::Value::as_i64) {
+        detail["expires"] = rfc3339(t).into();
+    }
+    serde_json::json!({
+        "id": id,
+        "at": rfc3339(r.at),
+        "actor": r.actor,
+        "action": r.action,
+        "repo": r.repo,
+        "detail": detail,
+    })
+}
+
 pub fn audit(
     store: &mut Store,
     caller: &Caller,
-    repo: Option<&str>,
-    since: Option<i64>,
-    limit: usize,
-) -> Result<Vec<AuditRecord>, ApiError> {
-    match repo {
+    q: sealinit_store::AuditQuery<'_>,
+) -> Result<AuditPage, ApiError> {
+    match q.repo {
         Some(r) => caller.require(Action::Audit, r)?,
         None if !caller.grants.audits_any() => {
             return Err(ApiError::forbidden(format!(
@@ -449,18 +487,20 @@ pub fn audit(
         }
         None => {}
     }
-    // The records the token's audit scopes cover (every one for admin,
-    // including those of no repository: tokens, key rotations).
-    let mut records: Vec<AuditRecord> = store
-        .audit(repo, since)?
-        .into_iter()
-        .filter(|r| {
+    let limit = q.limit.unwrap_or(100);
+    let page = store.audit_page(q)?;
+    // A full page may have a next one; its cursor is the last id read
+    // (records the token may not see are skipped, not counted).
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|(id, _)| *id))
+        .flatten();
+    let records = page
+        .iter()
+        .filter(|(_, r)| {
             caller.grants.is_admin()
                 || (!r.repo.is_empty() && caller.grants.allows(Action::Audit, &r.repo))
         })
+        .map(|(id, r)| audit_json(*id, r))
         .collect();
-    if records.len() > limit {
-        records.drain(..records.len() - limit);
-    }
-    Ok(records)
+    Ok(AuditPage { records, next })
 }

@@ -8,9 +8,9 @@
 
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
-    RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow,
-    WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
+    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow,
+    TokenRow, WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
@@ -1129,25 +1129,92 @@ impl Backend for PostgresBackend {
         insert_audit(&mut self.client, record).map_err(|e| db_err(&self.shown, &e))
     }
 
-    fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {
+    fn audit_page(&mut self, q: &AuditQuery<'_>) -> Result<Vec<(i64, AuditRecord)>> {
+        let limit = q.limit.map(|l| l as i64);
         let rows = self
             .client
             .query(
-                "SELECT at, actor, action, repo, detail FROM sealinit_audit
-                 WHERE ($1::TEXT IS NULL OR repo = $1) AND ($2::BIGINT IS NULL OR at >= $2) ORDER BY id",
-                &[&repo, &since],
+                "SELECT id, at, actor, action, repo, detail FROM sealinit_audit
+                 WHERE ($1::TEXT IS NULL OR repo = $1) AND ($2::BIGINT IS NULL OR at >= $2)
+                   AND ($3::BIGINT IS NULL OR at < $3) AND ($4::BIGINT IS NULL OR id > $4)
+                 ORDER BY id LIMIT $5",
+                &[&q.repo, &q.since, &q.until, &q.after, &limit],
             )
             .map_err(self.err())?;
         Ok(rows
             .iter()
-            .map(|r| AuditRecord {
-                at: r.get(0),
-                actor: r.get(1),
-                action: r.get(2),
-                repo: r.get(3),
-                detail: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
+            .map(|r| {
+                (
+                    r.get(0),
+                    AuditRecord {
+                        at: r.get(1),
+                        actor: r.get(2),
+                        action: r.get(3),
+                        repo: r.get(4),
+                        detail: serde_json::from_str(r.get(5)).unwrap_or(serde_json::Value::Null),
+                    },
+                )
             })
             .collect())
+    }
+
+    fn audit_prune(
+        &mut self,
+        before: i64,
+        record: &mut dyn FnMut(usize) -> AuditRecord,
+    ) -> Result<usize> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        // As on SQLite: the prune's own record first, then older ids.
+        let mut tx = self.client.transaction().map_err(e)?;
+        let r = record(0);
+        let own: i64 = tx
+            .query_one(
+                "INSERT INTO sealinit_audit (at, actor, action, repo, detail)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&r.at, &r.actor, &r.action, &r.repo, &r.detail.to_string()],
+            )
+            .map_err(e)?
+            .get(0);
+        let n = tx
+            .execute(
+                "DELETE FROM sealinit_audit WHERE at < $1 AND id < $2",
+                &[&before, &own],
+            )
+            .map_err(e)? as usize;
+        tx.execute(
+            "UPDATE sealinit_audit SET detail = $1 WHERE id = $2",
+            &[&record(n).detail.to_string(), &own],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(n)
+    }
+
+    fn audit_exported(&mut self) -> Result<Option<i64>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT value FROM sealinit_meta WHERE key = 'audit_exported'",
+                &[],
+            )
+            .map_err(self.err())?;
+        Ok(row.and_then(|r| {
+            let v: Vec<u8> = r.get(0);
+            v.try_into().ok().map(i64::from_be_bytes)
+        }))
+    }
+
+    fn set_audit_exported(&mut self, through: i64) -> Result<()> {
+        let through = through.max(self.audit_exported()?.unwrap_or(i64::MIN));
+        self.client
+            .execute(
+                "INSERT INTO sealinit_meta (key, value) VALUES ('audit_exported', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = $1",
+                &[&through.to_be_bytes().to_vec()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     fn audit_append_many(&mut self, records: &[AuditRecord]) -> Result<()> {

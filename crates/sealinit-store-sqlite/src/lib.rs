@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
-    RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow, TokenRow,
-    WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
+    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow,
+    TokenRow, WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -946,22 +946,73 @@ impl Backend for SqliteBackend {
             .map_err(self.err())
     }
 
-    fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {
+    fn audit_page(&mut self, q: &AuditQuery<'_>) -> Result<Vec<(i64, AuditRecord)>> {
+        let limit = q.limit.map_or(-1, |l| l as i64);
         self.query(
-            "SELECT at, actor, action, repo, detail FROM audit
-                 WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id",
-            params![repo, since],
+            "SELECT id, at, actor, action, repo, detail FROM audit
+                 WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR at >= ?2)
+                   AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR id > ?4)
+                 ORDER BY id LIMIT ?5",
+            params![q.repo, q.since, q.until, q.after, limit],
             |r| {
-                let detail: String = r.get(4)?;
-                Ok(AuditRecord {
-                    at: r.get(0)?,
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    repo: r.get(3)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                })
+                let detail: String = r.get(5)?;
+                Ok((
+                    r.get(0)?,
+                    AuditRecord {
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        repo: r.get(4)?,
+                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    },
+                ))
             },
         )
+    }
+
+    fn audit_prune(
+        &mut self,
+        before: i64,
+        record: &mut dyn FnMut(usize) -> AuditRecord,
+    ) -> Result<usize> {
+        // The prune's own record first, then only older ids go: the
+        // newest id always stays, so SQLite never hands an id out again
+        // (ids are the API's cursors and the export's mark).
+        self.immediate(|tx| {
+            insert_audit(tx, &record(0))?;
+            let own = tx.last_insert_rowid();
+            let n = tx.execute(
+                "DELETE FROM audit WHERE at < ?1 AND id < ?2",
+                params![before, own],
+            )?;
+            tx.execute(
+                "UPDATE audit SET detail = ?1 WHERE id = ?2",
+                params![record(n).detail.to_string(), own],
+            )?;
+            Ok(n)
+        })
+    }
+
+    fn audit_exported(&mut self) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'audit_exported'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn set_audit_exported(&mut self, through: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('audit_exported', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(value, ?1)",
+                params![through],
+            )
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     fn keyring_write(

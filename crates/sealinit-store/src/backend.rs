@@ -51,6 +51,18 @@ pub struct HistoryEntry {
     pub pruned: bool,
 }
 
+/// Which audit records to read: of `repo` (stored spelling) if given, at
+/// or after `since`, before `until`, with an id above `after` (a cursor),
+/// at most `limit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditQuery<'a> {
+    pub repo: Option<&'a str>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: Option<usize>,
+}
+
 /// One audit record. `detail` is a JSON object of names, versions, labels
 /// and expiries: never a value.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -247,9 +259,22 @@ pub trait Backend: Send {
     fn token_revoke(&mut self, id: &str, at: i64, audit: &AuditRecord) -> Result<bool>;
     /// Records a use of token `id` at `at`.
     fn token_touch(&mut self, id: &str, at: i64) -> Result<()>;
-    /// Audit records, oldest first, of `repo` (stored spelling) if given,
-    /// at or after `since` if given.
-    fn audit_list(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>>;
+    /// Audit records with their ids, oldest first, as `q` selects.
+    fn audit_page(&mut self, q: &AuditQuery<'_>) -> Result<Vec<(i64, AuditRecord)>>;
+    /// Deletes the audit records older than `before` (Unix seconds), and
+    /// appends `record` (of the prune itself), in one transaction; how
+    /// many went.
+    fn audit_prune(
+        &mut self,
+        before: i64,
+        record: &mut dyn FnMut(usize) -> AuditRecord,
+    ) -> Result<usize>;
+    /// The id of the last audit record an export wrote out (every record
+    /// up to it is in an export), if any.
+    fn audit_exported(&mut self) -> Result<Option<i64>>;
+    /// Records that the records up to id `through` were exported (never
+    /// moves back).
+    fn set_audit_exported(&mut self, through: i64) -> Result<()>;
     /// Deletes every secret of `repo` (stored spelling), with delete
     /// markers in the history and the audit record `audit` makes of the
     /// count, in one transaction; how many went.

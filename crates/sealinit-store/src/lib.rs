@@ -29,8 +29,8 @@ use sealinit_core::describe_io;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
-    AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter, MasterKeyRow,
-    SCHEMA_VERSION, SealedRow, StoredRow, TokenRow, WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
+    MasterKeyRow, SCHEMA_VERSION, SealedRow, StoredRow, TokenRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
 pub use sealinit_guard::{Finding, Level};
@@ -138,6 +138,12 @@ pub enum StoreError {
         "the value of {name} is empty; nothing was set (an empty value is stored only on request: sealctl: --allow-empty; API: \"allow_empty\": true)"
     )]
     EmptyValue { name: String },
+    #[error(
+        "the audit records before {} include some no export has written out (the first from {}); nothing was pruned; export them first (sealctl audit export > FILE), or prune anyway with --force",
+        sealinit_core::time::rfc3339((*before).max(0) as u64),
+        sealinit_core::time::rfc3339((*first).max(0) as u64)
+    )]
+    AuditNotExported { before: i64, first: i64 },
     #[error("no token {id}; see `sealctl tokens list`")]
     NoSuchToken { id: String },
     #[error(
@@ -710,11 +716,65 @@ impl Store {
     /// Audit records, oldest first, of `repo` if given, at or after `since`
     /// (Unix seconds) if given.
     pub fn audit(&mut self, repo: Option<&str>, since: Option<i64>) -> Result<Vec<AuditRecord>> {
-        let repo = match repo {
-            Some(r) => self.stored_spelling_any(r)?,
+        let page = self.audit_page(AuditQuery {
+            repo,
+            since,
+            ..AuditQuery::default()
+        })?;
+        Ok(page.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Audit records with their ids (cursors), oldest first, as `q`
+    /// selects (its repository in any spelling).
+    pub fn audit_page(&mut self, q: AuditQuery<'_>) -> Result<Vec<(i64, AuditRecord)>> {
+        let repo = match q.repo {
+            Some(r) => match self.stored_spelling_any(r)? {
+                Some(r) => Some(r),
+                // No such repository: no records (not every record).
+                None => return Ok(Vec::new()),
+            },
             None => None,
         };
-        self.db.audit_list(repo.as_deref(), since)
+        self.db.audit_page(&AuditQuery {
+            repo: repo.as_deref(),
+            ..q
+        })
+    }
+
+    /// Deletes the audit records older than `before`, which must all have
+    /// been exported (`audit export`) unless `force`; records the prune.
+    pub fn audit_prune(&mut self, before: i64, force: bool) -> Result<usize> {
+        let exported = self.db.audit_exported()?;
+        let unexported = self.db.audit_page(&AuditQuery {
+            until: Some(before),
+            after: exported,
+            limit: Some(1),
+            ..AuditQuery::default()
+        })?;
+        if let (false, Some((_, first))) = (force, unexported.first()) {
+            return Err(StoreError::AuditNotExported {
+                before,
+                first: first.at,
+            });
+        }
+        let actor = self.actor.clone();
+        self.db.audit_prune(before, &mut |n| AuditRecord {
+            at: sealinit_core::time::now() as i64,
+            actor: actor.clone(),
+            action: "audit-prune".into(),
+            repo: String::new(),
+            detail: serde_json::json!({"before": before, "removed": n, "forced": force}),
+        })
+    }
+
+    /// The id of the last audit record an export wrote out, if any.
+    pub fn audit_exported(&mut self) -> Result<Option<i64>> {
+        self.db.audit_exported()
+    }
+
+    /// Records that every audit record up to id `through` is exported.
+    pub fn audit_exported_through(&mut self, through: i64) -> Result<()> {
+        self.db.set_audit_exported(through)
     }
 
     /// The secrets of `repo`, by name, without values.

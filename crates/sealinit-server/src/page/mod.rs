@@ -902,7 +902,7 @@ async fn audit(
 ) -> Result<Response, PageError> {
     let r = repo.clone();
     let (records, caller) = signed
-        .run(&s, move |st, c| service::audit(st, c, Some(&r), None, 500))
+        .run(&s, move |st, c| service::audit_recent(st, c, &r, 500))
         .await?;
     Ok(page(
         StatusCode::OK,
