@@ -301,52 +301,69 @@ fn deliver(
     Ok(())
 }
 
+/// The master key in `path` (a file), or each key of the directory
+/// `path`, appended to `keys`.
+fn keys_from_path(path: &Path, keys: &mut Vec<MasterKey>) -> Result<()> {
+    if !path.is_dir() {
+        keys.push(MasterKey::new(files::read_key_file(
+            path,
+            "master key file",
+            true,
+            KEY_TIMEOUT,
+            None,
+        )?));
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot list master key directory {}: {}",
+            path.display(),
+            sealinit_core::describe_io(&e)
+        ))
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::usage(format!(
+            "master key directory {} holds no key file",
+            path.display()
+        )));
+    }
+    for f in files {
+        keys.push(MasterKey::new(files::read_key_file(
+            &f,
+            "master key file",
+            true,
+            KEY_TIMEOUT,
+            None,
+        )?));
+    }
+    Ok(())
+}
+
+/// The paths the keyring comes from (`--master-key`, else
+/// `SEALCTL_MASTER_KEY`): what the service reads again on SIGHUP.
+fn keyring_paths(args: &StoreArgs) -> Vec<PathBuf> {
+    if !args.master_key.is_empty() || !args.master_key_fd.is_empty() {
+        return args.master_key.clone();
+    }
+    std::env::var_os("SEALCTL_MASTER_KEY")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect()
+}
+
 /// The keyring: every `--master-key PATH` (a key file, which must be
 /// 0600, or a directory of them) and `--master-key-fd N`; without either,
 /// `SEALCTL_MASTER_KEY` or `SEALCTL_MASTER_KEY_FD`.
 fn keyring(args: &StoreArgs) -> Result<Vec<MasterKey>> {
-    let from_path = |path: &Path, keys: &mut Vec<MasterKey>| -> Result<()> {
-        if !path.is_dir() {
-            keys.push(MasterKey::new(files::read_key_file(
-                path,
-                "master key file",
-                true,
-                KEY_TIMEOUT,
-                None,
-            )?));
-            return Ok(());
-        }
-        let entries = std::fs::read_dir(path).map_err(|e| {
-            Error::usage(format!(
-                "cannot list master key directory {}: {}",
-                path.display(),
-                sealinit_core::describe_io(&e)
-            ))
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(Error::usage(format!(
-                "master key directory {} holds no key file",
-                path.display()
-            )));
-        }
-        for f in files {
-            keys.push(MasterKey::new(files::read_key_file(
-                &f,
-                "master key file",
-                true,
-                KEY_TIMEOUT,
-                None,
-            )?));
-        }
-        Ok(())
-    };
+    let from_path = keys_from_path;
     let from_fd = |fd: i32| -> Result<MasterKey> {
         sealinit::files::read_inherited_key(fd, KEY_TIMEOUT, None)
             .map(MasterKey::new)
@@ -413,8 +430,19 @@ fn serve(args: ServeArgs, level: tracing::level_filters::LevelFilter) -> Result<
     let stores = (0..=args.connections)
         .map(|_| open_store(&args.store))
         .collect::<Result<Vec<_>>>()?;
+    // SIGHUP (or a request that finds a master key missing) reads the
+    // key files and directories again.
+    let paths = keyring_paths(&args.store);
+    let reload = sealinit_server::pool::KeyringReload(std::sync::Arc::new(move || {
+        let mut keys = Vec::new();
+        for p in &paths {
+            keys_from_path(p, &mut keys).map_err(|e| e.to_string())?;
+        }
+        Ok(keys)
+    }));
     let config = sealinit_server::Config {
         listen,
+        keyring_reload: Some(reload),
         tls: args.tls_cert.zip(args.tls_key),
         insecure_no_tls: args.insecure_no_tls,
         log_json,

@@ -339,3 +339,83 @@ fn audit_export_then_prune() {
         assert!(o.status.success(), "{}", stderr(&o));
     });
 }
+
+/// Copies `from` to `to`, mode 0600 (a master key file).
+fn copy_key(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
+/// Point 1: after `store rotate-master-key`, two instances on one
+/// PostgreSQL that were started with the old key only answer 503
+/// `master_key_unavailable` naming the new key for a new repository (not
+/// an opaque 500), reload their keyring (the directory they were started
+/// with) when a request finds the key missing and on SIGHUP, and then
+/// serve.
+#[test]
+fn instances_pick_up_a_rotated_master_key() {
+    let env = StoreDir::on(Backend::Postgres);
+    set(&env, "acme/api", "A", b"1");
+    let admin = token(&env, &["admin"]);
+    let (dir_a, dir_b) = (env.path("keys-a"), env.path("keys-b"));
+    for d in [&dir_a, &dir_b] {
+        std::fs::create_dir(d).unwrap();
+        copy_key(&env.path("master.key"), &d.join("old.key"));
+    }
+    let a = Server::start(&env, &["--master-key", dir_a.to_str().unwrap()]);
+    let b = Server::start(&env, &["--master-key", dir_b.to_str().unwrap()]);
+    let new_key = dir_a.join("new.key");
+    let o = env.run(
+        &[
+            "store",
+            "rotate-master-key",
+            "--new",
+            new_key.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env.run(&["store", "master-keys", "--json"], None);
+    let primary = json_lines(&o)
+        .into_iter()
+        .find(|k| k["primary"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca = Client::new(&a, Some(&admin));
+    let cb = Client::new(&b, Some(&admin));
+    // A: the first request finds the key missing (503, naming it, with
+    // Retry-After); the keyring is read again, and the retry is served.
+    let r = ca.put("/repos/acme%2Fnew/secrets/X", json!({"value": "x"}));
+    assert_eq!(
+        (r.0, code(&r)),
+        (503, "master_key_unavailable"),
+        "{:?}",
+        r.1
+    );
+    assert!(message(&r).contains(&primary), "{}", message(&r));
+    let r = ca.put("/repos/acme%2Fnew/secrets/X", json!({"value": "x"}));
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    assert_eq!(ca.get("/repos/acme%2Fother/secrets/public-key").0, 200);
+    a.wait_for_log(&format!("added master key(s) {primary}"));
+    // B's directory lacks the new key: 503 each time, never 500.
+    for _ in 0..2 {
+        let r = cb.get("/repos/acme%2Fthird/secrets/public-key");
+        assert_eq!(
+            (r.0, code(&r)),
+            (503, "master_key_unavailable"),
+            "{:?}",
+            r.1
+        );
+    }
+    // Old repositories are served by both all along.
+    assert_eq!(cb.get("/repos/acme%2Fapi/secrets/A").0, 200);
+    // The key put in B's directory, SIGHUP: the next request is served.
+    copy_key(&new_key, &dir_b.join("new.key"));
+    kill(b.child.id() as i32, "HUP");
+    b.wait_for_log("SIGHUP: the keyring is read again");
+    let r = cb.put("/repos/acme%2Fthird/secrets/Y", json!({"value": "y"}));
+    assert_eq!(r.0, 201, "{:?}", r.1);
+}

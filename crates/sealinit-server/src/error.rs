@@ -6,6 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sealinit_store::StoreError;
 
+/// The code of a 503 for a master key this server does not hold (yet).
+pub const MASTER_KEY_UNAVAILABLE: &str = "master_key_unavailable";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -115,6 +118,13 @@ fn api_words(e: &StoreError) -> String {
         } => format!(
             "secret {name} of {repo} has no version {version} to roll back to{why}; its versions: GET /api/v1/repos/{{repo}}/secrets/{name}/versions"
         ),
+        E::DataKeyUnavailable { repo, ids } => format!(
+            "this server holds none of the master keys the data key of {repo} is wrapped under ({}); it reloads its keyring (the files and directories it was started with) now and on SIGHUP: put the key there and retry",
+            ids.join(", ")
+        ),
+        E::PrimaryKeyNotGiven { what, primary } => format!(
+            "{what} needs the store's primary master key {primary}, which this server does not hold; it reloads its keyring (the files and directories it was started with) now and on SIGHUP: put the key there and retry"
+        ),
         E::ProductionCredential {
             name,
             rule,
@@ -173,6 +183,9 @@ impl From<StoreError> for ApiError {
             | E::EmptyRepo { .. }
             | E::NoSuchToken { .. } => (StatusCode::NOT_FOUND, "not_found"),
             E::Database { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            E::DataKeyUnavailable { .. } | E::PrimaryKeyNotGiven { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, MASTER_KEY_UNAVAILABLE)
+            }
             _ => {
                 tracing::error!("store: {message}");
                 return Self::internal();
@@ -189,6 +202,8 @@ impl From<StoreError> for ApiError {
             field,
             guard,
             allow,
+            // The keyring reloads within a second.
+            retry_after: (code == MASTER_KEY_UNAVAILABLE).then_some(1),
             ..Self::new(status, code, message)
         }
     }

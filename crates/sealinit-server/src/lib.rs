@@ -81,6 +81,8 @@ pub struct Config {
     pub trusted_proxies: client::TrustedProxies,
     /// The longest lifetime a mint may ask for.
     pub max_bundle_ttl: Duration,
+    /// Reads the master keys again (SIGHUP, or a key found missing).
+    pub keyring_reload: Option<pool::KeyringReload>,
     /// The largest request body, in bytes.
     pub body_limit: usize,
     /// Print a one-time sign-in link for the page (admin, 15 minutes).
@@ -99,6 +101,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             trusted_proxies: client::TrustedProxies::default(),
             max_bundle_ttl: Duration::from_secs(3600),
+            keyring_reload: None,
             // The largest valid payload (1 MiB of values) once JSON-escaped
             // or base64-encoded, and a little more.
             body_limit: 3 * 1024 * 1024,
@@ -211,10 +214,11 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         .pop()
         .ok_or_else(|| ServerError::Usage("no store".into()))?;
     let mut state = state::AppState::new(
-        pool::StorePool::new(stores),
+        pool::StorePool::new(stores, config.keyring_reload.clone()),
         audit::AuditWriter::start(writer),
     );
     state.max_bundle_ttl = config.max_bundle_ttl;
+    let state_pool = state.pool.clone();
     let login = state.login.clone();
     let limit = config.body_limit;
     let app = api::router(state.clone())
@@ -333,6 +337,8 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
+                state_pool.reload_keyring();
+                tracing::info!("SIGHUP: the keyring is read again before each store's next request");
                 if let (Some(tls), Some((cert, key))) = (&tls, &config.tls) {
                     match load_tls(cert, key) {
                         Ok(a) => {

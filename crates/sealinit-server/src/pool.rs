@@ -3,16 +3,35 @@
 //! the pool and runs on tokio's blocking threads: the one `spawn_blocking`
 //! helper, as vaultwarden's `run_blocking`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use sealinit_store::Store;
+use sealinit_store::{MasterKey, Store};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
+/// Reads the master keys again from the files and directories the server
+/// was started with.
+#[derive(Clone)]
+pub struct KeyringReload(pub Arc<dyn Fn() -> Result<Vec<MasterKey>, String> + Send + Sync>);
+
+impl std::fmt::Debug for KeyringReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyringReload")
+    }
+}
+
 pub struct StorePool {
-    stores: Mutex<Vec<Store>>,
+    /// Each store with the keyring generation it has loaded.
+    stores: Mutex<Vec<(Store, u64)>>,
     permits: Semaphore,
+    reload: Option<KeyringReload>,
+    /// Bumped by SIGHUP and by a request that found a master key missing:
+    /// each store reloads its keyring before its next request.
+    generation: AtomicU64,
+    last_bump: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for StorePool {
@@ -33,12 +52,32 @@ impl Drop for StorePool {
 }
 
 impl StorePool {
-    pub fn new(stores: Vec<Store>) -> Arc<Self> {
+    pub fn new(stores: Vec<Store>, reload: Option<KeyringReload>) -> Arc<Self> {
         let n = stores.len();
         Arc::new(Self {
-            stores: Mutex::new(stores),
+            stores: Mutex::new(stores.into_iter().map(|s| (s, 0)).collect()),
             permits: Semaphore::new(n),
+            reload,
+            generation: AtomicU64::new(0),
+            last_bump: Mutex::new(None),
         })
+    }
+
+    /// Makes every store reload its keyring before its next request
+    /// (SIGHUP).
+    pub fn reload_keyring(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A request needed a master key this server does not hold: reload, at
+    /// most once a second however many requests find it missing.
+    pub fn key_missing(&self) {
+        if let Ok(mut last) = self.last_bump.lock() {
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(Instant::now());
+                self.reload_keyring();
+            }
+        }
     }
 
     /// Runs `f` on a store of the pool, as `actor`, on a blocking thread.
@@ -52,7 +91,7 @@ impl StorePool {
             .acquire()
             .await
             .map_err(|_| ApiError::internal())?;
-        let mut store = self
+        let (mut store, mut loaded) = self
             .stores
             .lock()
             .map_err(|_| ApiError::internal())?
@@ -60,10 +99,18 @@ impl StorePool {
             .ok_or_else(ApiError::internal)?;
         let pool = Arc::clone(self);
         let joined = tokio::task::spawn_blocking(move || {
+            let current = pool.generation.load(Ordering::SeqCst);
+            if loaded < current {
+                loaded = current;
+                pool.reload_into(&mut store);
+            }
             store.set_actor(actor);
             let result = f(&mut store);
+            if matches!(&result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
+                pool.key_missing();
+            }
             if let Ok(mut stores) = pool.stores.lock() {
-                stores.push(store);
+                stores.push((store, loaded));
             }
             result
         })
@@ -76,6 +123,22 @@ impl StorePool {
                 _permit.forget();
                 Err(ApiError::internal())
             }
+        }
+    }
+
+    /// Reads the keyring's files again and gives `store` the keys it
+    /// lacks; a failure leaves it with the keys it has.
+    fn reload_into(&self, store: &mut Store) {
+        let Some(reload) = &self.reload else {
+            return;
+        };
+        match (reload.0)().map(|keys| store.add_keys(keys)) {
+            Ok(Ok(added)) if !added.is_empty() => {
+                tracing::info!("keyring reloaded: added master key(s) {}", added.join(", "));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("keyring reload: {e}; keeping the keys held"),
+            Err(e) => tracing::warn!("keyring reload: {e}; keeping the keys held"),
         }
     }
 }

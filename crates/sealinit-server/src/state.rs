@@ -98,6 +98,9 @@ impl AppState {
         match outcome {
             Some((id, result)) => {
                 tracing::Span::current().record("token", id.as_str());
+                if matches!(&result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
+                    self.pool.key_missing();
+                }
                 result
             }
             None => Err(self.limiter.fail(peer)),

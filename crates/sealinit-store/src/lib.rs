@@ -410,6 +410,25 @@ impl Store {
         })
     }
 
+    /// Adds the keys of `given` that the store knows now (a rotation made
+    /// elsewhere may have added one) and this store does not hold yet;
+    /// returns their ids. Keys already held stay.
+    pub fn add_keys(&mut self, given: Vec<MasterKey>) -> Result<Vec<String>> {
+        let Some(ring) = self.db.keyring()? else {
+            return Ok(Vec::new());
+        };
+        let usable: Vec<String> = usable(&ring, &given).map(|m| m.id.clone()).collect();
+        let mut added = Vec::new();
+        for k in given {
+            let id = k.id().to_owned();
+            if usable.contains(&id) && !self.keys.iter().any(|h| h.id() == id) {
+                self.keys.push(k);
+                added.push(id);
+            }
+        }
+        Ok(added)
+    }
+
     /// The master keys the store knows.
     pub fn master_keys(&mut self) -> Result<Vec<MasterKeyInfo>> {
         let ring = self.db.keyring()?.unwrap_or_default();
