@@ -419,3 +419,59 @@ fn instances_pick_up_a_rotated_master_key() {
     let r = cb.put("/repos/acme%2Fthird/secrets/Y", json!({"value": "y"}));
     assert_eq!(r.0, 201, "{:?}", r.1);
 }
+
+/// Point 3: at SIGTERM every request whose bytes have arrived is served
+/// and answered: 80 mints fully sent (on connections the server may not
+/// even have accepted yet) all get their 201; an idle keep-alive
+/// connection is closed cleanly, not reset.
+#[test]
+fn sigterm_answers_every_request_that_arrived() {
+    use std::io::{Read, Write};
+    let env = StoreDir::new();
+    set(&env, "acme/api", "A", b"1");
+    let launcher = token(&env, &["launch:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+    let request = format!(
+        "POST /api/v1/repos/acme%2Fapi/bundles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {launcher}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    // An idle keep-alive connection: one request answered, then quiet.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(request.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 201"));
+    // Finish reading that response's body.
+    let mut got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    while !got.contains("\"names\"") {
+        let n = idle.read(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut sent: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    kill(server.child.id() as i32, "TERM");
+    let mut answered = 0;
+    for s in &mut sent {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        if text.starts_with("HTTP/1.1 201") && text.contains("\"bundle\"") {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 80, "requests lost at SIGTERM");
+    // The idle connection: a clean end of stream.
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(idle.read(&mut buf).unwrap(), 0);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

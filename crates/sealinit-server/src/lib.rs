@@ -15,6 +15,7 @@
 pub mod api;
 pub mod audit;
 pub mod client;
+mod conn;
 pub mod error;
 pub mod input;
 pub mod openapi;
@@ -32,15 +33,11 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use sealinit_store::Store;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tower::ServiceExt as _;
 use tower_http::trace::TraceLayer;
 
 pub use scope::Scope;
@@ -199,11 +196,6 @@ pub fn run(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     runtime.block_on(serve(config, stores))
 }
 
-enum Bound {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
 async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(Arc::new(RwLock::new(load_tls(cert, key)?))),
@@ -276,7 +268,7 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
                 .on_failure(()),
         );
     let listener = match &config.listen {
-        Listen::Tcp(addr) => Bound::Tcp(
+        Listen::Tcp(addr) => conn::Bound::Tcp(
             TcpListener::bind(addr)
                 .await
                 .map_err(io_err(format!("cannot listen on {addr}")))?,
@@ -285,18 +277,18 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
             let _ = std::fs::remove_file(path);
             let l = UnixListener::bind(path)
                 .map_err(io_err(format!("cannot listen on {}", path.display())))?;
-            Bound::Unix(l, path.clone())
+            conn::Bound::Unix(l, path.clone())
         }
     };
     let shown = match &listener {
-        Bound::Tcp(l) => {
+        conn::Bound::Tcp(l) => {
             let scheme = if tls.is_some() { "https" } else { "http" };
             format!(
                 "{scheme}://{}",
                 l.local_addr().map_err(io_err("local address"))?
             )
         }
-        Bound::Unix(_, p) => format!("unix:{}", p.display()),
+        conn::Bound::Unix(_, p) => format!("unix:{}", p.display()),
     };
     // Readiness for scripts and tests: a JSON line of the log, or a plain
     // line of its own.
@@ -307,7 +299,7 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     if config.login_link {
         match &listener {
             // Printed once, never through the log's filters and sinks.
-            Bound::Tcp(_) => {
+            conn::Bound::Tcp(_) => {
                 let text = format!(
                     "sign in to the Secrets page once, as admin, within {} minutes: {shown}/login/{}",
                     page::LINK_LIFETIME.as_secs() / 60,
@@ -321,14 +313,17 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
                     false => eprintln!("sealctl: {text}"),
                 }
             }
-            Bound::Unix(..) => tracing::warn!("--login-link: no link for a Unix socket"),
+            conn::Bound::Unix(..) => tracing::warn!("--login-link: no link for a Unix socket"),
         }
     }
 
-    let graceful = GracefulShutdown::new();
-    let mut backoff = AcceptBackoff::default();
-    let handshake_timeout = config.request_timeout.min(HANDSHAKE_TIMEOUT);
-    let proxies = Arc::new(config.trusted_proxies.clone());
+    let mut backoff = conn::AcceptBackoff::default();
+    let mut conns = conn::Connections::new(
+        app,
+        Arc::new(config.trusted_proxies.clone()),
+        config.request_timeout,
+        config.request_timeout.min(HANDSHAKE_TIMEOUT),
+    );
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
@@ -352,7 +347,7 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
                 }
                 continue;
             }
-            a = backoff.then(accept(&listener)) => a,
+            a = backoff.then(conn::accept(&listener)) => a,
         };
         let (stream, peer) = match accepted {
             Ok(x) => {
@@ -365,57 +360,16 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
             }
         };
         let acceptor = tls.as_ref().and_then(|t| t.read().ok().map(|a| a.clone()));
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        let header_timeout = config.request_timeout;
-        let proxies = proxies.clone();
-        tokio::spawn(async move {
-            let conn = client::Peer {
-                ip: peer,
-                tls: acceptor.is_some(),
-            };
-            let svc =
-                app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    let peer = proxies.resolve(conn, req.headers());
-                    req.extensions_mut().insert(peer);
-                    req
-                });
-            let svc = TowerToHyperService::new(svc);
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024);
-            match (stream, acceptor) {
-                (Stream::Tcp(s), Some(acceptor)) => {
-                    // A client that never finishes its handshake is cut.
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(s)).await {
-                        Ok(Ok(s)) => {
-                            let conn = http.serve_connection(TokioIo::new(s), svc);
-                            let _ = watcher.watch(conn).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
-                        Err(_) => tracing::debug!(
-                            "TLS handshake: no handshake within {handshake_timeout:?}"
-                        ),
-                    }
-                }
-                (Stream::Tcp(s), None) => {
-                    let conn = http.serve_connection(TokioIo::new(s), svc);
-                    let _ = watcher.watch(conn).await;
-                }
-                (Stream::Unix(s), _) => {
-                    let conn = http.serve_connection(TokioIo::new(s), svc);
-                    let _ = watcher.watch(conn).await;
-                }
-            }
-        });
+        conns.spawn(stream, peer, acceptor);
     }
+    // Connections the kernel completed before the signal are served too.
+    let late = conn::drain_backlog(&listener, &mut conns, &tls).await;
     drop(listener);
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
-    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tracing::info!(
+        late,
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    if !conns.shutdown(config.shutdown_timeout).await {
         tracing::warn!(
             "requests still in flight after {:?}; exiting",
             config.shutdown_timeout
@@ -434,67 +388,5 @@ async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
             error::ApiError::not_found("no such endpoint; see /api/v1/openapi.json").into_response()
         }
         false => page::not_found(),
-    }
-}
-
-/// After a failed `accept` (out of file descriptors, most often), wait
-/// 1 ms, doubling to 1 s, before the next; one warning a second at most,
-/// with the count of failures since the last.
-#[derive(Debug, Default)]
-struct AcceptBackoff {
-    delay: Option<Duration>,
-    errors: u64,
-    logged: Option<std::time::Instant>,
-}
-
-impl AcceptBackoff {
-    async fn then<T>(&self, next: impl std::future::Future<Output = T>) -> T {
-        if let Some(d) = self.delay {
-            tokio::time::sleep(d).await;
-        }
-        next.await
-    }
-
-    fn failed(&mut self, e: &std::io::Error) {
-        self.delay = Some(match self.delay {
-            None => Duration::from_millis(1),
-            Some(d) => (d * 2).min(Duration::from_secs(1)),
-        });
-        self.errors += 1;
-        let now = std::time::Instant::now();
-        if self
-            .logged
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            tracing::warn!(
-                errors = self.errors,
-                "cannot accept connections: {e}; retrying in up to 1 s"
-            );
-            self.errors = 0;
-            self.logged = Some(now);
-        }
-    }
-
-    fn reset(&mut self) {
-        self.delay = None;
-    }
-}
-
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(l: &Bound) -> std::io::Result<(Stream, Option<std::net::IpAddr>)> {
-    match l {
-        Bound::Tcp(l) => {
-            let (s, a) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok((Stream::Tcp(s), Some(a.ip())))
-        }
-        Bound::Unix(l, _) => {
-            let (s, _) = l.accept().await?;
-            Ok((Stream::Unix(s), None))
-        }
     }
 }
