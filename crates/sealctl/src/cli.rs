@@ -193,6 +193,11 @@ pub enum TokensCommand {
         /// Expire after this long (30d, 12h); default: never
         #[arg(long, value_name = "DURATION", value_parser = sealinit_core::time::parse_duration)]
         ttl: Option<Duration>,
+        /// The token may name the person it acts for (a web app writing
+        /// for its users) with the X-Sealinit-Actor header; the audit trail
+        /// then records "PERSON via token NAME (ID)"
+        #[arg(long)]
+        may_act_for: bool,
     },
     /// List tokens: id, name, scopes, created, expires, last used; never the token
     List {

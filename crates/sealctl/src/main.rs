@@ -464,6 +464,7 @@ fn tokens_command(cmd: TokensCommand) -> Result<()> {
             name,
             scope,
             ttl,
+            may_act_for,
         } => {
             let scopes = scope
                 .iter()
@@ -473,7 +474,7 @@ fn tokens_command(cmd: TokensCommand) -> Result<()> {
             if name.trim().is_empty() || name.len() > 100 {
                 return Err(Error::usage("--name: 1 to 100 characters"));
             }
-            let made = open_store(&store)?.create_token(&name, &scopes, ttl)?;
+            let made = open_store(&store)?.create_token(&name, &scopes, ttl, may_act_for)?;
             // The token alone on stdout, for a script to capture.
             writeln!(std::io::stdout().lock(), "{}", made.token.as_str()).map_err(stdout_err)?;
             eprintln!(

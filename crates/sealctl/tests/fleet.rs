@@ -475,3 +475,120 @@ fn sigterm_answers_every_request_that_arrived() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+/// Point 2: sign-in sessions live in the store: two instances on one
+/// PostgreSQL serve the same session, a form one rendered is accepted by
+/// the other, and signing out on one ends the session on both.
+#[test]
+fn sessions_are_shared_by_every_instance() {
+    let env = StoreDir::on(Backend::Postgres);
+    let admin = token(&env, &["admin"]);
+    let a = Server::start(&env, &[]);
+    let b = Server::start(&env, &[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    // The sign-in form from A, posted to B.
+    let r = agent.get(format!("{}/", a.base)).call().unwrap();
+    let pair = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("sealinit-signin="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = pair.split_once('=').unwrap().1.to_owned();
+    let r = agent
+        .post(format!("{}/signin", b.base))
+        .header("Cookie", &pair)
+        .send_form([("csrf", csrf.as_str()), ("token", admin.as_str())])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session = session_of(&cookies);
+    assert!(signed_in(&a, &session) && signed_in(&b, &session));
+    // Sign out on A (its form's CSRF token, from B's page).
+    let mut page = agent
+        .get(format!("{}/", b.base))
+        .header("Cookie", &session)
+        .call()
+        .unwrap();
+    let html = page.body_mut().read_to_string().unwrap();
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &html[at..at + html[at..].find('"').unwrap()];
+    let r = agent
+        .post(format!("{}/signout", a.base))
+        .header("Cookie", &session)
+        .send_form([("csrf", csrf)])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(!signed_in(&b, &session), "signed out on A, still in on B");
+    assert!(!signed_in(&a, &session));
+}
+
+/// Point 12: a token made with --may-act-for names the person it writes
+/// for (X-Sealinit-Actor) and the audit trail records both; any other
+/// token sending the header is refused.
+#[test]
+fn a_web_app_acts_for_its_users() {
+    let env = StoreDir::new();
+    let o = env.run(
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "web-app",
+            "--scope",
+            "write:acme/*",
+            "--may-act-for",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let web = stdout(&o).trim().to_owned();
+    let plain = token(&env, &["write:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let put = |t: &str, actor: &str| {
+        let mut r = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+            .put(format!("{}/api/v1/repos/acme%2Fapi/secrets/K", server.base))
+            .header("Authorization", format!("Bearer {t}"))
+            .header("X-Sealinit-Actor", actor)
+            .send_json(json!({"value": "v"}))
+            .unwrap();
+        let _ = r.body_mut().read_to_string();
+        r.status().as_u16()
+    };
+    assert_eq!(put(&web, "alice@acme.example"), 201);
+    assert_eq!(put(&plain, "mallory@acme.example"), 403);
+    assert_eq!(put(&web, ""), 400);
+    let o = env.run(&["audit", "--json"], None);
+    let set = json_lines(&o)
+        .into_iter()
+        .find(|r| r["action"] == "set")
+        .unwrap();
+    let actor = set["actor"].as_str().unwrap();
+    assert!(
+        actor.starts_with("alice@acme.example via token web-app (tk-"),
+        "{actor}"
+    );
+    let o = env.run(&["tokens", "list", "--json"], None);
+    assert!(
+        stdout(&o).contains("\"may_act_for\":true"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -189,14 +189,24 @@ pub fn run(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
         }
     }
     init_logging(config.log_json, config.log_level);
+    // The sign-in forms' key, the same on every instance of the store
+    // (read before the runtime: the store's client is blocking).
+    let mut stores = stores;
+    let signin_key = stores[0]
+        .signin_csrf_key()
+        .map_err(|e| ServerError::Usage(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
-    runtime.block_on(serve(config, stores))
+    runtime.block_on(serve(config, stores, signin_key))
 }
 
-async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
+async fn serve(
+    config: Config,
+    stores: Vec<Store>,
+    signin_key: zeroize::Zeroizing<[u8; 32]>,
+) -> Result<(), ServerError> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(Arc::new(RwLock::new(load_tls(cert, key)?))),
         None => None,
@@ -208,6 +218,7 @@ async fn serve(config: Config, stores: Vec<Store>) -> Result<(), ServerError> {
     let mut state = state::AppState::new(
         pool::StorePool::new(stores, config.keyring_reload.clone()),
         audit::AuditWriter::start(writer),
+        signin_key,
     );
     state.max_bundle_ttl = config.max_bundle_ttl;
     let state_pool = state.pool.clone();

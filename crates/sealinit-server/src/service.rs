@@ -20,6 +20,8 @@ pub struct Caller {
     pub id: String,
     pub name: String,
     pub grants: Grants,
+    /// The person a token made with `--may-act-for` says it acts for.
+    pub on_behalf: Option<String>,
 }
 
 impl Caller {
@@ -28,12 +30,32 @@ impl Caller {
             id: row.id.clone(),
             name: row.name.clone(),
             grants: Grants::from_stored(&row.scopes),
+            on_behalf: None,
         }
+    }
+
+    /// `row` acting for `person` (`X-Sealinit-Actor`): only a token made
+    /// with `--may-act-for` may; any other is 403.
+    pub fn acting_for(row: &TokenRow, person: Option<String>) -> Result<Self, ApiError> {
+        let mut caller = Self::from_token(row);
+        if let Some(p) = person {
+            if !row.may_act_for {
+                return Err(ApiError::forbidden(format!(
+                    "token {} may not name who it acts for (X-Sealinit-Actor): only tokens made with --may-act-for may",
+                    row.id
+                )));
+            }
+            caller.on_behalf = Some(p);
+        }
+        Ok(caller)
     }
 
     /// The actor the history and the audit trail name.
     pub fn actor(&self) -> String {
-        format!("token {} ({})", self.name, self.id)
+        match &self.on_behalf {
+            Some(p) => format!("{p} via token {} ({})", self.name, self.id),
+            None => format!("token {} ({})", self.name, self.id),
+        }
     }
 
     pub fn require(&self, action: Action, repo: &str) -> Result<(), ApiError> {

@@ -1,17 +1,19 @@
 //! The page's sessions and CSRF tokens.
 //!
 //! A session is a random id in a cookie (`HttpOnly`, `SameSite=Strict`,
-//! `Secure` and `__Host-` over TLS). The server keeps the id's SHA-256,
-//! never the id, mapped to the token that signed in (checked again on every
-//! request, so a revoked token ends its sessions), a CSRF token and a
-//! one-shot result message. Sessions live in this instance's memory: they
-//! end with it, after `IDLE` without a request, or `LIFETIME` after sign-in.
+//! `Secure` and `__Host-` over TLS). The store keeps the id's SHA-256,
+//! never the id, with the id of the token that signed in (checked again on
+//! every request, so a revoked token ends its sessions), a CSRF token and a
+//! one-shot result message; every instance of the store serves every
+//! session. A session ends after `IDLE` without a request, `LIFETIME` after
+//! sign-in, at sign-out (on every instance), or when its token opens more
+//! than `MAX_PER_TOKEN`.
 //!
 //! CSRF: every form carries a token compared in constant time with the
-//! session's; the sign-in form, before any session, carries one compared
-//! with a cookie of its own (double submit). A POST without it is 403.
+//! session's; the sign-in form, before any session, carries one the store's
+//! key signed, compared with a cookie of its own (double submit). A POST
+//! without it is 403.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +24,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use sealinit_store::SessionRow;
+
+use crate::error::ApiError;
+use crate::pool::StorePool;
+
 /// A session ends this long after sign-in...
 pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// ...or after this long without a request.
 pub const IDLE: Duration = Duration::from_secs(3600);
-/// Sessions kept at most; the least recently used goes first.
-const MAX_SESSIONS: usize = 10_000;
 /// Sessions of one token at most; its own oldest goes first, so that no
 /// token can push another's sessions out.
 pub const MAX_PER_TOKEN: usize = 16;
@@ -49,36 +54,28 @@ fn digest(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
 
+/// The stored key of a session id: its SHA-256, hex.
+fn id_hash(id: &str) -> String {
+    digest(id).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What an action tells the next page ("Added API_KEY, version 1").
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Flash {
     pub ok: bool,
     pub text: String,
-}
-
-struct Session {
-    token: Arc<Zeroizing<String>>,
-    /// The token's digest: whose session this is.
-    owner: [u8; 32],
-    csrf: String,
-    started: Instant,
-    seen: Instant,
-    flash: Option<Flash>,
-}
-
-impl Session {
-    fn live(&self, now: Instant) -> bool {
-        now.duration_since(self.started) < LIFETIME && now.duration_since(self.seen) < IDLE
-    }
 }
 
 /// A signed-in request's view of its session.
 #[derive(Clone)]
 pub struct Current {
     /// The session id's digest (to find it again).
-    key: [u8; 32],
-    pub token: Arc<Zeroizing<String>>,
+    key: String,
+    /// The token it signed in with, by id.
+    pub token_id: String,
     pub csrf: String,
+    /// The result message waiting to be shown, if any.
+    flash: Option<Flash>,
 }
 
 impl std::fmt::Debug for Current {
@@ -87,94 +84,104 @@ impl std::fmt::Debug for Current {
     }
 }
 
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+fn unix_now() -> i64 {
+    sealinit_core::time::now() as i64
 }
 
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
-        write!(f, "Sessions({n})")
-    }
+/// The page's sign-in sessions, kept in the store so that every instance
+/// serves every request: the store holds the id's SHA-256 (never the id),
+/// the token's id (never the token), the CSRF token and one result
+/// message.
+#[derive(Debug)]
+pub struct Sessions {
+    pool: Arc<StorePool>,
 }
 
 impl Sessions {
-    /// Starts a session for `token`; returns its id, for the cookie.
-    pub fn start(&self, token: Arc<Zeroizing<String>>) -> String {
+    pub fn new(pool: Arc<StorePool>) -> Self {
+        Self { pool }
+    }
+
+    /// Starts a session for the token `token_id`; returns its id, for the
+    /// cookie. The token's oldest sessions beyond `MAX_PER_TOKEN` end.
+    pub async fn start(&self, token_id: String) -> Result<String, ApiError> {
         let id = random_token();
-        let now = Instant::now();
-        let owner = digest(token.as_str());
-        let session = Session {
-            token,
-            owner,
+        let now = unix_now();
+        let row = SessionRow {
+            id_hash: id_hash(&id),
+            token_id,
             csrf: random_token(),
             started: now,
             seen: now,
             flash: None,
         };
-        if let Ok(mut map) = self.map.lock() {
-            let own: Vec<([u8; 32], Instant)> = map
-                .iter()
-                .filter(|(_, s)| s.owner == owner)
-                .map(|(k, s)| (*k, s.started))
-                .collect();
-            if own.len() >= MAX_PER_TOKEN {
-                if let Some((oldest, _)) = own.iter().min_by_key(|(_, started)| *started) {
-                    map.remove(oldest);
+        let stale = now - IDLE.as_secs() as i64;
+        self.pool
+            .run(String::new(), move |st| {
+                Ok(st.session_start(&row, MAX_PER_TOKEN, stale)?)
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// The live session of `id`, touched; an expired one is ended.
+    pub async fn find(&self, id: &str) -> Result<Option<Current>, ApiError> {
+        let key = id_hash(id);
+        self.pool
+            .run(String::new(), move |st| {
+                let Some(row) = st.session(&key)? else {
+                    return Ok(None);
+                };
+                let now = unix_now();
+                if now - row.started >= LIFETIME.as_secs() as i64
+                    || now - row.seen >= IDLE.as_secs() as i64
+                {
+                    st.session_end(&key)?;
+                    return Ok(None);
                 }
-            }
-            if map.len() >= MAX_SESSIONS {
-                map.retain(|_, s| s.live(now));
-            }
-            if map.len() >= MAX_SESSIONS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k) {
-                    map.remove(&oldest);
+                // A write a minute at most, for pages that only read.
+                if now - row.seen >= 60 {
+                    st.session_update(&key, now, row.flash.as_deref())?;
                 }
-            }
-            map.insert(digest(&id), session);
-        }
-        id
+                Ok(Some(Current {
+                    key,
+                    token_id: row.token_id,
+                    csrf: row.csrf,
+                    flash: row.flash.and_then(|f| serde_json::from_str(&f).ok()),
+                }))
+            })
+            .await
     }
 
-    /// The live session of `id`, touched; an expired one is removed.
-    pub fn find(&self, id: &str) -> Option<Current> {
-        let key = digest(id);
-        let now = Instant::now();
-        let mut map = self.map.lock().ok()?;
-        let s = map.get_mut(&key)?;
-        if !s.live(now) {
-            map.remove(&key);
-            return None;
-        }
-        s.seen = now;
-        Some(Current {
-            key,
-            token: s.token.clone(),
-            csrf: s.csrf.clone(),
-        })
+    pub async fn end(&self, current: &Current) -> Result<(), ApiError> {
+        let key = current.key.clone();
+        self.pool
+            .run(String::new(), move |st| Ok(st.session_end(&key)?))
+            .await
     }
 
-    pub fn end(&self, current: &Current) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(&current.key);
-        }
+    /// Sets the message the next page shows.
+    pub async fn set_flash(&self, current: &Current, flash: Flash) -> Result<(), ApiError> {
+        let key = current.key.clone();
+        let text = serde_json::to_string(&flash).ok();
+        self.pool
+            .run(String::new(), move |st| {
+                Ok(st.session_update(&key, unix_now(), text.as_deref())?)
+            })
+            .await
     }
 
-    pub fn set_flash(&self, current: &Current, flash: Flash) {
-        if let Ok(mut map) = self.map.lock() {
-            if let Some(s) = map.get_mut(&current.key) {
-                s.flash = Some(flash);
-            }
-        }
-    }
-
-    pub fn take_flash(&self, current: &Current) -> Option<Flash> {
-        self.map
-            .lock()
-            .ok()?
-            .get_mut(&current.key)
-            .and_then(|s| s.flash.take())
+    /// The message waiting, shown once.
+    pub async fn take_flash(&self, current: &Current) -> Option<Flash> {
+        let flash = current.flash.clone()?;
+        let key = current.key.clone();
+        let cleared = self
+            .pool
+            .run(String::new(), move |st| {
+                Ok(st.session_update(&key, unix_now(), None)?)
+            })
+            .await;
+        cleared.ok().map(|()| flash)
     }
 }
 
@@ -193,9 +200,9 @@ impl std::fmt::Debug for SigninCsrf {
 }
 
 impl SigninCsrf {
-    pub fn new() -> Self {
-        let mut key = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut key[..]).expect("the kernel's random number generator failed");
+    /// With the store's sign-in key, the same on every instance (a form
+    /// one instance rendered is accepted by another).
+    pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
         Self { key }
     }
 
@@ -227,12 +234,6 @@ impl SigninCsrf {
             (Ok(n), Ok(m)) if n.len() == 16 => bool::from(self.mac(&n).ct_eq(m.as_slice())),
             _ => false,
         }
-    }
-}
-
-impl Default for SigninCsrf {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

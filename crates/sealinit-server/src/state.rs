@@ -49,14 +49,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: Arc<StorePool>, audit: Arc<crate::audit::AuditWriter>) -> Self {
+    pub fn new(
+        pool: Arc<StorePool>,
+        audit: Arc<crate::audit::AuditWriter>,
+        signin_key: Zeroizing<[u8; 32]>,
+    ) -> Self {
         Self {
+            sessions: Arc::new(Sessions::new(pool.clone())),
             pool,
             audit,
             limiter: Arc::default(),
-            sessions: Arc::default(),
             login: Arc::default(),
-            signin_csrf: Arc::new(SigninCsrf::new()),
+            signin_csrf: Arc::new(SigninCsrf::new(signin_key)),
             max_bundle_ttl: Duration::from_secs(3600),
             verified: Arc::default(),
             anonymous: Arc::new(Semaphore::new(ANONYMOUS_SLOTS)),
@@ -83,16 +87,22 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
     {
-        let Auth { token, peer } = auth;
+        let Auth {
+            token,
+            peer,
+            on_behalf,
+        } = auth;
         let outcome = self
             .pool
             .run(String::new(), move |st| {
                 let Some(row) = st.authenticate(&token)? else {
                     return Ok(None);
                 };
-                let caller = Caller::from_token(&row);
-                st.set_actor(caller.actor());
-                Ok(Some((caller.id.clone(), f(st, &caller))))
+                let result = Caller::acting_for(&row, on_behalf).and_then(|caller| {
+                    st.set_actor(caller.actor());
+                    f(st, &caller)
+                });
+                Ok(Some((row.id, result)))
             })
             .await?;
         match outcome {
@@ -105,6 +115,31 @@ impl AppState {
             }
             None => Err(self.limiter.fail(peer)),
         }
+    }
+
+    /// Runs `f` as the live token `token_id` (a sign-in session's), on a
+    /// store of the pool: one blocking call; 401 if the token is no longer
+    /// accepted.
+    pub async fn run_as<T, F>(&self, token_id: String, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
+    {
+        let result = self
+            .pool
+            .run(String::new(), move |st| {
+                let Some(row) = st.authenticate_id(&token_id)? else {
+                    return Err(ApiError::unauthorized());
+                };
+                let caller = Caller::from_token(&row);
+                st.set_actor(caller.actor());
+                f(st, &caller)
+            })
+            .await;
+        if matches!(&result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
+            self.pool.key_missing();
+        }
+        result
     }
 
     /// Checks `token` before a body is read: a digest found valid lately
@@ -148,14 +183,40 @@ impl AppState {
 pub struct Auth {
     token: Arc<Zeroizing<String>>,
     peer: Option<std::net::IpAddr>,
+    /// `X-Sealinit-Actor`: whom the token says it acts for.
+    on_behalf: Option<String>,
 }
 
 impl Auth {
     /// A token from elsewhere than the Authorization header: the page's
-    /// sign-in form, or its session (which shares the token, no copy).
+    /// sign-in form.
     pub fn new(token: Arc<Zeroizing<String>>, peer: Option<std::net::IpAddr>) -> Self {
-        Self { token, peer }
+        Self {
+            token,
+            peer,
+            on_behalf: None,
+        }
     }
+}
+
+/// The header a token made with `--may-act-for` names its person in.
+const ACTOR_HEADER: &str = "x-sealinit-actor";
+
+/// `X-Sealinit-Actor`, if sent: 1 to 200 printable characters.
+fn on_behalf(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(ACTOR_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|p| (1..=200).contains(&p.len()) && p.chars().all(|c| !c.is_control()))
+        .map(|p| Some(p.to_owned()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "X-Sealinit-Actor: 1 to 200 printable characters naming a person (alice@acme.example)",
+            )
+        })
 }
 
 impl std::fmt::Debug for Auth {
@@ -205,6 +266,7 @@ impl FromRequestParts<AppState> for Auth {
         Ok(Self {
             token,
             peer: peer.ip,
+            on_behalf: on_behalf(&parts.headers)?,
         })
     }
 }

@@ -9,14 +9,14 @@
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
     AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
-    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow,
-    TokenRow, WrappedKey, Writer,
+    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, SessionRow, StoreError,
+    StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
 /// A new store is created at schema 2 (the first PostgreSQL schema) and
 /// migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 3: every version (and delete marker) kept, the audit trail, the
     // retention setting.
     "CREATE TABLE sealinit_secret_versions (
@@ -73,6 +73,19 @@ const MIGRATIONS: [&str; 3] = [
          revoked_at BIGINT,
          seq BIGSERIAL
      );",
+    // 6: tokens that may act for someone; the page's sign-in sessions,
+    // shared by every instance.
+    "ALTER TABLE sealinit_tokens ADD COLUMN may_act_for BOOLEAN NOT NULL DEFAULT FALSE;
+     CREATE TABLE sealinit_sessions (
+         id_hash TEXT PRIMARY KEY,
+         token_id TEXT NOT NULL,
+         csrf TEXT NOT NULL,
+         started BIGINT NOT NULL,
+         seen BIGINT NOT NULL,
+         flash TEXT,
+         seq BIGSERIAL
+     );
+     CREATE INDEX sealinit_sessions_token ON sealinit_sessions (token_id, started);",
 ];
 
 const SCHEMA: &str = "
@@ -499,6 +512,18 @@ fn token_row(r: &postgres::Row) -> TokenRow {
         expires_at: r.get(5),
         last_used_at: r.get(6),
         revoked_at: r.get(7),
+        may_act_for: r.get(8),
+    }
+}
+
+fn session_row(r: &postgres::Row) -> SessionRow {
+    SessionRow {
+        id_hash: r.get(0),
+        token_id: r.get(1),
+        csrf: r.get(2),
+        started: r.get(3),
+        seen: r.get(4),
+        flash: r.get(5),
     }
 }
 
@@ -1232,8 +1257,8 @@ impl Backend for PostgresBackend {
         let e = |e: postgres::Error| db_err(&shown, &e);
         let mut tx = self.client.transaction().map_err(e)?;
         tx.execute(
-            "INSERT INTO sealinit_tokens (id, name, hash, scopes, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sealinit_tokens (id, name, hash, scopes, created_at, expires_at, may_act_for)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &t.id,
                 &t.name,
@@ -1241,6 +1266,7 @@ impl Backend for PostgresBackend {
                 &serde_json::to_string(&t.scopes).unwrap_or_default(),
                 &t.created_at,
                 &t.expires_at,
+                &t.may_act_for,
             ],
         )
         .map_err(e)?;
@@ -1252,7 +1278,7 @@ impl Backend for PostgresBackend {
         let row = self
             .client
             .query_opt(
-                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at, may_act_for
                  FROM sealinit_tokens WHERE hash = $1",
                 &[&hash],
             )
@@ -1264,7 +1290,7 @@ impl Backend for PostgresBackend {
         let rows = self
             .client
             .query(
-                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at, may_act_for
                  FROM sealinit_tokens ORDER BY seq",
                 &[],
             )
@@ -1294,6 +1320,76 @@ impl Backend for PostgresBackend {
             .execute(
                 "UPDATE sealinit_tokens SET last_used_at = $2 WHERE id = $1",
                 &[&id, &at],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn token_by_id(&mut self, id: &str) -> Result<Option<TokenRow>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at, may_act_for
+                 FROM sealinit_tokens WHERE id = $1",
+                &[&id],
+            )
+            .map_err(self.err())?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    fn session_insert(&mut self, s: &SessionRow, keep: usize, stale: i64) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        tx.execute(
+            "DELETE FROM sealinit_sessions WHERE seen < $1 OR id_hash IN (
+                 SELECT id_hash FROM sealinit_sessions WHERE token_id = $2
+                 ORDER BY started DESC, seq DESC OFFSET $3)",
+            &[&stale, &s.token_id, &(keep.saturating_sub(1) as i64)],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "INSERT INTO sealinit_sessions (id_hash, token_id, csrf, started, seen, flash)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &s.id_hash,
+                &s.token_id,
+                &s.csrf,
+                &s.started,
+                &s.seen,
+                &s.flash,
+            ],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn session_get(&mut self, id_hash: &str) -> Result<Option<SessionRow>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT id_hash, token_id, csrf, started, seen, flash FROM sealinit_sessions WHERE id_hash = $1",
+                &[&id_hash],
+            )
+            .map_err(self.err())?;
+        Ok(row.as_ref().map(session_row))
+    }
+
+    fn session_update(&mut self, id_hash: &str, seen: i64, flash: Option<&str>) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE sealinit_sessions SET seen = $2, flash = $3 WHERE id_hash = $1",
+                &[&id_hash, &seen, &flash],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn session_delete(&mut self, id_hash: &str) -> Result<()> {
+        self.client
+            .execute(
+                "DELETE FROM sealinit_sessions WHERE id_hash = $1",
+                &[&id_hash],
             )
             .map(|_| ())
             .map_err(self.err())

@@ -13,8 +13,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
     AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
-    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, StoreError, StoredRow,
-    TokenRow, WrappedKey, Writer,
+    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, SessionRow, StoreError,
+    StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +47,7 @@ fn wait_for_writer(attempt: i32) -> bool {
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
 /// `i + 2`. A new store is created at schema 1, as the first release
 /// created it, and migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 2: a code-loading name allowed at `set`, recorded.
     "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
     // 3: every version (and delete marker) kept, the audit trail, the
@@ -119,6 +119,18 @@ const MIGRATIONS: [&str; 4] = [
          last_used_at INTEGER,
          revoked_at INTEGER
      );",
+    // 6: tokens that may act for someone; the page's sign-in sessions,
+    // shared by every instance.
+    "ALTER TABLE tokens ADD COLUMN may_act_for INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE sessions (
+         id_hash TEXT PRIMARY KEY,
+         token_id TEXT NOT NULL,
+         csrf TEXT NOT NULL,
+         started INTEGER NOT NULL,
+         seen INTEGER NOT NULL,
+         flash TEXT
+     );
+     CREATE INDEX sessions_token ON sessions (token_id, started);",
 ];
 
 /// Schema 1, as the first release created it.
@@ -634,6 +646,18 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         expires_at: r.get(5)?,
         last_used_at: r.get(6)?,
         revoked_at: r.get(7)?,
+        may_act_for: r.get(8)?,
+    })
+}
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id_hash: r.get(0)?,
+        token_id: r.get(1)?,
+        csrf: r.get(2)?,
+        started: r.get(3)?,
+        seen: r.get(4)?,
+        flash: r.get(5)?,
     })
 }
 
@@ -896,8 +920,17 @@ impl Backend for SqliteBackend {
         let scopes = serde_json::to_string(&t.scopes).unwrap_or_default();
         self.immediate(|tx| {
             tx.execute(
-                "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![t.id, t.name, t.hash, scopes, t.created_at, t.expires_at],
+                "INSERT INTO tokens (id, name, hash, scopes, created_at, expires_at, may_act_for)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    t.id,
+                    t.name,
+                    t.hash,
+                    scopes,
+                    t.created_at,
+                    t.expires_at,
+                    t.may_act_for
+                ],
             )?;
             insert_audit(tx, audit)
         })
@@ -906,7 +939,7 @@ impl Backend for SqliteBackend {
     fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>> {
         Ok(self
             .query(
-                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at, may_act_for
                  FROM tokens WHERE hash = ?1",
                 params![hash],
                 token_row,
@@ -916,7 +949,7 @@ impl Backend for SqliteBackend {
 
     fn tokens(&mut self) -> Result<Vec<TokenRow>> {
         self.query(
-            "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at
+            "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at, may_act_for
              FROM tokens ORDER BY created_at, rowid",
             [],
             token_row,
@@ -942,6 +975,61 @@ impl Backend for SqliteBackend {
                 "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
                 params![id, at],
             )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn token_by_id(&mut self, id: &str) -> Result<Option<TokenRow>> {
+        Ok(self
+            .query(
+                "SELECT id, name, hash, scopes, created_at, expires_at, last_used_at, revoked_at, may_act_for
+                 FROM tokens WHERE id = ?1",
+                params![id],
+                token_row,
+            )?
+            .pop())
+    }
+
+    fn session_insert(&mut self, s: &SessionRow, keep: usize, stale: i64) -> Result<()> {
+        self.immediate(|tx| {
+            tx.execute(
+                "DELETE FROM sessions WHERE seen < ?1 OR id_hash IN (
+                     SELECT id_hash FROM sessions WHERE token_id = ?2
+                     ORDER BY started DESC, rowid DESC LIMIT -1 OFFSET ?3)",
+                params![stale, s.token_id, keep.saturating_sub(1) as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO sessions (id_hash, token_id, csrf, started, seen, flash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.id_hash, s.token_id, s.csrf, s.started, s.seen, s.flash],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn session_get(&mut self, id_hash: &str) -> Result<Option<SessionRow>> {
+        Ok(self
+            .query(
+                "SELECT id_hash, token_id, csrf, started, seen, flash FROM sessions WHERE id_hash = ?1",
+                params![id_hash],
+                session_row,
+            )?
+            .pop())
+    }
+
+    fn session_update(&mut self, id_hash: &str, seen: i64, flash: Option<&str>) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE sessions SET seen = ?2, flash = ?3 WHERE id_hash = ?1",
+                params![id_hash, seen, flash],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn session_delete(&mut self, id_hash: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM sessions WHERE id_hash = ?1", params![id_hash])
             .map(|_| ())
             .map_err(self.err())
     }

@@ -17,7 +17,7 @@ use crate::{Result, SecretInfo};
 /// key to data keys needs the master key, so [`crate::Store`] does it, once,
 /// in one transaction, when a key first opens a migrated store. 5: the
 /// service's API tokens (`tokens`: keyed hashes, never tokens).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// An API token as stored: its keyed hash, never the token.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,6 +32,31 @@ pub struct TokenRow {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// May name the person it acts for (`X-Sealinit-Actor`).
+    pub may_act_for: bool,
+}
+
+/// A sign-in session of the page, as stored: the id's SHA-256 (never the
+/// id), the token it signed in with (by id: the token itself is never
+/// stored), its CSRF token and one result message.
+#[derive(Clone)]
+pub struct SessionRow {
+    pub id_hash: String,
+    pub token_id: String,
+    pub csrf: String,
+    /// Unix seconds.
+    pub started: i64,
+    pub seen: i64,
+    /// A JSON result message shown once.
+    pub flash: Option<String>,
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many versions keep their ciphertext, unless the store says otherwise.
@@ -259,6 +284,17 @@ pub trait Backend: Send {
     fn token_revoke(&mut self, id: &str, at: i64, audit: &AuditRecord) -> Result<bool>;
     /// Records a use of token `id` at `at`.
     fn token_touch(&mut self, id: &str, at: i64) -> Result<()>;
+    /// The token with id `id`.
+    fn token_by_id(&mut self, id: &str) -> Result<Option<TokenRow>>;
+    /// Stores a new session; the same token's oldest sessions beyond
+    /// `keep - 1`, and every session last seen before `stale`, go.
+    fn session_insert(&mut self, s: &SessionRow, keep: usize, stale: i64) -> Result<()>;
+    /// The session whose id hashes to `id_hash`.
+    fn session_get(&mut self, id_hash: &str) -> Result<Option<SessionRow>>;
+    /// Sets its last use and its result message.
+    fn session_update(&mut self, id_hash: &str, seen: i64, flash: Option<&str>) -> Result<()>;
+    /// Ends it.
+    fn session_delete(&mut self, id_hash: &str) -> Result<()>;
     /// Audit records with their ids, oldest first, as `q` selects.
     fn audit_page(&mut self, q: &AuditQuery<'_>) -> Result<Vec<(i64, AuditRecord)>>;
     /// Deletes the audit records older than `before` (Unix seconds), and

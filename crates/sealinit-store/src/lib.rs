@@ -30,7 +30,7 @@ use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
     AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
-    MasterKeyRow, SCHEMA_VERSION, SealedRow, StoredRow, TokenRow, WrappedKey, Writer,
+    MasterKeyRow, SCHEMA_VERSION, SealedRow, SessionRow, StoredRow, TokenRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
 pub use sealinit_guard::{Finding, Level};

@@ -131,6 +131,7 @@ impl Store {
         name: &str,
         scopes: &[String],
         ttl: Option<Duration>,
+        may_act_for: bool,
     ) -> Result<NewToken> {
         let body = random_base62(30)?;
         let sum = sealinit_guard::checksum(body.as_bytes());
@@ -148,13 +149,14 @@ impl Store {
             expires_at: ttl.map(|t| now.saturating_add(t.as_secs() as i64)),
             last_used_at: None,
             revoked_at: None,
+            may_act_for,
         };
         let audit = AuditRecord {
             at: now,
             actor: self.actor.clone(),
             action: "token-create".into(),
             repo: String::new(),
-            detail: serde_json::json!({"id": row.id, "name": row.name, "scopes": row.scopes, "expires_at": row.expires_at}),
+            detail: serde_json::json!({"id": row.id, "name": row.name, "scopes": row.scopes, "expires_at": row.expires_at, "may_act_for": may_act_for}),
         };
         self.db.token_insert(&row, &audit)?;
         Ok(NewToken { token, row })
@@ -202,6 +204,51 @@ impl Store {
             self.db.token_touch(&row.id, now)?;
         }
         Ok(Some(row))
+    }
+
+    /// The live token (not expired, not revoked) with id `id`: a sign-in
+    /// session names its token by id.
+    pub fn authenticate_id(&mut self, id: &str) -> Result<Option<TokenRow>> {
+        let now = sealinit_core::time::now() as i64;
+        Ok(self
+            .db
+            .token_by_id(id)?
+            .filter(|row| row.revoked_at.is_none() && row.expires_at.is_none_or(|e| e > now)))
+    }
+
+    /// The key the page's sign-in forms are signed with: the same on every
+    /// instance of a store (derived from the service's data key).
+    pub fn signin_csrf_key(&mut self) -> Result<Zeroizing<[u8; 32]>> {
+        let key = self.token_hash_key()?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key[..])
+            .expect("HMAC takes any key length");
+        mac.update(b"sealinit sign-in csrf v1");
+        Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
+    }
+
+    /// Starts a sign-in session (its id hashed); the token's oldest beyond
+    /// `keep` sessions, and sessions idle since `stale`, end.
+    pub fn session_start(
+        &mut self,
+        row: &crate::SessionRow,
+        keep: usize,
+        stale: i64,
+    ) -> Result<()> {
+        self.db.session_insert(row, keep, stale)
+    }
+
+    /// The session whose id hashes to `id_hash`.
+    pub fn session(&mut self, id_hash: &str) -> Result<Option<crate::SessionRow>> {
+        self.db.session_get(id_hash)
+    }
+
+    /// Its last use and result message.
+    pub fn session_update(&mut self, id_hash: &str, seen: i64, flash: Option<&str>) -> Result<()> {
+        self.db.session_update(id_hash, seen, flash)
+    }
+
+    pub fn session_end(&mut self, id_hash: &str) -> Result<()> {
+        self.db.session_delete(id_hash)
     }
 
     /// The X25519 key pair of `repo`, derived from its data key (made if

@@ -191,3 +191,79 @@ pub fn raw_request(server: &Server, request: &str) -> String {
     }
     String::from_utf8_lossy(&buf[..got]).into_owned()
 }
+
+/// The page's sign-in, as a browser does it: GET / for the CSRF cookie,
+/// then POST /signin. Returns the status and the Set-Cookie headers.
+pub fn signin(server: &Server, token: &str, extra: &[(&str, &str)]) -> (u16, Vec<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut req = agent.get(format!("{}/", server.base));
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.call().unwrap();
+    // The browser's Origin (unless given): https when a TLS proxy stands
+    // in front.
+    let origin = match extra.contains(&("X-Forwarded-Proto", "https")) {
+        true => server.base.replacen("http://", "https://", 1),
+        false => server.base.clone(),
+    };
+    let given = extra.iter().any(|(k, _)| *k == "Origin");
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.contains("sealinit-signin="))
+        .unwrap();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let csrf = pair.split_once('=').unwrap().1.to_owned();
+    let mut req = agent
+        .post(format!("{}/signin", server.base))
+        .header("Cookie", &pair);
+    if !given {
+        req = req.header("Origin", &origin);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req
+        .send_form([("csrf", csrf.as_str()), ("token", token)])
+        .unwrap();
+    let cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (r.status().as_u16(), cookies)
+}
+
+/// The session cookie's `name=value` from Set-Cookie headers.
+pub fn session_of(cookies: &[String]) -> String {
+    cookies
+        .iter()
+        .find(|c| c.starts_with("sealinit="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no session cookie: {cookies:?}"))
+}
+
+pub fn signed_in(server: &Server, cookie: &str) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!("{}/", server.base))
+        .header("Cookie", cookie)
+        .call()
+        .unwrap();
+    r.body_mut()
+        .read_to_string()
+        .unwrap()
+        .contains("Signed in as")
+}

@@ -209,14 +209,17 @@ impl FromRequestParts<AppState> for Signed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
         let peer = peer_of(parts);
-        session::cookie(&parts.headers, session::session_cookie(peer.tls))
-            .and_then(|id| state.sessions.find(id))
-            .map(|cur| Self {
+        let Some(id) = session::cookie(&parts.headers, session::session_cookie(peer.tls)) else {
+            return Err(PageError::SignedOut);
+        };
+        match state.sessions.find(id).await.map_err(PageError::Api)? {
+            Some(cur) => Ok(Self {
                 cur,
                 peer,
                 sessions: state.sessions.clone(),
-            })
-            .ok_or(PageError::SignedOut)
+            }),
+            None => Err(PageError::SignedOut),
+        }
     }
 }
 
@@ -229,13 +232,14 @@ impl Signed {
         T: Send + 'static,
         F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
     {
-        let auth = Auth::new(self.cur.token.clone(), self.peer.ip);
         match state
-            .run(auth, move |st, c| f(st, c).map(|t| (t, c.clone())))
+            .run_as(self.cur.token_id.clone(), move |st, c| {
+                f(st, c).map(|t| (t, c.clone()))
+            })
             .await
         {
             Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-                self.sessions.end(&self.cur);
+                let _ = self.sessions.end(&self.cur).await;
                 Err(PageError::SignedOut)
             }
             r => r.map_err(PageError::Api),
@@ -256,12 +260,16 @@ impl Signed {
         }
     }
 
-    fn flash(&self, ok: bool, text: String) {
-        self.sessions.set_flash(&self.cur, Flash { ok, text });
+    /// Sets the message the next page shows (a failure to store it only
+    /// loses the message).
+    async fn flash(&self, ok: bool, text: String) {
+        if let Err(e) = self.sessions.set_flash(&self.cur, Flash { ok, text }).await {
+            tracing::warn!("the result message was not kept: {}", e.message);
+        }
     }
 
-    fn take_flash(&self) -> Option<Flash> {
-        self.sessions.take_flash(&self.cur)
+    async fn take_flash(&self) -> Option<Flash> {
+        self.sessions.take_flash(&self.cur).await
     }
 }
 
@@ -372,7 +380,7 @@ async fn home(
             StatusCode::OK,
             view::repos(
                 &signed.chrome(&caller),
-                signed.take_flash().as_ref(),
+                signed.take_flash().await.as_ref(),
                 &repos,
             ),
         ),
@@ -488,9 +496,9 @@ async fn signin(
             Some("Paste a token: sit_ followed by 36 letters and digits."),
         ));
     }
-    let auth = Auth::new(token.clone(), peer.ip);
-    match s.run(auth, |_, caller| Ok(caller.clone())).await {
-        Ok(_) => {}
+    let auth = Auth::new(token, peer.ip);
+    let token_id = match s.run(auth, |_, caller| Ok(caller.id.clone())).await {
+        Ok(id) => id,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             return Ok(signin_page(
                 &s,
@@ -511,13 +519,13 @@ async fn signin(
             return Ok(r);
         }
         Err(e) => return Err(PageError::Api(e)),
-    }
-    Ok(signed_in(&s, peer, token))
+    };
+    signed_in(&s, peer, token_id).await
 }
 
 /// Starts a session for `token` and sends the browser home with its cookie.
-fn signed_in(s: &AppState, peer: Peer, token: Arc<Zeroizing<String>>) -> Response {
-    let id = s.sessions.start(token);
+async fn signed_in(s: &AppState, peer: Peer, token_id: String) -> Result<Response, PageError> {
+    let id = s.sessions.start(token_id).await.map_err(PageError::Api)?;
     let mut r = see_other("/");
     let h = r.headers_mut();
     h.append(
@@ -538,7 +546,7 @@ fn signed_in(s: &AppState, peer: Peer, token: Arc<Zeroizing<String>>) -> Respons
             peer.tls,
         ),
     );
-    r
+    Ok(r)
 }
 
 /// The one-time sign-in link: a page with a button (a GET changes
@@ -589,11 +597,12 @@ async fn login(
                 "sign-in link",
                 &["admin".to_owned()],
                 Some(session::LIFETIME),
+                false,
             )?)
         })
         .await
         .map_err(PageError::Api)?;
-    Ok(signed_in(&s, peer, Arc::new(made.token)))
+    signed_in(&s, peer, made.row.id).await
 }
 
 #[derive(Deserialize)]
@@ -602,7 +611,11 @@ struct CsrfOnly {
 }
 
 async fn signout(Posted { signed, .. }: Posted<CsrfOnly>) -> Result<Response, PageError> {
-    signed.sessions.end(&signed.cur);
+    signed
+        .sessions
+        .end(&signed.cur)
+        .await
+        .map_err(PageError::Api)?;
     let mut r = see_other("/");
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -657,7 +670,11 @@ async fn render_tab(
     };
     Ok(page(
         status,
-        view::secrets_tab(&signed.chrome(&caller), signed.take_flash().as_ref(), &tab),
+        view::secrets_tab(
+            &signed.chrome(&caller),
+            signed.take_flash().await.as_ref(),
+            &tab,
+        ),
     ))
 }
 
@@ -733,15 +750,17 @@ async fn add(
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
         Ok(done) => {
-            signed.flash(
-                true,
-                format!(
-                    "Added {} (version {}).{}",
-                    done.name,
-                    done.version,
-                    notes(std::slice::from_ref(&done))
-                ),
-            );
+            signed
+                .flash(
+                    true,
+                    format!(
+                        "Added {} (version {}).{}",
+                        done.name,
+                        done.version,
+                        notes(std::slice::from_ref(&done))
+                    ),
+                )
+                .await;
             Ok(see_other(&view::repo_href(&repo)))
         }
         Err(e) => {
@@ -853,15 +872,17 @@ async fn import(
     match outcome {
         Ok((done, _)) => {
             let names: Vec<&str> = done.iter().map(|d| d.name.as_str()).collect();
-            signed.flash(
-                true,
-                format!(
-                    "Imported {} secret(s): {}.{}",
-                    done.len(),
-                    names.join(", "),
-                    notes(&done)
-                ),
-            );
+            signed
+                .flash(
+                    true,
+                    format!(
+                        "Imported {} secret(s): {}.{}",
+                        done.len(),
+                        names.join(", "),
+                        notes(&done)
+                    ),
+                )
+                .await;
             Ok(see_other(&view::repo_href(&repo)))
         }
         Err(e) => {
@@ -938,7 +959,11 @@ async fn render_secret(
     };
     Ok(page(
         status,
-        view::secret(&signed.chrome(&caller), signed.take_flash().as_ref(), &v),
+        view::secret(
+            &signed.chrome(&caller),
+            signed.take_flash().await.as_ref(),
+            &v,
+        ),
     ))
 }
 
@@ -985,15 +1010,17 @@ async fn update(
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
         Ok(done) => {
-            signed.flash(
-                true,
-                format!(
-                    "Updated {}: now version {}.{}",
-                    done.name,
-                    done.version,
-                    notes(std::slice::from_ref(&done))
-                ),
-            );
+            signed
+                .flash(
+                    true,
+                    format!(
+                        "Updated {}: now version {}.{}",
+                        done.name,
+                        done.version,
+                        notes(std::slice::from_ref(&done))
+                    ),
+                )
+                .await;
             Ok(see_other(&view::secret_href(&repo, &name)))
         }
         Err(e) => {
@@ -1033,16 +1060,22 @@ async fn rollback(
         .run(&s, move |st, c| service::rollback(st, c, &r, &n, to))
         .await
     {
-        Ok((done, _)) => signed.flash(
-            true,
-            format!(
-                "Rolled {} back to version {to}: its value is now version {}.",
-                done.name, done.version
-            ),
-        ),
+        Ok((done, _)) => {
+            signed
+                .flash(
+                    true,
+                    format!(
+                        "Rolled {} back to version {to}: its value is now version {}.",
+                        done.name, done.version
+                    ),
+                )
+                .await
+        }
         Err(e) => {
             let e = on_form(e)?;
-            signed.flash(false, format!("Not rolled back: {}", e.message));
+            signed
+                .flash(false, format!("Not rolled back: {}", e.message))
+                .await;
         }
     }
     Ok(see_other(&view::secret_href(&repo, &name)))
@@ -1075,6 +1108,6 @@ async fn delete(
     signed
         .run(&s, move |st, c| service::delete_secret(st, c, &r, &n))
         .await?;
-    signed.flash(true, format!("Deleted {name}."));
+    signed.flash(true, format!("Deleted {name}.")).await;
     Ok(see_other(&view::repo_href(&repo)))
 }
