@@ -22,9 +22,17 @@ pub struct Cli {
     pub log_level: tracing::level_filters::LevelFilter,
 
     /// Work against the secrets service at URL instead of a local store
-    /// (secrets, repos, seal --repo, run, audit)
-    #[arg(long, global = true, value_name = "URL", env = "SEALCTL_SERVER")]
-    pub server: Option<String>,
+    /// (secrets, repos, seal --repo, run, audit); several URLs
+    /// (comma-separated or repeated) are instances of one service, tried in
+    /// order when one cannot be reached or answers 503
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "SEALCTL_SERVER",
+        value_delimiter = ','
+    )]
+    pub server: Vec<String>,
     /// The service token, from this file [default: $SEALCTL_TOKEN]
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,

@@ -53,7 +53,8 @@ fn main() -> ExitCode {
         &cli.command,
         Command::Keygen { .. } | Command::Inspect { .. }
     ) || matches!(&cli.command, Command::Seal(a) if a.repo.is_none());
-    if let Some(server) = cli.server.as_deref().filter(|_| !on_files) {
+    let servers = cli.server.join(",");
+    if let Some(server) = Some(servers.as_str()).filter(|s| !s.is_empty() && !on_files) {
         let outcome = remote_cli::run(
             server,
             cli.token_file.as_deref(),

@@ -17,17 +17,24 @@ pub use sealinit_server::service::Format;
 
 pub struct Remote {
     agent: ureq::Agent,
-    /// `URL/api/v1`.
-    base: String,
+    /// `URL/api/v1` of each instance, tried in order.
+    bases: Vec<String>,
     auth: Zeroizing<String>,
 }
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Remote")
-            .field("base", &self.base)
+            .field("bases", &self.bases)
             .finish_non_exhaustive()
     }
+}
+
+/// A fresh `Idempotency-Key`: 128 random bits, hex.
+fn idempotency_key() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Error::os("getrandom", std::io::Error::other(e)))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// A minted bundle.
@@ -55,7 +62,8 @@ fn repo_path(repo: &str) -> Result<String> {
 }
 
 impl Remote {
-    /// `server` (`https://host:port` or `http://127.0.0.1:port`), the
+    /// `server` (`https://host:port` or `http://127.0.0.1:port`; several,
+    /// comma-separated, are instances of one service, tried in order), the
     /// token, and a PEM CA to trust instead of the web's roots.
     pub fn new(server: &str, token: Zeroizing<String>, ca: Option<&Path>) -> Result<Self> {
         let mut config = ureq::Agent::config_builder()
@@ -87,14 +95,26 @@ impl Remote {
                     .build(),
             );
         }
+        let bases: Vec<String> = server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{}/api/v1", s.trim_end_matches('/')))
+            .collect();
+        if bases.is_empty() {
+            return Err(Error::usage("--server: give at least one URL"));
+        }
         Ok(Self {
             agent: config.build().into(),
-            base: format!("{}/api/v1", server.trim_end_matches('/')),
+            bases,
             auth: Zeroizing::new(format!("Bearer {}", token.trim())),
         })
     }
 
-    /// One request; a JSON answer, or the service's error as sealctl's.
+    /// One request, to each instance in turn while one cannot be reached
+    /// or answers 503; a POST or PUT carries one `Idempotency-Key` for all
+    /// its tries, so a write that landed before a connection broke is not
+    /// made twice.
     fn call(
         &self,
         method: &str,
@@ -102,7 +122,35 @@ impl Remote {
         body: Option<Value>,
         if_match: Option<i64>,
     ) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
+        let key = match method {
+            "POST" | "PUT" => Some(idempotency_key()?),
+            _ => None,
+        };
+        let mut last = None;
+        for base in &self.bases {
+            match self.call_one(base, method, path, body.clone(), if_match, key.as_deref()) {
+                Err(Error::Remote { status, message }) if status == 0 || status == 503 => {
+                    tracing::debug!("{base}: {message}; trying the next instance");
+                    last = Some(Error::Remote { status, message });
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one instance"))
+    }
+
+    /// One request to one instance; a JSON answer, or the service's error
+    /// as sealctl's.
+    fn call_one(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<i64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value> {
+        let url = format!("{base}{path}");
         let auth = self.auth.as_str();
         let sent = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", auth).call(),
@@ -112,17 +160,22 @@ impl Remote {
                 if let Some(v) = if_match {
                     r = r.header("If-Match", v.to_string());
                 }
+                if let Some(k) = idempotency_key {
+                    r = r.header("Idempotency-Key", k);
+                }
                 r.send_json(b)
             }
-            (_, b) => self
-                .agent
-                .post(&url)
-                .header("Authorization", auth)
-                .send_json(b.unwrap_or_else(|| json!({}))),
+            (_, b) => {
+                let mut r = self.agent.post(&url).header("Authorization", auth);
+                if let Some(k) = idempotency_key {
+                    r = r.header("Idempotency-Key", k);
+                }
+                r.send_json(b.unwrap_or_else(|| json!({})))
+            }
         };
         let mut response = sent.map_err(|e| Error::Remote {
             status: 0,
-            message: format!("cannot reach {}: {e}", self.base),
+            message: format!("cannot reach {}: {e}", base.trim_end_matches("/api/v1")),
         })?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();

@@ -592,3 +592,102 @@ fn a_web_app_acts_for_its_users() {
         stdout(&o)
     );
 }
+
+/// Point 4: a client that lost the connection after a mint repeats it
+/// with the same Idempotency-Key and gets the same bundle and key, recorded
+/// once, from either of two instances on one PostgreSQL; the same key with
+/// another body is 422; `sealctl --server A,B` fails over to the next
+/// instance when one cannot be reached.
+#[test]
+fn idempotent_writes_and_failover() {
+    use std::io::{Read, Write};
+    let env = StoreDir::on(Backend::Postgres);
+    set(&env, "acme/api", "A", b"1");
+    let launcher = token(&env, &["launch:acme/*"]);
+    let admin = token(&env, &["admin"]);
+    let a = Server::start(&env, &[]);
+    let b = Server::start(&env, &[]);
+    let body = r#"{"label":"run-7"}"#;
+    // The first try: sent whole, then the connection is dropped before
+    // the answer is read.
+    let addr = a.base.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /api/v1/repos/acme%2Fapi/bundles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {launcher}\r\n\
+         Idempotency-Key: launch-7\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 201");
+    drop(s);
+    let mint = |server: &Server, key: &str, body: &str| {
+        let mut r = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+            .post(format!("{}/api/v1/repos/acme%2Fapi/bundles", server.base))
+            .header("Authorization", format!("Bearer {launcher}"))
+            .header("Idempotency-Key", key)
+            .content_type("application/json")
+            .send(body.as_bytes())
+            .unwrap();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        let doc: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or_default();
+        (r.status().as_u16(), replayed, doc)
+    };
+    // The retries, on A and on B: the same bundle and key.
+    let (st1, replayed1, doc1) = mint(&a, "launch-7", body);
+    let (st2, replayed2, doc2) = mint(&b, "launch-7", body);
+    assert_eq!((st1, replayed1, st2, replayed2), (201, true, 201, true));
+    assert_eq!(doc1["bundle"], doc2["bundle"]);
+    assert_eq!(doc1["key"], doc2["key"]);
+    assert!(doc1["key"].as_str().is_some_and(|k| !k.is_empty()));
+    // Recorded once.
+    let seals = Client::new(&a, Some(&admin))
+        .get("/audit?repo=acme%2Fapi")
+        .1["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "seal")
+        .count();
+    assert_eq!(seals, 1);
+    // The same key with another body: 422; a new key: a new bundle.
+    let (st, _, doc) = mint(&a, "launch-7", r#"{"label":"run-8"}"#);
+    assert_eq!(st, 422, "{doc}");
+    let (st, replayed, doc3) = mint(&a, "launch-8", body);
+    assert_eq!((st, replayed), (201, false));
+    assert_ne!(doc3["bundle"], doc1["bundle"]);
+
+    // Failover: the first URL cannot be reached, the second serves.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let o = env
+        .cmd(&["secrets", "set", "--repo", "acme/api", "B"])
+        .env("SEALCTL_SERVER", format!("{dead},{}", b.base))
+        .env("SEALCTL_TOKEN", &admin)
+        .env_remove("SEALCTL_STORE")
+        .env_remove("SEALCTL_MASTER_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map(|mut c| {
+            c.stdin.take().unwrap().write_all(b"2").unwrap();
+            c.wait_with_output().unwrap()
+        })
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        Client::new(&a, Some(&admin))
+            .get("/repos/acme%2Fapi/secrets/B")
+            .0,
+        200
+    );
+}

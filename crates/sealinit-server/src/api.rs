@@ -79,6 +79,10 @@ pub fn router(state: AppState) -> Router {
     by_path
         .into_iter()
         .fold(Router::new(), |router, (path, m)| router.route(path, m))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::idempotent,
+        ))
         .with_state(state)
 }
 

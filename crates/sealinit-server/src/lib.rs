@@ -17,6 +17,7 @@ pub mod audit;
 pub mod client;
 mod conn;
 pub mod error;
+mod idempotency;
 pub mod input;
 pub mod openapi;
 pub mod page;

@@ -144,7 +144,11 @@ impl AppState {
 
     /// Checks `token` before a body is read: a digest found valid lately
     /// passes; otherwise one trip to the store.
-    async fn admit(&self, token: &Arc<Zeroizing<String>>, peer: Peer) -> Result<(), ApiError> {
+    pub(crate) async fn admit(
+        &self,
+        token: &Arc<Zeroizing<String>>,
+        peer: Peer,
+    ) -> Result<(), ApiError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
         let fresh = self
@@ -228,7 +232,7 @@ impl std::fmt::Debug for Auth {
 }
 
 /// `Authorization: Bearer T` (or `token T`, as GitHub's clients send it).
-fn bearer(headers: &HeaderMap) -> Option<Arc<Zeroizing<String>>> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<Arc<Zeroizing<String>>> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, t) = v.split_once(' ')?;
     let t = t.trim();
@@ -248,6 +252,14 @@ fn has_body(headers: &HeaderMap) -> bool {
 /// The request's peer (set per request by the server).
 pub fn peer_of(parts: &Parts) -> Peer {
     parts.extensions.get::<Peer>().copied().unwrap_or(Peer {
+        ip: None,
+        tls: false,
+    })
+}
+
+/// The same, of a whole request.
+pub(crate) fn peer_of_request(req: &axum::extract::Request) -> Peer {
+    req.extensions().get::<Peer>().copied().unwrap_or(Peer {
         ip: None,
         tls: false,
     })

@@ -8,9 +8,9 @@
 
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
-    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
-    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, SessionRow, StoreError,
-    StoredRow, TokenRow, WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
+    KeyringWriter, MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo,
+    SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
@@ -85,7 +85,15 @@ const MIGRATIONS: [&str; 4] = [
          flash TEXT,
          seq BIGSERIAL
      );
-     CREATE INDEX sealinit_sessions_token ON sealinit_sessions (token_id, started);",
+     CREATE INDEX sealinit_sessions_token ON sealinit_sessions (token_id, started);
+     CREATE TABLE sealinit_idempotency (
+         scope TEXT PRIMARY KEY,
+         request TEXT NOT NULL,
+         created BIGINT NOT NULL,
+         status BIGINT,
+         sealed BYTEA
+     );
+     CREATE INDEX sealinit_idempotency_created ON sealinit_idempotency (created);",
 ];
 
 const SCHEMA: &str = "
@@ -1390,6 +1398,66 @@ impl Backend for PostgresBackend {
             .execute(
                 "DELETE FROM sealinit_sessions WHERE id_hash = $1",
                 &[&id_hash],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn idempotency_claim(
+        &mut self,
+        scope: &str,
+        request: &str,
+        now: i64,
+        stale: i64,
+    ) -> Result<Option<IdempotencyRow>> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        tx.execute(
+            "DELETE FROM sealinit_idempotency WHERE created < $1",
+            &[&stale],
+        )
+        .map_err(e)?;
+        let taken = tx
+            .execute(
+                "INSERT INTO sealinit_idempotency (scope, request, created) VALUES ($1, $2, $3)
+                 ON CONFLICT (scope) DO NOTHING",
+                &[&scope, &request, &now],
+            )
+            .map_err(e)?;
+        let row = match taken {
+            1 => None,
+            _ => tx
+                .query_opt(
+                    "SELECT request, status, sealed FROM sealinit_idempotency WHERE scope = $1",
+                    &[&scope],
+                )
+                .map_err(e)?
+                .map(|r| IdempotencyRow {
+                    request: r.get(0),
+                    status: r.get(1),
+                    sealed: r.get(2),
+                }),
+        };
+        tx.commit().map_err(e)?;
+        Ok(row)
+    }
+
+    fn idempotency_finish(&mut self, scope: &str, status: i64, sealed: &[u8]) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE sealinit_idempotency SET status = $2, sealed = $3 WHERE scope = $1",
+                &[&scope, &status, &sealed],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn idempotency_release(&mut self, scope: &str) -> Result<()> {
+        self.client
+            .execute(
+                "DELETE FROM sealinit_idempotency WHERE scope = $1",
+                &[&scope],
             )
             .map(|_| ())
             .map_err(self.err())

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
-    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
-    MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo, SessionRow, StoreError,
-    StoredRow, TokenRow, WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
+    KeyringWriter, MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo,
+    SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,7 +130,15 @@ const MIGRATIONS: [&str; 5] = [
          seen INTEGER NOT NULL,
          flash TEXT
      );
-     CREATE INDEX sessions_token ON sessions (token_id, started);",
+     CREATE INDEX sessions_token ON sessions (token_id, started);
+     CREATE TABLE idempotency (
+         scope TEXT PRIMARY KEY,
+         request TEXT NOT NULL,
+         created INTEGER NOT NULL,
+         status INTEGER,
+         sealed BLOB
+     );
+     CREATE INDEX idempotency_created ON idempotency (created);",
 ];
 
 /// Schema 1, as the first release created it.
@@ -1030,6 +1038,53 @@ impl Backend for SqliteBackend {
     fn session_delete(&mut self, id_hash: &str) -> Result<()> {
         self.conn
             .execute("DELETE FROM sessions WHERE id_hash = ?1", params![id_hash])
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn idempotency_claim(
+        &mut self,
+        scope: &str,
+        request: &str,
+        now: i64,
+        stale: i64,
+    ) -> Result<Option<IdempotencyRow>> {
+        self.immediate(|tx| {
+            tx.execute("DELETE FROM idempotency WHERE created < ?1", params![stale])?;
+            let taken = tx.execute(
+                "INSERT OR IGNORE INTO idempotency (scope, request, created) VALUES (?1, ?2, ?3)",
+                params![scope, request, now],
+            )?;
+            if taken == 1 {
+                return Ok(None);
+            }
+            tx.query_row(
+                "SELECT request, status, sealed FROM idempotency WHERE scope = ?1",
+                params![scope],
+                |r| {
+                    Ok(Some(IdempotencyRow {
+                        request: r.get(0)?,
+                        status: r.get(1)?,
+                        sealed: r.get(2)?,
+                    }))
+                },
+            )
+        })
+    }
+
+    fn idempotency_finish(&mut self, scope: &str, status: i64, sealed: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE idempotency SET status = ?2, sealed = ?3 WHERE scope = ?1",
+                params![scope, status, sealed],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn idempotency_release(&mut self, scope: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM idempotency WHERE scope = ?1", params![scope])
             .map(|_| ())
             .map_err(self.err())
     }

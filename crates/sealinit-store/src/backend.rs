@@ -36,6 +36,15 @@ pub struct TokenRow {
     pub may_act_for: bool,
 }
 
+/// A request made with an `Idempotency-Key`: its keyed hash, and its
+/// response once answered (sealed under the service's key).
+#[derive(Debug, Clone)]
+pub struct IdempotencyRow {
+    pub request: String,
+    pub status: Option<i64>,
+    pub sealed: Option<Vec<u8>>,
+}
+
 /// A sign-in session of the page, as stored: the id's SHA-256 (never the
 /// id), the token it signed in with (by id: the token itself is never
 /// stored), its CSRF token and one result message.
@@ -295,6 +304,20 @@ pub trait Backend: Send {
     fn session_update(&mut self, id_hash: &str, seen: i64, flash: Option<&str>) -> Result<()>;
     /// Ends it.
     fn session_delete(&mut self, id_hash: &str) -> Result<()>;
+    /// Claims idempotency key `scope` for a request whose keyed hash is
+    /// `request` (records made before `stale` are dropped first): `None`
+    /// if it was free (now taken), else what it holds.
+    fn idempotency_claim(
+        &mut self,
+        scope: &str,
+        request: &str,
+        now: i64,
+        stale: i64,
+    ) -> Result<Option<IdempotencyRow>>;
+    /// Stores the sealed response of the request holding `scope`.
+    fn idempotency_finish(&mut self, scope: &str, status: i64, sealed: &[u8]) -> Result<()>;
+    /// Frees `scope` (its request failed before it changed anything).
+    fn idempotency_release(&mut self, scope: &str) -> Result<()>;
     /// Audit records with their ids, oldest first, as `q` selects.
     fn audit_page(&mut self, q: &AuditQuery<'_>) -> Result<Vec<(i64, AuditRecord)>>;
     /// Deletes the audit records older than `before` (Unix seconds), and

@@ -29,8 +29,9 @@ use sealinit_core::describe_io;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
-    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, Keyring, KeyringWriter,
-    MasterKeyRow, SCHEMA_VERSION, SealedRow, SessionRow, StoredRow, TokenRow, WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
+    KeyringWriter, MasterKeyRow, SCHEMA_VERSION, SealedRow, SessionRow, StoredRow, TokenRow,
+    WrappedKey, Writer,
 };
 pub use keys::MasterKey;
 pub use sealinit_guard::{Finding, Level};
@@ -1258,7 +1259,7 @@ fn open_in_place(key: &SecretKey, aad: &[u8], buf: &mut Vec<u8>) -> bool {
 
 /// The plaintext of `nonce || ciphertext || tag`, decrypted in the same
 /// allocation (wiped when dropped); `None` if it does not authenticate.
-fn decrypt(key: &SecretKey, aad: &[u8], sealed: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn decrypt(key: &SecretKey, aad: &[u8], sealed: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(sealed);
     if !open_in_place(key, aad, &mut buf) {
         return None;

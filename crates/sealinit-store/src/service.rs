@@ -41,6 +41,35 @@ fn derive(key: &SecretKey, label: &[u8]) -> Zeroizing<[u8; 32]> {
     out
 }
 
+/// How long an `Idempotency-Key` is remembered (seconds).
+pub const IDEMPOTENCY_LIFETIME: i64 = 24 * 3600;
+
+/// What an `Idempotency-Key` finds.
+pub enum Idempotent {
+    /// First use: the request runs; `scope` is where its response goes.
+    Fresh { scope: String },
+    /// Answered before: the same response again.
+    Replay {
+        status: i64,
+        body: Zeroizing<Vec<u8>>,
+    },
+    /// Used with another request.
+    Mismatch,
+    /// Its first request is still running.
+    InProgress,
+}
+
+impl std::fmt::Debug for Idempotent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fresh { .. } => "Fresh",
+            Self::Replay { .. } => "Replay",
+            Self::Mismatch => "Mismatch",
+            Self::InProgress => "InProgress",
+        })
+    }
+}
+
 /// A new token: what to show once, and the stored row.
 pub struct NewToken {
     /// The token: shown once, never stored.
@@ -249,6 +278,76 @@ impl Store {
 
     pub fn session_end(&mut self, id_hash: &str) -> Result<()> {
         self.db.session_delete(id_hash)
+    }
+
+    /// A key of the service's own for `purpose`, derived from its data key
+    /// (the same on every instance of the store).
+    fn service_subkey(&mut self, purpose: &[u8]) -> Result<SecretKey> {
+        let base = self.token_hash_key()?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&base[..])
+            .expect("HMAC takes any key length");
+        mac.update(purpose);
+        let mut key = SecretKey::zeroed().map_err(|e| StoreError::Os {
+            op: "mmap",
+            source: e,
+        })?;
+        key.expose_mut()
+            .copy_from_slice(&Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()))[..]);
+        Ok(key)
+    }
+
+    /// Claims `key` (already scoped to its caller) for a request whose
+    /// bytes are `request`: what it finds. Keys live 24 hours.
+    pub fn idempotency_claim(&mut self, key: &str, request: &[u8]) -> Result<Idempotent> {
+        let subkey = self.service_subkey(b"sealinit idempotency v1")?;
+        let mac = |bytes: &[u8]| {
+            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(subkey.expose())
+                .expect("HMAC takes any key length");
+            m.update(bytes);
+            m.finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        // Neither the key nor the request (which may hold a value) is
+        // stored, only their keyed hashes.
+        let scope = mac(key.as_bytes());
+        let request = mac(request);
+        let now = sealinit_core::time::now() as i64;
+        let found = self
+            .db
+            .idempotency_claim(&scope, &request, now, now - IDEMPOTENCY_LIFETIME)?;
+        let Some(row) = found else {
+            return Ok(Idempotent::Fresh { scope });
+        };
+        if !ct_eq(row.request.as_bytes(), request.as_bytes()) {
+            return Ok(Idempotent::Mismatch);
+        }
+        match (row.status, row.sealed) {
+            (Some(status), Some(sealed)) => {
+                let body = crate::decrypt(&subkey, scope.as_bytes(), sealed).ok_or_else(|| {
+                    StoreError::Database {
+                        location: self.db.location(),
+                        reason: "a stored idempotent response does not decrypt".into(),
+                    }
+                })?;
+                Ok(Idempotent::Replay { status, body })
+            }
+            _ => Ok(Idempotent::InProgress),
+        }
+    }
+
+    /// Keeps the response of the request that claimed `scope`, sealed.
+    pub fn idempotency_finish(&mut self, scope: &str, status: i64, body: &[u8]) -> Result<()> {
+        let subkey = self.service_subkey(b"sealinit idempotency v1")?;
+        let sealed = crate::encrypt(&subkey, scope.as_bytes(), body)?;
+        self.db.idempotency_finish(scope, status, &sealed)
+    }
+
+    /// Frees `scope`: its request changed nothing, a retry may run it.
+    pub fn idempotency_release(&mut self, scope: &str) -> Result<()> {
+        self.db.idempotency_release(scope)
     }
 
     /// The X25519 key pair of `repo`, derived from its data key (made if
