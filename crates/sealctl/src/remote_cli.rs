@@ -311,9 +311,7 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
                             out,
                             "v{:<4} {}  {:<12} {} bytes{}",
                             h["version"],
-                            sealinit_core::time::rfc3339(
-                                h["at"].as_i64().unwrap_or(0).max(0) as u64
-                            ),
+                            h["at"].as_str().unwrap_or(""),
                             h["actor"].as_str().unwrap_or(""),
                             h["size"],
                             if h["deleted"] == json!(true) {

@@ -287,7 +287,16 @@ async fn versions(
             service::versions(st, caller, &repo, &name)
         })
         .await?;
-    Ok(Json(serde_json::json!({"versions": r})).into_response())
+    // Times in RFC 3339, as everywhere in the API.
+    let versions: Vec<serde_json::Value> = r
+        .iter()
+        .map(|h| {
+            let mut v = serde_json::json!(h);
+            v["at"] = sealinit_core::time::rfc3339(h.at.max(0) as u64).into();
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"versions": versions})).into_response())
 }
 
 #[derive(Deserialize)]
