@@ -163,29 +163,17 @@ fn launch(
         return Err(exec_error(shown, err));
     };
 
-    let argv_owned: Vec<CString> = std::iter::once(sealinit.as_os_str())
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|a| sys::arg_cstring(a.as_bytes()))
-        .collect();
-    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
-    let env = child_environment();
-    let envp: CStrArray<'_> = env.iter().map(CString::as_c_str).collect();
     let setup = ChildSetup {
         mount_proc: true,
         ..ChildSetup::default()
     };
-    let pid = sys::spawn(
-        &argv_owned[..1],
-        &argv,
-        &envp,
-        supervisor.child_mask(),
+    let pid = spawn(
+        &mut supervisor,
+        sealinit,
+        &args,
         setup,
-    )
-    .map_err(|e| match e {
-        SpawnError::Os(e) => Error::os("starting sealinit in the namespace", e),
-        SpawnError::Exec(e) => exec_error(shown, e),
-    })?;
-    supervisor.started(pid, &setup);
+        "starting sealinit in the namespace",
+    )?;
     drop(sys::take_inherited_fd(KEY_FD));
     let status = supervisor.supervise(pid)?;
     supervisor.finish()?;
@@ -235,27 +223,13 @@ fn launch_sandbox(
         label,
         opts,
     ));
-    let argv_owned: Vec<CString> = std::iter::once(bwrap.as_os_str())
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|a| sys::arg_cstring(a.as_bytes()))
-        .collect();
-    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
-    let env = child_environment();
-    let envp: CStrArray<'_> = env.iter().map(CString::as_c_str).collect();
-    let setup = ChildSetup::default();
-    let shown = bwrap.display().to_string();
-    let pid = sys::spawn(
-        &argv_owned[..1],
-        &argv,
-        &envp,
-        supervisor.child_mask(),
-        setup,
-    )
-    .map_err(|e| match e {
-        SpawnError::Os(e) => Error::os("starting bwrap", e),
-        SpawnError::Exec(e) => exec_error(shown, e),
-    })?;
-    supervisor.started(pid, &setup);
+    let pid = spawn(
+        &mut supervisor,
+        &bwrap,
+        &args,
+        ChildSetup::default(),
+        "starting bwrap",
+    )?;
     for fd in [KEY_FD, bundle_fd, info_fd] {
         drop(sys::take_inherited_fd(fd));
     }
@@ -279,6 +253,38 @@ fn launch_sandbox(
     let status = supervisor.supervise(pid)?;
     supervisor.finish()?;
     Ok(status.code())
+}
+
+/// Starts `program` with `args` and sealctl's environment without its own
+/// configuration, with the signal mask `supervisor` hands its children;
+/// the supervisor owns the child from then on.
+fn spawn(
+    supervisor: &mut Supervisor,
+    program: &Path,
+    args: &[OsString],
+    setup: ChildSetup,
+    what: &'static str,
+) -> Result<libc::pid_t> {
+    let argv_owned: Vec<CString> = std::iter::once(program.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| sys::arg_cstring(a.as_bytes()))
+        .collect();
+    let argv: CStrArray<'_> = argv_owned.iter().map(CString::as_c_str).collect();
+    let env = child_environment();
+    let envp: CStrArray<'_> = env.iter().map(CString::as_c_str).collect();
+    let pid = sys::spawn(
+        &argv_owned[..1],
+        &argv,
+        &envp,
+        supervisor.child_mask(),
+        setup,
+    )
+    .map_err(|e| match e {
+        SpawnError::Os(e) => Error::os(what, e),
+        SpawnError::Exec(e) => exec_error(program.display().to_string(), e),
+    })?;
+    supervisor.started(pid, &setup);
+    Ok(pid)
 }
 
 fn exec_error(command: String, e: std::io::Error) -> Error {
