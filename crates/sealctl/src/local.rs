@@ -110,13 +110,19 @@ fn sealinit_args(bundle: &Path, label: &str, opts: &RunOptions) -> Vec<OsString>
     args
 }
 
+/// Whether an environment variable is sealctl's own configuration (the
+/// store, the master key's path, the service and its token).
+fn is_own(name: &[u8]) -> bool {
+    name.starts_with(b"SEALCTL_")
+}
+
 /// sealctl's environment without its own configuration: no `SEALCTL_*`
 /// variable (the store, the master key's path, the service and its token)
 /// reaches the command.
 fn child_environment() -> Vec<std::ffi::CString> {
     sys::environment()
         .into_iter()
-        .filter(|kv| !kv.to_bytes().starts_with(b"SEALCTL_"))
+        .filter(|kv| !is_own(kv.to_bytes()))
         .map(std::ffi::CStr::to_owned)
         .collect()
 }
@@ -155,7 +161,7 @@ fn launch(
     let Some(mut supervisor) = supervisor else {
         let mut cmd = std::process::Command::new(sealinit);
         for (name, _) in std::env::vars_os() {
-            if name.as_bytes().starts_with(b"SEALCTL_") {
+            if is_own(name.as_bytes()) {
                 cmd.env_remove(name);
             }
         }

@@ -11,8 +11,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use sealinit_store::service::Idempotent;
 use sha2::{Digest, Sha256};
 
@@ -64,16 +62,16 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
             return ApiError::bad_request("the request body could not be read").into_response();
         }
     };
-    let mut request = Vec::with_capacity(bytes.len() + 64);
-    request.extend_from_slice(parts.method.as_str().as_bytes());
-    request.push(b' ');
-    request.extend_from_slice(parts.uri.path().as_bytes());
-    request.push(b'\n');
-    request.extend_from_slice(&bytes);
-    let request = zeroize::Zeroizing::new(request);
+    // Shared, not copied: the body may hold a value.
+    let (method, path, shared) = (
+        parts.method.to_string(),
+        parts.uri.path().to_owned(),
+        bytes.clone(),
+    );
     let claimed = state
         .pool
         .run(String::new(), move |st| {
+            let request: [&[u8]; 3] = [method.as_bytes(), path.as_bytes(), &shared];
             Ok(st.idempotency_claim(&scope, &request)?)
         })
         .await;
@@ -112,12 +110,17 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
         return ApiError::internal().into_response();
     };
     if keep {
-        let envelope = serde_json::json!({
+        // A line of headers, then the body as it is (a mint's holds its
+        // key): one buffer, wiped when dropped.
+        let head = serde_json::json!({
             "etag": parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()),
             "content_type": parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-            "body": B64.encode(&body),
-        });
-        let stored = zeroize::Zeroizing::new(envelope.to_string().into_bytes());
+        })
+        .to_string();
+        let mut stored = zeroize::Zeroizing::new(Vec::with_capacity(head.len() + 1 + body.len()));
+        stored.extend_from_slice(head.as_bytes());
+        stored.push(b'\n');
+        stored.extend_from_slice(&body);
         let code = i64::from(status.as_u16());
         let done = state
             .pool
@@ -146,11 +149,12 @@ async fn release(state: &AppState, scope: String) {
 
 /// The first response again, marked `Idempotent-Replayed: true`.
 fn replay(status: i64, stored: &[u8]) -> Response {
-    let envelope: serde_json::Value = serde_json::from_slice(stored).unwrap_or_default();
-    let body = envelope["body"]
-        .as_str()
-        .and_then(|b| B64.decode(b).ok())
-        .unwrap_or_default();
+    let cut = stored
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(stored.len());
+    let envelope: serde_json::Value = serde_json::from_slice(&stored[..cut]).unwrap_or_default();
+    let body = stored.get(cut + 1..).unwrap_or_default().to_vec();
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())

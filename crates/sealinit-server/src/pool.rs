@@ -69,9 +69,17 @@ impl StorePool {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Reloads the keyring if `result` says a master key is missing (a
+    /// call whose operation result is nested reports it itself).
+    pub fn notice<T>(&self, result: &Result<T, ApiError>) {
+        if matches!(result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
+            self.key_missing();
+        }
+    }
+
     /// A request needed a master key this server does not hold: reload, at
     /// most once a second however many requests find it missing.
-    pub fn key_missing(&self) {
+    fn key_missing(&self) {
         if let Ok(mut last) = self.last_bump.lock() {
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 *last = Some(Instant::now());
@@ -106,9 +114,7 @@ impl StorePool {
             }
             store.set_actor(actor);
             let result = f(&mut store);
-            if matches!(&result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
-                pool.key_missing();
-            }
+            pool.notice(&result);
             if let Ok(mut stores) = pool.stores.lock() {
                 stores.push((store, loaded));
             }

@@ -108,9 +108,7 @@ impl AppState {
         match outcome {
             Some((id, result)) => {
                 tracing::Span::current().record("token", id.as_str());
-                if matches!(&result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
-                    self.pool.key_missing();
-                }
+                self.pool.notice(&result);
                 result
             }
             None => Err(self.limiter.fail(peer)),
@@ -125,8 +123,8 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut sealinit_store::Store, &Caller) -> Result<T, ApiError> + Send + 'static,
     {
-        let result = self
-            .pool
+        // The pool notices a missing master key in this result itself.
+        self.pool
             .run(String::new(), move |st| {
                 let Some(row) = st.authenticate_id(&token_id)? else {
                     return Err(ApiError::unauthorized());
@@ -135,11 +133,7 @@ impl AppState {
                 st.set_actor(caller.actor());
                 f(st, &caller)
             })
-            .await;
-        if matches!(&result, Err(e) if e.code == crate::error::MASTER_KEY_UNAVAILABLE) {
-            self.pool.key_missing();
-        }
-        result
+            .await
     }
 
     /// Checks `token` before a body is read: a digest found valid lately

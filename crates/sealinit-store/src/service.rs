@@ -296,14 +296,19 @@ impl Store {
         Ok(key)
     }
 
-    /// Claims `key` (already scoped to its caller) for a request whose
-    /// bytes are `request`: what it finds. Keys live 24 hours.
-    pub fn idempotency_claim(&mut self, key: &str, request: &[u8]) -> Result<Idempotent> {
+    /// Claims `key` (already scoped to its caller) for a request made of
+    /// the byte strings `request` (method, path, body: hashed in place,
+    /// never copied): what it finds. Keys live 24 hours.
+    pub fn idempotency_claim(&mut self, key: &str, request: &[&[u8]]) -> Result<Idempotent> {
         let subkey = self.service_subkey(b"sealinit idempotency v1")?;
-        let mac = |bytes: &[u8]| {
+        let mac = |parts: &[&[u8]]| {
             let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(subkey.expose())
                 .expect("HMAC takes any key length");
-            m.update(bytes);
+            for p in parts {
+                // Length-prefixed, so no two splits hash alike.
+                m.update(&(p.len() as u64).to_be_bytes());
+                m.update(p);
+            }
             m.finalize()
                 .into_bytes()
                 .iter()
@@ -312,7 +317,7 @@ impl Store {
         };
         // Neither the key nor the request (which may hold a value) is
         // stored, only their keyed hashes.
-        let scope = mac(key.as_bytes());
+        let scope = mac(&[key.as_bytes()]);
         let request = mac(request);
         let now = sealinit_core::time::now() as i64;
         let found = self
