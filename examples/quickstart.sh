@@ -18,6 +18,7 @@ trap 'rm -rf "$work"' EXIT
 export SEALCTL_STORE=$work/store/store.db SEALCTL_MASTER_KEY=$work/master.key
 
 "$bin/sealctl" store init
+"$bin/sealctl" repos create example/demo
 "$bin/sealctl" secrets set --repo example/demo --from-env-file examples/demo.env
 printf '%s' "ghp_example$(date +%s)" | "$bin/sealctl" secrets set --repo example/demo GITHUB_TOKEN
 "$bin/sealctl" secrets list --repo example/demo

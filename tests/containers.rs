@@ -351,6 +351,7 @@ fn the_readme_runc_recipe_works_as_written() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     };
     store(&["store", "init"], "");
+    store(&["repos", "create", "acme/api"], "");
     store(
         &["secrets", "set", "--repo", "acme/api", "API_TOKEN"],
         "tok-recipe-123",

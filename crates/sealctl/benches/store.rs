@@ -172,6 +172,13 @@ fn measure(backend: Backend) -> Measured {
     let seals_per_s = runs[1];
 
     // Sets: one writer, then four.
+    env.create(&[
+        "bench/sets",
+        "bench/sets0",
+        "bench/sets1",
+        "bench/sets2",
+        "bench/sets3",
+    ]);
     let t = Instant::now();
     for i in 0..SETS {
         let o = env.run(
@@ -195,7 +202,7 @@ fn measure(backend: Backend) -> Measured {
         .map(|i| format!("K{i}=value-{i}-0123456789abcdef\n"))
         .collect();
     fs::write(env.path("ten.env"), ten).unwrap();
-    let fill = r#"i=$2; while [ $i -lt 1000 ]; do "$1" secrets set --repo rot/r$i --from-env-file ten.env || exit 1; i=$((i+4)); done"#;
+    let fill = r#"i=$2; while [ $i -lt 1000 ]; do "$1" repos create rot/r$i && "$1" secrets set --repo rot/r$i --from-env-file ten.env || exit 1; i=$((i+4)); done"#;
     parallel(fill);
     let _ = fs::remove_file(env.path("new.key"));
     let t = Instant::now();

@@ -71,7 +71,7 @@ pub enum Command {
     /// Add, list and remove a repository's secrets
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// List repositories with their number of secrets, or remove one
+    /// List repositories with their number of secrets, create or remove one
     Repos {
         #[command(subcommand)]
         command: Option<ReposCommand>,
@@ -226,6 +226,18 @@ pub enum TokensCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ReposCommand {
+    /// Create a repository (secrets are set, imported and sealed only in
+    /// one that exists)
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The repository
+        #[arg(value_name = "OWNER/NAME")]
+        repo: String,
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a whole repository (every secret) in one transaction
     Rm {
         #[command(flatten)]

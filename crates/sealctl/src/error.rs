@@ -67,6 +67,7 @@ impl Error {
                 | StoreError::SecretUndecryptable { .. }
                 | StoreError::NewerSchema { .. }
                 | StoreError::Payload(_) => exit::DATA,
+                StoreError::RepoExists { .. } => exit::CANT_CREATE,
                 StoreError::RetirePrimary { .. } | StoreError::AuditNotExported { .. } => {
                     exit::USAGE
                 }

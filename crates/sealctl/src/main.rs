@@ -84,6 +84,10 @@ fn main() -> ExitCode {
             command: Some(ReposCommand::Rm { store, repo, json }),
             ..
         } => repos_rm(&store, &repo, json),
+        Command::Repos {
+            command: Some(ReposCommand::Create { store, repo, json }),
+            ..
+        } => repos_create(&store, &repo, json),
         Command::Run(args) => run(args),
         Command::Audit {
             action: Some(action),
@@ -139,7 +143,9 @@ fn keygen(out: &Path) -> Result<()> {
 enum KeyOut<'a> {
     File(&'a Path),
     Stdout,
-    Fd(i32),
+    /// Claimed when the arguments are read, before sealctl opens anything
+    /// (a store's files could otherwise take that number and get the key).
+    Fd(std::os::fd::OwnedFd, i32),
 }
 
 fn seal(args: &SealArgs) -> Result<()> {
@@ -187,7 +193,7 @@ fn key_out(args: &SealArgs) -> Result<KeyOut<'_>> {
             KeyOut::Stdout
         }
         (Some(p), _) => KeyOut::File(p),
-        (None, Some(fd)) if fd >= 3 => KeyOut::Fd(fd),
+        (None, Some(fd)) if fd >= 3 => KeyOut::Fd(write::claim_key_fd(fd)?, fd),
         (None, Some(fd)) => {
             return Err(Error::usage(format!(
                 "--key-out-fd {fd}: use a descriptor of 3 or above (or --key-out - for stdout)"
@@ -283,7 +289,7 @@ fn deliver(
     }
     let sent = match key_out {
         Some(KeyOut::Stdout) => write::key_to_stdout(key),
-        Some(KeyOut::Fd(fd)) => write::key_to_fd(fd, key),
+        Some(KeyOut::Fd(owned, fd)) => write::key_to_fd(owned, fd, key),
         _ => Ok(()),
     };
     if let Err(e) = sent {
@@ -952,6 +958,16 @@ fn repos(store: &StoreArgs, as_json: bool) -> Result<()> {
             .try_for_each(|r| writeln!(out, "{:<40} {} secret(s)", r.repo, r.secrets))
     };
     written.map_err(stdout_err)
+}
+
+fn repos_create(store: &StoreArgs, repo: &str, as_json: bool) -> Result<()> {
+    open_store(store)?.create_repo(repo)?;
+    if as_json {
+        let doc = json!({"repo": repo, "secrets": 0});
+        writeln!(std::io::stdout().lock(), "{doc}").map_err(stdout_err)?;
+    }
+    eprintln!("sealctl: created repository {repo}");
+    Ok(())
 }
 
 fn repos_rm(store: &StoreArgs, repo: &str, as_json: bool) -> Result<()> {

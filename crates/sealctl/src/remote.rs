@@ -199,6 +199,12 @@ impl Remote {
         if let Some(flag) = flag {
             message.push_str(&format!(" (with sealctl: {flag})"));
         }
+        if let ("repo_not_found", Some(repo)) = (
+            doc["error"]["code"].as_str().unwrap_or(""),
+            doc["error"]["repo"].as_str(),
+        ) {
+            message.push_str(&format!(" (with sealctl: sealctl repos create {repo})"));
+        }
         Err(Error::Remote { status, message })
     }
 
@@ -249,6 +255,18 @@ impl Remote {
     }
 
     /// Removes a whole repository: its stored spelling and the count.
+    /// Creates a repository; an existing one is the store's error.
+    pub fn create_repo(&self, repo: &str) -> Result<Value> {
+        sealinit_store::validate_repo(repo)?;
+        match self.call("POST", "/repos", Some(json!({"name": repo})), None) {
+            Err(Error::Remote { status: 409, .. }) => Err(sealinit_store::StoreError::RepoExists {
+                repo: repo.to_owned(),
+            }
+            .into()),
+            other => other,
+        }
+    }
+
     pub fn remove_repo(&self, repo: &str) -> Result<Value> {
         self.call(
             "DELETE",

@@ -76,6 +76,17 @@ pub fn run(
             written.map_err(stdout_err)
         }
         Command::Repos {
+            command: Some(ReposCommand::Create { repo, json, .. }),
+            ..
+        } => {
+            let done = remote.create_repo(&repo)?;
+            if json {
+                print_lines(std::slice::from_ref(&done))?;
+            }
+            eprintln!("sealctl: created repository {repo}");
+            Ok(())
+        }
+        Command::Repos {
             command: Some(ReposCommand::Rm { repo, json, .. }),
             ..
         } => {

@@ -119,12 +119,16 @@ pub fn key_to_stdout(key: &SecretKey) -> Result<()> {
 
 /// Writes the 32 key bytes to an inherited descriptor (`--key-out-fd`),
 /// then closes it, so the reader sees end-of-file.
-pub fn key_to_fd(fd: i32, key: &SecretKey) -> Result<()> {
-    let owned = sealinit_sys::take_inherited_fd(fd).map_err(|_| {
+/// Takes `--key-out-fd`'s descriptor: call it before opening anything.
+pub fn claim_key_fd(fd: i32) -> Result<std::os::fd::OwnedFd> {
+    sealinit_sys::take_inherited_fd(fd).map_err(|_| {
         Error::usage(format!(
             "--key-out-fd {fd}: descriptor {fd} is not open; open it for writing (e.g. `{fd}>&1` or a pipe)"
         ))
-    })?;
+    })
+}
+
+pub fn key_to_fd(owned: std::os::fd::OwnedFd, fd: i32, key: &SecretKey) -> Result<()> {
     File::from(owned)
         .write_all(key.expose())
         .map_err(|e| Error::Output {

@@ -38,6 +38,7 @@ fn mint(server: &Server, launcher: &str) -> (u16, Value) {
 #[test]
 fn slow_unauthenticated_bodies_do_not_hold_the_service() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let launcher = with_secret(&env);
     let server = Server::start(&env, &[]);
     let a = addr(&server);
@@ -87,6 +88,7 @@ fn slow_unauthenticated_bodies_do_not_hold_the_service() {
 #[test]
 fn a_slow_body_is_cut() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &["--request-timeout", "2s"]);
     let mut s = TcpStream::connect(addr(&server)).unwrap();
@@ -117,6 +119,7 @@ fn a_slow_body_is_cut() {
 #[test]
 fn accept_errors_back_off() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let admin = token(&env, &["admin"]);
     let server = Server::start(&env, &["--log-format", "json"]);
     let pid = server.child.id();
@@ -190,6 +193,7 @@ fn accept_errors_back_off() {
 #[test]
 fn a_silent_tls_connection_is_closed() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     certificate(&env, "srv");
     let server = Server::start(
         &env,
@@ -225,6 +229,7 @@ fn a_silent_tls_connection_is_closed() {
 #[test]
 fn the_limiter_counts_failed_credentials_and_never_refuses_a_valid_token() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let good = token(&env, &["admin"]);
     let server = Server::start(&env, &["--trusted-proxy", "127.0.0.1/32"]);
     let anon = Client::new(&server, None);
@@ -299,6 +304,7 @@ fn the_limiter_counts_failed_credentials_and_never_refuses_a_valid_token() {
 #[test]
 fn forwarded_https_from_a_trusted_proxy_only() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let trusting = Server::start(&env, &["--trusted-proxy", "127.0.0.0/8"]);
     let (status, cookies) = signin(&trusting, &writer, &[("X-Forwarded-Proto", "https")]);
@@ -365,6 +371,7 @@ fn forwarded_https_from_a_trusted_proxy_only() {
 #[test]
 fn one_token_cannot_sign_others_out() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let alice = token(&env, &["admin"]);
     let mallory = token(&env, &["write:mallory/*"]);
     let server = Server::start(&env, &[]);
@@ -391,6 +398,7 @@ fn one_token_cannot_sign_others_out() {
 #[test]
 fn signin_csrf_is_bound_to_the_server() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let admin = token(&env, &["admin"]);
     let server = Server::start(&env, &[]);
     let post = |cookie: &str, csrf: &str| {
@@ -428,6 +436,7 @@ fn signin_csrf_is_bound_to_the_server() {
 #[test]
 fn type_errors_never_echo_a_value() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &[]);
     let w = Client::new(&server, Some(&writer));
@@ -469,6 +478,7 @@ fn type_errors_never_echo_a_value() {
 #[test]
 fn env_import_errors_never_quote_secret_text() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &[]);
     let w = Client::new(&server, Some(&writer));
@@ -505,6 +515,7 @@ fn env_import_errors_never_quote_secret_text() {
 #[test]
 fn serve_logs_the_store_warning() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let _ = token(&env, &["admin"]);
     let db = env.path("data/store.db");
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
@@ -523,6 +534,7 @@ fn serve_logs_the_store_warning() {
 #[test]
 fn a_secret_named_import() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &[]);
     let w = Client::new(&server, Some(&writer));
@@ -553,6 +565,7 @@ fn a_bundle_names_the_repository_it_was_minted_from() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let o = env.run(
         &["secrets", "set", "--repo", "acme/api", "TOKEN"],
         Some(b"v1"),

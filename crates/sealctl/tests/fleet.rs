@@ -16,6 +16,7 @@ fn set(env: &StoreDir, repo: &str, name: &str, value: &[u8]) {
 #[test]
 fn bundle_lifetimes_are_capped_and_read_as_clients_send_them() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     set(&env, "acme/api", "A", b"1");
     let launcher = token(&env, &["launch:acme/*"]);
     let server = Server::start(&env, &["--max-bundle-ttl", "2h"]);
@@ -58,6 +59,7 @@ fn bundle_lifetimes_are_capped_and_read_as_clients_send_them() {
 #[test]
 fn an_empty_value_needs_asking_for_on_every_entry_point() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &[]);
     let w = Client::new(&server, Some(&writer));
@@ -83,6 +85,7 @@ fn an_empty_value_needs_asking_for_on_every_entry_point() {
 #[test]
 fn the_audit_trail_needs_an_audit_scope() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let auditor = token(&env, &["audit:acme/*"]);
     let server = Server::start(&env, &[]);
@@ -97,6 +100,7 @@ fn the_audit_trail_needs_an_audit_scope() {
 #[test]
 fn etags_and_if_match_as_http_says() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &[]);
     let w = Client::new(&server, Some(&writer));
@@ -140,6 +144,7 @@ fn etags_and_if_match_as_http_says() {
 #[test]
 fn api_errors_speak_the_api() {
     let env = StoreDir::new();
+    env.create(&["acme/api", "acme/none"]);
     let writer = token(&env, &["write:acme/*"]);
     let launcher = token(&env, &["launch:acme/*"]);
     let server = Server::start(&env, &[]);
@@ -155,6 +160,7 @@ fn api_errors_speak_the_api() {
             assert_eq!(w.put(&format!("{s}/V"), json!({"value": "v"})).0, 201);
             w.post(&format!("{s}/V/rollback"), json!({"to": 9}))
         },
+        w.put("/repos/acme%2Ftypo/secrets/A", json!({"value": "v"})),
     ];
     for (r, field) in replies.iter().zip([
         "\"allow_name\"",
@@ -162,6 +168,7 @@ fn api_errors_speak_the_api() {
         "\"allow_empty\"",
         "\"allow_empty\"",
         "/versions",
+        "POST /api/v1/repos",
     ]) {
         let m = message(r);
         assert!(r.0 >= 400, "{:?}", r.1);
@@ -176,6 +183,7 @@ fn api_errors_speak_the_api() {
 #[test]
 fn json_logs_are_json_throughout_and_help_names_each_variable_once() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let admin = token(&env, &["admin"]);
     let server = Server::start(&env, &["--log-format", "json", "--login-link"]);
     assert_eq!(Client::new(&server, Some(&admin)).get("/repos").0, 200);
@@ -223,7 +231,7 @@ fn json_logs_are_json_throughout_and_help_names_each_variable_once() {
 /// versions a mint read. On both backends.
 #[test]
 fn the_audit_trail_pages_with_a_cursor() {
-    for_each(&BACKENDS, |env| {
+    for_each_with(&BACKENDS, &["acme/api"], |env| {
         set(&env, "acme/api", "A", b"1");
         let admin = token(&env, &["admin"]);
         let server = Server::start(&env, &[]);
@@ -265,12 +273,12 @@ fn the_audit_trail_pages_with_a_cursor() {
                 other => panic!("cursor and Link disagree: {other:?}"),
             }
         }
-        // 1 set + 230 mints, each once, in order.
-        assert_eq!(seen.len(), 231, "{pages} pages");
+        // The creation, 1 set, 230 mints, each once, in order.
+        assert_eq!(seen.len(), 232, "{pages} pages");
         assert!(pages >= 3);
         let ids: Vec<i64> = seen.iter().map(|r| r["id"].as_i64().unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        let mint = &seen[1];
+        let mint = &seen[2];
         assert_eq!(mint["action"], "seal");
         assert_eq!(mint["detail"]["label"], "launch-0");
         assert_eq!(
@@ -302,7 +310,7 @@ fn the_audit_trail_pages_with_a_cursor() {
 /// `--force`. On both backends.
 #[test]
 fn audit_export_then_prune() {
-    for_each(&BACKENDS, |env| {
+    for_each_with(&BACKENDS, &["acme/api"], |env| {
         set(&env, "acme/api", "A", b"1");
         set(&env, "acme/api", "B", b"2");
         let all = ["audit", "prune", "--before", "2999-01-01T00:00:00Z"];
@@ -312,7 +320,8 @@ fn audit_export_then_prune() {
         let o = env.run(&["audit", "export"], None);
         assert!(o.status.success(), "{}", stderr(&o));
         let lines = json_lines(&o);
-        assert_eq!(lines.len(), 2);
+        // The creation and two sets.
+        assert_eq!(lines.len(), 3);
         assert!(
             lines
                 .iter()
@@ -322,14 +331,14 @@ fn audit_export_then_prune() {
         set(&env, "acme/api", "C", b"3");
         let o = env.run(&all, None);
         assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
-        assert_eq!(json_lines(&env.run(&["audit", "export"], None)).len(), 3);
+        assert_eq!(json_lines(&env.run(&["audit", "export"], None)).len(), 4);
         let o = env.run(&all, None);
         assert!(o.status.success(), "{}", stderr(&o));
         let o = env.run(&["audit", "--json"], None);
         let left = json_lines(&o);
         assert_eq!(left.len(), 1, "only the prune's own record: {left:?}");
         assert_eq!(left[0]["action"], "audit-prune");
-        assert_eq!(left[0]["detail"]["removed"], 3);
+        assert_eq!(left[0]["detail"]["removed"], 4);
         // --force prunes what was never exported.
         set(&env, "acme/api", "D", b"4");
         assert_eq!(env.run(&all, None).status.code(), Some(64));
@@ -355,6 +364,7 @@ fn copy_key(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn instances_pick_up_a_rotated_master_key() {
     let env = StoreDir::on(Backend::Postgres);
+    env.create(&["acme/api"]);
     set(&env, "acme/api", "A", b"1");
     let admin = token(&env, &["admin"]);
     let (dir_a, dir_b) = (env.path("keys-a"), env.path("keys-b"));
@@ -388,7 +398,8 @@ fn instances_pick_up_a_rotated_master_key() {
     let cb = Client::new(&b, Some(&admin));
     // A: the first request finds the key missing (503, naming it, with
     // Retry-After); the keyring is read again, and the retry is served.
-    let r = ca.put("/repos/acme%2Fnew/secrets/X", json!({"value": "x"}));
+    // (A new repository's data key is made when it is created.)
+    let r = ca.post("/repos", json!({"name": "acme/new"}));
     assert_eq!(
         (r.0, code(&r)),
         (503, "master_key_unavailable"),
@@ -396,13 +407,16 @@ fn instances_pick_up_a_rotated_master_key() {
         r.1
     );
     assert!(message(&r).contains(&primary), "{}", message(&r));
+    let r = ca.post("/repos", json!({"name": "acme/new"}));
+    assert_eq!(r.0, 201, "{:?}", r.1);
     let r = ca.put("/repos/acme%2Fnew/secrets/X", json!({"value": "x"}));
     assert_eq!(r.0, 201, "{:?}", r.1);
+    assert_eq!(ca.post("/repos", json!({"name": "acme/other"})).0, 201);
     assert_eq!(ca.get("/repos/acme%2Fother/secrets/public-key").0, 200);
     a.wait_for_log(&format!("added master key(s) {primary}"));
     // B's directory lacks the new key: 503 each time, never 500.
     for _ in 0..2 {
-        let r = cb.get("/repos/acme%2Fthird/secrets/public-key");
+        let r = cb.post("/repos", json!({"name": "acme/third"}));
         assert_eq!(
             (r.0, code(&r)),
             (503, "master_key_unavailable"),
@@ -416,6 +430,7 @@ fn instances_pick_up_a_rotated_master_key() {
     copy_key(&new_key, &dir_b.join("new.key"));
     kill(b.child.id() as i32, "HUP");
     b.wait_for_log("SIGHUP: the keyring is read again");
+    assert_eq!(cb.post("/repos", json!({"name": "acme/third"})).0, 201);
     let r = cb.put("/repos/acme%2Fthird/secrets/Y", json!({"value": "y"}));
     assert_eq!(r.0, 201, "{:?}", r.1);
 }
@@ -428,6 +443,7 @@ fn instances_pick_up_a_rotated_master_key() {
 fn sigterm_answers_every_request_that_arrived() {
     use std::io::{Read, Write};
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     set(&env, "acme/api", "A", b"1");
     let launcher = token(&env, &["launch:acme/*"]);
     let server = Server::start(&env, &[]);
@@ -482,6 +498,7 @@ fn sigterm_answers_every_request_that_arrived() {
 #[test]
 fn sessions_are_shared_by_every_instance() {
     let env = StoreDir::on(Backend::Postgres);
+    env.create(&["acme/api"]);
     let admin = token(&env, &["admin"]);
     let a = Server::start(&env, &[]);
     let b = Server::start(&env, &[]);
@@ -543,6 +560,7 @@ fn sessions_are_shared_by_every_instance() {
 #[test]
 fn a_web_app_acts_for_its_users() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let o = env.run(
         &[
             "tokens",
@@ -602,6 +620,7 @@ fn a_web_app_acts_for_its_users() {
 fn idempotent_writes_and_failover() {
     use std::io::{Read, Write};
     let env = StoreDir::on(Backend::Postgres);
+    env.create(&["acme/api"]);
     set(&env, "acme/api", "A", b"1");
     let launcher = token(&env, &["launch:acme/*"]);
     let admin = token(&env, &["admin"]);
@@ -690,4 +709,133 @@ fn idempotent_writes_and_failover() {
             .0,
         200
     );
+}
+
+/// Point 5: repositories exist only once created. Before that every read
+/// and write of one is 404 `repo_not_found` (the CLI: exit 66, naming the
+/// command that creates it), and reading its public key writes nothing.
+#[test]
+fn repositories_are_created_explicitly() {
+    for_each(&BACKENDS, |env| {
+        let writer = token(&env, &["write:acme/*", "launch:acme/*"]);
+        let server = Server::start(&env, &[]);
+        let w = Client::new(&server, Some(&writer));
+        let unknown = |r: &Reply, what: &str| {
+            assert_eq!((r.0, code(r)), (404, "repo_not_found"), "{what}: {:?}", r.1);
+            assert_eq!(r.1["error"]["repo"], "acme/api", "{what}");
+            assert!(
+                message(r).contains("POST /api/v1/repos"),
+                "{what}: {}",
+                message(r)
+            );
+        };
+        unknown(&w.get("/repos/acme%2Fapi/secrets"), "list");
+        unknown(&w.get("/repos/acme%2Fapi/secrets/public-key"), "public key");
+        unknown(
+            &w.get("/repos/acme%2Fapi/secrets/public-key"),
+            "public key again",
+        );
+        unknown(
+            &w.put("/repos/acme%2Fapi/secrets/A", json!({"value": "1"})),
+            "put",
+        );
+        unknown(
+            &w.post(
+                "/repos/acme%2Fapi/import",
+                json!({"format": "env", "content": "A=1\n"}),
+            ),
+            "import",
+        );
+        unknown(&w.post("/repos/acme%2Fapi/bundles", json!({})), "mint");
+        unknown(
+            &w.post("/repos/acme%2Fapi/bundles", json!({"allow_empty": true})),
+            "empty mint",
+        );
+        // Nothing of those made a repository.
+        let r = w.get("/repos");
+        assert_eq!(r.1["repos"], json!([]), "{:?}", r.1);
+
+        let r = w.post("/repos", json!({"name": "acme/api"}));
+        assert_eq!(r.0, 201, "{:?}", r.1);
+        assert_eq!(r.1, json!({"repo": "acme/api", "secrets": 0}));
+        let r = w.post("/repos", json!({"name": "ACME/Api"}));
+        assert_eq!((r.0, code(&r)), (409, "conflict"), "{:?}", r.1);
+        assert_eq!(r.1["error"]["repo"], "acme/api");
+        assert_eq!(w.post("/repos", json!({"name": "other/x"})).0, 403);
+        assert_eq!(w.post("/repos", json!({"name": "nope"})).0, 400);
+        assert_eq!(w.post("/repos", json!({"repo": "acme/x"})).0, 400);
+        let r = w.get("/repos");
+        assert_eq!(r.1["repos"][0]["repo"], "acme/api", "{:?}", r.1);
+        assert_eq!(r.1["repos"][0]["secrets"], 0);
+        // An empty repository lists empty, and mints only when asked to.
+        let r = w.get("/repos/acme%2Fapi/secrets");
+        assert_eq!((r.0, &r.1["total_count"]), (200, &json!(0)), "{:?}", r.1);
+        let r = w.post("/repos/acme%2Fapi/bundles", json!({}));
+        assert_eq!(r.0, 404, "{:?}", r.1);
+        assert_eq!(r.1["error"]["allow"]["field"], "allow_empty");
+        let key = w.get("/repos/acme%2Fapi/secrets/public-key");
+        assert_eq!(key.0, 200, "{:?}", key.1);
+        assert_eq!(w.get("/repos/acme%2Fapi/secrets/public-key").1, key.1);
+        assert_eq!(
+            w.put("/repos/acme%2Fapi/secrets/A", json!({"value": "1"}))
+                .0,
+            201
+        );
+        assert_eq!(w.post("/repos/acme%2Fapi/bundles", json!({})).0, 201);
+        // A removed repository is gone until created again.
+        assert_eq!(w.delete("/repos/acme%2Fapi").0, 200);
+        unknown(&w.get("/repos/acme%2Fapi/secrets"), "after removal");
+        assert_eq!(w.post("/repos", json!({"name": "acme/api"})).0, 201);
+        // The CLI, on the store and through the service.
+        let o = env.run(&["secrets", "set", "--repo", "acme/typo", "A"], Some(b"1"));
+        assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("sealctl repos create acme/typo"),
+            "{}",
+            stderr(&o)
+        );
+        for args in [
+            &[
+                "seal",
+                "--repo",
+                "acme/typo",
+                "--out",
+                "b",
+                "--key-out",
+                "k",
+            ][..],
+            &["secrets", "list", "--repo", "acme/typo"],
+        ] {
+            let o = env.run(args, None);
+            assert_eq!(o.status.code(), Some(66), "{args:?}: {}", stderr(&o));
+        }
+        let o = output_with_stdin(
+            env.cmd(&["secrets", "set", "--repo", "acme/typo", "A"])
+                .env("SEALCTL_SERVER", &server.base)
+                .env("SEALCTL_TOKEN", &writer)
+                .env_remove("SEALCTL_STORE"),
+            b"1",
+        );
+        assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("sealctl repos create acme/typo"),
+            "{}",
+            stderr(&o)
+        );
+        ok(&env.run(&["repos", "create", "acme/cli"], None));
+        let o = env.run(&["repos", "create", "Acme/CLI"], None);
+        assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+        ok(&env.run(&["secrets", "set", "--repo", "acme/cli", "A"], Some(b"1")));
+        let o = env
+            .cmd(&["repos", "create", "acme/remote", "--json"])
+            .env("SEALCTL_SERVER", &server.base)
+            .env("SEALCTL_TOKEN", &writer)
+            .env_remove("SEALCTL_STORE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(json_lines(&o)[0]["repo"], "acme/remote");
+        let o = ok(&env.run(&["audit", "--repo", "acme/cli", "--json"], None)).clone();
+        assert!(stdout(&o).contains("\"repo-create\""), "{}", stdout(&o));
+    });
 }

@@ -11,8 +11,11 @@ use std::process::Output;
 
 use sealinit_testkit::*;
 
+/// The repositories these tests use, created in each fresh store.
+const REPOS: &[&str] = &["acme/api"];
+
 fn for_each_backend(test: fn(StoreDir)) {
-    for_each(&BACKENDS, test);
+    for_each_with(&BACKENDS, REPOS, test);
 }
 
 /// A Stripe live key, a GitHub token with a valid checksum, and a
@@ -208,6 +211,7 @@ fn scan_reports_stored_credentials_by_name_and_rule() {
 
 fn scan_reports_stored_credentials_by_name_and_rule_on(env: StoreDir) {
     let l = live();
+    env.create(&["clean/repo"]);
     ok(&set(&env, "clean/repo", &["PORT"], Some("8080")));
     ok(&run(&env, &["secrets", "scan"], None));
     ok(&set(
@@ -216,6 +220,7 @@ fn scan_reports_stored_credentials_by_name_and_rule_on(env: StoreDir) {
         &["STRIPE_KEY", "--allow-production", "STRIPE_KEY"],
         Some(&l.stripe),
     ));
+    env.create(&["acme/web"]);
     ok(&set(&env, "acme/web", &["DATABASE_URL"], Some(&l.database)));
     let o = run(&env, &["secrets", "scan", "--json"], None);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

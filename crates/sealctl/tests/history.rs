@@ -6,17 +6,20 @@ use std::process::{Command, Output, Stdio};
 
 use sealinit_testkit::*;
 
+/// The repositories these tests use, created in each fresh store.
+const REPOS: &[&str] = &["acme/api"];
+
 type Env = StoreDir;
 
 /// SQLite, PostgreSQL, and `sealctl --server` in front of SQLite.
 fn for_each_backend(test: fn(Env)) {
-    for_each(&CLIENTS, test);
+    for_each_with(&CLIENTS, REPOS, test);
 }
 
 /// The store backends only (`repos rm` and master keys are the local
 /// store's).
 fn for_each_store_backend(test: fn(Env)) {
-    for_each(&BACKENDS, test);
+    for_each_with(&BACKENDS, REPOS, test);
 }
 
 fn set(env: &Env, name: &str, value: &str) -> Output {
@@ -176,6 +179,7 @@ fn retention_keeps_the_newest_values_and_every_history_entry() {
         let env = Env::empty_on(backend);
         let o = env.run(&["store", "init", "--keep", "2"], None);
         assert!(o.status.success(), "{}", stderr(&o));
+        env.create(REPOS);
         for v in ["a1", "a2", "a3", "a4"] {
             set(&env, "T", v);
         }
@@ -241,6 +245,7 @@ fn audit_on(env: Env) {
     let o = env.run(&["run", "--repo", "acme/api", "--", "true"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     set(&env, "W", "w");
+    env.create(&["acme/web"]);
     let o = env.run(&["secrets", "set", "--repo", "acme/web", "W"], Some(b"w"));
     assert!(o.status.success());
     let o = env.run(&["repos", "rm", "acme/web"], None);
@@ -263,6 +268,7 @@ fn audit_on(env: Env) {
     assert_eq!(
         actions,
         [
+            "repo-create",
             "set",
             "seal",
             "rollback",
@@ -270,6 +276,7 @@ fn audit_on(env: Env) {
             "rm",
             "seal",
             "set",
+            "repo-create",
             "set",
             "repo-rm",
             "rotate-master-key"
@@ -277,12 +284,12 @@ fn audit_on(env: Env) {
         "{text}"
     );
     assert!(records.iter().all(|r| r["actor"] == user().as_str()));
-    let seal = &records[5];
+    let seal = &records[6];
     assert_eq!(seal["repo"], "acme/api");
     assert_eq!(seal["detail"]["label"], "acme/api");
     assert!(seal["detail"]["expires"].is_u64());
     assert_eq!(
-        records[2]["detail"],
+        records[3]["detail"],
         serde_json::json!({"name": "TOKEN", "to": 1, "version": 2})
     );
     // Filters.
@@ -291,7 +298,7 @@ fn audit_on(env: Env) {
         .iter()
         .map(|r| r["action"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(web, ["set", "repo-rm"]);
+    assert_eq!(web, ["repo-create", "set", "repo-rm"]);
     let o = env.run(&["audit", "--since", "4102444800", "--json"], None);
     assert_eq!(stdout(&o), "");
     // After the rotation, the history still decrypts: roll back to v1.

@@ -37,6 +37,7 @@ fn sealctl_run_hands_the_command_nothing_of_its_own() {
     let script = "env; echo FDS $(ls /proc/self/fd | tr '\\n' ' ')";
     for backend in [Backend::Sqlite, Backend::Service] {
         let env = StoreDir::on(backend);
+        env.create(&["acme/api"]);
         with_secret(&env);
         for pid_ns in [false, true] {
             let mut args = vec!["run", "--repo", "acme/api"];
@@ -56,6 +57,7 @@ fn sealctl_run_hands_the_command_nothing_of_its_own() {
     }
     // The master key on a descriptor: read, and not passed on.
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     with_secret(&env);
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
@@ -91,6 +93,7 @@ struct Orchestrator {
 impl Orchestrator {
     fn new() -> Self {
         let env = StoreDir::new();
+        env.create(&["acme/api"]);
         with_secret(&env);
         let t = token(&env, &["admin"]);
         std::fs::write(env.path("token"), &t).unwrap();
@@ -226,6 +229,7 @@ fn a_probe_agent_under_sealctl_run_sandbox_finds_nothing() {
 #[test]
 fn sealctl_run_sandbox_forwards_signals() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     with_secret(&env);
     let mut child = env
         .cmd(&[

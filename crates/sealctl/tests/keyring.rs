@@ -13,10 +13,13 @@ use std::sync::{Arc, mpsc};
 
 use sealinit_testkit::*;
 
+/// The repositories these tests use, created in each fresh store.
+const REPOS: &[&str] = &["acme/api", "acme/web"];
+
 const VALUE: &str = "keyring-VALUE-never-printed-41d7";
 
 fn for_each_backend(test: fn(StoreDir)) {
-    for_each(&BACKENDS, test);
+    for_each_with(&BACKENDS, REPOS, test);
 }
 
 /// Runs sealctl with the keyring `keys` (paths relative to the store
@@ -180,15 +183,16 @@ fn a_rotation_rewraps_only_and_the_old_key_works_until_retired_on(env: StoreDir)
     // repository's data key needs the primary.
     set(&env, &old, "acme/api", "MORE", "m");
     fails(
-        &with_keys(
-            &env,
-            &old,
-            &["secrets", "set", "--repo", "acme/new", "X"],
-            Some("x"),
-        ),
+        &with_keys(&env, &old, &["repos", "create", "acme/new"], None),
         65,
         &format!("a new repository (acme/new) needs the store's primary master key {new_id}"),
     );
+    ok(&with_keys(
+        &env,
+        &["new.key"],
+        &["repos", "create", "acme/new"],
+        None,
+    ));
     set(&env, &["new.key"], "acme/new", "X", "x");
 
     fails(
@@ -359,6 +363,7 @@ fn a_data_key_rotation_re_encrypts_one_repository_on(env: StoreDir) {
 #[test]
 fn a_damaged_data_key_stops_a_rotation_and_changes_nothing() {
     let env = StoreDir::new();
+    env.create(REPOS);
     let k = ["master.key"];
     set(&env, &k, "acme/api", "TOKEN", VALUE);
     set(&env, &k, "acme/web", "OTHER", "o");

@@ -28,6 +28,7 @@ fn py_tools() -> std::path::PathBuf {
 fn the_openapi_document_is_valid_and_the_server_conforms_to_it() {
     let bin = py_tools();
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let o = env.run(
         &["secrets", "set", "--repo", "acme/api", "TOKEN"],
         Some(b"v"),

@@ -9,6 +9,9 @@ use std::process::{Command, Output, Stdio};
 
 use sealinit_testkit::*;
 
+/// The repositories these tests use, created in each fresh store.
+const REPOS: &[&str] = &["acme/api", "acme/web"];
+
 const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 type Env = StoreDir;
@@ -17,13 +20,13 @@ type Env = StoreDir;
 /// throwaway server the test binary starts), and `sealctl --server` in
 /// front of a SQLite store (the service the test starts).
 fn for_each_backend(test: fn(Env)) {
-    for_each(&CLIENTS, test);
+    for_each_with(&CLIENTS, REPOS, test);
 }
 
 /// The same on the store backends only, for what only a local store has
 /// (master keys): with `--server` those commands say so (exit 64).
 fn for_each_store_backend(test: fn(Env)) {
-    for_each(&BACKENDS, test);
+    for_each_with(&BACKENDS, REPOS, test);
 }
 
 /// What these tests do with a store directory.
@@ -325,6 +328,7 @@ fn a_repository_never_grows_past_what_seals_on(env: Env) {
     let o = env.under_sealinit("acme/api", &[], r#"printf '%s' "${#BIG_7}""#);
     assert_eq!(stdout(&o), "122880");
     // A single value over the per-variable limit, and a bad name.
+    env.create(&["acme/other"]);
     let o = env.set("acme/other", "HUGE", &vec![b'v'; 200 * 1024], &[]);
     assert_eq!(o.status.code(), Some(65));
     let o = env.set("acme/other", "BAD-NAME", b"x", &[]);
@@ -530,7 +534,8 @@ fn json_reports_what_changed_and_never_a_value_on(env: Env) {
         None,
     );
     let doc = &json_lines(&o)[0];
-    assert_eq!(doc["rewrapped"], 1, "{doc}");
+    // acme/api's data key, and acme/web's (created, empty).
+    assert_eq!(doc["rewrapped"], 2, "{doc}");
     assert_eq!(doc["created"], true, "{doc}");
     assert!(doc["primary"].as_str().unwrap().starts_with("mk-"), "{doc}");
     assert_eq!(doc["previous"].as_array().unwrap().len(), 1, "{doc}");
@@ -579,20 +584,25 @@ fn sealing_an_empty_or_unknown_repository_is_an_error_and_ttls_agree_with_run_on
         None,
     );
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
-    assert!(!env.path("b").exists() && !env.path("k").exists());
-    let o = env.run(
-        &[
-            "seal",
-            "--repo",
-            "acme/typo",
-            "--out",
-            "b",
-            "--key-out",
-            "k",
-            "--allow-empty",
-        ],
-        None,
+    assert!(
+        stderr(&o).contains("sealctl repos create acme/typo"),
+        "{}",
+        stderr(&o)
     );
+    assert!(!env.path("b").exists() && !env.path("k").exists());
+    // An unknown repository is never sealed empty; an existing empty one
+    // is, when asked to.
+    let seal_empty = |repo: &str, extra: &[&str]| {
+        let mut args = vec!["seal", "--repo", repo, "--out", "b", "--key-out", "k"];
+        args.extend_from_slice(extra);
+        env.run(&args, None)
+    };
+    let o = seal_empty("acme/typo", &["--allow-empty"]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    let o = seal_empty("acme/web", &[]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-empty"), "{}", stderr(&o));
+    let o = seal_empty("acme/web", &["--allow-empty"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(env.set("acme/api", "T", b"x", &[]).status.success());
     let expiry = |extra: &[&str]| {
@@ -687,6 +697,9 @@ fn nested_and_case_insensitive_repository_names_keep_the_first_spelling() {
 }
 
 fn nested_and_case_insensitive_repository_names_keep_the_first_spelling_on(env: Env) {
+    ok(&env.run(&["repos", "rm", "acme/api"], None));
+    ok(&env.run(&["repos", "rm", "acme/web"], None));
+    env.create(&["Group/Sub/App"]);
     assert!(env.set("Group/Sub/App", "A", b"1", &[]).status.success());
     let o = env.set("group/sub/app", "B", b"2", &["--json"]);
     assert_eq!(json_lines(&o)[0]["repo"], "Group/Sub/App");
@@ -748,7 +761,7 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     .unwrap();
     let o = env.run(&["store", "migrate"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is at schema 6"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is at schema 7"), "{}", stderr(&o));
     let o = env.run(&["repos", "--json"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc = repos_json(&o);

@@ -187,7 +187,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     let b = &site.b;
     assert_eq!(b.title(), "Repositories · sealinit");
     assert!(b.text(".who").contains("page-admin"), "{}", b.text(".who"));
-    assert!(b.text(".empty").contains("No repository has secrets yet"));
+    assert!(b.text(".empty").contains("There is no repository yet"));
     // The session cookie: HttpOnly, SameSite=Strict, expiring.
     let cookies = b.cookies();
     let session = cookies
@@ -199,10 +199,26 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     assert!(session["expiry"].as_u64().is_some(), "{session}");
     site.shot("repos-empty");
 
-    // Open a repository, add a secret.
+    // A repository that does not exist: the page says how to create it.
     b.type_into("#repo", "acme/web");
     b.submit("form[action='/r'] button");
+    assert_eq!(b.title(), "Not found · sealinit");
+    assert!(
+        b.text("main").contains("create it under New repository"),
+        "{}",
+        b.text("main")
+    );
+    // Create it, then add a secret.
+    site.go("/");
+    let b = &site.b;
+    b.type_into("#new-repo", "acme/web");
+    b.submit("form[action='/repos/new'] button");
     assert_eq!(b.url(), format!("{}/r/acme%2Fweb", site.base));
+    assert!(
+        b.text("[role=status]").contains("Created acme/web"),
+        "{}",
+        b.text("main")
+    );
     assert!(b.text(".empty").contains("No secrets yet"));
     site.shot("secrets-empty");
     let v1 = site.value("page-value-ONE-5e0c91");
@@ -453,6 +469,7 @@ fn wrong_token_forms_without_csrf_scopes_and_headers() {
 
     // The right one; then a form whose CSRF token was removed: 403, and
     // nothing is written.
+    site.env.create(&["acme/web"]);
     site.sign_in_with(&site.token.clone());
     site.go("/r/acme%2Fweb");
     let v = site.value("page-csrf-VALUE-61be");
@@ -555,6 +572,7 @@ fn wrong_token_forms_without_csrf_scopes_and_headers() {
     assert!(!body.contains("<script"), "the page sends no script");
 
     // A token that may write acme/* but not audit, nor see other repos.
+    site.env.create(&["other/repo"]);
     let o = site
         .env
         .run(&["secrets", "set", "--repo", "other/repo", "X"], Some(b"x"));
@@ -647,6 +665,8 @@ fn tab_to(b: &Browser, css: &str) {
 fn every_page_fits_360_px_and_works_by_keyboard_alone() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut site = Site::start(360);
+    site.env
+        .create(&["acme/a-rather-long-repository-name.with.dots"]);
     let o = site.env.run(
         &[
             "secrets",

@@ -10,6 +10,7 @@ use sealinit_testkit::*;
 #[test]
 fn a_restart_fails_commands_cleanly_and_needs_no_intervention() {
     let env = StoreDir::on(Backend::Postgres);
+    env.create(&["acme/api"]);
     let set = |name: &str, value: &str| {
         env.run(
             &["secrets", "set", "--repo", "acme/api", name],

@@ -100,6 +100,8 @@ fn tls_as_sslmode_asks() {
     );
     let o = sealctl(&env, &require, &["store", "init"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let o = sealctl(&env, &require, &["repos", "create", "acme/api"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = env
         .cmd(&["secrets", "set", "--repo", "acme/api", "T"])
         .env("SEALCTL_STORE", &require)

@@ -15,9 +15,9 @@ struct Remote {
 
 impl Remote {
     fn start() -> Self {
-        Self {
-            env: StoreDir::on(Backend::Service),
-        }
+        let env = StoreDir::on(Backend::Service);
+        env.create(&["acme/api"]);
+        Self { env }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {

@@ -24,6 +24,7 @@ fn live_key() -> String {
 #[test]
 fn every_endpoint_and_status_on_sqlite() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let admin = token(&env, &["admin"]);
     let writer = token(&env, &["write:acme/*"]);
     let launcher = token(&env, &["launch:acme/api"]);
@@ -294,6 +295,7 @@ fn run_bundle(env: &StoreDir, minted: &Value, script: &str) -> std::process::Out
 #[test]
 fn a_libsodium_client_seals_a_value_that_reaches_the_sandbox() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let writer = token(&env, &["write:acme/api", "launch:acme/api"]);
     let server = Server::start(&env, &[]);
     let w = Client::new(&server, Some(&writer));
@@ -377,6 +379,7 @@ fn pynacl_seal(key: &str, bytes: &[u8]) -> String {
 #[test]
 fn failed_authentications_are_rate_limited() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let server = Server::start(&env, &[]);
     let bad = Client::new(&server, Some(&format!("sit_{}", "B".repeat(36))));
     for _ in 0..10 {
@@ -407,6 +410,7 @@ fn failed_authentications_are_rate_limited() {
 #[test]
 fn two_instances_on_one_postgres_see_the_same_data() {
     let env = StoreDir::on(Backend::Postgres);
+    env.create(&["acme/api"]);
     let t = token(&env, &["admin"]);
     let one = Server::start(&env, &[]);
     let two = Server::start(&env, &[]);
@@ -446,6 +450,7 @@ fn two_instances_on_one_postgres_see_the_same_data() {
 #[test]
 fn plain_http_off_loopback_is_refused() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let o = env.run(&["serve", "--listen", "0.0.0.0:0"], None);
     assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
     assert!(stderr(&o).contains("--insecure-no-tls"), "{}", stderr(&o));
@@ -461,6 +466,7 @@ fn plain_http_off_loopback_is_refused() {
 #[test]
 fn tls_is_reloaded_on_sighup_and_a_unix_socket_serves() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     certificate(&env, "one");
     certificate(&env, "two");
     for f in ["pem", "key"] {
@@ -553,6 +559,7 @@ fn tls_is_reloaded_on_sighup_and_a_unix_socket_serves() {
 #[test]
 fn the_openapi_document_matches_the_routes() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let admin = token(&env, &["admin"]);
     let server = Server::start(&env, &[]);
     let a = Client::new(&server, Some(&admin));
@@ -594,7 +601,7 @@ fn the_openapi_document_matches_the_routes() {
             );
         }
     }
-    assert_eq!(count, 15);
+    assert_eq!(count, 16);
 }
 
 /// SIGTERM while a request is in flight: the server stops accepting, the
@@ -603,6 +610,7 @@ fn the_openapi_document_matches_the_routes() {
 fn sigterm_finishes_the_request_in_flight() {
     use std::io::{Read, Write};
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let t = token(&env, &["write:acme/*"]);
     let server = Server::start(&env, &["--shutdown-timeout", "30s"]);
     let addr = server.base.strip_prefix("http://").unwrap().to_owned();
@@ -645,6 +653,7 @@ fn sigterm_finishes_the_request_in_flight() {
 #[test]
 fn json_request_logs() {
     let env = StoreDir::new();
+    env.create(&["acme/api"]);
     let t = token(&env, &["admin"]);
     let server = Server::start(&env, &["--log-format", "json"]);
     let c = Client::new(&server, Some(&t));

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use sealinit_testkit::*;
 
+/// The repositories these tests use, created in each fresh store.
+const REPOS: &[&str] = &["acme/api"];
+
 const SEALCTL: &str = env!("CARGO_BIN_EXE_sealctl");
 
 const VALUE: &str = "store-VALUE-never-printed-9f2c";
@@ -18,13 +21,13 @@ const VALUE: &str = "store-VALUE-never-printed-9f2c";
 /// throwaway server the test binary starts), and `sealctl --server` in
 /// front of a SQLite store.
 fn for_each_backend(test: fn(Env)) {
-    for_each(&CLIENTS, |d| test(Env(d)));
+    for_each_with(&CLIENTS, REPOS, |d| test(Env(d)));
 }
 
 /// The same on the store backends only: master keys are the local
 /// store's.
 fn for_each_store_backend(test: fn(Env)) {
-    for_each(&BACKENDS, |d| test(Env(d)));
+    for_each_with(&BACKENDS, REPOS, |d| test(Env(d)));
 }
 
 /// A store directory whose sealctl runs are checked never to print
@@ -40,7 +43,9 @@ impl std::ops::Deref for Env {
 
 impl Env {
     fn new() -> Self {
-        Self(StoreDir::new())
+        let env = StoreDir::new();
+        env.create(REPOS);
+        Self(env)
     }
 
     fn empty() -> Self {
@@ -135,6 +140,7 @@ fn set_list_rm_repos_on(env: Env) {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    env.create(&["acme/web"]);
     env.sealctl(&["secrets", "set", "--repo", "acme/web", "W"], Some("w"));
 
     let o = env.sealctl(&["secrets", "list", "--repo", "acme/api"], None);
@@ -330,6 +336,7 @@ fn a_row_copied_to_another_repo_or_name_does_not_decrypt() {
         &["secrets", "set", "--repo", "acme/api", "TOKEN"],
         Some(VALUE),
     );
+    env.create(&["evil/repo"]);
     env.sealctl(
         &["secrets", "set", "--repo", "evil/repo", "OTHER"],
         Some("x"),

@@ -47,6 +47,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("get", "/repos") => get(repos),
         ("get", "/audit") => get(audit),
         ("get", "/openapi.json") => get(crate::openapi::document),
+        ("post", "/repos") => post(create_repo),
         ("delete", "/repos/{repo}") => delete(delete_repo),
         ("get", "/repos/{repo}/secrets") => get(list_secrets),
         ("get", "/repos/{repo}/secrets/public-key") => get(public_key),
@@ -250,6 +251,26 @@ async fn put_secret(
         StatusCode::OK
     };
     Ok((status, etag(done.version), Json(done)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRepo {
+    name: String,
+}
+
+async fn create_repo(
+    State(s): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<NewRepo>,
+) -> Result<Response, ApiError> {
+    let repo = s
+        .run(auth, move |st, caller| {
+            service::create_repo(st, caller, &body.name)
+        })
+        .await?;
+    let repo = serde_json::json!({"repo": repo, "secrets": 0});
+    Ok((StatusCode::CREATED, Json(repo)).into_response())
 }
 
 async fn delete_repo(

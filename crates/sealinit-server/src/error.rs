@@ -22,7 +22,10 @@ pub struct ApiError {
     pub guard: Option<Box<GuardVerdict>>,
     /// What can be asked for to go past it, for clients that word it in
     /// their own interface (sealctl names its flag): `{"allow", "name"}`.
-    pub allow: Option<(&'static str, String)>,
+    pub allow: Option<(&'static str, Box<str>)>,
+    /// The repository a `repo_not_found` names, for clients that say how
+    /// to create it in their own words.
+    pub repo: Option<Box<str>>,
 }
 
 /// Which input an error concerns.
@@ -51,6 +54,7 @@ impl ApiError {
             field: None,
             guard: None,
             allow: None,
+            repo: None,
         }
     }
 
@@ -106,6 +110,9 @@ fn api_words(e: &StoreError) -> String {
         ),
         E::EmptyRepo { repo } => format!(
             "repository {repo} has no secrets (is the name right?); nothing was minted; send \"allow_empty\": true to mint an empty bundle"
+        ),
+        E::NoSuchRepo { repo } => format!(
+            "repository {repo} does not exist (is the name right?); nothing was changed; create it with POST /api/v1/repos {{\"name\": \"{repo}\"}}"
         ),
         E::EmptyValue { name } => format!(
             "the value of {name} is empty; nothing was set; send \"allow_empty\": true to store an empty value"
@@ -176,9 +183,9 @@ impl From<StoreError> for ApiError {
             | E::SealedValueInvalid { .. }
             | E::EmptyValue { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             E::VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
-            E::StaleKeyId { .. } => (StatusCode::CONFLICT, "conflict"),
+            E::StaleKeyId { .. } | E::RepoExists { .. } => (StatusCode::CONFLICT, "conflict"),
+            E::NoSuchRepo { .. } => (StatusCode::NOT_FOUND, "repo_not_found"),
             E::NoSuchSecret { .. }
-            | E::NoSuchRepo { .. }
             | E::NoSuchVersion { .. }
             | E::EmptyRepo { .. }
             | E::NoSuchToken { .. } => (StatusCode::NOT_FOUND, "not_found"),
@@ -192,16 +199,22 @@ impl From<StoreError> for ApiError {
             }
         };
         let allow = match &e {
-            E::Payload(P::CodeLoadingName(n)) => Some(("allow_name", n.clone())),
-            E::ProductionCredential { name, .. } => Some(("allow_production", name.clone())),
-            E::EmptyValue { name } => Some(("allow_empty", name.clone())),
-            E::EmptyRepo { repo } => Some(("allow_empty", repo.clone())),
+            E::Payload(P::CodeLoadingName(n)) => Some(("allow_name", n.as_str().into())),
+            E::ProductionCredential { name, .. } => {
+                Some(("allow_production", name.as_str().into()))
+            }
+            E::EmptyValue { name } => Some(("allow_empty", name.as_str().into())),
+            E::EmptyRepo { repo } => Some(("allow_empty", repo.as_str().into())),
             _ => None,
         };
         Self {
             field,
             guard,
             allow,
+            repo: match &e {
+                E::NoSuchRepo { repo } | E::RepoExists { repo } => Some(repo.as_str().into()),
+                _ => None,
+            },
             // The keyring reloads within a second.
             retry_after: (code == MASTER_KEY_UNAVAILABLE).then_some(1),
             ..Self::new(status, code, message)
@@ -214,6 +227,9 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         if let Some((field, name)) = &self.allow {
             body["error"]["allow"] = serde_json::json!({"field": field, "name": name});
+        }
+        if let Some(repo) = &self.repo {
+            body["error"]["repo"] = serde_json::json!(repo);
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {

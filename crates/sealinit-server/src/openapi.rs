@@ -46,6 +46,16 @@ pub const ROUTES: &[Route] = &[
         query: &[],
     },
     Route {
+        method: "post",
+        path: "/api/v1/repos",
+        summary: "Create a repository (writes, imports, mints and reads of one that does not exist are 404 repo_not_found): {repo, secrets}",
+        scope: "write",
+        statuses: &[201, 409],
+        body: Some("NewRepo"),
+        ok: Some("RepoCreated"),
+        query: &[],
+    },
+    Route {
         method: "delete",
         path: "/api/v1/repos/{repo}",
         summary: "Remove a whole repository (delete markers in the history): {repo, removed}",
@@ -327,11 +337,16 @@ fn schemas() -> Value {
             "type": "object", "required": ["code", "message"],
             "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"},
-                "allow": {"type": "object", "properties": {"field": {"type": "string"}, "name": {"type": "string"}}}}}}},
+                "allow": {"type": "object", "properties": {"field": {"type": "string"}, "name": {"type": "string"}}},
+                "repo": {"type": "string", "description": "the repository a repo_not_found or an existing repository's conflict names"}}}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
         "Repos": {"type": "object", "required": ["repos"], "properties": {"repos": {"type": "array", "items": {
             "type": "object", "required": ["repo", "secrets", "updated_at"],
             "properties": {"repo": {"type": "string"}, "secrets": {"type": "integer"}, "updated_at": time}}}}},
+        "NewRepo": {"type": "object", "additionalProperties": false, "required": ["name"],
+            "properties": {"name": {"type": "string", "description": "owner/name, or group/sub/name"}}},
+        "RepoCreated": {"type": "object", "required": ["repo", "secrets"],
+            "properties": {"repo": {"type": "string"}, "secrets": {"type": "integer"}}},
         "RepoRemoved": {"type": "object", "required": ["repo", "removed"],
             "properties": {"repo": {"type": "string"}, "removed": {"type": "integer"}}},
         "SecretMeta": {"type": "object",
@@ -385,10 +400,10 @@ fn status_text(s: u16) -> &'static str {
         400 => "Malformed request (JSON, unknown field, parameter)",
         401 => "Missing or invalid token",
         403 => "The token's scopes do not allow it",
-        404 => "No such repository, secret or version",
+        404 => "No such repository (code repo_not_found), secret or version",
         408 => "The request did not arrive in time",
         409 => {
-            "Conflict: sealed to a key the repository no longer has, or an Idempotency-Key in use"
+            "Conflict: the repository exists, a value sealed to a key the repository no longer has, or an Idempotency-Key in use"
         }
         412 => "If-Match: the secret is at another version",
         413 => "Request body too large",

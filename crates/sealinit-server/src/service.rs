@@ -294,6 +294,14 @@ pub fn put_secret(
 }
 
 /// Removes a whole repository (admin or write on it).
+/// Creates `repo` (a token that may write to it may create it).
+pub fn create_repo(store: &mut Store, caller: &Caller, repo: &str) -> Result<String, ApiError> {
+    sealinit_store::validate_repo(repo)?;
+    caller.require(Action::Write, repo)?;
+    store.create_repo(repo)?;
+    Ok(repo.to_owned())
+}
+
 pub fn delete_repo(
     store: &mut Store,
     caller: &Caller,

@@ -9,14 +9,14 @@
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
     AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
-    KeyringWriter, MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo,
-    SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
+    KeyringWriter, MasterKeyRow, OWN_PREFIX, RepoInfo, Result, SCHEMA_VERSION, SealedRow,
+    SecretInfo, SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
 /// A new store is created at schema 2 (the first PostgreSQL schema) and
 /// migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 3: every version (and delete marker) kept, the audit trail, the
     // retention setting.
     "CREATE TABLE sealinit_secret_versions (
@@ -94,6 +94,20 @@ const MIGRATIONS: [&str; 4] = [
          sealed BYTEA
      );
      CREATE INDEX sealinit_idempotency_created ON sealinit_idempotency (created);",
+    // 7: repositories exist explicitly. Every repository with secrets or
+    // history is kept, in the spelling its secrets have.
+    "CREATE TABLE sealinit_repos (
+         repo TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         created_by TEXT NOT NULL
+     );
+     CREATE UNIQUE INDEX sealinit_repos_ci ON sealinit_repos (lower(repo));
+     INSERT INTO sealinit_repos (repo, created_at, created_by)
+         SELECT repo, MIN(updated_at), 'before schema 7' FROM sealinit_secrets GROUP BY repo
+         ON CONFLICT DO NOTHING;
+     INSERT INTO sealinit_repos (repo, created_at, created_by)
+         SELECT repo, MIN(created_at), 'before schema 7' FROM sealinit_secret_versions GROUP BY repo
+         ON CONFLICT DO NOTHING;",
 ];
 
 const SCHEMA: &str = "
@@ -136,6 +150,40 @@ impl std::fmt::Debug for PostgresBackend {
 }
 
 impl PostgresBackend {
+    /// Runs `f` on `repo` in one transaction holding the repository's
+    /// lock: an existing repository, or with `create` (when, who) a new one.
+    fn in_repo(
+        &mut self,
+        repo: &str,
+        create: Option<(i64, &str)>,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()> {
+        let shown = self.shown.clone();
+        let e = |e: postgres::Error| db_err(&shown, &e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        lock_repo(&mut tx, repo).map_err(e)?;
+        let canonical = match (spelling(&mut tx, repo).map_err(e)?, create) {
+            (Some(existing), Some(_)) => return Err(StoreError::RepoExists { repo: existing }),
+            (Some(existing), None) => existing,
+            (None, Some((at, actor))) => {
+                tx.execute(
+                    "INSERT INTO sealinit_repos (repo, created_at, created_by) VALUES ($1, $2, $3)",
+                    &[&repo, &at, &actor],
+                )
+                .map_err(e)?;
+                repo.to_owned()
+            }
+            (None, None) if repo.starts_with(OWN_PREFIX) => repo.to_owned(),
+            (None, None) => return Err(StoreError::NoSuchRepo { repo: repo.into() }),
+        };
+        f(&mut TxWriter {
+            tx: &mut tx,
+            repo: canonical,
+            shown: &shown,
+        })?;
+        tx.commit().map_err(e)
+    }
+
     /// Connects to `url` (`postgres://...` or `host=... dbname=...`).
     /// Errors show the URL without its password.
     ///
@@ -477,7 +525,7 @@ fn spelling(
 ) -> std::result::Result<Option<String>, postgres::Error> {
     Ok(tx
         .query_opt(
-            "SELECT repo FROM sealinit_secrets WHERE lower(repo) = lower($1) LIMIT 1",
+            "SELECT repo FROM sealinit_repos WHERE lower(repo) = lower($1)",
             &[&repo],
         )?
         .map(|r| r.get(0)))
@@ -984,19 +1032,25 @@ impl Backend for PostgresBackend {
         repo: &str,
         f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
     ) -> Result<()> {
-        let shown = self.shown.clone();
-        let e = |e: postgres::Error| db_err(&shown, &e);
-        let mut tx = self.client.transaction().map_err(e)?;
-        lock_repo(&mut tx, repo).map_err(e)?;
-        let canonical = spelling(&mut tx, repo)
-            .map_err(e)?
-            .unwrap_or_else(|| repo.to_owned());
-        f(&mut TxWriter {
-            tx: &mut tx,
-            repo: canonical,
-            shown: &shown,
-        })?;
-        tx.commit().map_err(e)
+        self.in_repo(repo, None, f)
+    }
+
+    fn create_repo(
+        &mut self,
+        repo: &str,
+        at: i64,
+        actor: &str,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()> {
+        self.in_repo(repo, Some((at, actor)), f)
+    }
+
+    fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>> {
+        Ok(wraps(&mut self.client, Some(repo))
+            .map_err(self.err())?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect())
     }
 
     fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
@@ -1064,21 +1118,19 @@ impl Backend for PostgresBackend {
         let rows = self
             .client
             .query(
-                "SELECT s.repo, COUNT(*), MAX(s.updated_at),
-                        (SELECT MAX(v.created_at) FROM sealinit_secret_versions v WHERE v.repo = s.repo)
-                 FROM sealinit_secrets s GROUP BY s.repo ORDER BY s.repo COLLATE \"C\"",
+                "SELECT r.repo, COUNT(s.name), GREATEST(r.created_at, MAX(s.updated_at),
+                        (SELECT MAX(v.created_at) FROM sealinit_secret_versions v WHERE v.repo = r.repo))
+                 FROM sealinit_repos r LEFT JOIN sealinit_secrets s ON s.repo = r.repo
+                 GROUP BY r.repo, r.created_at ORDER BY r.repo COLLATE \"C\"",
                 &[],
             )
             .map_err(self.err())?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let live: i64 = r.get(2);
-                RepoInfo {
-                    repo: r.get(0),
-                    secrets: r.get::<_, i64>(1) as usize,
-                    updated_at: r.get::<_, Option<i64>>(3).map_or(live, |v| v.max(live)),
-                }
+            .map(|r| RepoInfo {
+                repo: r.get(0),
+                secrets: r.get::<_, i64>(1) as usize,
+                updated_at: r.get(2),
             })
             .collect())
     }
@@ -1106,6 +1158,8 @@ impl Backend for PostgresBackend {
         let n = tx
             .execute("DELETE FROM sealinit_secrets WHERE repo = $1", &[&repo])
             .map_err(e)? as usize;
+        tx.execute("DELETE FROM sealinit_repos WHERE repo = $1", &[&repo])
+            .map_err(e)?;
         insert_audit(&mut tx, &audit(n)).map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(n)

@@ -13,8 +13,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
     AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
-    KeyringWriter, MasterKeyRow, RepoInfo, Result, SCHEMA_VERSION, SealedRow, SecretInfo,
-    SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
+    KeyringWriter, MasterKeyRow, OWN_PREFIX, RepoInfo, Result, SCHEMA_VERSION, SealedRow,
+    SecretInfo, SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +47,7 @@ fn wait_for_writer(attempt: i32) -> bool {
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
 /// `i + 2`. A new store is created at schema 1, as the first release
 /// created it, and migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 2: a code-loading name allowed at `set`, recorded.
     "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
     // 3: every version (and delete marker) kept, the audit trail, the
@@ -139,6 +139,17 @@ const MIGRATIONS: [&str; 5] = [
          sealed BLOB
      );
      CREATE INDEX idempotency_created ON idempotency (created);",
+    // 7: repositories exist explicitly. Every repository with secrets or
+    // history is kept, in the spelling its secrets have.
+    "CREATE TABLE repos (
+         repo TEXT NOT NULL PRIMARY KEY COLLATE NOCASE,
+         created_at INTEGER NOT NULL,
+         created_by TEXT NOT NULL
+     );
+     INSERT OR IGNORE INTO repos (repo, created_at, created_by)
+         SELECT repo, MIN(updated_at), 'before schema 7' FROM secrets GROUP BY repo;
+     INSERT OR IGNORE INTO repos (repo, created_at, created_by)
+         SELECT repo, MIN(created_at), 'before schema 7' FROM secret_versions GROUP BY repo;",
 ];
 
 /// Schema 1, as the first release created it.
@@ -244,6 +255,42 @@ impl SqliteBackend {
         Ok(out)
     }
 
+    /// Runs `f` on `repo` in one write transaction: an existing
+    /// repository, or with `create` (when, who) a new one.
+    fn in_repo(
+        &mut self,
+        repo: &str,
+        create: Option<(i64, &str)>,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let e = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let repo = match (spelling(&tx, repo).map_err(e)?, create) {
+            (Some(existing), Some(_)) => return Err(StoreError::RepoExists { repo: existing }),
+            (Some(existing), None) => existing,
+            (None, Some((at, actor))) => {
+                tx.execute(
+                    "INSERT INTO repos (repo, created_at, created_by) VALUES (?1, ?2, ?3)",
+                    params![repo, at, actor],
+                )
+                .map_err(e)?;
+                repo.to_owned()
+            }
+            (None, None) if repo.starts_with(OWN_PREFIX) => repo.to_owned(),
+            (None, None) => return Err(StoreError::NoSuchRepo { repo: repo.into() }),
+        };
+        f(&mut TxWriter {
+            tx: &tx,
+            repo,
+            path: &path,
+        })?;
+        tx.commit().map_err(e)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         |e| db_err(&self.path, e)
     }
@@ -302,7 +349,7 @@ fn db_err(path: &Path, e: rusqlite::Error) -> StoreError {
 
 fn spelling(conn: &Connection, repo: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row(
-        "SELECT repo FROM secrets WHERE repo = ?1 COLLATE NOCASE LIMIT 1",
+        "SELECT repo FROM repos WHERE repo = ?1",
         params![repo],
         |r| r.get(0),
     )
@@ -764,20 +811,25 @@ impl Backend for SqliteBackend {
         repo: &str,
         f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
     ) -> Result<()> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_err(&path, e))?;
-        let repo = spelling(&tx, repo)
-            .map_err(|e| db_err(&path, e))?
-            .unwrap_or_else(|| repo.to_owned());
-        f(&mut TxWriter {
-            tx: &tx,
-            repo,
-            path: &path,
-        })?;
-        tx.commit().map_err(|e| db_err(&path, e))
+        self.in_repo(repo, None, f)
+    }
+
+    fn create_repo(
+        &mut self,
+        repo: &str,
+        at: i64,
+        actor: &str,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()> {
+        self.in_repo(repo, Some((at, actor)), f)
+    }
+
+    fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>> {
+        Ok(wraps(&self.conn, Some(repo))
+            .map_err(self.err())?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect())
     }
 
     fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
@@ -836,18 +888,19 @@ impl Backend for SqliteBackend {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT s.repo, COUNT(*), MAX(s.updated_at),
-                        (SELECT MAX(v.created_at) FROM secret_versions v WHERE v.repo = s.repo)
-                 FROM secrets s GROUP BY s.repo ORDER BY s.repo",
+                "SELECT r.repo, COUNT(s.name), MAX(r.created_at,
+                        COALESCE(MAX(s.updated_at), 0),
+                        COALESCE((SELECT MAX(v.created_at) FROM secret_versions v WHERE v.repo = r.repo), 0))
+                 FROM repos r LEFT JOIN secrets s ON s.repo = r.repo
+                 GROUP BY r.repo ORDER BY r.repo COLLATE BINARY",
             )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
-                let live: i64 = r.get(2)?;
                 Ok(RepoInfo {
                     repo: r.get(0)?,
                     secrets: r.get::<_, i64>(1)? as usize,
-                    updated_at: r.get::<_, Option<i64>>(3)?.map_or(live, |v| v.max(live)),
+                    updated_at: r.get(2)?,
                 })
             })
             .map_err(self.err())?;
@@ -871,6 +924,7 @@ impl Backend for SqliteBackend {
                 params![repo, at, actor],
             )?;
             let n = tx.execute("DELETE FROM secrets WHERE repo = ?1", params![repo])?;
+            tx.execute("DELETE FROM repos WHERE repo = ?1", params![repo])?;
             insert_audit(tx, &audit(n))?;
             Ok(n)
         })

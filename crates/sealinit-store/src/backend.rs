@@ -16,8 +16,16 @@ use crate::{Result, SecretInfo};
 /// opened; newer ones are refused. The move of the values from the master
 /// key to data keys needs the master key, so [`crate::Store`] does it, once,
 /// in one transaction, when a key first opens a migrated store. 5: the
-/// service's API tokens (`tokens`: keyed hashes, never tokens).
-pub const SCHEMA_VERSION: i64 = 6;
+/// service's API tokens (`tokens`: keyed hashes, never tokens). 6: tokens
+/// that may act for a person, the page's sessions, idempotency records.
+/// 7: repositories exist explicitly (`repos`); a store's repositories with
+/// secrets or history become rows.
+pub const SCHEMA_VERSION: i64 = 7;
+
+/// Names starting with it are the store's own data keys (the service's),
+/// kept among the repositories' but never a repository: no valid
+/// repository name starts with it, and they exist without being created.
+pub const OWN_PREFIX: char = '!';
 
 /// An API token as stored: its keyed hash, never the token.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -259,12 +267,27 @@ pub trait Backend: Send {
     /// Brings an older schema up to [`SCHEMA_VERSION`] in one transaction
     /// (safe against other processes doing the same); refuses a newer one.
     fn migrate(&mut self) -> Result<()>;
-    /// The stored spelling of `repo`, compared case-insensitively.
+    /// The stored spelling of `repo`, compared case-insensitively, if the
+    /// repository exists.
     fn spelling(&mut self, repo: &str) -> Result<Option<String>>;
     /// Runs `f` on `repo` in one write transaction, committed only if `f`
-    /// returns `Ok`.
+    /// returns `Ok`; [`crate::StoreError::NoSuchRepo`] if it does not
+    /// exist (names starting with [`OWN_PREFIX`] always do).
     fn write(&mut self, repo: &str, f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>)
     -> Result<()>;
+    /// Creates `repo` (created at `at` by `actor`) and runs `f` on it, in
+    /// one transaction; [`crate::StoreError::RepoExists`] (with its stored
+    /// spelling) if a repository of that name, in any case, exists.
+    fn create_repo(
+        &mut self,
+        repo: &str,
+        at: i64,
+        actor: &str,
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
+    ) -> Result<()>;
+    /// The data key of `repo` (stored spelling), wrapped under each master
+    /// key that has it.
+    fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>>;
     /// The secrets of `repo` (stored spelling), by name, without values.
     fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>>;
     /// The repository's wrapped data keys and its sealed rows (stored
@@ -336,7 +359,8 @@ pub trait Backend: Send {
     fn set_audit_exported(&mut self, through: i64) -> Result<()>;
     /// Deletes every secret of `repo` (stored spelling), with delete
     /// markers in the history and the audit record `audit` makes of the
-    /// count, in one transaction; how many went.
+    /// count, and the repository itself, in one transaction; how many
+    /// secrets went.
     fn remove_repo(
         &mut self,
         repo: &str,

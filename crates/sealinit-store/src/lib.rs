@@ -30,8 +30,8 @@ use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
     AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
-    KeyringWriter, MasterKeyRow, SCHEMA_VERSION, SealedRow, SessionRow, StoredRow, TokenRow,
-    WrappedKey, Writer,
+    KeyringWriter, MasterKeyRow, OWN_PREFIX, SCHEMA_VERSION, SealedRow, SessionRow, StoredRow,
+    TokenRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
 pub use sealinit_guard::{Finding, Level};
@@ -95,8 +95,12 @@ pub enum StoreError {
         "repository {repo} has no secrets (is the name right?); nothing was sealed; pass --allow-empty to seal an empty bundle"
     )]
     EmptyRepo { repo: String },
-    #[error("repository {repo} does not exist; nothing was removed")]
+    #[error(
+        "repository {repo} does not exist (is the name right?); nothing was changed; create it with `sealctl repos create {repo}`"
+    )]
     NoSuchRepo { repo: String },
+    #[error("repository {repo} already exists; nothing was changed")]
+    RepoExists { repo: String },
     #[error(
         "secret {name} of {repo} has no version {version} to roll back to{why}; see `sealctl secrets history`"
     )]
@@ -799,10 +803,34 @@ impl Store {
 
     /// The secrets of `repo`, by name, without values.
     pub fn list(&mut self, repo: &str) -> Result<Vec<SecretInfo>> {
-        match self.stored_spelling(repo)? {
-            Some(repo) => self.db.list(&repo),
-            None => Ok(Vec::new()),
-        }
+        let repo = self.existing(repo)?;
+        self.db.list(&repo)
+    }
+
+    /// The stored spelling of `repo`, which must exist.
+    pub fn existing(&mut self, repo: &str) -> Result<String> {
+        self.stored_spelling(repo)?
+            .ok_or_else(|| StoreError::NoSuchRepo { repo: repo.into() })
+    }
+
+    /// Creates `repo`, with its data key (so that reading its public key
+    /// writes nothing), and records it; its stored spelling is `repo`.
+    pub fn create_repo(&mut self, repo: &str) -> Result<()> {
+        validate_repo(repo)?;
+        let now = sealinit_core::time::now() as i64;
+        let (keys, actor) = (&self.keys, self.actor.as_str());
+        self.db.create_repo(repo, now, actor, &mut |w| {
+            // A repository removed and created again gets its old data key
+            // back: its history stays readable.
+            Self::data_key_for_write(keys, w)?;
+            w.audit(&AuditRecord {
+                at: now,
+                actor: actor.to_owned(),
+                action: "repo-create".into(),
+                repo: w.repo().to_owned(),
+                detail: serde_json::json!({}),
+            })
+        })
     }
 
     /// Removes `names` from `repo` in one transaction; every name must
@@ -840,9 +868,7 @@ impl Store {
     /// Removes a whole repository in one transaction; returns its stored
     /// spelling and how many secrets went.
     pub fn remove_repo(&mut self, repo: &str) -> Result<(String, usize)> {
-        let Some(repo) = self.stored_spelling(repo)? else {
-            return Err(StoreError::NoSuchRepo { repo: repo.into() });
-        };
+        let repo = self.existing(repo)?;
         let now = sealinit_core::time::now() as i64;
         let actor = self.actor.clone();
         let n = self
@@ -862,10 +888,7 @@ impl Store {
     /// value. A scan reads the values, so it is recorded in the audit trail.
     pub fn scan(&mut self, repo: Option<&str>) -> Result<Vec<(String, Finding)>> {
         let repos: Vec<String> = match repo {
-            Some(r) => vec![
-                self.stored_spelling(r)?
-                    .ok_or_else(|| StoreError::NoSuchRepo { repo: r.to_owned() })?,
-            ],
+            Some(r) => vec![self.existing(r)?],
             None => self.repos()?.into_iter().map(|r| r.repo).collect(),
         };
         let mut out = Vec::new();
@@ -896,24 +919,17 @@ impl Store {
         self.db.repos()
     }
 
-    /// The decrypted secrets of `repo`, for sealing: an error if it has
-    /// none, unless `allow_empty`.
+    /// The decrypted secrets of `repo`, which must exist, for sealing: an
+    /// error if it has none, unless `allow_empty`.
     pub fn secrets(&mut self, repo: &str, allow_empty: bool) -> Result<RepoSecrets> {
-        let Some(repo) = self.stored_spelling(repo)? else {
-            return match allow_empty {
-                true => Ok(RepoSecrets {
-                    repo: repo.to_owned(),
-                    entries: Vec::new(),
-                    versions: Vec::new(),
-                    allowed: Vec::new(),
-                }),
-                false => Err(StoreError::EmptyRepo { repo: repo.into() }),
-            };
-        };
+        let repo = self.existing(repo)?;
         let mut entries = Vec::new();
         let mut versions = Vec::new();
         let mut allowed = Vec::new();
         let (wraps, rows) = self.db.rows(&repo)?;
+        if rows.is_empty() && !allow_empty {
+            return Err(StoreError::EmptyRepo { repo });
+        }
         let dk = match rows.is_empty() {
             true => None,
             false => Some(Self::data_key(&self.keys, &repo, &wraps)?),

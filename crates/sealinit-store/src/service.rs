@@ -17,10 +17,11 @@ use zeroize::Zeroizing;
 use sealinit_core::bundle::NONCE_LEN;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
-use crate::{AuditRecord, Result, Store, StoreError, TokenRow, validate_repo};
+use crate::{AuditRecord, Result, Store, StoreError, TokenRow};
 
 /// Where the service's own data key lives among the repositories' (not a
-/// valid repository name, so it cannot collide with one).
+/// valid repository name, so it cannot collide with one; see
+/// [`crate::OWN_PREFIX`]).
 const SERVICE: &str = "!service";
 
 /// Tokens: `sit_`, 30 random base62 characters, and the 6-character
@@ -355,18 +356,24 @@ impl Store {
         self.db.idempotency_release(scope)
     }
 
-    /// The X25519 key pair of `repo`, derived from its data key (made if
-    /// the repository has none yet).
+    /// The X25519 key pair of `repo`, which must exist, derived from its
+    /// data key: a read (a repository gets its data key when created).
     fn box_key(&mut self, repo: &str) -> Result<crypto_box::SecretKey> {
-        validate_repo(repo)?;
-        let keys = &self.keys;
-        let mut made = None;
-        // A write: a new repository gets its data key here.
-        self.db.write(repo, &mut |w| {
-            made = Some(Self::data_key_for_write(keys, w)?);
-            Ok(())
-        })?;
-        let dk = made.expect("set by a committed write");
+        let repo = self.existing(repo)?;
+        let wraps = self.db.data_key_wraps(&repo)?;
+        let dk = match wraps.is_empty() {
+            false => Self::data_key(&self.keys, &repo, &wraps)?,
+            // A repository from before schema 7 that never held a value.
+            true => {
+                let keys = &self.keys;
+                let mut made = None;
+                self.db.write(&repo, &mut |w| {
+                    made = Some(Self::data_key_for_write(keys, w)?);
+                    Ok(())
+                })?;
+                made.expect("set by a committed write")
+            }
+        };
         Ok(crypto_box::SecretKey::from_bytes(*derive(
             &dk,
             b"sealinit x25519 v1",

@@ -515,6 +515,15 @@ impl StoreDir {
     pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         output_with_stdin(&mut self.cmd(args), stdin.unwrap_or_default())
     }
+
+    /// Creates `repos` (`sealctl repos create`), as a user does before
+    /// setting a repository's secrets.
+    pub fn create(&self, repos: &[&str]) -> &Self {
+        for r in repos {
+            ok(&self.run(&["repos", "create", r], None));
+        }
+        self
+    }
 }
 
 impl Default for StoreDir {
@@ -570,6 +579,7 @@ pub fn start_service(
 /// Sets the benchmarks' repository `bench/r20`: 20 secrets of about 45
 /// bytes each, from an env file.
 pub fn set_bench_r20(env: &StoreDir) {
+    env.create(&["bench/r20"]);
     let text: String = (0..20)
         .map(|i| format!("SECRET_{i:02}=value-{i}-abcdefghijklmnopqrstuvwxyz0123456789\n"))
         .collect();
@@ -636,9 +646,16 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 /// Runs `test` on a fresh, initialised store directory of each of
 /// `backends` (CLIENTS or BACKENDS), saying which on stderr.
 pub fn for_each(backends: &[Backend], test: impl Fn(StoreDir)) {
+    for_each_with(backends, &[], test)
+}
+
+/// [`for_each`], with `repos` created in each store first.
+pub fn for_each_with(backends: &[Backend], repos: &[&str], test: impl Fn(StoreDir)) {
     for &backend in backends {
         eprintln!("--- on {backend:?}");
-        test(StoreDir::on(backend));
+        let env = StoreDir::on(backend);
+        env.create(repos);
+        test(env);
     }
 }
 

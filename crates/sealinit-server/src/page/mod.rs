@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
             get(login_page).post(login.layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT))),
         )
         .route("/static/sealinit.css", get(stylesheet))
+        .route("/repos/new", post(new_repo))
         .route("/r", get(open_repo))
         .route("/r/{repo}", get(secrets_tab))
         .route("/r/{repo}/add", post(add))
@@ -172,9 +173,15 @@ impl IntoResponse for PageError {
                 view::problem(None, "Bad request", &m, "/"),
             ),
             Self::Api(e) => {
+                let message = match (e.code, &e.repo) {
+                    ("repo_not_found", Some(repo)) => format!(
+                        "Repository {repo} does not exist. Check its name, or create it under New repository on the Repositories page."
+                    ),
+                    _ => e.message,
+                };
                 let mut r = page(
                     e.status,
-                    view::problem(None, status_title(e.status), &e.message, "/"),
+                    view::problem(None, status_title(e.status), &message, "/"),
                 );
                 if let Some(secs) = e.retry_after {
                     r.headers_mut()
@@ -293,7 +300,7 @@ macro_rules! csrf_forms {
     )*};
 }
 
-csrf_forms!(CsrfOnly, AddForm, UpdateForm, RollbackForm);
+csrf_forms!(CsrfOnly, AddForm, UpdateForm, RollbackForm, NewRepoForm);
 
 /// A form posted by a signed-in page, its CSRF token checked before the
 /// handler runs: a handler that takes one cannot forget the check.
@@ -375,17 +382,65 @@ async fn home(
     let Ok(signed) = signed else {
         return signin_page(&s, &headers, peer, StatusCode::OK, None);
     };
-    match signed.run(&s, service::repos).await {
-        Ok((repos, caller)) => page(
-            StatusCode::OK,
-            view::repos(
-                &signed.chrome(&caller),
-                signed.take_flash().await.as_ref(),
-                &repos,
-            ),
-        ),
+    match render_repos(&s, &signed, StatusCode::OK, &view::NewRepo::default()).await {
         Err(PageError::SignedOut) => signin_page(&s, &headers, peer, StatusCode::OK, None),
-        Err(e) => e.into_response(),
+        r => r.into_response(),
+    }
+}
+
+/// The Repositories page, with what a failed "New repository" form left.
+async fn render_repos(
+    s: &AppState,
+    signed: &Signed,
+    status: StatusCode,
+    new: &view::NewRepo<'_>,
+) -> Result<Response, PageError> {
+    let (repos, caller) = signed.run(s, service::repos).await?;
+    Ok(page(
+        status,
+        view::repos(
+            &signed.chrome(&caller),
+            signed.take_flash().await.as_ref(),
+            &repos,
+            new,
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewRepoForm {
+    csrf: Option<String>,
+    name: Option<String>,
+}
+
+async fn new_repo(
+    State(s): State<AppState>,
+    Posted { signed, form: f }: Posted<NewRepoForm>,
+) -> Result<Response, PageError> {
+    let name = f.name.unwrap_or_default().trim().to_owned();
+    let n = name.clone();
+    match signed
+        .run(&s, move |st, c| service::create_repo(st, c, &n))
+        .await
+    {
+        Ok((repo, _)) => {
+            signed
+                .flash(true, format!("Created {repo}. Add its secrets below."))
+                .await;
+            Ok(see_other(&view::repo_href(&repo)))
+        }
+        Err(e) => {
+            let e = on_form(e)?;
+            let message = match e.code {
+                "conflict" => format!("{name} already exists: open it from the table."),
+                _ => e.message,
+            };
+            let new = view::NewRepo {
+                name: &name,
+                error: Some(&message),
+            };
+            render_repos(&s, &signed, e.status, &new).await
+        }
     }
 }
 

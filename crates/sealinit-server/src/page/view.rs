@@ -195,7 +195,19 @@ pub fn login_link(csrf_token: &str, code: &str) -> Markup {
     )
 }
 
-pub fn repos(chrome: &Chrome, flash_msg: Option<&Flash>, repos: &[RepoSummary]) -> Markup {
+/// What a failed "New repository" form left: the name typed, the error.
+#[derive(Default)]
+pub struct NewRepo<'a> {
+    pub name: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn repos(
+    chrome: &Chrome,
+    flash_msg: Option<&Flash>,
+    repos: &[RepoSummary],
+    new: &NewRepo<'_>,
+) -> Markup {
     layout(
         "Repositories",
         Some(chrome),
@@ -203,7 +215,7 @@ pub fn repos(chrome: &Chrome, flash_msg: Option<&Flash>, repos: &[RepoSummary]) 
             h1 { "Repositories" }
             (flash(flash_msg))
             @if repos.is_empty() {
-                p.empty { "No repository has secrets yet. Open one below to add its first secret." }
+                p.empty { "There is no repository yet. Create one below, then add its secrets." }
             } @else {
                 div.scroll {
                     table {
@@ -220,6 +232,17 @@ pub fn repos(chrome: &Chrome, flash_msg: Option<&Flash>, repos: &[RepoSummary]) 
                         }
                     }
                 }
+            }
+            h2 { "New repository" }
+            form.card method="post" action="/repos/new" {
+                (csrf(&chrome.csrf))
+                @if let Some(m) = new.error { p.error role="alert" { (m) } }
+                label for="new-repo" { "Name" }
+                p.hint #new-repo-hint { "owner/name, as the repository is named on its forge" }
+                input #new-repo type="text" name="name" required placeholder="owner/name" value=(new.name)
+                    autocapitalize="off" spellcheck="false" aria-invalid=[new.error.map(|_| "true")]
+                    aria-describedby="new-repo-hint" autofocus[new.error.is_some()];
+                div.actions { button type="submit" { "Create" } }
             }
             h2 { "Open a repository" }
             form.card method="get" action="/r" {
