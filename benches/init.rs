@@ -291,6 +291,7 @@ impl Fixtures {
                 .map(|(i, v)| Entry {
                     name: format!("SECRET_{i:04}"),
                     value: SecretValue::from(v.clone()),
+                    delivery: Default::default(),
                 })
                 .collect();
             let header = Header::new(0, None, Some("bench/repo".into()));
@@ -596,6 +597,7 @@ fn opening() -> (Stats, Stats) {
         .map(|n| Entry {
             name: (*n).into(),
             value: SecretValue::from(value.clone()),
+            delivery: Default::default(),
         })
         .collect();
     let header = Header::new(0, None, None);

@@ -56,6 +56,14 @@ pub enum Error {
         interrupted: Option<std::ffi::c_int>,
     },
 
+    #[error(
+        "bundle {}: {} only for setup steps ({}), and no --setup was given; the command was not started (add the --setup step that uses them, or make them env secrets)",
+        path.display(),
+        if names.len() == 1 { "this secret is" } else { "these secrets are" },
+        names.join(", ")
+    )]
+    SetupWithoutSteps { path: PathBuf, names: Vec<String> },
+
     #[error("received {} during start-up; the command was not started", crate::signal::name(*signal))]
     Interrupted { signal: std::ffi::c_int },
 
@@ -79,7 +87,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::Bundle { .. } => exit::DATA,
+            Error::Bundle { .. } | Error::SetupWithoutSteps { .. } => exit::DATA,
             Error::Key { .. } | Error::BundleRead { .. } | Error::Input { .. } => exit::NO_INPUT,
             Error::Os { .. } => exit::OS,
             Error::CommandNotExecutable { .. } | Error::ArgMax { .. } => exit::NOT_EXECUTABLE,

@@ -11,8 +11,9 @@
 //!    and open it in place; check --expect-label and --expect-repo;
 //! 5. drop the key (wiped) and scrub the stack;
 //! 6. build argv and envp, pointing into the decrypted buffer, check ARG_MAX;
-//! 7. run each `--setup` step, then fork and exec the command, waiting until
-//!    exec succeeded;
+//! 7. run each `--setup` step (setup-only secrets are theirs alone: wiped,
+//!    and out of the environment, before the command starts), then fork and
+//!    exec the command, waiting until exec succeeded;
 //! 8. wipe the plaintext, supervise, and end whatever remains.
 
 use std::collections::HashSet;
@@ -32,7 +33,7 @@ use crate::files;
 use crate::hardening::{self, Hardening};
 use crate::output::Pump;
 use crate::supervisor::{Policy, Supervisor};
-use sealinit_core::bundle::{BundleError, OpenedBundle, RESERVED_PREFIX};
+use sealinit_core::bundle::{BundleError, Delivery, OpenedBundle, RESERVED_PREFIX};
 use sealinit_core::key::{self, KeyError};
 use sealinit_core::secret::{self, SecretKey};
 use sealinit_mask::Masker;
@@ -155,6 +156,19 @@ fn run_reporting(opts: &Options, ready: &mut Option<File>) -> Result<i32> {
         Some(path) => Some(load_secrets(path, opts, key_fd, &mut supervisor)?),
         None => None,
     };
+    if let (Some(path), Some(s), true) = (&opts.bundle, &secrets, opts.setup.is_empty()) {
+        let names: Vec<String> = s
+            .entries()
+            .filter(|e| e.delivery() == Delivery::Setup)
+            .map(|e| e.name().to_owned())
+            .collect();
+        if !names.is_empty() {
+            return Err(Error::SetupWithoutSteps {
+                path: path.clone(),
+                names,
+            });
+        }
+    }
     if let Some(mask) = &opts.mask {
         supervisor.attach(build_pump(mask, secrets.as_ref(), &hardening)?);
     }
@@ -179,16 +193,20 @@ fn run_reporting(opts: &Options, ready: &mut Option<File>) -> Result<i32> {
 /// wiped as soon as the command has exec'd.
 fn run_children(
     opts: &Options,
-    secrets: Option<OpenedBundle>,
+    mut secrets: Option<OpenedBundle>,
     supervisor: &mut Supervisor,
     hardening: &Hardening,
     ready: &mut Option<File>,
 ) -> Result<ExitStatus> {
-    let overridden: HashSet<&str> = secrets
-        .iter()
-        .flat_map(|s| s.entries().map(|e| e.name()))
-        .collect();
-    let inherited = inherited_env(&overridden);
+    // A secret's name hides an inherited variable of that name from the
+    // setup steps and the command alike (setup-only ones too).
+    let inherited = {
+        let overridden: HashSet<&str> = secrets
+            .iter()
+            .flat_map(|s| s.entries().map(|e| e.name()))
+            .collect();
+        inherited_env(&overridden)
+    };
     let env = ChildEnv::new(&inherited, secrets.as_ref());
 
     let total = opts.setup.len();
@@ -216,10 +234,19 @@ fn run_children(
         }
     }
 
+    // Setup-only secrets end with the setup steps: zeroed in place, and
+    // out of the command's environment.
+    drop(env);
+    if let Some(s) = secrets.as_mut() {
+        let wiped = s.wipe(Delivery::Setup);
+        if wiped > 0 {
+            debug!(wiped, "setup-only secrets wiped before the command starts");
+        }
+    }
+    let env = ChildEnv::new(&inherited, secrets.as_ref());
     let pid = start(&opts.command, &env, supervisor, hardening)?;
     // The command has exec'd: its environment lives in its own memory now.
     drop(env);
-    drop(overridden);
     drop(secrets);
     supervisor.command_started();
     if let Some(mut f) = ready.take() {
@@ -273,9 +300,13 @@ fn build_pump(
     secrets: Option<&OpenedBundle>,
     hardening: &Hardening,
 ) -> Result<Pump> {
+    // Setup-only values stay out of the matcher: it lives as long as the
+    // command, and they must not.
     let values: Vec<(&str, &[u8])> = secrets
         .iter()
-        .flat_map(|s| s.entries().map(|e| (e.name(), e.value())))
+        .flat_map(|s| s.entries())
+        .filter(|e| e.delivery() != Delivery::Setup)
+        .map(|e| (e.name(), e.value()))
         .collect();
     let (masker, skipped) = Masker::new(
         values.iter().map(|(_, v)| *v),
@@ -365,6 +396,12 @@ pub fn load_secrets(
     drop(key);
     secret::scrub_stack();
     let opened = opened?;
+    if opened.header().part.is_some() {
+        return Err(Error::Bundle {
+            path: path.to_owned(),
+            source: BundleError::ProxyPart,
+        });
+    }
     if let Some(want) = &opts.expect_label {
         let found = opened.header().label.clone();
         if found.as_deref() != Some(want.as_str()) {

@@ -803,6 +803,7 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
                 (Some(name), None, None) => vec![Entry {
                     name,
                     value: read_value_from_stdin(allow_empty)?,
+                    delivery: Default::default(),
                 }],
                 (None, None, None) => unreachable!("clap requires NAME or an input file"),
             };

@@ -1,5 +1,5 @@
-//! The sealed bundle, format v1 (`docs/FORMAT.md`). Pure format code: no
-//! I/O, no clock (callers pass the time), no `unsafe`.
+//! The sealed bundle, formats 1 and 2 (`docs/FORMAT.md`). Pure format
+//! code: no I/O, no clock (callers pass the time), no `unsafe`.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -14,8 +14,9 @@ use crate::secret::{SecretBuf, SecretKey, SecretValue};
 
 pub const MAGIC: &[u8; 8] = b"SEALINIT";
 /// The newest format version this code reads and writes. A writer emits
-/// version 1 unless the header names a repository (version 2), so bundles
-/// without one still open in sealinit 0.1.
+/// version 1 unless the header names a repository (version 2: the
+/// repository, and each entry's delivery), so bundles without one still
+/// open in sealinit 0.1.
 pub const VERSION: u8 = 2;
 /// magic + version + header_len
 pub const PREFIX_LEN: usize = 13;
@@ -36,7 +37,60 @@ pub const MAX_BUNDLE_LEN: usize =
     PREFIX_LEN + MAX_HEADER_LEN + NONCE_LEN + MAX_PAYLOAD_LEN + TAG_LEN;
 
 const COUNT_LEN: usize = 4;
-const ENTRY_FIXED_LEN: usize = 2 + 4 + 1 + 1; // name_len, value_len, '=', NUL
+/// name_len, value_len, '=', NUL; version 2 adds the delivery byte.
+const ENTRY_FIXED_LEN_V1: usize = 2 + 4 + 1 + 1;
+const ENTRY_FIXED_LEN: usize = ENTRY_FIXED_LEN_V1 + 1;
+
+/// Where an entry goes (format version 2; version 1 entries are all
+/// [`Delivery::Env`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// An environment variable of the setup steps and the command.
+    #[default]
+    Env,
+    /// An environment variable of the setup steps only: wiped before the
+    /// command starts.
+    Setup,
+    /// Outside the sandbox: the sandbox's bundle holds a placeholder (an
+    /// environment variable of the command), the proxy's the value.
+    Proxy,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 3] = [Delivery::Env, Delivery::Setup, Delivery::Proxy];
+
+    /// Its byte in a version 2 payload.
+    pub fn byte(self) -> u8 {
+        match self {
+            Delivery::Env => 0,
+            Delivery::Setup => 1,
+            Delivery::Proxy => 2,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.byte() == b)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Env => "env",
+            Delivery::Setup => "setup",
+            Delivery::Proxy => "proxy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The bundle header: readable without the key, authenticated with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +109,28 @@ pub struct Header {
     /// that `sealinit --expect-repo` can check it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// Version 2: `"proxy"` for the egress proxy's part of a launch (which
+    /// sealinit refuses to open); absent for the sandbox's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
+    /// Version 2, proxy part: each proxy secret's hosts and placeholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bindings: Option<std::collections::BTreeMap<String, Binding>>,
+}
+
+/// Which part of a launch a bundle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Proxy,
+}
+
+/// Where a proxy secret may go, and what stands for it in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub hosts: Vec<String>,
+    pub placeholder: String,
 }
 
 impl Header {
@@ -65,6 +141,18 @@ impl Header {
             expires,
             label,
             repo: None,
+            part: None,
+            bindings: None,
+        }
+    }
+
+    /// The same header as the proxy's part of a launch (version 2), with
+    /// each proxy secret's binding.
+    pub fn proxy_part(self, bindings: std::collections::BTreeMap<String, Binding>) -> Self {
+        Self {
+            part: Some(Part::Proxy),
+            bindings: Some(bindings),
+            ..self
         }
     }
 
@@ -146,6 +234,10 @@ pub enum BundleError {
         expected: String,
         found: Option<String>,
     },
+    #[error(
+        "is the egress proxy's part of a launch (its values must never enter the sandbox); give sealinit the sandbox's bundle"
+    )]
+    ProxyPart,
     #[error("expired at {} (now {}); seal a new bundle", crate::time::rfc3339(*expires), crate::time::rfc3339(*now))]
     Expired { expires: u64, now: u64 },
 }
@@ -206,11 +298,23 @@ pub fn check_name_policy(entries: &[Entry], allowed: &[String]) -> Result<(), Pa
     }
 }
 
-/// A name/value pair to seal.
+/// A name/value pair to seal, and where it goes.
 #[derive(Debug)]
 pub struct Entry {
     pub name: String,
     pub value: SecretValue,
+    pub delivery: Delivery,
+}
+
+impl Entry {
+    /// An environment variable of the setup steps and the command.
+    pub fn env(name: impl Into<String>, value: SecretValue) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            delivery: Delivery::Env,
+        }
+    }
 }
 
 /// A name as shown in errors: escaped, and cut short if long.
@@ -249,12 +353,19 @@ fn check_label(header: &Header) -> Result<(), BundleError> {
             )));
         }
     }
+    let v1_extra = header.part.is_some() || header.bindings.is_some();
     match (header.version, &header.repo) {
         (1, Some(_)) => Err(BundleError::HeaderInvalid(
             "a version 1 header names no repository".into(),
         )),
+        (1, None) if v1_extra => Err(BundleError::HeaderInvalid(
+            "a version 1 header has no part or bindings".into(),
+        )),
         (2, None) => Err(BundleError::HeaderInvalid(
             "a version 2 header names its repository".into(),
+        )),
+        _ if header.bindings.is_some() != header.part.is_some() => Err(BundleError::HeaderInvalid(
+            "bindings belong to the proxy part, and the proxy part has them".into(),
         )),
         _ => Ok(()),
     }
@@ -324,8 +435,25 @@ pub fn seal(
     entries: &[Entry],
     nonce: &[u8; NONCE_LEN],
 ) -> Result<Vec<u8>, BundleError> {
-    let payload_len = validate_entries(entries)?;
+    validate_entries(entries)?;
     check_label(header)?;
+    let v2 = header.version >= 2;
+    if let (false, Some(e)) = (v2, entries.iter().find(|e| e.delivery != Delivery::Env)) {
+        return Err(BundleError::HeaderInvalid(format!(
+            "entry {} is delivered as {}, which only a version 2 bundle (from a repository) carries",
+            e.name, e.delivery
+        )));
+    }
+    let fixed = if v2 {
+        ENTRY_FIXED_LEN
+    } else {
+        ENTRY_FIXED_LEN_V1
+    };
+    let payload_len = COUNT_LEN
+        + entries
+            .iter()
+            .map(|e| fixed + e.name.len() + e.value.len())
+            .sum::<usize>();
     let header_json =
         serde_json::to_vec(header).map_err(|e| BundleError::HeaderInvalid(e.to_string()))?;
     if !(MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_json.len()) {
@@ -346,6 +474,9 @@ pub fn seal(
         let value = e.value.expose();
         out.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        if v2 {
+            out.push(e.delivery.byte());
+        }
         out.extend_from_slice(e.name.as_bytes());
         out.push(b'=');
         out.extend_from_slice(value);
@@ -459,6 +590,7 @@ struct EntryPos {
     start: usize,
     name_len: usize,
     value_len: usize,
+    delivery: Delivery,
 }
 
 /// A bundle decrypted in place, in the locked buffer it was read into.
@@ -496,7 +628,8 @@ impl OpenedBundle {
                 return Err(BundleError::DecryptionFailed);
             }
         }
-        let entries = decode_payload(&buf.expose()[ct.clone()], ct.start)?;
+        let v2 = layout.header.version >= 2;
+        let entries = decode_payload(&buf.expose()[ct.clone()], ct.start, v2)?;
         let header = layout.header;
         if let (Some(expires), Some(now)) = (header.expires, now) {
             if header.is_expired(now) {
@@ -529,7 +662,24 @@ impl OpenedBundle {
         self.entries.iter().map(move |p| EntryRef {
             env: &bytes[p.start..p.start + p.name_len + 1 + p.value_len + 1],
             name_len: p.name_len,
+            delivery: p.delivery,
         })
+    }
+
+    /// Zeroes the entries of `delivery` in the decrypted buffer and forgets
+    /// them (they are no longer among [`OpenedBundle::entries`]); how many.
+    pub fn wipe(&mut self, delivery: Delivery) -> usize {
+        let bytes = self.buf.expose_mut();
+        let before = self.entries.len();
+        self.entries.retain(|p| {
+            if p.delivery != delivery {
+                return true;
+            }
+            let end = p.start + p.name_len + 1 + p.value_len + 1;
+            zeroize::Zeroize::zeroize(&mut bytes[p.start..end]);
+            false
+        });
+        before - self.entries.len()
     }
 }
 
@@ -547,11 +697,17 @@ impl fmt::Debug for OpenedBundle {
 pub struct EntryRef<'a> {
     env: &'a [u8],
     name_len: usize,
+    delivery: Delivery,
 }
 
 impl<'a> EntryRef<'a> {
     pub fn name(&self) -> &'a str {
         std::str::from_utf8(&self.env[..self.name_len]).expect("validated ASCII name")
+    }
+
+    /// Where it goes (version 1: always [`Delivery::Env`]).
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
     }
 
     /// The secret value. Never log it.
@@ -577,7 +733,7 @@ impl fmt::Debug for EntryRef<'_> {
 }
 
 /// Decodes and validates a payload; `base` is its offset in the buffer.
-fn decode_payload(p: &[u8], base: usize) -> Result<Vec<EntryPos>, PayloadError> {
+fn decode_payload(p: &[u8], base: usize, v2: bool) -> Result<Vec<EntryPos>, PayloadError> {
     use PayloadError::Structure;
     if p.len() > MAX_PAYLOAD_LEN {
         return Err(PayloadError::TooLarge { len: p.len() });
@@ -586,16 +742,25 @@ fn decode_payload(p: &[u8], base: usize) -> Result<Vec<EntryPos>, PayloadError> 
     if count > MAX_ENTRIES {
         return Err(PayloadError::TooManyEntries { count });
     }
-    // Each entry takes at least ENTRY_FIXED_LEN + 1 bytes: bound the
+    // Each entry takes at least ENTRY_FIXED_LEN_V1 + 1 bytes: bound the
     // allocation by what the payload can actually hold.
-    let mut entries = Vec::with_capacity(count.min(p.len() / (ENTRY_FIXED_LEN + 1)));
+    let mut entries = Vec::with_capacity(count.min(p.len() / (ENTRY_FIXED_LEN_V1 + 1)));
     let mut seen: HashSet<&[u8]> = HashSet::with_capacity(entries.capacity());
     let mut at = COUNT_LEN;
     for _ in 0..count {
-        let fixed = p.get(at..at + 6).ok_or(Structure("an entry is cut off"))?;
+        let head = if v2 { 7 } else { 6 };
+        let fixed = p
+            .get(at..at + head)
+            .ok_or(Structure("an entry is cut off"))?;
         let name_len = u16::from_le_bytes([fixed[0], fixed[1]]) as usize;
         let value_len = u32::from_le_bytes(fixed[2..6].try_into().expect("4 bytes")) as usize;
-        let start = at + 6;
+        let delivery = match v2 {
+            false => Delivery::Env,
+            true => {
+                Delivery::from_byte(fixed[6]).ok_or(Structure("an entry's delivery is unknown"))?
+            }
+        };
+        let start = at + head;
         let eq = start + name_len;
         let nul = eq + 1 + value_len;
         if nul >= p.len() {
@@ -625,6 +790,7 @@ fn decode_payload(p: &[u8], base: usize) -> Result<Vec<EntryPos>, PayloadError> 
             start: base + start,
             name_len,
             value_len,
+            delivery,
         });
         at = nul + 1;
     }
@@ -646,10 +812,7 @@ mod tests {
     }
 
     fn entry(name: &str, value: &[u8]) -> Entry {
-        Entry {
-            name: name.into(),
-            value: SecretValue::from(value.to_vec()),
-        }
+        Entry::env(name, SecretValue::from(value.to_vec()))
     }
 
     fn buf(bytes: &[u8]) -> SecretBuf {

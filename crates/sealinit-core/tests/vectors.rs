@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use sealinit_core::bundle::{self, BundleError, Entry, Header, OpenedBundle};
+use sealinit_core::bundle::{self, Binding, BundleError, Delivery, Entry, Header, OpenedBundle};
 use sealinit_core::secret::{SecretBuf, SecretKey, SecretValue};
 
 const NOW: u64 = 1_800_000_000; // 2027-01-15: every "ok" vector is valid then
@@ -65,9 +65,13 @@ fn vectors_open_as_expected() {
         let key = key_from(&key_bytes);
         match (expect, open(&key, &sealed)) {
             ("ok", Ok(opened)) => {
+                let v2 = opened.header().version >= 2;
                 let got: Vec<String> = opened
                     .entries()
-                    .map(|e| format!("{} {}", e.name(), hex(e.value())))
+                    .map(|e| match v2 {
+                        false => format!("{} {}", e.name(), hex(e.value())),
+                        true => format!("{} {} {}", e.name(), hex(e.value()), e.delivery()),
+                    })
                     .collect();
                 let want: Vec<&str> = lines.collect();
                 assert_eq!(got, want, "vector {name}");
@@ -80,10 +84,14 @@ fn vectors_open_as_expected() {
                 let entries: Vec<Entry> = want
                     .iter()
                     .map(|l| {
-                        let (n, v) = l.split_once(' ').unwrap();
+                        let mut parts = l.split(' ');
+                        let (n, v) = (parts.next().unwrap(), parts.next().unwrap());
                         Entry {
                             name: n.into(),
                             value: SecretValue::from(unhex(v)),
+                            delivery: parts
+                                .next()
+                                .map_or(Delivery::Env, |d| Delivery::parse(d).unwrap()),
                         }
                     })
                     .collect();
@@ -95,7 +103,37 @@ fn vectors_open_as_expected() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 8, "all vectors present");
+    assert_eq!(checked, 9, "all vectors present");
+}
+
+/// A reader written from docs/FORMAT.md alone (Python and libsodium, no
+/// code shared with sealinit) opens every vector as `.expected` says.
+#[test]
+fn an_independent_reader_opens_every_vector() {
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader/read_bundle.py");
+    let mut checked = 0;
+    for item in fs::read_dir(dir()).unwrap() {
+        let path = item.unwrap().path();
+        if path.extension().is_none_or(|e| e != "expected") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        // Debian's Python, with its libsodium binding (python3-nacl).
+        let o = std::process::Command::new("/usr/bin/python3")
+            .arg(&reader)
+            .arg(dir().join(format!("{name}.key")))
+            .arg(dir().join(format!("{name}.bundle")))
+            .arg(NOW.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = String::from_utf8(o.stdout).unwrap();
+        let expected = fs::read_to_string(&path).unwrap();
+        let expected = expected.strip_prefix("# expect: ").unwrap();
+        assert_eq!(got, expected, "vector {name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 9, "all vectors present");
 }
 
 struct Spec {
@@ -103,8 +141,10 @@ struct Spec {
     key: [u8; 32],
     nonce: [u8; 24],
     header: Header,
-    entries: Vec<(&'static str, Vec<u8>)>,
+    entries: Vec<(&'static str, Vec<u8>, Delivery)>,
 }
+
+const PLACEHOLDER: &[u8] = b"sk_test_sealinit0123456789abcdefABCD";
 
 fn specs() -> Vec<Spec> {
     let key: [u8; 32] = std::array::from_fn(|i| i as u8);
@@ -114,7 +154,10 @@ fn specs() -> Vec<Spec> {
         key,
         nonce,
         header: Header::new(1_795_900_000, None, Some("acme/api".into())),
-        entries: vec![("API_TOKEN", b"tok-123".to_vec()), ("EMPTY", vec![])],
+        entries: vec![
+            ("API_TOKEN", b"tok-123".to_vec(), Delivery::Env),
+            ("EMPTY", vec![], Delivery::Env),
+        ],
     };
     let rich = Spec {
         name: "rich",
@@ -122,12 +165,12 @@ fn specs() -> Vec<Spec> {
         nonce: [0x11; 24],
         header: Header::new(1_795_900_000, Some(4_102_444_800), None),
         entries: vec![
-            ("MULTI", b"line1\nline2\n".to_vec()),
-            ("EQUALS", b"a=b==c".to_vec()),
-            ("QUOTES", b"\"'`$HOME\\".to_vec()),
-            ("UNICODE", "héllo ✓ 日本".as_bytes().to_vec()),
-            ("BINARY", (1..=255).collect()),
-            ("_under_9", b"x".to_vec()),
+            ("MULTI", b"line1\nline2\n".to_vec(), Delivery::Env),
+            ("EQUALS", b"a=b==c".to_vec(), Delivery::Env),
+            ("QUOTES", b"\"'`$HOME\\".to_vec(), Delivery::Env),
+            ("UNICODE", "héllo ✓ 日本".as_bytes().to_vec(), Delivery::Env),
+            ("BINARY", (1..=255).collect(), Delivery::Env),
+            ("_under_9", b"x".to_vec(), Delivery::Env),
         ],
     };
     let empty = Spec {
@@ -142,17 +185,46 @@ fn specs() -> Vec<Spec> {
         key,
         nonce,
         header: Header::new(1_795_900_000, Some(1_795_903_600), Some("acme/api".into())),
-        entries: vec![("API_TOKEN", b"tok-123".to_vec())],
+        entries: vec![("API_TOKEN", b"tok-123".to_vec(), Delivery::Env)],
     };
-    // Format version 2: the header names the repository it was minted from.
+    // Format version 2: the header names the repository it was minted
+    // from, and each entry has its delivery; the sandbox's part holds a
+    // proxy secret's placeholder.
     let repo = Spec {
         name: "repo",
         key: [0x5c; 32],
         nonce: [0x22; 24],
         header: Header::new(1_795_900_000, None, Some("launch-42".into())).with_repo("acme/api"),
-        entries: vec![("API_TOKEN", b"tok-123".to_vec())],
+        entries: vec![
+            ("API_TOKEN", b"tok-123".to_vec(), Delivery::Env),
+            ("NPM_TOKEN", b"npm-456".to_vec(), Delivery::Setup),
+            ("STRIPE_KEY", PLACEHOLDER.to_vec(), Delivery::Proxy),
+        ],
     };
-    vec![basic, rich, empty, expired, repo]
+    // The proxy's part of the same launch: the proxy secret's value and
+    // binding, and the others' values (for the leak check).
+    let mut bindings = std::collections::BTreeMap::new();
+    bindings.insert(
+        "STRIPE_KEY".to_owned(),
+        Binding {
+            hosts: vec!["api.stripe.com".into()],
+            placeholder: String::from_utf8(PLACEHOLDER.to_vec()).unwrap(),
+        },
+    );
+    let proxy = Spec {
+        name: "proxy-part",
+        key: [0x6d; 32],
+        nonce: [0x33; 24],
+        header: Header::new(1_795_900_000, None, Some("launch-42".into()))
+            .with_repo("acme/api")
+            .proxy_part(bindings),
+        entries: vec![
+            ("API_TOKEN", b"tok-123".to_vec(), Delivery::Env),
+            ("NPM_TOKEN", b"npm-456".to_vec(), Delivery::Setup),
+            ("STRIPE_KEY", b"sk_test_51abc".to_vec(), Delivery::Proxy),
+        ],
+    };
+    vec![basic, rich, empty, expired, repo, proxy]
 }
 
 fn write_vector(name: &str, key: &[u8], sealed: &[u8], expected: &str) {
@@ -171,9 +243,10 @@ fn regenerate() {
         let entries: Vec<Entry> = s
             .entries
             .iter()
-            .map(|(n, v)| Entry {
+            .map(|(n, v, d)| Entry {
                 name: (*n).into(),
                 value: SecretValue::from(v.clone()),
+                delivery: *d,
             })
             .collect();
         let sealed = bundle::seal(&key, &s.header, &entries, &s.nonce).unwrap();
@@ -182,8 +255,11 @@ fn regenerate() {
             expected.push_str("# expect: error expired\n");
         } else {
             expected.push_str("# expect: ok\n");
-            for (n, v) in &s.entries {
-                expected.push_str(&format!("{n} {}\n", hex(v)));
+            for (n, v, d) in &s.entries {
+                match s.header.version {
+                    1 => expected.push_str(&format!("{n} {}\n", hex(v))),
+                    _ => expected.push_str(&format!("{n} {} {d}\n", hex(v))),
+                }
             }
         }
         write_vector(s.name, &s.key, &sealed, &expected);

@@ -277,6 +277,7 @@ pub fn put_secret(
     };
     let entries = [Entry {
         name: name.to_owned(),
+        delivery: Default::default(),
         value,
     }];
     let allowed = [name.to_owned()];

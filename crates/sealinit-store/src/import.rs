@@ -178,6 +178,7 @@ impl EnvParser<'_> {
             name,
             // Moved out of the zeroizing wrapper, not copied.
             value: SecretValue::from(std::mem::take(&mut *value)),
+            delivery: Default::default(),
         });
         Ok(())
     }
@@ -315,7 +316,7 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                 name: &name,
                 error: self.error,
             })?;
-            entries.push(Entry { name, value });
+            entries.push(Entry::env(name, value));
         }
         Ok(entries)
     }

@@ -952,6 +952,7 @@ impl Store {
                 name: row.name,
                 // Moved out of the zeroizing wrapper, not copied.
                 value: SecretValue::from(std::mem::take(&mut *value)),
+                delivery: Default::default(),
             });
         }
         Ok(RepoSecrets {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use sealinit_core::bundle::Delivery;
 use sealinit_core::bundle::{self, Entry, Header};
 use sealinit_core::secret::{SecretKey, SecretValue};
 
@@ -81,15 +82,26 @@ impl Fixture {
     }
 
     pub fn with_header(entries: &[(&str, &[u8])], header: Header) -> Self {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|&(n, v)| (n, v, Delivery::Env))
+            .collect();
+        Self::with_deliveries(&entries, header)
+    }
+
+    /// A bundle whose entries have deliveries (a version 2 header, with a
+    /// repository, for any but env).
+    pub fn with_deliveries(entries: &[(&str, &[u8], Delivery)], header: Header) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut key_bytes = [0u8; 32];
         getrandom::fill(&mut key_bytes).unwrap();
         let key = SecretKey::from_bytes_for_tests(&key_bytes).unwrap();
         let entries: Vec<Entry> = entries
             .iter()
-            .map(|(n, v)| Entry {
-                name: (*n).into(),
+            .map(|&(n, v, delivery)| Entry {
+                name: n.into(),
                 value: SecretValue::from(v.to_vec()),
+                delivery,
             })
             .collect();
         let sealed = bundle::seal(&key, &header, &entries, &[9; 24]).unwrap();
