@@ -224,6 +224,44 @@ pub enum TokensCommand {
     },
 }
 
+/// Where a secret goes. Not given: as it is now (env for a new secret);
+/// with a file, for each entry that does not say (a JSON entry may).
+#[derive(Debug, Clone, Args)]
+pub struct RouteArgs {
+    /// env: a variable of the setup steps and the agent; setup: of the
+    /// --setup steps only (wiped before the agent starts); proxy: the agent
+    /// gets a placeholder, the egress proxy puts the value into requests to
+    /// --host only
+    #[arg(long, value_name = "DELIVERY", value_parser = ["env", "setup", "proxy"])]
+    pub delivery: Option<String>,
+    /// With --delivery proxy: a host the value may be sent to
+    /// (api.stripe.com, *.example.com, with an optional :port); repeatable
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// With --delivery proxy: random, or keep-prefix (the placeholder keeps
+    /// the value's prefix, sk_test_, ghp_, and its length, for SDKs that
+    /// check a key's shape)
+    #[arg(long, value_name = "STYLE", value_parser = ["random", "keep-prefix"])]
+    pub placeholder: Option<String>,
+}
+
+impl RouteArgs {
+    /// The route change these flags ask for.
+    pub fn change(&self) -> sealinit_store::RouteChange {
+        sealinit_store::RouteChange {
+            delivery: self
+                .delivery
+                .as_deref()
+                .and_then(sealinit_store::Delivery::parse),
+            hosts: (!self.hosts.is_empty()).then(|| self.hosts.clone()),
+            placeholder: self
+                .placeholder
+                .as_deref()
+                .and_then(sealinit_store::Placeholder::parse),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ReposCommand {
     /// Create a repository (secrets are set, imported and sealed only in
@@ -377,6 +415,8 @@ pub enum SecretsCommand {
         /// must not exist yet); exit 75 and change nothing otherwise
         #[arg(long, value_name = "N", requires = "name")]
         if_version: Option<i64>,
+        #[command(flatten)]
+        route: RouteArgs,
         /// Print what was done as JSON lines, one per secret
         #[arg(long)]
         json: bool,
@@ -476,6 +516,23 @@ pub struct SealArgs {
     /// above), e.g. a pipe the orchestrator hands to the runtime
     #[arg(long, value_name = "N", requires = "repo")]
     pub key_out_fd: Option<i32>,
+    /// With --repo, for a repository with proxy secrets: where to write the
+    /// egress proxy's part (their values, hosts and placeholders; never
+    /// give it to the sandbox)
+    #[arg(long, value_name = "PATH", requires = "repo")]
+    pub proxy_out: Option<PathBuf>,
+    /// With --proxy-out: where to write its fresh key (a new file, mode
+    /// 0600, or `-` for stdout)
+    #[arg(
+        long,
+        value_name = "PATH|-",
+        requires = "proxy_out",
+        conflicts_with = "proxy_key_out_fd"
+    )]
+    pub proxy_key_out: Option<PathBuf>,
+    /// With --proxy-out: write its fresh key to this inherited descriptor
+    #[arg(long, value_name = "N", requires = "proxy_out")]
+    pub proxy_key_out_fd: Option<i32>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Free text bound into the bundle, e.g. the repository (default with --repo: the repository)

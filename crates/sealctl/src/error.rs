@@ -56,6 +56,8 @@ impl Error {
             Error::Store(e) => match e {
                 StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
                 StoreError::ProductionCredential { .. }
+                | StoreError::InvalidRoute { .. }
+                | StoreError::Seal(_)
                 | StoreError::StaleKeyId { .. }
                 | StoreError::SealedValueInvalid { .. }
                 | StoreError::EmptyValue { .. } => exit::DATA,

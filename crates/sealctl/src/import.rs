@@ -27,7 +27,7 @@ pub fn from_env_file(path: &Path, expand: bool) -> Result<Vec<Entry>> {
 
 /// Reads a JSON object whose values are all strings. Duplicate keys are kept
 /// (and then rejected by validation), not silently collapsed.
-pub fn from_json_file(path: &Path) -> Result<Vec<Entry>> {
+pub fn from_json_file(path: &Path) -> Result<Vec<(Entry, sealinit_store::RouteChange)>> {
     const WHAT: &str = "JSON file";
     let bytes = read_input(WHAT, path)?;
     parse_json(&bytes).map_err(|reason| Error::Import {

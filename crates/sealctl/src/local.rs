@@ -54,6 +54,13 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     // Found before anything is sealed or recorded.
     find_sealinit(opts.sealinit.as_deref())?;
     let found = store.secrets(&opts.repo, opts.allow_empty)?;
+    if found
+        .entries
+        .iter()
+        .any(|e| e.delivery == sealinit_core::bundle::Delivery::Proxy)
+    {
+        return Err(no_proxy_here(&opts.repo));
+    }
     let names = found.names_and_versions();
     let mut allow = opts.allow_names.clone();
     allow.extend(found.allowed);
@@ -72,6 +79,14 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     store.record_seal(&label, &names, Some(&label), Some(expires))?;
     drop(store);
     run_bundle(&sealed, key, &label, opts)
+}
+
+/// `sealctl run` of a repository with proxy secrets: their values go only
+/// to an egress proxy, which `run` does not start.
+pub fn no_proxy_here(repo: &str) -> Error {
+    Error::usage(format!(
+        "{repo} has secrets delivered through the egress proxy, which `sealctl run` does not start; seal the launch with `sealctl seal --repo {repo} --proxy-out PATH ...` and give the proxy part to your egress proxy, or change their delivery"
+    ))
 }
 
 /// Runs the pipeline with a bundle sealed already (minted by the service,

@@ -15,7 +15,7 @@ use sealctl::import;
 use sealctl::stores::Location;
 use sealctl::write::{self, Lasting};
 use sealinit::files;
-use sealinit_core::bundle::{self, Entry, OpenedBundle};
+use sealinit_core::bundle::{self, Entry, Header, OpenedBundle};
 use sealinit_core::exit;
 use sealinit_core::secret::{SecretKey, SecretValue};
 use sealinit_core::time;
@@ -149,31 +149,152 @@ enum KeyOut<'a> {
 }
 
 fn seal(args: &SealArgs) -> Result<()> {
-    let mut allow = args.allow_name.clone();
-    // With --repo: the store, for the audit record of this seal.
-    let mut sealed_from = None;
-    let (entries, fresh, label) = match (&args.from_env_file, &args.from_json, &args.repo) {
-        (Some(path), _, _) => (
-            import::from_env_file(path, args.expand)?,
-            None,
-            args.label.clone(),
-        ),
-        (None, Some(path), _) => (import::from_json_file(path)?, None, args.label.clone()),
-        (None, None, Some(repo)) => {
-            sealinit_store::validate_repo(repo)?;
-            let out = key_out(args)?;
-            let mut store = open_store(&args.store)?;
-            let found = store.secrets(repo, args.allow_empty)?;
-            let names = found.names_and_versions();
-            allow.extend(found.allowed);
-            sealed_from = Some((store, found.repo.clone(), names));
-            let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-            let label = args.label.clone().unwrap_or(found.repo);
-            (found.entries, Some((key, out)), Some(label))
-        }
+    let entries = match (&args.from_env_file, &args.from_json, &args.repo) {
+        (_, _, Some(repo)) => return seal_repo(args, repo),
+        (Some(path), _, _) => import::from_env_file(path, args.expand)?,
+        (None, Some(path), _) => import::from_json_file(path)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect(),
         (None, None, None) => unreachable!("clap requires one input"),
     };
-    seal_rest(args, entries, fresh, label, allow, sealed_from)
+    seal_files(args, entries)
+}
+
+/// `seal --repo`: the launch's parts under fresh keys, the sandbox's to
+/// --out and its key to --key-out(-fd), the proxy's (when the repository
+/// has proxy secrets) to --proxy-out and --proxy-key-out(-fd).
+fn seal_repo(args: &SealArgs, repo: &str) -> Result<()> {
+    sealinit_store::validate_repo(repo)?;
+    // Descriptors are claimed before the store opens anything.
+    let out = key_out(args)?;
+    let proxy_out = proxy_key_out(args)?;
+    let mut store = open_store(&args.store)?;
+    let found = store.secrets(repo, args.allow_empty)?;
+    let mut allow = args.allow_name.clone();
+    allow.extend(found.allowed.iter().cloned());
+    bundle::check_name_policy(&found.entries, &allow)?;
+    let proxied: Vec<&str> = found
+        .entries
+        .iter()
+        .filter(|e| e.delivery == sealinit_store::Delivery::Proxy)
+        .map(|e| e.name.as_str())
+        .collect();
+    let proxy_out = match (proxied.is_empty(), args.proxy_out.as_deref(), proxy_out) {
+        (false, Some(path), Some(key)) => Some((path, key)),
+        (false, _, _) => {
+            return Err(Error::usage(format!(
+                "{} of {repo} go to the egress proxy, in a part of their own: pass --proxy-out PATH and --proxy-key-out PATH (or --proxy-key-out-fd N); nothing was sealed",
+                proxied.join(", ")
+            )));
+        }
+        (true, Some(path), _) => {
+            eprintln!(
+                "sealctl: {repo} has no proxy secrets; {} is not written",
+                path.display()
+            );
+            None
+        }
+        (true, None, _) => None,
+    };
+    let ttl = match args.ttl {
+        Some(Ttl::Never) => None,
+        Some(Ttl::After(d)) => Some(d),
+        None => Some(DEFAULT_TTL),
+    };
+    let now = time::now();
+    let label = args.label.clone().unwrap_or_else(|| found.repo.clone());
+    let header = Header::new(
+        now,
+        ttl.map(|t| now.saturating_add(t.as_secs())),
+        Some(label),
+    )
+    .with_repo(found.repo.clone());
+    let names = found.names_and_versions();
+    let secrets: Vec<serde_json::Value> = found
+        .entries
+        .iter()
+        .map(|e| json!({"name": e.name, "size": e.value.len(), "delivery": e.delivery}))
+        .collect();
+    let found_repo = found.repo.clone();
+    let launch = sealinit_store::launch::seal_launch(found, header)?;
+    let header = &launch.sandbox.header;
+    // A seal is a read of the values: on the record before anything is
+    // written out.
+    store.record_seal(&found_repo, &names, header.label.as_deref(), header.expires)?;
+    let mut report = json!({
+        "out": args.out,
+        "label": header.label,
+        "created": time::rfc3339(header.created),
+        "expires": header.expires.map(time::rfc3339),
+        "secrets": secrets,
+    });
+    if let (Some((path, key_out)), Some(part)) = (proxy_out, &launch.proxy) {
+        report["proxy_out"] = json!(path);
+        write_part(path, &part.bundle, &part.key, key_out, "--proxy-out")?;
+    }
+    let expires = header.expires.map(time::rfc3339);
+    let count = names.len();
+    let sandbox = &launch.sandbox;
+    deliver(
+        args,
+        &sandbox.bundle,
+        &sandbox.key,
+        Some(out),
+        &report,
+        count,
+        expires,
+    )
+}
+
+/// Where `seal --repo --proxy-out` sends the proxy part's key.
+fn proxy_key_out(args: &SealArgs) -> Result<Option<KeyOut<'_>>> {
+    Ok(
+        match (args.proxy_key_out.as_deref(), args.proxy_key_out_fd) {
+            (Some(p), _) if p == Path::new("-") => {
+                if sealinit_sys::is_terminal(1)
+                    || args.json
+                    || args.key_out.as_deref() == Some(Path::new("-"))
+                {
+                    return Err(Error::usage(
+                        "--proxy-key-out - writes 32 raw key bytes to stdout, which is a terminal, or which --json or --key-out - uses; use a file or --proxy-key-out-fd",
+                    ));
+                }
+                Some(KeyOut::Stdout)
+            }
+            (Some(p), _) => Some(KeyOut::File(p)),
+            (None, Some(fd)) if fd >= 3 => Some(KeyOut::Fd(write::claim_key_fd(fd)?, fd)),
+            (None, Some(fd)) => {
+                return Err(Error::usage(format!(
+                    "--proxy-key-out-fd {fd}: use a descriptor of 3 or above"
+                )));
+            }
+            (None, None) => None,
+        },
+    )
+}
+
+/// Writes one sealed part and its key; on failure, neither remains.
+fn write_part(
+    path: &Path,
+    bundle: &[u8],
+    key: &SecretKey,
+    key_out: KeyOut<'_>,
+    flag: &str,
+) -> Result<()> {
+    if let KeyOut::File(k) = &key_out {
+        write::create_key_file(k, key, Lasting::Ephemeral)?;
+    }
+    let written = write::write_bundle(path, bundle).and_then(|()| match key_out {
+        KeyOut::Stdout => write::key_to_stdout(key),
+        KeyOut::Fd(owned, fd) => write::key_to_fd(owned, fd, key),
+        KeyOut::File(_) => Ok(()),
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+        tracing::debug!("{flag}: removed after a failed write");
+    }
+    written
 }
 
 /// Where `seal --repo` sends the fresh key.
@@ -203,54 +324,35 @@ fn key_out(args: &SealArgs) -> Result<KeyOut<'_>> {
     })
 }
 
-type SealedFrom = Option<(Store, String, Vec<(String, i64)>)>;
-
-fn seal_rest(
-    args: &SealArgs,
-    entries: Vec<Entry>,
-    fresh: Option<(SecretKey, KeyOut<'_>)>,
-    label: Option<String>,
-    allow: Vec<String>,
-    sealed_from: SealedFrom,
-) -> Result<()> {
-    if args.repo.is_none() {
-        // No store: the guard warns, or refuses with --strict.
-        match args.strict {
-            true => {
-                sealinit_store::guard(&entries, &[])?;
-            }
-            false => {
-                let all = entries.iter().map(|e| (e.name.as_str(), e.value.expose()));
-                for f in sealinit_guard::check_entries(all) {
-                    warn_rule(&f.name, f.rule.id);
-                }
+fn seal_files(args: &SealArgs, entries: Vec<Entry>) -> Result<()> {
+    // No store: the guard warns, or refuses with --strict.
+    match args.strict {
+        true => {
+            sealinit_store::guard(&entries, &[], &[])?;
+        }
+        false => {
+            let all = entries.iter().map(|e| (e.name.as_str(), e.value.expose()));
+            for f in sealinit_guard::check_entries(all) {
+                warn_rule(&f.name, f.rule.id);
             }
         }
     }
-    let ttl = match (args.ttl, args.repo.is_some()) {
-        (Some(Ttl::Never), _) | (None, false) => None,
-        (Some(Ttl::After(d)), _) => Some(d),
-        (None, true) => Some(DEFAULT_TTL),
+    let ttl = match args.ttl {
+        Some(Ttl::After(d)) => Some(d),
+        Some(Ttl::Never) | None => None,
     };
-    let (key, key_out) = match fresh {
-        Some((key, out)) => (key, Some(out)),
-        None => {
-            let path = args.key.as_deref().ok_or_else(|| {
-                Error::usage("--key PATH is required with --from-env-file or --from-json")
-            })?;
-            (
-                files::read_key_file(path, "key file", false, KEY_TIMEOUT, None)?,
-                None,
-            )
-        }
-    };
-    let repo = sealed_from.as_ref().map(|(_, repo, _)| repo.clone());
-    let (sealed, header) = write::seal_now(&key, &entries, &allow, label, repo.as_deref(), ttl)?;
-    // A seal is a read of the values: on the record before anything is
-    // written out.
-    if let Some((mut store, repo, names)) = sealed_from {
-        store.record_seal(&repo, &names, header.label.as_deref(), header.expires)?;
-    }
+    let path = args.key.as_deref().ok_or_else(|| {
+        Error::usage("--key PATH is required with --from-env-file or --from-json")
+    })?;
+    let key = files::read_key_file(path, "key file", false, KEY_TIMEOUT, None)?;
+    let (sealed, header) = write::seal_now(
+        &key,
+        &entries,
+        &args.allow_name,
+        args.label.clone(),
+        None,
+        ttl,
+    )?;
     let report = json!({
         "out": args.out,
         "label": header.label,
@@ -264,7 +366,7 @@ fn seal_rest(
     let count = entries.len();
     drop(entries);
     let expires = header.expires.map(time::rfc3339);
-    deliver(args, &sealed, &key, key_out, &report, count, expires)
+    deliver(args, &sealed, &key, None, &report, count, expires)
 }
 
 /// Writes a sealed bundle and its key where `seal` was asked to, then
@@ -791,22 +893,27 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             allow_empty,
             allow_production,
             if_version,
+            route,
             json,
         } => {
             sealinit_store::validate_repo(&repo)?;
+            let whole = route.change();
             // A whole file says NAME= on purpose; a single value may not be
             // empty without --allow-empty.
             let from_file = from_env_file.is_some() || from_json.is_some();
-            let entries = match (name, from_env_file, from_json) {
-                (_, Some(path), _) => import::from_env_file(&path, expand)?,
+            let parsed = match (name, from_env_file, from_json) {
+                (_, Some(path), _) => import::from_env_file(&path, expand)?
+                    .into_iter()
+                    .map(|e| (e, Default::default()))
+                    .collect(),
                 (_, None, Some(path)) => import::from_json_file(&path)?,
-                (Some(name), None, None) => vec![Entry {
-                    name,
-                    value: read_value_from_stdin(allow_empty)?,
-                    delivery: Default::default(),
-                }],
+                (Some(name), None, None) => vec![(
+                    Entry::env(name, read_value_from_stdin(allow_empty)?),
+                    Default::default(),
+                )],
                 (None, None, None) => unreachable!("clap requires NAME or an input file"),
             };
+            let (entries, routes) = sealinit_store::route::with_whole_route(parsed, &whole);
             let done = open_store(&store)?.set_many(
                 &repo,
                 &entries,
@@ -815,6 +922,7 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
                     if_version,
                     allow_production: &allow_production,
                     allow_empty: allow_empty || from_file,
+                    routes: &routes,
                 },
             )?;
             for d in &done {
@@ -914,11 +1022,12 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
                 list.iter().try_for_each(|s| {
                     writeln!(
                         out,
-                        "{:<32} {:>8} bytes  v{:<4} updated {}",
+                        "{:<32} {:>8} bytes  v{:<4} updated {}  {}",
                         s.name,
                         s.size,
                         s.version,
-                        time::rfc3339(s.updated_at as u64)
+                        time::rfc3339(s.updated_at as u64),
+                        s.route
                     )
                 })
             };

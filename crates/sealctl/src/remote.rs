@@ -38,9 +38,22 @@ fn idempotency_key() -> Result<String> {
 }
 
 /// A minted bundle.
+/// How `set_one` sets a value.
+#[derive(Debug, Clone, Copy)]
+pub struct SetOne<'a> {
+    /// Compare-and-set: the version it must be at.
+    pub if_version: Option<i64>,
+    pub allow_production: bool,
+    pub allow_name: bool,
+    pub route: &'a sealinit_store::RouteChange,
+}
+
 pub struct Minted {
     pub bundle: Zeroizing<Vec<u8>>,
     pub key: SecretKey,
+    /// The egress proxy's part and its key, for a repository with proxy
+    /// secrets.
+    pub proxy: Option<(Zeroizing<Vec<u8>>, SecretKey)>,
     pub label: String,
     pub names: Vec<String>,
     pub created_at: Option<String>,
@@ -199,6 +212,13 @@ impl Remote {
         if let Some(flag) = flag {
             message.push_str(&format!(" (with sealctl: {flag})"));
         }
+        if let Some(hosts) = doc["error"]["proxy_hosts"].as_array() {
+            let hosts: Vec<&str> = hosts.iter().filter_map(|h| h.as_str()).collect();
+            message.push_str(&format!(
+                " (or, with sealctl: {})",
+                sealinit_store::proxy_flags(&hosts)
+            ));
+        }
         if let ("repo_not_found", Some(repo)) = (
             doc["error"]["code"].as_str().unwrap_or(""),
             doc["error"]["repo"].as_str(),
@@ -238,18 +258,24 @@ impl Remote {
         repo: &str,
         name: &str,
         value: &[u8],
-        if_version: Option<i64>,
-        allow_production: bool,
-        allow_name: bool,
+        flags: SetOne<'_>,
     ) -> Result<Value> {
+        let SetOne {
+            if_version,
+            allow_production,
+            allow_name,
+            route,
+        } = flags;
         let (enc, key_id) = self.seal_to(repo, value)?;
         // An empty value got here only with --allow-empty.
+        let mut body = json!({"encrypted_value": enc, "key_id": key_id,
+            "allow_production": allow_production, "allow_name": allow_name,
+            "allow_empty": value.is_empty()});
+        route_fields(&mut body, route);
         self.call(
             "PUT",
             &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
-            Some(json!({"encrypted_value": enc, "key_id": key_id,
-                "allow_production": allow_production, "allow_name": allow_name,
-                "allow_empty": value.is_empty()})),
+            Some(body),
             if_version,
         )
     }
@@ -284,19 +310,22 @@ impl Remote {
         text: &[u8],
         allow: &[String],
         allow_names: &[String],
+        whole: &sealinit_store::RouteChange,
     ) -> Result<Vec<Value>> {
         let (enc, key_id) = self.seal_to(repo, text)?;
+        let mut body = json!({
+            "format": match format { Format::Json => "json", Format::Env { .. } => "env" },
+            "expand": matches!(format, Format::Env { expand: true }),
+            "encrypted_content": enc,
+            "key_id": key_id,
+            "allow_production": allow,
+            "allow_names": allow_names,
+        });
+        route_fields(&mut body, whole);
         let doc = self.call(
             "POST",
             &format!("/repos/{}/import", repo_path(repo)?),
-            Some(json!({
-                "format": match format { Format::Json => "json", Format::Env { .. } => "env" },
-                "expand": matches!(format, Format::Env { expand: true }),
-                "encrypted_content": enc,
-                "key_id": key_id,
-                "allow_production": allow,
-                "allow_names": allow_names,
-            })),
+            Some(body),
             None,
         )?;
         Ok(doc["secrets"].as_array().cloned().unwrap_or_default())
@@ -416,24 +445,33 @@ impl Remote {
             status: 0,
             message: "the service sent a malformed bundle".into(),
         };
-        let bundle = Zeroizing::new(
-            doc["bundle"]
-                .as_str()
-                .and_then(|b| B64.decode(b).ok())
-                .ok_or_else(bad)?,
-        );
-        let raw = Zeroizing::new(
-            doc["key"]
-                .as_str()
-                .and_then(|k| B64.decode(k).ok())
-                .ok_or_else(bad)?,
-        );
-        let raw: &[u8; 32] = raw.as_slice().try_into().map_err(|_| bad())?;
-        let mut key = SecretKey::zeroed().map_err(|e| Error::os("locked memory", e))?;
-        key.expose_mut().copy_from_slice(raw);
+        let part = |bundle: &str, key: &str| -> Result<(Zeroizing<Vec<u8>>, SecretKey)> {
+            let b = Zeroizing::new(
+                doc[bundle]
+                    .as_str()
+                    .and_then(|b| B64.decode(b).ok())
+                    .ok_or_else(bad)?,
+            );
+            let raw = Zeroizing::new(
+                doc[key]
+                    .as_str()
+                    .and_then(|k| B64.decode(k).ok())
+                    .ok_or_else(bad)?,
+            );
+            let raw: &[u8; 32] = raw.as_slice().try_into().map_err(|_| bad())?;
+            let mut k = SecretKey::zeroed().map_err(|e| Error::os("locked memory", e))?;
+            k.expose_mut().copy_from_slice(raw);
+            Ok((b, k))
+        };
+        let (bundle, key) = part("bundle", "key")?;
+        let proxy = match doc["proxy_bundle"].is_string() {
+            true => Some(part("proxy_bundle", "proxy_key")?),
+            false => None,
+        };
         Ok(Minted {
             bundle,
             key,
+            proxy,
             label: doc["label"].as_str().unwrap_or_default().to_owned(),
             names: doc["names"]
                 .as_array()
@@ -446,5 +484,18 @@ impl Remote {
             created_at: doc["created_at"].as_str().map(str::to_owned),
             expires_at: doc["expires_at"].as_str().map(str::to_owned),
         })
+    }
+}
+
+/// The API's fields for a route change (only those given).
+fn route_fields(body: &mut Value, route: &sealinit_store::RouteChange) {
+    if let Some(d) = route.delivery {
+        body["delivery"] = json!(d);
+    }
+    if let Some(h) = &route.hosts {
+        body["hosts"] = json!(h);
+    }
+    if let Some(p) = route.placeholder {
+        body["placeholder"] = json!(p);
     }
 }

@@ -106,12 +106,28 @@ pub fn run(
                 unreachable!("sealing from a file runs locally");
             };
             let out = key_out(&args)?;
+            let proxy_out = crate::proxy_key_out(&args)?;
             let ttl = match args.ttl {
                 Some(Ttl::Never) => None,
                 Some(Ttl::After(d)) => Some(d),
                 None => Some(DEFAULT_TTL),
             };
             let minted = remote.mint(repo, args.label.as_deref(), ttl, args.allow_empty)?;
+            match (&minted.proxy, args.proxy_out.as_deref(), proxy_out) {
+                (Some((bundle, key)), Some(path), Some(key_out)) => {
+                    crate::write_part(path, bundle, key, key_out, "--proxy-out")?
+                }
+                (Some(_), _, _) => {
+                    return Err(Error::usage(format!(
+                        "{repo} has secrets that go to the egress proxy, in a part of their own: pass --proxy-out PATH and --proxy-key-out PATH (or --proxy-key-out-fd N); the bundle minted is not written"
+                    )));
+                }
+                (None, Some(path), _) => eprintln!(
+                    "sealctl: {repo} has no proxy secrets; {} is not written",
+                    path.display()
+                ),
+                (None, None, _) => {}
+            }
             let report = json!({
                 "out": args.out,
                 "label": minted.label,
@@ -136,6 +152,9 @@ pub fn run(
                     .extend(["--ready-fd".into(), fd.to_string().into()]);
             }
             let minted = remote.mint(&args.repo, None, Some(args.ttl), args.allow_empty)?;
+            if minted.proxy.is_some() {
+                return Err(sealctl::local::no_proxy_here(&args.repo));
+            }
             let opts = sealctl::local::RunOptions {
                 repo: args.repo,
                 sealinit: args.sealinit,
@@ -200,9 +219,11 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             allow_empty,
             allow_production,
             if_version,
+            route,
             json,
             ..
         } => {
+            let whole = route.change();
             let read = |p: &Path| {
                 std::fs::read(p).map(Zeroizing::new).map_err(|e| {
                     Error::usage(format!(
@@ -229,16 +250,27 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             let (allow, names) = (&allow_production, &allow_name);
             let done = match (name, from_env_file, from_json) {
                 (_, Some(p), _) => remote
-                    .import(&repo, Format::Env { expand }, &read(&p)?, allow, names)
+                    .import(
+                        &repo,
+                        Format::Env { expand },
+                        &read(&p)?,
+                        allow,
+                        names,
+                        &whole,
+                    )
                     .map_err(named("env file", &p))?,
                 (_, None, Some(p)) => remote
-                    .import(&repo, Format::Json, &read(&p)?, allow, names)
+                    .import(&repo, Format::Json, &read(&p)?, allow, names, &whole)
                     .map_err(named("JSON file", &p))?,
                 (Some(name), None, None) => {
                     let value = read_value_from_stdin(allow_empty)?;
-                    let prod = allow.contains(&name);
-                    let code = names.contains(&name);
-                    vec![remote.set_one(&repo, &name, value.expose(), if_version, prod, code)?]
+                    let flags = sealctl::remote::SetOne {
+                        if_version,
+                        allow_production: allow.contains(&name),
+                        allow_name: names.contains(&name),
+                        route: &whole,
+                    };
+                    vec![remote.set_one(&repo, &name, value.expose(), flags)?]
                 }
                 (None, None, None) => unreachable!("clap requires NAME or an input file"),
             };
@@ -262,11 +294,12 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
                 false => list.iter().try_for_each(|s| {
                     writeln!(
                         out,
-                        "{:<32} {:>8} bytes  v{:<4} updated {}",
+                        "{:<32} {:>8} bytes  v{:<4} updated {}  {}",
                         s["name"].as_str().unwrap_or(""),
                         s["size"].as_u64().unwrap_or(0),
                         s["version"].as_i64().unwrap_or(0),
-                        s["updated_at"].as_str().unwrap_or("")
+                        s["updated_at"].as_str().unwrap_or(""),
+                        route_text(s)
                     )
                 }),
             };
@@ -356,4 +389,22 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
         }
         SecretsCommand::Scan { .. } => Err(local_only("secrets scan")),
     }
+}
+
+/// A listed secret's route as `secrets list` shows it.
+fn route_text(s: &Value) -> String {
+    let route = sealinit_store::Route {
+        delivery: s["delivery"]
+            .as_str()
+            .and_then(sealinit_store::Delivery::parse)
+            .unwrap_or_default(),
+        hosts: s["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str().map(str::to_owned))
+            .collect(),
+        placeholder: Default::default(),
+    };
+    route.to_string()
 }

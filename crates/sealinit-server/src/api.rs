@@ -187,6 +187,12 @@ struct PutBody {
     /// Store an empty value (refused otherwise).
     #[serde(default)]
     allow_empty: bool,
+    /// env, setup or proxy (absent: the current version's, or env).
+    delivery: Option<sealinit_store::Delivery>,
+    /// A proxy secret's hosts (absent: the current version's).
+    hosts: Option<Vec<String>>,
+    /// random or keep-prefix (absent: the current version's, or random).
+    placeholder: Option<sealinit_store::Placeholder>,
 }
 
 /// `If-Match`: `"N"` or `W/"N"` (the ETag of version N), the bare number
@@ -241,6 +247,11 @@ async fn put_secret(
                     allow_production: body.allow_production,
                     allow_name: body.allow_name,
                     allow_empty: body.allow_empty,
+                    route: sealinit_store::RouteChange {
+                        delivery: body.delivery,
+                        hosts: body.hosts,
+                        placeholder: body.placeholder,
+                    },
                 },
             )
         })
@@ -359,6 +370,11 @@ struct ImportBody {
     /// text (never the server's environment).
     #[serde(default)]
     expand: bool,
+    /// For every entry that does not give its own (a JSON object's entry
+    /// may): env, setup or proxy.
+    delivery: Option<sealinit_store::Delivery>,
+    hosts: Option<Vec<String>>,
+    placeholder: Option<sealinit_store::Placeholder>,
 }
 
 async fn import(
@@ -378,6 +394,11 @@ async fn import(
         }
         _ => return Err(ApiError::bad_request("format is \"env\" or \"json\"")),
     };
+    let whole = sealinit_store::RouteChange {
+        delivery: body.delivery,
+        hosts: body.hosts,
+        placeholder: body.placeholder,
+    };
     let content = new_value(
         peer,
         body.content,
@@ -388,7 +409,12 @@ async fn import(
     let (allow, names) = (body.allow_production, body.allow_names);
     let r = s
         .run(auth, move |st, caller| {
-            service::import(st, caller, &repo, format, content, allow, &names)
+            let opts = service::ImportOptions {
+                allow,
+                allow_names: names,
+                whole,
+            };
+            service::import(st, caller, &repo, format, content, opts)
         })
         .await?;
     Ok(Json(serde_json::json!({"secrets": r})).into_response())
@@ -456,7 +482,7 @@ async fn mint(
         .await?;
     // The read is on record before the bundle leaves (group commit).
     s.audit.append(record).await?;
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "bundle": B64.encode(&m.bundle),
         "key": B64.encode(m.key.expose()),
         "label": m.label,
@@ -465,6 +491,10 @@ async fn mint(
         "expires_at": m.expires_at.map(sealinit_core::time::rfc3339),
         "names": m.names,
     });
+    if let Some((bundle, key)) = &m.proxy {
+        doc["proxy_bundle"] = serde_json::json!(B64.encode(bundle));
+        doc["proxy_key"] = serde_json::json!(B64.encode(key.expose()));
+    }
     Ok((StatusCode::CREATED, Json(doc)).into_response())
 }
 

@@ -42,6 +42,8 @@ pub struct GuardVerdict {
     pub rule: &'static str,
     pub what: &'static str,
     pub advice: &'static str,
+    /// The vendor's API hosts, where the egress proxy may take it.
+    pub hosts: &'static [&'static str],
 }
 
 impl ApiError {
@@ -137,9 +139,11 @@ fn api_words(e: &StoreError) -> String {
             rule,
             what,
             advice,
+            hosts,
             more,
         } => format!(
-            "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}, or allow this one on purpose with \"allow_production\": true, which the audit trail records; nothing was changed"
+            "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}{}, or allow this one on purpose with \"allow_production\": true, which the audit trail records; nothing was changed",
+            sealinit_store::proxy_advice(hosts, true)
         ),
         _ => e.to_string(),
     }
@@ -167,12 +171,14 @@ impl From<StoreError> for ApiError {
                 rule,
                 what,
                 advice,
+                hosts,
                 ..
             } => Some(Box::new(GuardVerdict {
                 name: name.clone(),
                 rule,
                 what,
                 advice,
+                hosts,
             })),
             _ => None,
         };
@@ -181,6 +187,7 @@ impl From<StoreError> for ApiError {
             E::Payload(_)
             | E::ProductionCredential { .. }
             | E::SealedValueInvalid { .. }
+            | E::InvalidRoute { .. }
             | E::EmptyValue { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             E::VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             E::StaleKeyId { .. } | E::RepoExists { .. } => (StatusCode::CONFLICT, "conflict"),
@@ -230,6 +237,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(repo) = &self.repo {
             body["error"]["repo"] = serde_json::json!(repo);
+        }
+        if let Some(g) = self.guard.as_ref().filter(|g| !g.hosts.is_empty()) {
+            body["error"]["proxy_hosts"] = serde_json::json!(g.hosts);
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {

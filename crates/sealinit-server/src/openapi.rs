@@ -332,6 +332,13 @@ fn schemas() -> Value {
             "version": {"type": "integer"}, "created": {"type": "boolean"},
             "warnings": {"type": "array", "items": {"type": "string"}},
             "allowed_production": {"type": "array", "items": {"type": "string"}}}});
+    // A secret's route; absent in a write: as the current version has it
+    // (env for a new secret).
+    let delivery = json!({"enum": ["env", "setup", "proxy"],
+        "description": "env: the setup steps and the agent; setup: the setup steps only; proxy: a placeholder in the sandbox, the value only through the egress proxy to hosts"});
+    let hosts = json!({"type": "array", "items": {"type": "string"},
+        "description": "proxy only (and required): api.example.com or *.example.com, with an optional :port"});
+    let placeholder = json!({"enum": ["random", "keep-prefix"]});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
@@ -350,9 +357,11 @@ fn schemas() -> Value {
         "RepoRemoved": {"type": "object", "required": ["repo", "removed"],
             "properties": {"repo": {"type": "string"}, "removed": {"type": "integer"}}},
         "SecretMeta": {"type": "object",
-            "required": ["name", "size", "version", "created_at", "updated_at", "updated_by"],
+            "required": ["name", "size", "version", "created_at", "updated_at", "updated_by", "delivery", "hosts", "placeholder"],
             "properties": {"name": {"type": "string"}, "size": {"type": "integer"}, "version": {"type": "integer"},
-                "created_at": time, "updated_at": time, "updated_by": {"type": "string"}}},
+                "created_at": time, "updated_at": time, "updated_by": {"type": "string"},
+                "delivery": {"enum": ["env", "setup", "proxy"]}, "hosts": {"type": "array", "items": {"type": "string"}},
+                "placeholder": {"enum": ["random", "keep-prefix"]}}},
         "SecretPage": {"type": "object", "required": ["total_count", "secrets"], "properties": {
             "total_count": {"type": "integer"},
             "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMeta"}}}},
@@ -361,14 +370,16 @@ fn schemas() -> Value {
         "PutSecret": {"type": "object", "additionalProperties": false,
             "description": "value (over TLS or loopback) or encrypted_value + key_id (crypto_box_seal to the public key)",
             "properties": {"value": {"type": "string"}, "encrypted_value": {"type": "string"}, "key_id": {"type": "string"},
-                "allow_production": {"type": "boolean"}, "allow_name": {"type": "boolean"}, "allow_empty": {"type": "boolean"}}},
+                "allow_production": {"type": "boolean"}, "allow_name": {"type": "boolean"}, "allow_empty": {"type": "boolean"},
+                "delivery": delivery.clone(), "hosts": hosts.clone(), "placeholder": placeholder.clone()}},
         "SetOutcome": set_outcome,
         "Imported": {"type": "object", "required": ["secrets"], "properties": {"secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SetOutcome"}}}},
         "ImportRequest": {"type": "object", "additionalProperties": false, "required": ["format"],
             "properties": {"format": {"enum": ["env", "json"]}, "content": {"type": "string"},
                 "encrypted_content": {"type": "string"}, "key_id": {"type": "string"},
                 "allow_production": {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]},
-                "allow_names": {"type": "array", "items": {"type": "string"}}, "expand": {"type": "boolean"}}},
+                "allow_names": {"type": "array", "items": {"type": "string"}}, "expand": {"type": "boolean"},
+                "delivery": delivery, "hosts": hosts, "placeholder": placeholder}},
         "Versions": {"type": "object", "required": ["versions"], "properties": {"versions": {"type": "array", "items": {
             "type": "object", "required": ["version", "at", "actor", "size", "deleted", "pruned"],
             "properties": {"version": {"type": "integer"}, "at": time, "actor": {"type": "string"},
@@ -381,6 +392,8 @@ fn schemas() -> Value {
             "allow_empty": {"type": "boolean"}}},
         "Minted": {"type": "object", "required": ["bundle", "key", "label", "repo", "created_at", "expires_at", "names"],
             "properties": {"bundle": {"type": "string", "contentEncoding": "base64"}, "key": {"type": "string", "contentEncoding": "base64"},
+                "proxy_bundle": {"type": "string", "contentEncoding": "base64", "description": "the egress proxy's part (its values never enter the sandbox), when the repository has proxy secrets"},
+                "proxy_key": {"type": "string", "contentEncoding": "base64", "description": "the key of proxy_bundle"},
                 "label": {"type": "string"}, "repo": {"type": "string"}, "created_at": time,
                 "expires_at": {"oneOf": [time, {"type": "null"}]}, "names": {"type": "array", "items": {"type": "string"}}}},
         "AuditPage": {"type": "object", "required": ["records", "next_cursor"], "properties": {

@@ -102,6 +102,12 @@ pub struct SecretMeta {
     pub created_at: String,
     pub updated_at: String,
     pub updated_by: String,
+    /// env, setup or proxy.
+    pub delivery: sealinit_store::Delivery,
+    /// A proxy secret's hosts (empty for the others).
+    pub hosts: Vec<String>,
+    /// random or keep-prefix.
+    pub placeholder: sealinit_store::Placeholder,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +120,9 @@ pub struct SecretPage {
 pub struct Minted {
     pub bundle: Vec<u8>,
     pub key: SecretKey,
+    /// The egress proxy's part and its key, when the repository has proxy
+    /// secrets.
+    pub proxy: Option<(Vec<u8>, SecretKey)>,
     pub label: String,
     /// The repository, as bound into the bundle.
     pub repo: String,
@@ -157,6 +166,9 @@ fn meta(info: sealinit_store::SecretInfo) -> SecretMeta {
         created_at: rfc3339(info.created_at),
         updated_at: rfc3339(info.updated_at),
         updated_by: info.updated_by,
+        delivery: info.route.delivery,
+        hosts: info.route.hosts,
+        placeholder: info.route.placeholder,
     }
 }
 
@@ -209,7 +221,7 @@ pub enum IfMatch {
 }
 
 /// How a PUT treats its value.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PutFlags {
     /// Compare-and-set (`If-Match`).
     pub if_version: Option<IfMatch>,
@@ -218,6 +230,8 @@ pub struct PutFlags {
     pub allow_name: bool,
     /// Store an empty value.
     pub allow_empty: bool,
+    /// Its delivery, hosts and placeholder, as far as given.
+    pub route: sealinit_store::RouteChange,
 }
 
 /// How a value arrives.
@@ -252,6 +266,7 @@ pub fn put_secret(
         allow_production,
         allow_name,
         allow_empty,
+        route,
     } = flags;
     caller.require(Action::Write, repo)?;
     let value = match value {
@@ -289,6 +304,7 @@ pub fn put_secret(
             allow_production: if allow_production { &allowed } else { &[] },
             allow_names: if allow_name { &allowed } else { &[] },
             allow_empty,
+            routes: std::slice::from_ref(&route),
         },
     )?;
     Ok(done.remove(0))
@@ -374,26 +390,40 @@ impl Default for AllowProduction {
     }
 }
 
+/// What an import may let in, and the route of entries that give none.
+#[derive(Debug, Default)]
+pub struct ImportOptions {
+    pub allow: AllowProduction,
+    pub allow_names: Vec<String>,
+    pub whole: sealinit_store::RouteChange,
+}
+
 pub fn import(
     store: &mut Store,
     caller: &Caller,
     repo: &str,
     format: Format,
     content: NewValue,
-    allow: AllowProduction,
-    allow_names: &[String],
+    opts: ImportOptions,
 ) -> Result<Vec<SetOutcome>, ApiError> {
+    let ImportOptions {
+        allow,
+        allow_names,
+        whole,
+    } = opts;
     caller.require(Action::Write, repo)?;
     let content = match content {
         NewValue::Plain(v) => v,
         NewValue::Sealed { sealed, key_id } => store.open_sealed_value(repo, &key_id, &sealed)?,
     };
-    let entries = match format {
+    let parsed = match format {
         Format::Json => sealinit_store::import::parse_json(content.expose()),
-        Format::Env { expand } => sealinit_store::import::parse_env(content.expose(), expand),
+        Format::Env { expand } => sealinit_store::import::parse_env(content.expose(), expand)
+            .map(|es| es.into_iter().map(|e| (e, Default::default())).collect()),
     }
     .map_err(|reason| ApiError::unprocessable(format!("import: {reason}; nothing was changed")))?;
     drop(content);
+    let (entries, routes) = sealinit_store::route::with_whole_route(parsed, &whole);
     let allowed: Vec<String> = match allow {
         AllowProduction::All(true) => entries.iter().map(|e| e.name.clone()).collect(),
         AllowProduction::All(false) => Vec::new(),
@@ -404,9 +434,10 @@ pub fn import(
         &entries,
         SetOptions {
             allow_production: &allowed,
-            allow_names,
+            allow_names: &allow_names,
             // `NAME=` in a file is explicit.
             allow_empty: true,
+            routes: &routes,
             ..SetOptions::default()
         },
     )?)
@@ -442,19 +473,17 @@ pub fn mint(
     // The repository is bound into the bundle by the service, whatever the
     // caller chose as its label (`sealinit --expect-repo` checks it).
     let header = Header::new(now, expires, Some(label.clone())).with_repo(found.repo.clone());
-    let key = SecretKey::generate().map_err(|_| ApiError::internal())?;
-    let mut nonce = [0u8; bundle::NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|_| ApiError::internal())?;
-    let sealed = bundle::seal(&key, &header, &found.entries, &nonce)
-        .map_err(|e| ApiError::unprocessable(format!("cannot seal: {e}")))?;
     let names_versions = found.names_and_versions();
-    let record = store.seal_record(&found.repo, &names_versions, Some(&label), expires);
+    let repo = found.repo.clone();
+    let record = store.seal_record(&repo, &names_versions, Some(&label), expires);
+    let launch = sealinit_store::launch::seal_launch(found, header)?;
     Ok((
         Minted {
-            bundle: sealed,
-            key,
+            bundle: launch.sandbox.bundle,
+            key: launch.sandbox.key,
+            proxy: launch.proxy.map(|p| (p.bundle, p.key)),
             label,
-            repo: found.repo.clone(),
+            repo,
             created_at: now,
             expires_at: expires,
             names: names_versions.into_iter().map(|(n, _)| n).collect(),

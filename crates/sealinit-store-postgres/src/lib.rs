@@ -16,7 +16,7 @@ use sealinit_store::{
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
 /// A new store is created at schema 2 (the first PostgreSQL schema) and
 /// migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 3: every version (and delete marker) kept, the audit trail, the
     // retention setting.
     "CREATE TABLE sealinit_secret_versions (
@@ -108,6 +108,9 @@ const MIGRATIONS: [&str; 5] = [
      INSERT INTO sealinit_repos (repo, created_at, created_by)
          SELECT repo, MIN(created_at), 'before schema 7' FROM sealinit_secret_versions GROUP BY repo
          ON CONFLICT DO NOTHING;",
+    // 8: each version's route (delivery, hosts, placeholder); empty: env.
+    "ALTER TABLE sealinit_secrets ADD COLUMN route TEXT NOT NULL DEFAULT '';
+     ALTER TABLE sealinit_secret_versions ADD COLUMN route TEXT NOT NULL DEFAULT '';",
 ];
 
 const SCHEMA: &str = "
@@ -592,6 +595,7 @@ fn sealed_row(r: &postgres::Row) -> SealedRow {
         sealed,
         size: r.get("size"),
         allow_code_loading: r.get("allow_code_loading"),
+        route: sealinit_store::Route::from_column(r.get("route")),
     }
 }
 
@@ -616,6 +620,16 @@ impl Writer for TxWriter<'_, '_> {
             .map_err(|e| db_err(self.shown, &e))
     }
 
+    fn route(&mut self, name: &str) -> Result<Option<sealinit_store::Route>> {
+        self.tx
+            .query_opt(
+                "SELECT route FROM sealinit_secrets WHERE repo = $1 AND name = $2",
+                &[&self.repo, &name],
+            )
+            .map(|r| r.map(|r| sealinit_store::Route::from_column(r.get(0))))
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
     fn last_version(&mut self, name: &str) -> Result<Option<i64>> {
         self.tx
             .query_one(
@@ -628,15 +642,16 @@ impl Writer for TxWriter<'_, '_> {
 
     fn put(&mut self, row: &SealedRow, at: i64, actor: &str) -> Result<()> {
         let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+        let route = row.route.to_column();
         let shown = self.shown;
         let e = |e: postgres::Error| db_err(shown, &e);
         self.tx
             .execute(
                 "INSERT INTO sealinit_secrets
-                     (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading, route)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (repo, name) DO UPDATE SET version = $3, nonce = $4,
-                     ciphertext = $5, size = $6, updated_at = $7, allow_code_loading = $8",
+                     ciphertext = $5, size = $6, updated_at = $7, allow_code_loading = $8, route = $9",
                 &[
                     &self.repo,
                     &row.name,
@@ -646,15 +661,16 @@ impl Writer for TxWriter<'_, '_> {
                     &row.size,
                     &at,
                     &row.allow_code_loading,
+                    &route,
                 ],
             )
             .map_err(e)?;
         self.tx
             .execute(
                 "INSERT INTO sealinit_secret_versions
-                     (repo, name, version, nonce, ciphertext, size, created_at, actor, deleted, allow_code_loading)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9)",
-                &[&self.repo, &row.name, &row.version, &nonce, &ct, &row.size, &at, &actor, &row.allow_code_loading],
+                     (repo, name, version, nonce, ciphertext, size, created_at, actor, deleted, allow_code_loading, route)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9, $10)",
+                &[&self.repo, &row.name, &row.version, &nonce, &ct, &row.size, &at, &actor, &row.allow_code_loading, &route],
             )
             .map(|_| ())
             .map_err(e)
@@ -686,7 +702,7 @@ impl Writer for TxWriter<'_, '_> {
     fn history_row(&mut self, name: &str, version: i64) -> Result<Option<SealedRow>> {
         self.tx
             .query_opt(
-                "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM sealinit_secret_versions
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading, route FROM sealinit_secret_versions
                  WHERE repo = $1 AND name = $2 AND version = $3 AND NOT deleted AND ciphertext IS NOT NULL",
                 &[&self.repo, &name, &version],
             )
@@ -820,10 +836,10 @@ fn stored_rows(
     repo: Option<&str>,
 ) -> PgResult<Vec<StoredRow>> {
     Ok(c.query(
-        "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, FALSE AS history
+        "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, route, FALSE AS history
              FROM sealinit_secrets WHERE $1::TEXT IS NULL OR lower(repo) = lower($1)
          UNION ALL
-         SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, TRUE
+         SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, route, TRUE
              FROM sealinit_secret_versions
              WHERE ciphertext IS NOT NULL AND ($1::TEXT IS NULL OR lower(repo) = lower($1))",
         &[&repo],
@@ -1066,7 +1082,7 @@ impl Backend for PostgresBackend {
                          WHERE v.repo = s.repo AND v.name = s.name AND v.version >
                              COALESCE((SELECT MAX(d.version) FROM sealinit_secret_versions d
                                        WHERE d.repo = s.repo AND d.name = s.name AND d.deleted), 0))
-                 FROM sealinit_secrets s WHERE s.repo = $1 ORDER BY s.name",
+                 , s.route FROM sealinit_secrets s WHERE s.repo = $1 ORDER BY s.name",
                 &[&repo],
             )
             .map_err(self.err())?;
@@ -1081,6 +1097,7 @@ impl Backend for PostgresBackend {
                     updated_at,
                     updated_by: r.get::<_, Option<String>>(4).unwrap_or_default(),
                     created_at: r.get::<_, Option<i64>>(5).unwrap_or(updated_at),
+                    route: sealinit_store::Route::from_column(r.get(6)),
                 }
             })
             .collect())
@@ -1104,7 +1121,7 @@ impl Backend for PostgresBackend {
             .collect();
         let rows = tx
             .query(
-                "SELECT name, version, nonce, ciphertext, size, allow_code_loading
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading, route
                  FROM sealinit_secrets WHERE repo = $1 ORDER BY name",
                 &[&repo],
             )

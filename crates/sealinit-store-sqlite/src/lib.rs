@@ -47,7 +47,7 @@ fn wait_for_writer(attempt: i32) -> bool {
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
 /// `i + 2`. A new store is created at schema 1, as the first release
 /// created it, and migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 2: a code-loading name allowed at `set`, recorded.
     "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
     // 3: every version (and delete marker) kept, the audit trail, the
@@ -150,6 +150,9 @@ const MIGRATIONS: [&str; 6] = [
          SELECT repo, MIN(updated_at), 'before schema 7' FROM secrets GROUP BY repo;
      INSERT OR IGNORE INTO repos (repo, created_at, created_by)
          SELECT repo, MIN(created_at), 'before schema 7' FROM secret_versions GROUP BY repo;",
+    // 8: each version's route (delivery, hosts, placeholder); empty: env.
+    "ALTER TABLE secrets ADD COLUMN route TEXT NOT NULL DEFAULT '';
+     ALTER TABLE secret_versions ADD COLUMN route TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Schema 1, as the first release created it.
@@ -384,6 +387,18 @@ impl Writer for TxWriter<'_> {
             .map_err(|e| db_err(self.path, e))
     }
 
+    fn route(&mut self, name: &str) -> Result<Option<sealinit_store::Route>> {
+        self.tx
+            .query_row(
+                "SELECT route FROM secrets WHERE repo = ?1 AND name = ?2",
+                params![self.repo, name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|r| r.map(|t| sealinit_store::Route::from_column(&t)))
+            .map_err(|e| db_err(self.path, e))
+    }
+
     fn last_version(&mut self, name: &str) -> Result<Option<i64>> {
         self.tx
             .query_row(
@@ -396,22 +411,23 @@ impl Writer for TxWriter<'_> {
 
     fn put(&mut self, row: &SealedRow, at: i64, actor: &str) -> Result<()> {
         let (nonce, ct) = row.sealed.split_at(sealinit_core::bundle::NONCE_LEN);
+        let route = row.route.to_column();
         let e = |e| db_err(self.path, e);
         self.tx
             .execute(
-                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO secrets (repo, name, version, nonce, ciphertext, size, updated_at, allow_code_loading, route)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (repo, name) DO UPDATE SET version = ?3, nonce = ?4,
-                     ciphertext = ?5, size = ?6, updated_at = ?7, allow_code_loading = ?8",
-                params![self.repo, row.name, row.version, nonce, ct, row.size, at, row.allow_code_loading],
+                     ciphertext = ?5, size = ?6, updated_at = ?7, allow_code_loading = ?8, route = ?9",
+                params![self.repo, row.name, row.version, nonce, ct, row.size, at, row.allow_code_loading, route],
             )
             .map_err(e)?;
         self.tx
             .execute(
                 "INSERT INTO secret_versions
-                     (repo, name, version, nonce, ciphertext, size, created_at, actor, deleted, allow_code_loading)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
-                params![self.repo, row.name, row.version, nonce, ct, row.size, at, actor, row.allow_code_loading],
+                     (repo, name, version, nonce, ciphertext, size, created_at, actor, deleted, allow_code_loading, route)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
+                params![self.repo, row.name, row.version, nonce, ct, row.size, at, actor, row.allow_code_loading, route],
             )
             .map(|_| ())
             .map_err(e)
@@ -443,7 +459,7 @@ impl Writer for TxWriter<'_> {
     fn history_row(&mut self, name: &str, version: i64) -> Result<Option<SealedRow>> {
         self.tx
             .query_row(
-                "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secret_versions
+                "SELECT name, version, nonce, ciphertext, size, allow_code_loading, route FROM secret_versions
                  WHERE repo = ?1 AND name = ?2 AND version = ?3 AND deleted = 0 AND ciphertext IS NOT NULL",
                 params![self.repo, name, version],
                 sealed_row,
@@ -561,10 +577,10 @@ fn put_wrap(conn: &Connection, repo_key: &str, w: &WrappedKey) -> rusqlite::Resu
 /// Every ciphertext of `repo` (any spelling), or of every repository.
 fn stored_rows(conn: &Connection, repo: Option<&str>) -> rusqlite::Result<Vec<StoredRow>> {
     let mut stmt = conn.prepare(
-        "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, 0 AS history
+        "SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, route, 0 AS history
              FROM secrets WHERE ?1 IS NULL OR repo = ?1 COLLATE NOCASE
          UNION ALL
-         SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, 1
+         SELECT repo, name, version, nonce, ciphertext, size, allow_code_loading, route, 1
              FROM secret_versions
              WHERE ciphertext IS NOT NULL AND (?1 IS NULL OR repo = ?1 COLLATE NOCASE)",
     )?;
@@ -739,6 +755,7 @@ fn sealed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedRow> {
         sealed,
         size: r.get("size")?,
         allow_code_loading: r.get("allow_code_loading")?,
+        route: sealinit_store::Route::from_column(&r.get::<_, String>("route")?),
     })
 }
 
@@ -842,7 +859,8 @@ impl Backend for SqliteBackend {
                     (SELECT MIN(v.created_at) FROM secret_versions v
                      WHERE v.repo = s.repo AND v.name = s.name AND v.version >
                          COALESCE((SELECT MAX(d.version) FROM secret_versions d
-                                   WHERE d.repo = s.repo AND d.name = s.name AND d.deleted <> 0), 0))
+                                   WHERE d.repo = s.repo AND d.name = s.name AND d.deleted <> 0), 0)),
+                    s.route
              FROM secrets s WHERE s.repo = ?1 ORDER BY s.name",
             params![repo],
             |r| {
@@ -854,6 +872,7 @@ impl Backend for SqliteBackend {
                     updated_at,
                     updated_by: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
                     created_at: r.get::<_, Option<i64>>(5)?.unwrap_or(updated_at),
+                    route: sealinit_store::Route::from_column(&r.get::<_, String>(6)?),
                 })
             },
         )
@@ -872,7 +891,7 @@ impl Backend for SqliteBackend {
         let rows = {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT name, version, nonce, ciphertext, size, allow_code_loading FROM secrets
+                    "SELECT name, version, nonce, ciphertext, size, allow_code_loading, route FROM secrets
                          WHERE repo = ?1 ORDER BY name",
                 )
                 .map_err(e)?;

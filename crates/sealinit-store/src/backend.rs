@@ -19,8 +19,9 @@ use crate::{Result, SecretInfo};
 /// service's API tokens (`tokens`: keyed hashes, never tokens). 6: tokens
 /// that may act for a person, the page's sessions, idempotency records.
 /// 7: repositories exist explicitly (`repos`); a store's repositories with
-/// secrets or history become rows.
-pub const SCHEMA_VERSION: i64 = 7;
+/// secrets or history become rows. 8: each version's route (`route`:
+/// delivery, hosts, placeholder; empty for `env`).
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Names starting with it are the store's own data keys (the service's),
 /// kept among the repositories' but never a repository: no valid
@@ -127,6 +128,8 @@ pub struct SealedRow {
     /// The plaintext's length.
     pub size: i64,
     pub allow_code_loading: bool,
+    /// Its delivery, hosts and placeholder shape (bound into `sealed`).
+    pub route: crate::Route,
 }
 
 impl std::fmt::Debug for SealedRow {
@@ -219,6 +222,8 @@ pub trait Writer {
     fn repo(&self) -> &str;
     /// The current version of `name`, if it exists.
     fn version(&mut self, name: &str) -> Result<Option<i64>>;
+    /// The route of the current version of `name`, if it exists.
+    fn route(&mut self, name: &str) -> Result<Option<crate::Route>>;
     /// The highest version `name` ever had, delete markers included.
     fn last_version(&mut self, name: &str) -> Result<Option<i64>>;
     /// Makes `row` the current value and records it in the history, at

@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 use sealinit_core::bundle::Entry;
 use sealinit_core::secret::SecretValue;
 
+use crate::route::{Delivery, Placeholder, RouteChange};
+
 /// Parses dotenv text as Docker's `--env-file`, python-dotenv and Node's
 /// dotenv accept it:
 /// - a UTF-8 byte-order mark is skipped, `\r\n` line ends are `\n`;
@@ -275,9 +277,12 @@ impl EnvParser<'_> {
     }
 }
 
-/// Parses a JSON object of string values. The error gives a position and
-/// a category, or a message of ours naming the key, never input text.
-pub fn parse_json(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
+/// Parses a JSON object whose values are strings, or objects
+/// `{"value": "...", "delivery": "proxy", "hosts": [...], "placeholder":
+/// "keep-prefix"}`; each entry's route change comes with it (a plain string
+/// changes nothing of its route). The error gives a position and a
+/// category, or a message of ours naming the key, never input text.
+pub fn parse_json(bytes: &[u8]) -> std::result::Result<Vec<(Entry, RouteChange)>, String> {
     let own_error = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = de
@@ -292,7 +297,7 @@ pub fn parse_json(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
             (None, Category::Eof) => format!("unexpected end of file ({at}); the JSON is incomplete"),
             (None, Category::Syntax | Category::Io) => format!("not valid JSON ({at})"),
             (None, Category::Data) => format!(
-                "expected one JSON object whose values are strings, like {{\"NAME\": \"value\"}} ({at})"
+                "expected one JSON object whose values are strings or objects, like {{\"NAME\": \"value\"}} or {{\"NAME\": {{\"value\": \"...\", \"delivery\": \"proxy\", \"hosts\": [\"api.example.com\"]}}}} ({at})"
             ),
         }
     })
@@ -303,22 +308,132 @@ struct ObjectVisitor<'a> {
 }
 
 impl<'de> Visitor<'de> for ObjectVisitor<'_> {
-    type Value = Vec<Entry>;
+    type Value = Vec<(Entry, RouteChange)>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object of string values")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Entry>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::new();
         while let Some(name) = map.next_key::<String>()? {
-            let value = map.next_value_seed(ValueSeed {
+            let (value, route) = map.next_value_seed(EntrySeed {
                 name: &name,
                 error: self.error,
             })?;
-            entries.push(Entry::env(name, value));
+            let mut entry = Entry::env(name, value);
+            entry.delivery = route.delivery.unwrap_or_default();
+            entries.push((entry, route));
         }
         Ok(entries)
+    }
+}
+
+/// One value: a string, or an object with its value and route.
+struct EntrySeed<'a> {
+    name: &'a str,
+    error: &'a RefCell<Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for EntrySeed<'_> {
+    type Value = (SecretValue, RouteChange);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl EntrySeed<'_> {
+    fn fail<E: de::Error>(&self, msg: String) -> E {
+        *self.error.borrow_mut() = Some(msg.clone());
+        E::custom(msg)
+    }
+
+    fn value_seed(&self) -> ValueSeed<'_> {
+        ValueSeed {
+            name: self.name,
+            error: self.error,
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for EntrySeed<'_> {
+    type Value = (SecretValue, RouteChange);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, or an object with \"value\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut value, mut route) = (None, RouteChange::default());
+        let name = self.name;
+        while let Some(key) = map.next_key::<String>()? {
+            let bad = |what: &str| format!("{what} of {name:?} is not valid");
+            match key.as_str() {
+                "value" => value = Some(map.next_value_seed(self.value_seed())?),
+                "delivery" => {
+                    let d: String = map
+                        .next_value()
+                        .map_err(|_: A::Error| self.fail(bad("\"delivery\"")))?;
+                    route.delivery = Some(Delivery::parse(&d).ok_or_else(|| {
+                        self.fail(format!(
+                            "\"delivery\" of {name:?} must be env, setup or proxy"
+                        ))
+                    })?);
+                }
+                "hosts" => {
+                    route.hosts = Some(map.next_value().map_err(|_: A::Error| {
+                        self.fail(bad("\"hosts\" (a list of host names)"))
+                    })?)
+                }
+                "placeholder" => {
+                    let p: String = map
+                        .next_value()
+                        .map_err(|_: A::Error| self.fail(bad("\"placeholder\"")))?;
+                    route.placeholder = Some(Placeholder::parse(&p).ok_or_else(|| {
+                        self.fail(format!(
+                            "\"placeholder\" of {name:?} must be random or keep-prefix"
+                        ))
+                    })?);
+                }
+                other => {
+                    return Err(self.fail(format!(
+                        "{name:?} has an unknown member {other:?}; use value, delivery, hosts, placeholder"
+                    )));
+                }
+            }
+        }
+        let value = value.ok_or_else(|| self.fail(format!("{name:?} has no \"value\"")))?;
+        Ok((value, route))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        self.value_seed()
+            .visit_string(v)
+            .map(|v| (v, RouteChange::default()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.value_seed()
+            .visit_str(v)
+            .map(|v| (v, RouteChange::default()))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        self.value_seed().not_a_string()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        self.value_seed().not_a_string()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        self.value_seed().not_a_string()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        self.value_seed().not_a_string()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.value_seed().not_a_string()
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        self.value_seed().not_a_string()
     }
 }
 
@@ -338,7 +453,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
 }
 
 impl ValueSeed<'_> {
-    fn not_a_string<E: de::Error>(self) -> Result<SecretValue, E> {
+    fn not_a_string<E: de::Error, T>(self) -> Result<T, E> {
         let msg = format!(
             "the value of {:?} is not a string; every value must be a JSON string",
             self.name

@@ -14,6 +14,8 @@
 pub mod backend;
 pub mod import;
 pub mod keys;
+pub mod launch;
+pub mod route;
 pub mod service;
 
 use std::io;
@@ -34,6 +36,7 @@ pub use backend::{
     TokenRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
+pub use route::{Delivery, Placeholder, Route, RouteChange};
 pub use sealinit_guard::{Finding, Level};
 
 /// Why a store operation failed. Names and paths may appear; values never.
@@ -82,6 +85,8 @@ pub enum StoreError {
     SecretUndecryptable { repo: String, name: String },
     #[error("cannot seal: {0}")]
     Payload(#[from] PayloadError),
+    #[error("cannot seal: {0}")]
+    Seal(sealinit_core::bundle::BundleError),
     #[error(
         "secret {name} of {repo} is at version {found}, not {expected}: someone else changed it; nothing was changed (read it again, then retry)"
     )]
@@ -99,6 +104,8 @@ pub enum StoreError {
         "repository {repo} does not exist (is the name right?); nothing was changed; create it with `sealctl repos create {repo}`"
     )]
     NoSuchRepo { repo: String },
+    #[error("secret {name}: {reason}; nothing was changed")]
+    InvalidRoute { name: String, reason: String },
     #[error("repository {repo} already exists; nothing was changed")]
     RepoExists { repo: String },
     #[error(
@@ -129,13 +136,17 @@ pub enum StoreError {
     #[error("cannot write {}: {}", path.display(), describe_io(source))]
     Create { path: PathBuf, source: io::Error },
     #[error(
-        "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}, or allow this one on purpose (sealctl: --allow-production {name}; API: \"allow_production\": true), which the audit trail records; nothing was changed"
+        "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}{}, or allow this one on purpose (sealctl: --allow-production {name}; API: \"allow_production\": true), which the audit trail records; nothing was changed",
+        proxy_advice(hosts, false)
     )]
     ProductionCredential {
         name: String,
         rule: &'static str,
         what: &'static str,
         advice: &'static str,
+        /// The vendor's API hosts: bound to them through the egress proxy,
+        /// the value never enters a sandbox and is let in.
+        hosts: &'static [&'static str],
         /// ", and N more secrets" when several were refused.
         more: String,
     },
@@ -172,6 +183,35 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// `--delivery proxy --host H...`: sealctl's flags for a value the egress
+/// proxy takes to `hosts` only.
+pub fn proxy_flags(hosts: &[&str]) -> String {
+    let mut out = "--delivery proxy".to_owned();
+    for h in hosts {
+        out.push_str(" --host ");
+        out.push_str(h);
+    }
+    out
+}
+
+/// ", or keep it out of the sandbox: ...": the guard's advice for a rule
+/// with vendor hosts, in the CLI's words (flags) or the API's (fields).
+pub fn proxy_advice(hosts: &[&str], api: bool) -> String {
+    if hosts.is_empty() {
+        return String::new();
+    }
+    let how = match api {
+        false => proxy_flags(hosts),
+        true => format!(
+            "\"delivery\": \"proxy\", \"hosts\": {}",
+            serde_json::json!(hosts)
+        ),
+    };
+    format!(
+        ", or keep it out of the sandbox: deliver it through the egress proxy to the vendor's API only ({how})"
+    )
+}
 
 fn known_ids(ids: &[String]) -> String {
     match ids {
@@ -245,6 +285,9 @@ pub struct SetOptions<'a> {
     /// a forgotten pipe than a choice). Imports of whole files pass it, as
     /// `NAME=` there is explicit.
     pub allow_empty: bool,
+    /// What each entry's write does to its route, by index (entries past
+    /// its end keep theirs; new ones are `env`).
+    pub routes: &'a [RouteChange],
 }
 
 /// A repository's secrets, decrypted for sealing.
@@ -257,6 +300,9 @@ pub struct RepoSecrets {
     pub versions: Vec<i64>,
     /// The code-loading names allowed when they were set.
     pub allowed: Vec<String>,
+    /// The route of each entry, in the same order (its delivery is the
+    /// entry's).
+    pub routes: Vec<Route>,
 }
 
 /// One repository as listed.
@@ -281,6 +327,9 @@ pub struct SecretInfo {
     pub updated_by: String,
     /// Unix seconds: its first version since it was last deleted.
     pub created_at: i64,
+    /// Its delivery, hosts and placeholder shape.
+    #[serde(flatten)]
+    pub route: Route,
 }
 
 /// A master key the store knows, as `store master-keys` lists it.
@@ -539,14 +588,6 @@ impl Store {
         {
             return Err(PayloadError::CodeLoadingName(e.name.clone()).into());
         }
-        let findings = guard(entries, opts.allow_production)?;
-        let rules_of = |name: &str, level| -> Vec<&'static str> {
-            findings
-                .iter()
-                .filter(|f| f.name == name && f.rule.level == level)
-                .map(|f| f.rule.id)
-                .collect()
-        };
         let now = sealinit_core::time::now() as i64;
         let keep = self.db.keep()?;
         let (keys, actor) = (&self.keys, self.actor.as_str());
@@ -554,8 +595,28 @@ impl Store {
         self.db.write(repo, &mut |w| {
             done.clear();
             let repo = w.repo().to_owned();
+            // Each entry's route after the write: its change applied to
+            // the current version's, read in this transaction.
+            let routes: Vec<Route> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let change = opts.routes.get(i).cloned().unwrap_or_default();
+                    let mut r = change.apply(w.route(&e.name)?.as_ref());
+                    r.validate(&e.name)?;
+                    Ok(r)
+                })
+                .collect::<Result<_>>()?;
+            let findings = guard(entries, opts.allow_production, &routes)?;
+            let rules_of = |name: &str, level| -> Vec<&'static str> {
+                findings
+                    .iter()
+                    .filter(|f| f.name == name && f.rule.level == level)
+                    .map(|f| f.rule.id)
+                    .collect()
+            };
             let dk = Self::data_key_for_write(keys, w)?;
-            for e in entries {
+            for (e, route) in entries.iter().zip(&routes) {
                 let current = w.version(&e.name)?;
                 if let Some(expected) = opts.if_version {
                     let found = current.unwrap_or(0);
@@ -574,9 +635,14 @@ impl Store {
                 let row = SealedRow {
                     name: e.name.clone(),
                     version,
-                    sealed: encrypt(&dk, &row_aad(&repo, &e.name, version), e.value.expose())?,
+                    sealed: encrypt(
+                        &dk,
+                        &row_aad(&repo, &e.name, version, route),
+                        e.value.expose(),
+                    )?,
                     size: e.value.len() as i64,
                     allow_code_loading: opts.allow_names.contains(&e.name),
+                    route: route.clone(),
                 };
                 w.put(&row, now, actor)?;
                 w.prune(&e.name, keep)?;
@@ -602,7 +668,10 @@ impl Store {
                 action: "set".into(),
                 repo: repo.clone(),
                 detail: serde_json::json!({
-                    "secrets": done.iter().map(|d| serde_json::json!({"name": d.name, "version": d.version})).collect::<Vec<_>>(),
+                    "secrets": done.iter().zip(&routes).map(|(d, r)| match r.delivery {
+                        Delivery::Env => serde_json::json!({"name": d.name, "version": d.version}),
+                        _ => serde_json::json!({"name": d.name, "version": d.version, "delivery": r.delivery, "hosts": r.hosts}),
+                    }).collect::<Vec<_>>(),
                     "allowed_code_loading": allowed,
                     "allowed_production": done.iter().filter(|d| !d.allowed_production.is_empty())
                         .map(|d| serde_json::json!({"name": d.name, "rules": d.allowed_production})).collect::<Vec<_>>(),
@@ -640,20 +709,22 @@ impl Store {
             // the plaintext is never copied.
             let dk = Self::data_key_for_write(keys, w)?;
             let mut buf = Zeroizing::new(old.sealed);
-            if !open_in_place(&dk, &row_aad(&repo, name, to), &mut buf) {
+            if !open_in_place(&dk, &row_aad(&repo, name, to, &old.route), &mut buf) {
                 return Err(StoreError::SecretUndecryptable {
                     repo: repo.clone(),
                     name: name.to_owned(),
                 });
             }
             let version = last + 1;
-            seal_in_place(&dk, &row_aad(&repo, name, version), &mut buf)?;
+            // The route is the version's too: a rollback restores it.
+            seal_in_place(&dk, &row_aad(&repo, name, version, &old.route), &mut buf)?;
             let row = SealedRow {
                 name: name.to_owned(),
                 version,
                 sealed: std::mem::take(&mut *buf),
                 size: old.size,
                 allow_code_loading: old.allow_code_loading,
+                route: old.route.clone(),
             };
             let created = w.version(name)?.is_none();
             w.put(&row, now, actor)?;
@@ -926,6 +997,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut versions = Vec::new();
         let mut allowed = Vec::new();
+        let mut routes = Vec::new();
         let (wraps, rows) = self.db.rows(&repo)?;
         if rows.is_empty() && !allow_empty {
             return Err(StoreError::EmptyRepo { repo });
@@ -938,7 +1010,7 @@ impl Store {
             versions.push(row.version);
             let mut value = decrypt(
                 dk.as_ref().expect("rows need their data key"),
-                &row_aad(&repo, &row.name, row.version),
+                &row_aad(&repo, &row.name, row.version, &row.route),
                 row.sealed,
             )
             .ok_or_else(|| StoreError::SecretUndecryptable {
@@ -952,14 +1024,16 @@ impl Store {
                 name: row.name,
                 // Moved out of the zeroizing wrapper, not copied.
                 value: SecretValue::from(std::mem::take(&mut *value)),
-                delivery: Default::default(),
+                delivery: row.route.delivery,
             });
+            routes.push(row.route);
         }
         Ok(RepoSecrets {
             repo,
             entries,
             versions,
             allowed,
+            routes,
         })
     }
 
@@ -1082,7 +1156,7 @@ impl Store {
             let rows = w.stored_rows()?;
             count = rows.len();
             for mut r in rows {
-                let aad = row_aad(&r.repo, &r.row.name, r.row.version);
+                let aad = row_aad(&r.repo, &r.row.name, r.row.version, &r.row.route);
                 let mut buf = Zeroizing::new(std::mem::take(&mut r.row.sealed));
                 if !open_in_place(&old, &aad, &mut buf) {
                     return Err(StoreError::SecretUndecryptable {
@@ -1111,12 +1185,22 @@ impl Store {
 /// The production-credential guard over values about to be stored: an
 /// error for the first refusing hit whose name is not in `allowed`; the
 /// findings otherwise (warnings, and the hits let through).
-pub fn guard(entries: &[Entry], allowed: &[String]) -> Result<Vec<Finding>> {
+///
+/// A value delivered through the egress proxy only to hosts of the rule's
+/// vendor (`routes`, by entry) never enters a sandbox: it is let in.
+pub fn guard(entries: &[Entry], allowed: &[String], routes: &[Route]) -> Result<Vec<Finding>> {
     let findings =
         sealinit_guard::check_entries(entries.iter().map(|e| (e.name.as_str(), e.value.expose())));
+    let proxied = |f: &Finding| {
+        entries
+            .iter()
+            .position(|e| e.name == f.name)
+            .and_then(|i| routes.get(i))
+            .is_some_and(|r| r.delivery == Delivery::Proxy && r.within(f.rule.hosts))
+    };
     let refused: Vec<&Finding> = findings
         .iter()
-        .filter(|f| f.rule.level == Level::Refuse && !allowed.contains(&f.name))
+        .filter(|f| f.rule.level == Level::Refuse && !allowed.contains(&f.name) && !proxied(f))
         .collect();
     if let Some(f) = refused.first() {
         let mut names: Vec<&str> = refused.iter().map(|f| f.name.as_str()).collect();
@@ -1126,6 +1210,7 @@ pub fn guard(entries: &[Entry], allowed: &[String]) -> Result<Vec<Finding>> {
             rule: f.rule.id,
             what: f.rule.what,
             advice: f.rule.advice,
+            hosts: f.rule.hosts,
             more: match names.len() {
                 1 => String::new(),
                 n => format!(", and {} more secret(s)", n - 1),
@@ -1182,7 +1267,7 @@ fn to_data_keys(db: &mut dyn Backend, master: &MasterKey) -> Result<()> {
                     &data_keys.last().expect("just pushed").1
                 }
             };
-            let aad = row_aad(&r.repo, &r.row.name, r.row.version);
+            let aad = row_aad(&r.repo, &r.row.name, r.row.version, &r.row.route);
             let mut buf = Zeroizing::new(std::mem::take(&mut r.row.sealed));
             if !open_in_place(master.key(), &aad, &mut buf) {
                 return Err(StoreError::SecretUndecryptable {
@@ -1220,13 +1305,14 @@ fn legacy_check_aad() -> Vec<u8> {
 
 /// `sealinit-store-v1 NUL repo NUL name NUL version(u64 LE)`: names and
 /// repositories contain no NUL, so the encoding is unambiguous.
-fn row_aad(repo: &str, name: &str, version: i64) -> Vec<u8> {
+fn row_aad(repo: &str, name: &str, version: i64, route: &Route) -> Vec<u8> {
     let mut aad = b"sealinit-store-v1\0".to_vec();
     aad.extend_from_slice(repo.as_bytes());
     aad.push(0);
     aad.extend_from_slice(name.as_bytes());
     aad.push(0);
     aad.extend_from_slice(&(version as u64).to_le_bytes());
+    route.aad(&mut aad);
     aad
 }
 

@@ -787,6 +787,8 @@ struct AddForm {
     name: Option<String>,
     value: Option<Value>,
     allow_production: Option<String>,
+    delivery: Option<String>,
+    hosts: Option<String>,
 }
 
 async fn add(
@@ -801,6 +803,7 @@ async fn add(
         allow_production: ticked(&f.allow_production),
         allow_name: false,
         allow_empty: false,
+        route: route_change(f.delivery.as_deref(), f.hosts.as_deref())?,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
@@ -916,8 +919,10 @@ async fn import(
                         &r,
                         service::Format::Env { expand: false },
                         content,
-                        service::AllowProduction::All(allow),
-                        &[],
+                        service::ImportOptions {
+                            allow: service::AllowProduction::All(allow),
+                            ..Default::default()
+                        },
                     )
                 })
                 .await
@@ -1044,6 +1049,34 @@ struct UpdateForm {
     value: Option<Value>,
     if_version: Option<i64>,
     allow_production: Option<String>,
+    delivery: Option<String>,
+    hosts: Option<String>,
+}
+
+/// The delivery fields of a form: the choice, and the hosts (one per line,
+/// or separated by spaces or commas).
+fn route_change(
+    delivery: Option<&str>,
+    hosts: Option<&str>,
+) -> Result<sealinit_store::RouteChange, PageError> {
+    let delivery = match delivery {
+        None => None,
+        Some(d) => Some(
+            sealinit_store::Delivery::parse(d)
+                .ok_or_else(|| PageError::Bad(format!("unknown delivery {d:?}")))?,
+        ),
+    };
+    let hosts = hosts.map(|h| {
+        h.split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    Ok(sealinit_store::RouteChange {
+        delivery,
+        hosts,
+        placeholder: None,
+    })
 }
 
 async fn update(
@@ -1061,6 +1094,7 @@ async fn update(
         allow_production: ticked(&f.allow_production),
         allow_name: false,
         allow_empty: false,
+        route: route_change(f.delivery.as_deref(), f.hosts.as_deref())?,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {

@@ -4,7 +4,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use sealinit_store::{AuditRecord, HistoryEntry};
+use sealinit_store::{AuditRecord, Delivery, HistoryEntry};
 
 use super::session::Flash;
 use crate::error::{ApiError, Field, GuardVerdict};
@@ -300,6 +300,44 @@ fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
     }
 }
 
+/// Where a secret goes: a choice of delivery, and a proxy secret's hosts
+/// (one per line or separated by spaces or commas).
+fn delivery_fields(id: &str, current: Delivery, hosts: &[String]) -> Markup {
+    let choice = |d: Delivery, label: &str, hint: &str| {
+        let radio = format!("{id}-{d}");
+        html! {
+            div.choice {
+                input type="radio" id=(radio) name="delivery" value=(d.as_str()) checked[current == d]
+                    aria-describedby=(format!("{radio}-hint"));
+                label for=(radio) { (label) }
+                p.hint id=(format!("{radio}-hint")) { (hint) }
+            }
+        }
+    };
+    html! {
+        fieldset.delivery {
+            legend { "Delivery" }
+            (choice(Delivery::Env, "Environment", "An environment variable of the setup steps and the agent."))
+            (choice(Delivery::Setup, "Setup only", "Only the setup steps see it; wiped before the agent starts."))
+            (choice(Delivery::Proxy, "Through the proxy", "The agent sees a placeholder; the egress proxy puts the value into requests to the hosts below only."))
+            label for=(format!("{id}-hosts")) { "Hosts (proxy only)" }
+            textarea id=(format!("{id}-hosts")) name="hosts" rows="2" autocomplete="off"
+                autocapitalize="off" spellcheck="false" aria-describedby=(format!("{id}-hosts-hint")) {
+                (hosts.join("\n"))
+            }
+            p.hint id=(format!("{id}-hosts-hint")) { "One per line: api.stripe.com, *.example.com, with an optional :port." }
+        }
+    }
+}
+
+/// A secret's delivery as a table cell or fact: "proxy → api.stripe.com".
+fn delivery_text(s: &SecretMeta) -> String {
+    match s.delivery {
+        Delivery::Proxy => format!("proxy → {}", s.hosts.join(", ")),
+        d => d.as_str().to_owned(),
+    }
+}
+
 /// What the Secrets tab shows.
 #[derive(Debug)]
 pub struct SecretsTab<'a> {
@@ -335,6 +373,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                         thead { tr {
                             th scope="col" { "Name" } th scope="col" { "Size" } th scope="col" { "Version" }
                             th scope="col" { "Updated" } th scope="col" { "By" }
+                            th scope="col" { "Delivery" }
                         } }
                         tbody {
                             @for s in t.secrets {
@@ -344,6 +383,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                                     td.num { (s.version) }
                                     td { (rfc_time(&s.updated_at)) }
                                     td.by { (s.updated_by) }
+                                    td.delivery { (delivery_text(s)) }
                                 }
                             }
                         }
@@ -366,6 +406,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                     p.hint #add-name-hint { "Letters, digits and _, not starting with a digit: API_KEY." }
                     (field_error("add-name-error", t.add_error.name.as_deref()))
                     (value_field("add-value", "Value", t.add_error.value.as_deref()))
+                    (delivery_fields("add", Delivery::Env, &[]))
                     (allow_box("add-allow"))
                     div.actions { button type="submit" { "Add secret" } }
                 }
@@ -423,6 +464,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                 dt { "Updated" } dd { (rfc_time(&m.updated_at)) }
                 dt { "By" } dd { (m.updated_by) }
                 dt { "Created" } dd { (rfc_time(&m.created_at)) }
+                dt { "Delivery" } dd { (delivery_text(m)) }
             }
             @if v.can_write {
                 h2 #update { "Update" }
@@ -432,6 +474,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                     @if let Some(e) = &v.error.form { p.error role="alert" { (e) } }
                     p.hint { "The current value is never shown. A new value becomes version " (m.version + 1) "." }
                     (value_field("update-value", "New value", v.error.value.as_deref()))
+                    (delivery_fields("update", m.delivery, &m.hosts))
                     (allow_box("update-allow"))
                     div.actions { button type="submit" { "Save new value" } }
                 }
