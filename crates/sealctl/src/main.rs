@@ -1179,7 +1179,7 @@ fn inspect(path: &Path, key: Option<&Path>, as_json: bool) -> Result<()> {
     let result = if as_json {
         let entries = opened.as_ref().map(|o| {
             o.entries()
-                .map(|e| json!({"name": e.name(), "size": e.value().len()}))
+                .map(|e| json!({"name": e.name(), "size": e.value().len(), "delivery": e.delivery()}))
                 .collect::<Vec<_>>()
         });
         let doc = json!({
@@ -1189,6 +1189,9 @@ fn inspect(path: &Path, key: Option<&Path>, as_json: bool) -> Result<()> {
             "expires": h.expires,
             "expired": expired,
             "label": h.label,
+            "repo": h.repo,
+            "part": h.part,
+            "bindings": h.bindings,
             "payload_bytes": layout.payload_len,
             "verified": opened.is_some(),
             "entries": entries,
@@ -1208,13 +1211,31 @@ fn inspect(path: &Path, key: Option<&Path>, as_json: bool) -> Result<()> {
                 None => writeln!(out, "label:    (none)")?,
                 Some(l) => writeln!(out, "label:    {l:?}")?,
             }
+            if let Some(r) = &h.repo {
+                writeln!(out, "repo:     {r:?}")?;
+            }
+            if h.part.is_some() {
+                writeln!(
+                    out,
+                    "part:     the egress proxy's (never give it to a sandbox)"
+                )?;
+            }
+            for (name, b) in h.bindings.iter().flatten() {
+                writeln!(out, "  binds {name} to {}", b.hosts.join(" "))?;
+            }
             writeln!(out, "payload:  {} bytes, encrypted", layout.payload_len)?;
             match &opened {
                 None => writeln!(out, "verified: no (pass --key to verify and list names)")?,
                 Some(o) => {
                     writeln!(out, "verified: yes, {} entries", o.len())?;
                     for e in o.entries() {
-                        writeln!(out, "  {:<32} {} bytes", e.name(), e.value().len())?;
+                        writeln!(
+                            out,
+                            "  {:<32} {} bytes  {}",
+                            e.name(),
+                            e.value().len(),
+                            e.delivery()
+                        )?;
                     }
                 }
             }

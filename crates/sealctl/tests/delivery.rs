@@ -420,3 +420,55 @@ fn the_api_takes_and_shows_routes_and_mints_both_parts() {
         assert!(!server.log_text().contains("sk_test_x1"));
     });
 }
+
+/// A version's route is bound into its ciphertext: a row turned from
+/// `proxy` into `env` in the database no longer opens, so nothing seals it
+/// into a sandbox.
+#[test]
+fn a_route_edited_in_the_database_does_not_decrypt() {
+    let env = StoreDir::new();
+    env.create(REPOS);
+    ok(&set(
+        &env,
+        "STRIPE",
+        "sk_test_route",
+        &["--delivery", "proxy", "--host", "api.stripe.com"],
+    ));
+    let db = rusqlite::Connection::open(env.path("data/store.db")).unwrap();
+    db.execute("UPDATE secrets SET route = '' WHERE name = 'STRIPE'", [])
+        .unwrap();
+    drop(db);
+    let o = env.run(
+        &["seal", "--repo", "acme/api", "--out", "b", "--key-out", "k"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not decrypt"), "{}", stderr(&o));
+    assert!(!env.path("b").exists());
+}
+
+/// Secrets stored before schema 8 read as `env`.
+#[test]
+fn secrets_from_an_earlier_release_are_env() {
+    let env = StoreDir::empty();
+    let fixtures = workspace_root().join("crates/sealinit-store/tests/fixtures");
+    fs::create_dir_all(env.path("data")).unwrap();
+    fs::copy(fixtures.join("store-v1.db"), env.path("data/store.db")).unwrap();
+    fs::copy(fixtures.join("master-v1.key"), env.path("master.key")).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut fs::metadata(env.path("master.key")).unwrap().permissions(),
+        0o600,
+    );
+    fs::set_permissions(
+        env.path("master.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let l = list(&env);
+    assert!(!l.is_empty());
+    assert!(
+        l.iter()
+            .all(|s| s["delivery"] == "env" && s.get("hosts").is_none()),
+        "{l:?}"
+    );
+}

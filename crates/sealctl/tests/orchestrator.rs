@@ -517,7 +517,7 @@ fn json_reports_what_changed_and_never_a_value_on(env: Env) {
     assert_eq!(doc["label"], "acme/api");
     assert_eq!(
         doc["secrets"],
-        serde_json::json!([{"name": "TOKEN", "size": 18}])
+        serde_json::json!([{"name": "TOKEN", "size": 18, "delivery": "env"}])
     );
     assert!(doc["expires"].is_string());
     assert!(!stdout(&o).contains("SECRET-VALUE"));
@@ -761,7 +761,7 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     .unwrap();
     let o = env.run(&["store", "migrate"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is at schema 7"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is at schema 8"), "{}", stderr(&o));
     let o = env.run(&["repos", "--json"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc = repos_json(&o);

@@ -238,6 +238,34 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     site.b.goto(&site.b.url());
     assert_eq!(site.flash(), "", "the result shows once");
 
+    // A secret through the proxy: its delivery and hosts, on the form and
+    // in the table; without a host the form says what is missing.
+    let stripe = site.value("sk_test_page-PROXY-7c2e19");
+    let b = &site.b;
+    b.type_into("#add-name", "PAYMENTS_KEY");
+    b.type_into("#add-value", &stripe);
+    b.click("#add-delivery option[value=proxy]");
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert!(
+        site.b.text("main").contains("at least one host"),
+        "{}",
+        site.b.text("main")
+    );
+    let b = &site.b;
+    b.type_into("#add-value", &stripe);
+    b.click("#add-delivery option[value=proxy]");
+    b.type_into("#add-hosts", "api.stripe.com");
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert_eq!(site.flash(), "Added PAYMENTS_KEY (version 1).");
+    let r = row(&site.b, "PAYMENTS_KEY");
+    assert_eq!(r[5], "proxy → api.stripe.com", "{r:?}");
+    site.assert_clean();
+    // (`sealctl run`, which the steps below use, starts no egress proxy.)
+    ok(&site.env.run(
+        &["secrets", "rm", "--repo", "acme/web", "PAYMENTS_KEY"],
+        None,
+    ));
+
     // Update: the field starts empty; version 2.
     site.b.submit("a[href$='/s/API_KEY']");
     let b = &site.b;

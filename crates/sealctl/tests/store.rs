@@ -344,12 +344,12 @@ fn a_row_copied_to_another_repo_or_name_does_not_decrypt() {
     let db = rusqlite::Connection::open(env.path("data/store.db")).unwrap();
     // Copy to another repository, then to another name in the same one.
     db.execute(
-        "INSERT INTO secrets SELECT 'evil/repo', name, version, nonce, ciphertext, size, updated_at, allow_code_loading FROM secrets WHERE repo = 'acme/api'",
+        "INSERT INTO secrets SELECT 'evil/repo', name, version, nonce, ciphertext, size, updated_at, allow_code_loading, route FROM secrets WHERE repo = 'acme/api'",
         [],
     )
     .unwrap();
     db.execute(
-        "INSERT INTO secrets SELECT repo, 'RENAMED', version, nonce, ciphertext, size, updated_at, allow_code_loading FROM secrets WHERE repo = 'acme/api'",
+        "INSERT INTO secrets SELECT repo, 'RENAMED', version, nonce, ciphertext, size, updated_at, allow_code_loading, route FROM secrets WHERE repo = 'acme/api'",
         [],
     )
     .unwrap();

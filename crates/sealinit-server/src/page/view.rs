@@ -300,33 +300,27 @@ fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
     }
 }
 
-/// Where a secret goes: a choice of delivery, and a proxy secret's hosts
-/// (one per line or separated by spaces or commas).
+/// Where a secret goes: its delivery, and a proxy secret's hosts (one per
+/// line, or separated by spaces or commas).
 fn delivery_fields(id: &str, current: Delivery, hosts: &[String]) -> Markup {
-    let choice = |d: Delivery, label: &str, hint: &str| {
-        let radio = format!("{id}-{d}");
-        html! {
-            div.choice {
-                input type="radio" id=(radio) name="delivery" value=(d.as_str()) checked[current == d]
-                    aria-describedby=(format!("{radio}-hint"));
-                label for=(radio) { (label) }
-                p.hint id=(format!("{radio}-hint")) { (hint) }
-            }
-        }
+    let select = format!("{id}-delivery");
+    let option = |d: Delivery, label: &str| {
+        html! { option value=(d.as_str()) selected[current == d] { (label) } }
     };
     html! {
-        fieldset.delivery {
-            legend { "Delivery" }
-            (choice(Delivery::Env, "Environment", "An environment variable of the setup steps and the agent."))
-            (choice(Delivery::Setup, "Setup only", "Only the setup steps see it; wiped before the agent starts."))
-            (choice(Delivery::Proxy, "Through the proxy", "The agent sees a placeholder; the egress proxy puts the value into requests to the hosts below only."))
-            label for=(format!("{id}-hosts")) { "Hosts (proxy only)" }
-            textarea id=(format!("{id}-hosts")) name="hosts" rows="2" autocomplete="off"
-                autocapitalize="off" spellcheck="false" aria-describedby=(format!("{id}-hosts-hint")) {
-                (hosts.join("\n"))
-            }
-            p.hint id=(format!("{id}-hosts-hint")) { "One per line: api.stripe.com, *.example.com, with an optional :port." }
+        label for=(select) { "Delivery" }
+        select id=(select) name="delivery" aria-describedby=(format!("{select}-hint")) {
+            (option(Delivery::Env, "Environment: the setup steps and the agent"))
+            (option(Delivery::Setup, "Setup only: wiped before the agent starts"))
+            (option(Delivery::Proxy, "Through the proxy: the agent sees a placeholder"))
         }
+        p.hint id=(format!("{select}-hint")) { "Through the proxy, the value is put into requests to the hosts below only, outside the sandbox." }
+        label for=(format!("{id}-hosts")) { "Hosts (proxy only)" }
+        textarea id=(format!("{id}-hosts")) name="hosts" rows="2" autocomplete="off"
+            autocapitalize="off" spellcheck="false" aria-describedby=(format!("{id}-hosts-hint")) {
+            (hosts.join("\n"))
+        }
+        p.hint id=(format!("{id}-hosts-hint")) { "One per line: api.stripe.com, *.example.com, with an optional :port." }
     }
 }
 
