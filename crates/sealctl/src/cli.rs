@@ -81,6 +81,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The egress proxy for one launch's proxy part (`seal --proxy-out`):
+    /// its placeholders become values only in HTTPS requests to their hosts
+    Proxy(sealctl::proxy::ProxyOptions),
     /// Run COMMAND under sealinit with a repository's secrets (fresh key, per-launch bundle)
     Run(RunArgs),
     /// Print the audit trail: every change and every seal, never a value;

@@ -10,6 +10,7 @@
 pub mod error;
 pub mod import;
 pub mod local;
+pub mod proxy;
 pub mod remote;
 pub mod sandbox;
 pub mod stores;

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     // store and run here even with --server.
     let on_files = matches!(
         &cli.command,
-        Command::Keygen { .. } | Command::Inspect { .. }
+        Command::Keygen { .. } | Command::Inspect { .. } | Command::Proxy(_)
     ) || matches!(&cli.command, Command::Seal(a) if a.repo.is_none());
     let servers = cli.server.join(",");
     if let Some(server) = Some(servers.as_str()).filter(|s| !s.is_empty() && !on_files) {
@@ -89,6 +89,7 @@ fn main() -> ExitCode {
             ..
         } => repos_create(&store, &repo, json),
         Command::Run(args) => run(args),
+        Command::Proxy(opts) => sealctl::proxy::run(opts),
         Command::Audit {
             action: Some(action),
             ..

@@ -198,8 +198,8 @@ pub fn run(
             }
             Ok(())
         }
-        Command::Keygen { .. } | Command::Inspect { .. } => {
-            unreachable!("file commands run locally")
+        Command::Keygen { .. } | Command::Inspect { .. } | Command::Proxy(_) => {
+            unreachable!("file commands and the proxy run locally")
         }
         Command::Store(_) => Err(local_only("store")),
         Command::Serve(_) => Err(local_only("serve")),

@@ -21,10 +21,13 @@ pub struct LockedPages {
 // SAFETY: `LockedPages` owns its mapping alone (nothing else holds the
 // pointer), and the mapping and its lock belong to the process, not to a
 // thread: moving it to another thread (a store handed between the
-// service's blocking threads) cannot create aliasing or a data race. It is
-// deliberately not `Sync`: `&LockedPages` gives no mutation, but shared
-// references across threads are not needed.
+// service's blocking threads) cannot create aliasing or a data race.
 unsafe impl Send for LockedPages {}
+
+// SAFETY: every method that writes the mapping takes `&mut self`; through
+// `&LockedPages` the pages are only read, so threads sharing it (the egress
+// proxy's connections reading a launch's values) cannot race.
+unsafe impl Sync for LockedPages {}
 
 impl LockedPages {
     /// Maps `len` zeroed bytes (rounded up to whole pages, at least one).

@@ -1,0 +1,360 @@
+//! Issue #26 (first part): `sealctl proxy` with real clients (curl, Python)
+//! and real HTTPS upstreams on loopback (their own test CA, named through
+//! `--proxy-resolve`).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use sealinit_testkit::*;
+
+/// An HTTPS server on 127.0.0.1 for `names`, with its own CA: it answers
+/// each request with what it received (request line and headers) and
+/// appends the same to `log`.
+struct Upstream {
+    child: Child,
+    port: u16,
+    ca: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn upstream(env: &StoreDir, names: &[&str]) -> Upstream {
+    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let script = format!(
+        "set -e
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout up-ca.key -out up-ca.pem -days 2 -subj /CN=up-ca 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -keyout up.key -out up.csr -subj /CN={} 2>/dev/null
+         printf 'subjectAltName={}\\n' > up.ext
+         openssl x509 -req -in up.csr -CA up-ca.pem -CAkey up-ca.key -CAcreateserial -out up.pem -days 2 -extfile up.ext 2>/dev/null",
+        names[0],
+        sans.join(",")
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", stderr(&o));
+    let server = r#"
+import http.server, ssl, sys
+log = open(sys.argv[1], "ab", buffering=0)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def handle_one_request(self):
+        return super().handle_one_request()
+    def reply(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        seen = (self.requestline + "\n" + str(self.headers)).encode() + body + b"\n--\n"
+        log.write(seen)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(seen)))
+        self.end_headers()
+        self.wfile.write(seen)
+    do_GET = do_POST = reply
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("up.pem", "up.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let log = env.path("upstream.log");
+    let mut child = Command::new("python3")
+        .args(["-c", server, log.to_str().unwrap()])
+        .current_dir(env.dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Upstream {
+        child,
+        port: line.trim().parse().unwrap(),
+        ca: env.path("up-ca.pem"),
+        log,
+    }
+}
+
+/// A running `sealctl proxy`, ended when dropped.
+struct ProxyProc(Child);
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sealctl proxy` for the part in `p`/`pk`, once it listens.
+fn proxy(env: &StoreDir, up: &Upstream, hosts: &[&str]) -> (ProxyProc, String) {
+    let mut args = vec![
+        "proxy".to_owned(),
+        "--bundle".into(),
+        "p".into(),
+        "--key-file".into(),
+        "pk".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--ca-out".into(),
+        "launch-ca.pem".into(),
+        "--proxy-upstream-ca".into(),
+        up.ca.display().to_string(),
+    ];
+    for h in hosts {
+        args.extend([
+            "--proxy-resolve".into(),
+            format!("{h}:{}:127.0.0.1", up.port),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = ProxyProc(
+        env.cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "proxy exited");
+        if let Some(rest) = line.strip_prefix("sealctl proxy: listening on ") {
+            let addr = rest.split_whitespace().next().unwrap().to_owned();
+            std::thread::spawn(move || for _ in err.lines() {});
+            return (child, addr);
+        }
+    }
+}
+
+/// curl through the proxy, trusting the launch's CA.
+fn through(env: &StoreDir, proxy: &str) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--proxy", &format!("http://{proxy}"), "--cacert"])
+        .arg(env.path("launch-ca.pem"));
+    c
+}
+
+/// curl through the proxy: status and body.
+fn curl(
+    env: &StoreDir,
+    proxy: &str,
+    port: u16,
+    url_host: &str,
+    headers: &[String],
+) -> (u16, String) {
+    let mut c = through(env, proxy);
+    c.args(["-o", "-", "-w", "\n%{http_code}"]);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    c.arg(format!("https://{url_host}:{port}/v1/charges?limit=1"));
+    let o = c.output().unwrap();
+    let out = stdout(&o);
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn placeholders_become_values_only_toward_their_hosts() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let stripe = "sk_test_51Proxy0123456789abcdefXYZ";
+    let app = "app-env-value-2e81c4b7";
+    let set = |name: &str, value: &str, extra: &[&str]| {
+        let mut args = vec!["secrets", "set", "--repo", "acme/api", name];
+        args.extend_from_slice(extra);
+        ok(&env.run(&args, Some(value.as_bytes())));
+    };
+    // The upstreams listen on one loopback port, which the binding names.
+    let up = upstream(&env, &["api.stripe.test", "other.test"]);
+    let bound = format!("api.stripe.test:{}", up.port);
+    set(
+        "STRIPE_KEY",
+        stripe,
+        &[
+            "--delivery",
+            "proxy",
+            "--host",
+            &bound,
+            "--placeholder",
+            "keep-prefix",
+        ],
+    );
+    set("APP", app, &[]);
+    ok(&env.run(
+        &[
+            "seal",
+            "--repo",
+            "acme/api",
+            "--out",
+            "b",
+            "--key-out",
+            "k",
+            "--proxy-out",
+            "p",
+            "--proxy-key-out",
+            "pk",
+        ],
+        None,
+    ));
+    let (_proxy, addr) = proxy(&env, &up, &["api.stripe.test", "other.test"]);
+    // The placeholder the sandbox got (read with sealinit, as the agent).
+    let o = Command::new(workspace_bin("sealinit"))
+        .args(["--bundle", env.path("b").to_str().unwrap()])
+        .args([
+            "--key-file",
+            env.path("k").to_str().unwrap(),
+            "printenv",
+            "STRIPE_KEY",
+        ])
+        .output()
+        .unwrap();
+    let placeholder = stdout(&o).trim().to_owned();
+    assert!(
+        placeholder.starts_with("sk_test_") && placeholder != stripe,
+        "{placeholder}"
+    );
+
+    // Bound host: the upstream receives the real value.
+    let auth = format!("Authorization: Bearer {placeholder}");
+    let (code, body) = curl(
+        &env,
+        &addr,
+        up.port,
+        "api.stripe.test",
+        std::slice::from_ref(&auth),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&format!("Bearer {stripe}")), "{body}");
+    // Basic credentials are decoded, replaced and encoded again.
+    let o = through(&env, &addr)
+        .args(["-u", &format!("{placeholder}:")])
+        .arg(format!("https://api.stripe.test:{}/", up.port))
+        .output()
+        .unwrap();
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{stripe}:"));
+    assert!(stdout(&o).contains(&basic), "{}", stdout(&o));
+
+    // Another host: refused with a plain answer; the upstream gets nothing.
+    let before = fs::read_to_string(&up.log).unwrap();
+    let (code, body) = curl(
+        &env,
+        &addr,
+        up.port,
+        "other.test",
+        std::slice::from_ref(&auth),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("STRIPE_KEY") && body.contains("other.test"),
+        "{body}"
+    );
+    // An env value, raw or base64-encoded, to any host: refused.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(app);
+    for h in [format!("X-Data: {app}"), format!("X-Data: {b64}")] {
+        let (code, body) = curl(&env, &addr, up.port, "other.test", &[h]);
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains("APP"), "{body}");
+    }
+    // ... and in a body (chunked, as a streaming client sends it).
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "--proxy",
+            &format!("http://{addr}"),
+            "--cacert",
+        ])
+        .arg(env.path("launch-ca.pem"))
+        .args([
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("{{\"x\": \"{b64}\"}}"),
+        ])
+        .arg(format!("https://other.test:{}/upload", up.port))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).ends_with("403") && stdout(&o).contains("APP"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(&up.log).unwrap(),
+        before,
+        "nothing reached the upstream"
+    );
+    // A body without a secret goes through, chunked or not.
+    let o = through(&env, &addr)
+        .args([
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "hello-body",
+        ])
+        .arg(format!("https://other.test:{}/upload", up.port))
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("hello-body"), "{}", stdout(&o));
+    // A Host header that is not the CONNECT host: refused.
+    let (code, body) = curl(
+        &env,
+        &addr,
+        up.port,
+        "api.stripe.test",
+        &["Host: other.test".into(), auth.clone()],
+    );
+    assert_eq!(code, 403, "{body}");
+    // Plain HTTP with the placeholder: refused.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "--proxy",
+            &format!("http://{addr}"),
+        ])
+        .args(["-H", &auth])
+        .arg(format!("http://api.stripe.test:{}/", up.port))
+        .output()
+        .unwrap();
+    assert!(stdout(&o).ends_with("403"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("plain HTTP"), "{}", stdout(&o));
+    // Python's urllib through HTTPS_PROXY, trusting the launch CA.
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import ssl,sys,urllib.request\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
+             req = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Bearer ' + sys.argv[3]})\n\
+             print(urllib.request.urlopen(req, context=ctx).read().decode())",
+            &format!("https://api.stripe.test:{}/py", up.port),
+            env.path("launch-ca.pem").to_str().unwrap(),
+            &placeholder,
+        ])
+        .env("HTTPS_PROXY", format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains(&format!("Bearer {stripe}")),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}

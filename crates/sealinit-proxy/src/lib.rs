@@ -1,0 +1,372 @@
+//! The egress proxy (issue #26, first part): one launch's proxy part, one
+//! listening socket. A client in the sandbox asks `CONNECT host:port`; the
+//! proxy terminates its TLS with a leaf of the launch's CA, reads each
+//! request with hyper, and sends it on over TLS verified against the
+//! webpki roots (and `--upstream-ca`) with each placeholder replaced by its
+//! value, only when the destination is one of that secret's hosts.
+//! Everything else a request might carry of the launch's secrets is
+//! refused with 403 and a plain body naming the secret and the host:
+//! a placeholder toward another host or over plain HTTP, a value (or an
+//! encoding of it) anywhere in the request line or headers. The CONNECT
+//! authority, the TLS server name and the Host header must agree.
+//!
+//! Values stay in the part's locked, decrypted buffer (wiped when the
+//! proxy ends); only the outgoing header a value is put into holds a copy,
+//! for as long as the request is being sent.
+
+pub mod rules;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{HOST, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{info, warn};
+
+pub use rules::{Refusal, Rules};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The largest request body the proxy reads and checks.
+const MAX_BODY: usize = 64 << 20;
+
+/// How the proxy reaches upstreams.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    /// `HOST:PORT` → address, as curl's `--resolve` (tests, private
+    /// networks); others resolve through the system.
+    pub resolve: HashMap<(String, u16), SocketAddr>,
+    /// Extra roots (PEM certificates) trusted for upstreams.
+    pub extra_roots: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// One launch's proxy: its rules, CA and upstream client.
+pub struct Proxy {
+    rules: Rules,
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    upstreams: Upstreams,
+    label: String,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("label", &self.label)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    pub fn new(rules: Rules, ca: Arc<tls::Authority>, upstreams: Upstreams, label: String) -> Self {
+        Self {
+            acceptor: TlsAcceptor::from(Arc::new(tls::server_config(ca))),
+            connector: TlsConnector::from(Arc::new(tls::client_config(&upstreams.extra_roots))),
+            rules,
+            upstreams,
+            label,
+        }
+    }
+
+    /// Serves connections accepted on `listener` until the task is
+    /// dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| me.clone().outer(req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    /// A request to the proxy itself: CONNECT, or plain HTTP.
+    async fn outer(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, hyper::Error> {
+        if req.method() != Method::CONNECT {
+            return Ok(self.plain(req).await);
+        }
+        let Some((host, port)) = req
+            .uri()
+            .authority()
+            .map(|a| (a.host().to_ascii_lowercase(), a.port_u16().unwrap_or(443)))
+        else {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                "CONNECT needs host:port".into(),
+            ));
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(up) => self.tunnel(TokioIo::new(up), host, port).await,
+                Err(e) => warn!("CONNECT upgrade: {e}"),
+            }
+        });
+        Ok(Response::new(empty()))
+    }
+
+    /// Plain HTTP through the proxy: never with a secret.
+    async fn plain(&self, req: Request<Incoming>) -> Response<Body> {
+        let host = req.uri().host().unwrap_or("").to_ascii_lowercase();
+        let port = req.uri().port_u16().unwrap_or(80);
+        if let Err(r) = self.check(&req, &host, port, false) {
+            return self.refuse(&req, &host, r);
+        }
+        text(
+            StatusCode::FORBIDDEN,
+            "sealinit proxy: plain HTTP is not forwarded; use HTTPS (CONNECT)\n".into(),
+        )
+    }
+
+    /// The agent's TLS, terminated; its requests, checked and sent on.
+    async fn tunnel<S>(self: Arc<Self>, io: S, host: String, port: u16)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let tls = match self.acceptor.accept(io).await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(host, port, "TLS from the sandbox: {e}");
+                return;
+            }
+        };
+        let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+        let agree = match &sni {
+            Some(n) => *n == host,
+            None => host.parse::<std::net::IpAddr>().is_ok(),
+        };
+        let me = self.clone();
+        let svc = service_fn(move |req| {
+            let (me, host, sni) = (me.clone(), host.clone(), sni.clone());
+            async move {
+                if !agree {
+                    let why = format!(
+                        "the TLS server name ({}) is not the CONNECT host ({host})",
+                        sni.as_deref().unwrap_or("none")
+                    );
+                    return Ok::<_, hyper::Error>(me.refuse(&req, &host, Refusal::Mismatch(why)));
+                }
+                Ok(me.forward(req, &host, port).await)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    }
+
+    /// What the request carries, checked: the Host header agrees, no value
+    /// leaves, every placeholder goes to a host it is bound to. The
+    /// headers to send instead, for those holding placeholders.
+    fn check(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> Result<Vec<(hyper::header::HeaderName, Vec<u8>)>, Refusal> {
+        let target = req.uri().to_string();
+        if let Some(name) = self.rules.leak(target.as_bytes()) {
+            return Err(Refusal::Leak { name: name.into() });
+        }
+        if self
+            .rules
+            .substitute(target.as_bytes(), host, port, tls)?
+            .is_some()
+        {
+            // Placeholders in the path or query: refused for now, as the
+            // value would be logged by servers along the way.
+            return Err(Refusal::Mismatch(
+                "a placeholder in the request line is not replaced (put it in a header)".into(),
+            ));
+        }
+        let mut changed = Vec::new();
+        for (name, value) in req.headers() {
+            if let Some(leaked) = self.rules.leak(value.as_bytes()) {
+                return Err(Refusal::Leak {
+                    name: leaked.into(),
+                });
+            }
+            if let Some(v) = self.rules.header(value.as_bytes(), host, port, tls)? {
+                changed.push((name.clone(), v));
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, host: &str, port: u16) -> Response<Body> {
+        let given = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.to_ascii_lowercase());
+        let host_ok = match given
+            .as_deref()
+            .map(|h| h.rsplit_once(':').map_or((h, None), |(n, p)| (n, Some(p))))
+        {
+            Some((h, p)) => h == host && p.is_none_or(|p| p.parse() == Ok(port)),
+            None => false,
+        };
+        if !host_ok {
+            let why = format!(
+                "the Host header ({}) is not the CONNECT host ({host})",
+                given.as_deref().unwrap_or("none")
+            );
+            return self.refuse(&req, host, Refusal::Mismatch(why));
+        }
+        let changed = match self.check(&req, host, port, true) {
+            Ok(c) => c,
+            Err(r) => return self.refuse(&req, host, r),
+        };
+        let substituted: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
+        if !substituted.is_empty() {
+            info!(
+                launch = self.label,
+                host,
+                method = %req.method(),
+                path = req.uri().path(),
+                headers = ?substituted,
+                "substituted"
+            );
+        }
+        for (name, v) in changed {
+            match HeaderValue::from_bytes(&v) {
+                Ok(mut hv) => {
+                    hv.set_sensitive(true);
+                    req.headers_mut().insert(name, hv);
+                }
+                Err(_) => {
+                    let why = "a value cannot go into that header".to_owned();
+                    return self.refuse(&req, host, Refusal::Mismatch(why));
+                }
+            }
+        }
+        // The body, whole (at most MAX_BODY), checked before anything is
+        // sent: no value of the launch leaves in it either.
+        let (mut parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "sealinit proxy: request bodies are checked whole, up to {MAX_BODY} bytes\n"
+                    ),
+                );
+            }
+        };
+        let leaked = self.rules.leak(&body).map(str::to_owned);
+        // Read whole: it goes on with its length, not chunked.
+        if parts
+            .headers
+            .remove(hyper::header::TRANSFER_ENCODING)
+            .is_some()
+            || !body.is_empty()
+        {
+            parts
+                .headers
+                .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let req = Request::from_parts(parts, Full::new(body));
+        if let Some(name) = leaked {
+            return self.refuse(&req, host, Refusal::Leak { name });
+        }
+        match self.send(req, host, port).await {
+            Ok(r) => r.map(|b| b.boxed()),
+            Err(e) => text(
+                StatusCode::BAD_GATEWAY,
+                format!("sealinit proxy: {host}:{port}: {e}\n"),
+            ),
+        }
+    }
+
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        host: &str,
+        port: u16,
+    ) -> Result<Response<Incoming>, String> {
+        let addr = match self.upstreams.resolve.get(&(host.to_owned(), port)) {
+            Some(a) => *a,
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| format!("cannot resolve: {e}"))?
+                .next()
+                .ok_or("cannot resolve")?,
+        };
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(|e| e.to_string())
+    }
+
+    fn refuse<B>(&self, req: &Request<B>, host: &str, why: Refusal) -> Response<Body> {
+        warn!(
+            launch = self.label,
+            host,
+            method = %req.method(),
+            path = req.uri().path(),
+            "refused: {why}"
+        );
+        text(
+            StatusCode::FORBIDDEN,
+            format!("sealinit proxy: refused: {why}\n"),
+        )
+    }
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,268 @@
+//! What the proxy decides about one request, from the launch's proxy part
+//! alone (pure: no I/O): which placeholders become which values toward this
+//! destination, and what is refused. The values stay in the part's locked,
+//! decrypted buffer; nothing here copies one except into the outgoing
+//! header it is put into.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sealinit_core::bundle::{Delivery, OpenedBundle};
+use sealinit_mask::Masker;
+
+/// A host pattern of a binding: `name` or `*.domain`, with an optional port
+/// (443 when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    name: String,
+    wildcard: bool,
+    port: u16,
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Self {
+        let text = text.to_ascii_lowercase();
+        let (name, port) = match text.rsplit_once(':') {
+            Some((n, p)) => (n.to_owned(), p.parse().unwrap_or(0)),
+            None => (text.clone(), 443),
+        };
+        match name.strip_prefix("*.") {
+            Some(domain) => Self {
+                name: domain.to_owned(),
+                wildcard: true,
+                port,
+            },
+            None => Self {
+                name,
+                wildcard: false,
+                port,
+            },
+        }
+    }
+
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        port == self.port
+            && match self.wildcard {
+                false => host == self.name,
+                true => {
+                    host.len() > self.name.len() + 1
+                        && host.ends_with(&self.name)
+                        && host.as_bytes()[host.len() - self.name.len() - 1] == b'.'
+                }
+            }
+    }
+}
+
+/// One proxy secret: its name, placeholder and hosts; its value is entry
+/// `entry` of the part.
+#[derive(Debug)]
+struct Bound {
+    name: String,
+    hosts: Vec<HostPattern>,
+    entry: usize,
+}
+
+/// Why a request is refused: said to the agent (403), audited. Names and
+/// hosts only, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("secret {name} may be sent to {allowed} only, not to {host}:{port}; nothing was sent")]
+    WrongHost {
+        name: String,
+        allowed: String,
+        host: String,
+        port: u16,
+    },
+    #[error(
+        "the request carries the value of secret {name} (or an encoding of it); values of this launch's secrets never leave through the proxy; nothing was sent"
+    )]
+    Leak { name: String },
+    #[error(
+        "the request carries the placeholder of secret {name} over plain HTTP; secrets go over HTTPS only; nothing was sent"
+    )]
+    Cleartext { name: String },
+    #[error("{0}; nothing was sent")]
+    Mismatch(String),
+}
+
+/// The launch's rules: placeholders to find, values to refuse.
+pub struct Rules {
+    part: OpenedBundle,
+    bound: Vec<Bound>,
+    placeholders: AhoCorasick,
+    /// Each value of the launch (by name) and its encodings.
+    leaks: Vec<(String, Masker)>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rules {
+    /// The rules of a proxy part, opened.
+    pub fn new(part: OpenedBundle) -> Result<Self, String> {
+        let header = part.header().clone();
+        let bindings = header
+            .bindings
+            .ok_or("the bundle is not a proxy part (no bindings): give the proxy the part `sealctl seal --proxy-out` wrote")?;
+        let mut bound = Vec::new();
+        let mut patterns = Vec::new();
+        for (i, e) in part.entries().enumerate() {
+            if e.delivery() != Delivery::Proxy {
+                continue;
+            }
+            let b = bindings
+                .get(e.name())
+                .ok_or_else(|| format!("proxy secret {} has no binding", e.name()))?;
+            patterns.push(b.placeholder.clone());
+            bound.push(Bound {
+                name: e.name().to_owned(),
+                hosts: b.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
+                entry: i,
+            });
+        }
+        let placeholders = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .map_err(|e| e.to_string())?;
+        // Values shorter than 8 bytes are too common to refuse on sight.
+        let leaks = part
+            .entries()
+            .filter(|e| e.value().len() >= 8)
+            .map(|e| (e.name().to_owned(), Masker::new([e.value()], 8, b"\0").0))
+            .collect();
+        Ok(Self {
+            bound,
+            placeholders,
+            leaks,
+            part,
+        })
+    }
+
+    fn value(&self, b: &Bound) -> &[u8] {
+        self.part
+            .entries()
+            .nth(b.entry)
+            .expect("an entry of the part")
+            .value()
+    }
+
+    /// The name of a value (or an encoding of one) in `data`, if any.
+    pub fn leak(&self, data: &[u8]) -> Option<&str> {
+        self.leaks
+            .iter()
+            .find(|(_, m)| m.mask_all(data) != data)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// `text` with each placeholder replaced by its value, when every
+    /// placeholder in it is bound to `host:port`; otherwise the refusal.
+    /// `None` when it holds no placeholder.
+    pub fn substitute(
+        &self,
+        text: &[u8],
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        let mut out = Vec::new();
+        let mut last = 0;
+        for m in self.placeholders.find_iter(text) {
+            let b = &self.bound[m.pattern().as_usize()];
+            if !tls {
+                return Err(Refusal::Cleartext {
+                    name: b.name.clone(),
+                });
+            }
+            if !b.hosts.iter().any(|h| h.matches(host, port)) {
+                return Err(Refusal::WrongHost {
+                    name: b.name.clone(),
+                    allowed: self.allowed(b),
+                    host: host.to_owned(),
+                    port,
+                });
+            }
+            out.extend_from_slice(&text[last..m.start()]);
+            out.extend_from_slice(self.value(b));
+            last = m.end();
+        }
+        if last == 0 {
+            return Ok(None);
+        }
+        out.extend_from_slice(&text[last..]);
+        Ok(Some(out))
+    }
+
+    /// A header value: placeholders replaced as [`Rules::substitute`]
+    /// does, inside `Basic` credentials too (decoded, replaced, encoded).
+    pub fn header(
+        &self,
+        value: &[u8],
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        if let Some(creds) = strip_prefix_ci(value, b"basic ") {
+            if let Ok(decoded) = B64.decode(creds.trim_ascii()) {
+                let decoded = zeroize::Zeroizing::new(decoded);
+                if let Some(d) = self.substitute(&decoded, host, port, tls)? {
+                    let d = zeroize::Zeroizing::new(d);
+                    let mut out = b"Basic ".to_vec();
+                    out.extend_from_slice(B64.encode(&*d).as_bytes());
+                    return Ok(Some(out));
+                }
+            }
+        }
+        self.substitute(value, host, port, tls)
+    }
+
+    fn allowed(&self, b: &Bound) -> String {
+        b.hosts
+            .iter()
+            .map(|h| {
+                let name = match h.wildcard {
+                    true => format!("*.{}", h.name),
+                    false => h.name.clone(),
+                };
+                match h.port {
+                    443 => name,
+                    p => format!("{name}:{p}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The names of the proxy secrets.
+    pub fn bound_names(&self) -> Vec<&str> {
+        self.bound.iter().map(|b| b.name.as_str()).collect()
+    }
+}
+
+fn strip_prefix_ci<'a>(v: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &v[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        let p = HostPattern::parse("api.stripe.com");
+        assert!(p.matches("API.stripe.com", 443));
+        assert!(!p.matches("api.stripe.com", 8443));
+        assert!(!p.matches("xapi.stripe.com", 443));
+        let w = HostPattern::parse("*.example.com:8443");
+        assert!(w.matches("a.b.example.com", 8443));
+        assert!(!w.matches("example.com", 8443));
+        assert!(!w.matches("badexample.com", 8443));
+        assert!(!w.matches("a.example.com", 443));
+    }
+}
