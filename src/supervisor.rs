@@ -204,6 +204,7 @@ impl Supervisor {
             session_on: None,
             stdout_to: None,
             stderr_to: None,
+            net_namespace: None,
         };
         match &self.pump {
             Some(pump) => pump.child_setup(base),

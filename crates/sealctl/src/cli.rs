@@ -603,6 +603,18 @@ pub struct RunArgs {
     /// (repeatable); the command starts in the first
     #[arg(long, value_name = "DIR", requires = "sandbox")]
     pub bind: Vec<PathBuf>,
+    /// With --sandbox and proxy secrets: reach HOST:PORT at ADDR (as
+    /// curl's --resolve), for tests and private networks
+    #[arg(
+        long = "proxy-resolve",
+        value_name = "HOST:PORT:ADDR",
+        requires = "sandbox"
+    )]
+    pub proxy_resolve: Vec<String>,
+    /// With --sandbox and proxy secrets: also trust these CA certificates
+    /// (PEM) for upstream servers
+    #[arg(long = "proxy-upstream-ca", value_name = "PEM", requires = "sandbox")]
+    pub proxy_upstream_ca: Vec<PathBuf>,
     /// The sealinit binary [default: next to sealctl, else on PATH]
     #[arg(long, value_name = "PATH")]
     pub sealinit: Option<PathBuf>,

@@ -21,7 +21,6 @@ use tracing::debug;
 
 use crate::error::{Error, InitError, Result};
 use crate::sandbox::Sandbox;
-use crate::write;
 use sealinit::supervisor::{Policy, Supervisor};
 use sealinit_core::secret::SecretKey;
 use sealinit_store::Store;
@@ -46,7 +45,13 @@ pub struct RunOptions {
     /// Extra options for sealinit (before `--`).
     pub sealinit_args: Vec<OsString>,
     pub command: Vec<OsString>,
+    /// How the egress proxy reaches upstreams (`--sandbox` with proxy
+    /// secrets).
+    pub upstreams: sealinit_proxy::Upstreams,
 }
+
+/// A launch's proxy part (sealed) and its key.
+pub type ProxyPart = Option<(Vec<u8>, SecretKey)>;
 
 /// Runs the pipeline. Without a PID namespace this only returns on error
 /// (the process has become sealinit); with one, it returns the exit code.
@@ -54,47 +59,58 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     // Found before anything is sealed or recorded.
     find_sealinit(opts.sealinit.as_deref())?;
     let found = store.secrets(&opts.repo, opts.allow_empty)?;
-    if found
+    let proxied = found
         .entries
         .iter()
-        .any(|e| e.delivery == sealinit_core::bundle::Delivery::Proxy)
-    {
+        .any(|e| e.delivery == sealinit_core::bundle::Delivery::Proxy);
+    if proxied && opts.sandbox.is_none() {
         return Err(no_proxy_here(&opts.repo));
     }
     let names = found.names_and_versions();
     let mut allow = opts.allow_names.clone();
-    allow.extend(found.allowed);
-    let key = SecretKey::generate().map_err(|e| Error::os("getrandom", e))?;
-    let label = found.repo;
-    let (sealed, _) = write::seal_now(
-        &key,
-        &found.entries,
-        &allow,
-        Some(label.clone()),
-        Some(&label),
-        Some(opts.ttl),
-    )?;
-    drop(found.entries);
-    let expires = sealinit_core::time::now().saturating_add(opts.ttl.as_secs());
+    allow.extend(found.allowed.iter().cloned());
+    sealinit_core::bundle::check_name_policy(&found.entries, &allow)?;
+    let label = found.repo.clone();
+    let now = sealinit_core::time::now();
+    let expires = now.saturating_add(opts.ttl.as_secs());
+    let header = sealinit_core::bundle::Header::new(now, Some(expires), Some(label.clone()))
+        .with_repo(label.clone());
+    let launch = sealinit_store::launch::seal_launch(found, header)?;
     store.record_seal(&label, &names, Some(&label), Some(expires))?;
     drop(store);
-    run_bundle(&sealed, key, &label, opts)
+    let proxy = launch.proxy.map(|p| (p.bundle, p.key));
+    run_bundle(
+        &launch.sandbox.bundle,
+        launch.sandbox.key,
+        &label,
+        proxy,
+        opts,
+    )
 }
 
 /// `sealctl run` of a repository with proxy secrets: their values go only
 /// to an egress proxy, which `run` does not start.
 pub fn no_proxy_here(repo: &str) -> Error {
     Error::usage(format!(
-        "{repo} has secrets delivered through the egress proxy, which `sealctl run` does not start; seal the launch with `sealctl seal --repo {repo} --proxy-out PATH ...` and give the proxy part to your egress proxy, or change their delivery"
+        "{repo} has secrets delivered through the egress proxy, which `sealctl run` starts only with --sandbox (the sandbox's one way out is then the proxy); add --sandbox, or seal the launch with `sealctl seal --repo {repo} --proxy-out PATH ...` for a proxy of your own"
     ))
 }
 
 /// Runs the pipeline with a bundle sealed already (minted by the service,
 /// for `sealctl --server URL run`).
-pub fn run_bundle(sealed: &[u8], key: SecretKey, label: &str, opts: &RunOptions) -> Result<i32> {
+pub fn run_bundle(
+    sealed: &[u8],
+    key: SecretKey,
+    label: &str,
+    proxy: ProxyPart,
+    opts: &RunOptions,
+) -> Result<i32> {
     let sealinit = find_sealinit(opts.sealinit.as_deref())?;
     if let Some(sandbox) = &opts.sandbox {
-        return launch_sandbox(&sealinit, sealed, key, label, sandbox, opts);
+        return launch_sandbox(&sealinit, sealed, key, label, sandbox, proxy, opts);
+    }
+    if proxy.is_some() {
+        return Err(no_proxy_here(&opts.repo));
     }
     let bundle_path = write_private_bundle(sealed)?;
     debug!(bundle = %bundle_path.display(), "per-launch bundle written");
@@ -210,6 +226,7 @@ fn launch_sandbox(
     key: SecretKey,
     label: &str,
     sandbox: &Sandbox,
+    proxy: ProxyPart,
     opts: &RunOptions,
 ) -> Result<i32> {
     use std::io::{Read, Seek};
@@ -221,6 +238,27 @@ fn launch_sandbox(
     })?;
     let mut supervisor = Supervisor::new(Policy::default())?;
     key_on_fd3(key)?;
+    // With proxy secrets: the proxy (after fd 3 is the key's: its own
+    // descriptors must not take that number), on a listener in the network
+    // namespace the sandbox joins; it ends (its values wiped) after the
+    // sandbox.
+    let egress = match proxy {
+        Some((part, key)) => Some(crate::proxy::for_sandbox(
+            &part,
+            key,
+            opts.upstreams.clone(),
+            &runtime_dir(),
+        )?),
+        None => None,
+    };
+    let mut sandbox = sandbox.clone();
+    if let Some(e) = &egress {
+        sandbox.proxy = Some(crate::sandbox::ProxyPlace {
+            port: crate::proxy::SANDBOX_PORT,
+            trust: e.trust.path().to_owned(),
+        });
+    }
+    let sandbox = &sandbox;
     // The bundle, from an unlinked private file that bwrap copies into the
     // sandbox's tmpfs; sealinit unlinks that copy once read.
     let out_err = |source| Error::Output {
@@ -244,13 +282,13 @@ fn launch_sandbox(
         label,
         opts,
     ));
-    let pid = spawn(
-        &mut supervisor,
-        &bwrap,
-        &args,
-        ChildSetup::default(),
-        "starting bwrap",
-    )?;
+    let setup = ChildSetup {
+        net_namespace: egress
+            .as_ref()
+            .map(|e| std::os::fd::AsRawFd::as_raw_fd(&e.ns)),
+        ..ChildSetup::default()
+    };
+    let pid = spawn(&mut supervisor, &bwrap, &args, setup, "starting bwrap")?;
     for fd in [KEY_FD, bundle_fd, info_fd] {
         drop(sys::take_inherited_fd(fd));
     }

@@ -1110,12 +1110,14 @@ fn run(mut args: RunArgs) -> Result<()> {
         sandbox: args.sandbox.then(|| sealctl::sandbox::Sandbox {
             share_net: args.share_net,
             binds: args.bind.clone(),
+            proxy: None,
         }),
         ttl: args.ttl,
         allow_names: args.allow_name,
         allow_empty: args.allow_empty,
         sealinit_args: args.sealinit_args,
         command: args.command,
+        upstreams: sealctl::proxy::upstreams(&args.proxy_resolve, &args.proxy_upstream_ca)?,
     };
     let code = sealctl::local::run(st, &opts)?;
     std::process::exit(code);

@@ -86,35 +86,9 @@ pub fn run(opts: ProxyOptions) -> Result<()> {
             })
         })?;
     drop(key);
-    let label = part.header().label.clone().unwrap_or_default();
-    let rules = sealinit_proxy::Rules::new(part)
+    let upstreams = upstreams(&opts.resolve, &opts.upstream_ca)?;
+    let (proxy, ca, names) = proxy_of(part, upstreams)
         .map_err(|e| Error::usage(format!("{}: {e}", opts.bundle.display())))?;
-    let mut upstreams = sealinit_proxy::Upstreams::default();
-    for r in &opts.resolve {
-        let (k, v) = parse_resolve(r)?;
-        upstreams.resolve.insert(k, v);
-    }
-    for path in &opts.upstream_ca {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::usage(format!(
-                "--upstream-ca {}: {}",
-                path.display(),
-                sealinit_core::describe_io(&e)
-            ))
-        })?;
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-            upstreams.extra_roots.push(c.map_err(|e| {
-                Error::usage(format!(
-                    "--upstream-ca {}: not PEM certificates ({e})",
-                    path.display()
-                ))
-            })?);
-        }
-    }
-    let ca = Arc::new(
-        sealinit_proxy::tls::Authority::new(&label)
-            .map_err(|e| Error::usage(format!("cannot make the launch CA: {e}")))?,
-    );
     if let Some(p) = &opts.ca_out {
         std::fs::write(p, ca.pem()).map_err(|source| Error::Output {
             path: p.clone(),
@@ -137,8 +111,6 @@ pub fn run(opts: ProxyOptions) -> Result<()> {
         .set_nonblocking(true)
         .map_err(|e| Error::os("listen", e))?;
     let local = listener.local_addr().map_err(|e| Error::os("listen", e))?;
-    let names = rules.bound_names().join(", ");
-    let proxy = Arc::new(sealinit_proxy::Proxy::new(rules, ca, upstreams, label));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,7 +119,159 @@ pub fn run(opts: ProxyOptions) -> Result<()> {
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|e| Error::os("listen", e))?;
         eprintln!("sealctl proxy: listening on {local} for {names}");
-        proxy.serve(listener).await;
+        proxy.serve(listener, std::future::pending()).await;
         Ok(())
+    })
+}
+
+/// The proxy of an opened proxy part: its rules, a CA made for the launch,
+/// and the names of the secrets it holds (for messages).
+fn proxy_of(
+    part: OpenedBundle,
+    upstreams: sealinit_proxy::Upstreams,
+) -> std::result::Result<
+    (
+        Arc<sealinit_proxy::Proxy>,
+        Arc<sealinit_proxy::tls::Authority>,
+        String,
+    ),
+    String,
+> {
+    let label = part.header().label.clone().unwrap_or_default();
+    let rules = sealinit_proxy::Rules::new(part)?;
+    let names = rules.bound_names().join(", ");
+    let ca = Arc::new(
+        sealinit_proxy::tls::Authority::new(&label)
+            .map_err(|e| format!("cannot make the launch CA: {e}"))?,
+    );
+    let proxy = sealinit_proxy::Proxy::new(rules, ca.clone(), upstreams, label);
+    Ok((Arc::new(proxy), ca, names))
+}
+
+/// How the proxy reaches upstreams: `--proxy-resolve` and
+/// `--proxy-upstream-ca`.
+pub fn upstreams(resolve: &[String], cas: &[PathBuf]) -> Result<sealinit_proxy::Upstreams> {
+    let mut upstreams = sealinit_proxy::Upstreams::default();
+    for r in resolve {
+        let (k, v) = parse_resolve(r)?;
+        upstreams.resolve.insert(k, v);
+    }
+    for path in cas {
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::usage(format!(
+                "--proxy-upstream-ca {}: {}",
+                path.display(),
+                sealinit_core::describe_io(&e)
+            ))
+        })?;
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            upstreams.extra_roots.push(c.map_err(|e| {
+                Error::usage(format!(
+                    "--proxy-upstream-ca {}: not PEM certificates ({e})",
+                    path.display()
+                ))
+            })?);
+        }
+    }
+    Ok(upstreams)
+}
+
+/// The port the proxy listens on in a sandbox's network namespace (nothing
+/// else listens there).
+pub const SANDBOX_PORT: u16 = 3128;
+
+/// The roots a sandbox trusts besides the launch's CA.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// An egress proxy serving one sandbox, on a thread of its own, from a
+/// listener in a new network namespace; its values are wiped when it is
+/// dropped (after the sandbox has ended).
+pub struct ForSandbox {
+    /// The namespace the sandbox joins.
+    pub ns: std::os::fd::OwnedFd,
+    /// The host's roots and the launch's CA, for the sandbox's clients.
+    pub trust: tempfile::NamedTempFile,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ForSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForSandbox").finish_non_exhaustive()
+    }
+}
+
+impl Drop for ForSandbox {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Opens a launch's proxy part and starts its proxy for a sandbox.
+pub fn for_sandbox(
+    part: &[u8],
+    key: sealinit_core::secret::SecretKey,
+    upstreams: sealinit_proxy::Upstreams,
+    dir: &std::path::Path,
+) -> Result<ForSandbox> {
+    let mut buf = sealinit_core::secret::SecretBuf::zeroed(part.len())
+        .map_err(|e| Error::os("locked memory", e))?;
+    buf.expose_mut().copy_from_slice(part);
+    let opened = OpenedBundle::open(&key, buf, Some(sealinit_core::time::now()))
+        .map_err(|e| Error::usage(format!("the launch's proxy part: {e}")))?;
+    drop(key);
+    let (proxy, ca, _) = proxy_of(opened, upstreams).map_err(Error::usage)?;
+    let mut trust = tempfile::Builder::new()
+        .prefix(".sealctl-trust-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::os("writing the sandbox's trust file", e))?;
+    let roots = std::fs::read(SYSTEM_ROOTS).unwrap_or_default();
+    std::io::Write::write_all(&mut trust, &roots)
+        .and_then(|()| std::io::Write::write_all(&mut trust, ca.pem().as_bytes()))
+        .map_err(|e| Error::os("writing the sandbox's trust file", e))?;
+    let (ns, listener) = sealinit_sys::loopback_namespace_listener(SANDBOX_PORT)
+        .map_err(|e| Error::os("making the sandbox's network namespace", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::os("listen", e))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("egress-proxy".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("egress proxy: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        proxy
+                            .serve(l, async {
+                                let _ = stopped.await;
+                            })
+                            .await
+                    }
+                    Err(e) => tracing::error!("egress proxy: {e}"),
+                }
+            });
+        })
+        .map_err(|e| Error::os("starting the egress proxy", e))?;
+    Ok(ForSandbox {
+        ns,
+        trust,
+        stop: Some(stop),
+        thread: Some(thread),
     })
 }

@@ -152,9 +152,6 @@ pub fn run(
                     .extend(["--ready-fd".into(), fd.to_string().into()]);
             }
             let minted = remote.mint(&args.repo, None, Some(args.ttl), args.allow_empty)?;
-            if minted.proxy.is_some() {
-                return Err(sealctl::local::no_proxy_here(&args.repo));
-            }
             let opts = sealctl::local::RunOptions {
                 repo: args.repo,
                 sealinit: args.sealinit,
@@ -162,15 +159,23 @@ pub fn run(
                 sandbox: args.sandbox.then(|| sealctl::sandbox::Sandbox {
                     share_net: args.share_net,
                     binds: args.bind.clone(),
+                    proxy: None,
                 }),
                 ttl: args.ttl,
                 allow_names: args.allow_name,
                 allow_empty: args.allow_empty,
                 sealinit_args: args.sealinit_args,
                 command: args.command,
+                upstreams: sealctl::proxy::upstreams(&args.proxy_resolve, &args.proxy_upstream_ca)?,
             };
-            let code =
-                sealctl::local::run_bundle(&minted.bundle, minted.key, &minted.label, &opts)?;
+            let proxy = minted.proxy.map(|(b, k)| (b.to_vec(), k));
+            let code = sealctl::local::run_bundle(
+                &minted.bundle,
+                minted.key,
+                &minted.label,
+                proxy,
+                &opts,
+            )?;
             std::process::exit(code);
         }
         Command::Audit {

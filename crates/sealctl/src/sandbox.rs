@@ -34,6 +34,46 @@ pub struct Sandbox {
     /// Host directories bound read-write at the same path; the command
     /// starts in the first (else in /tmp).
     pub binds: Vec<PathBuf>,
+    /// The egress proxy's place in the sandbox, for repositories with proxy
+    /// secrets: the sandbox joins a network namespace where the proxy's
+    /// listener is its only way out.
+    pub proxy: Option<ProxyPlace>,
+}
+
+/// How the sandbox reaches the egress proxy: its port on the sandbox's
+/// loopback, and the trust file (the host's roots and the launch's CA).
+#[derive(Debug, Clone)]
+pub struct ProxyPlace {
+    pub port: u16,
+    pub trust: PathBuf,
+}
+
+/// Where the trust file appears inside the sandbox.
+pub const TRUST: &str = "/run/sealinit/ca.pem";
+
+/// The variables that point clients at the proxy (both cases; `NO_PROXY`
+/// empty, so nothing bypasses it) and at the trust file: OpenSSL and curl
+/// (`SSL_CERT_FILE`, `CURL_CA_BUNDLE`), Python requests
+/// (`REQUESTS_CA_BUNDLE`), Node (`NODE_EXTRA_CA_CERTS`, added to its own
+/// roots), git (`GIT_SSL_CAINFO`).
+pub fn proxy_env(port: u16) -> Vec<(&'static str, String)> {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut v: Vec<(&'static str, String)> =
+        ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+            .into_iter()
+            .map(|k| (k, url.clone()))
+            .collect();
+    v.extend([("NO_PROXY", String::new()), ("no_proxy", String::new())]);
+    for k in [
+        "SSL_CERT_FILE",
+        "CURL_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+    ] {
+        v.push((k, TRUST.to_owned()));
+    }
+    v
 }
 
 /// Read-only files of `/etc` that ordinary programs read (user names,
@@ -59,7 +99,9 @@ impl Sandbox {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&["--unshare-all"]);
-        if self.share_net {
+        // With the proxy, bwrap keeps the network namespace it starts in:
+        // the one the launcher joined, whose only way out is the proxy.
+        if self.share_net || self.proxy.is_some() {
             push(&["--share-net"]);
         }
         push(&[
@@ -103,6 +145,9 @@ impl Sandbox {
         for dir in &self.binds {
             a.extend(["--bind".into(), dir.into(), dir.into()]);
         }
+        if let Some(p) = &self.proxy {
+            a.extend(["--ro-bind".into(), p.trust.clone().into(), TRUST.into()]);
+        }
         let workdir: OsString = self
             .binds
             .first()
@@ -114,6 +159,11 @@ impl Sandbox {
         for keep in ["TERM", "LANG"] {
             if let Some(v) = std::env::var_os(keep) {
                 a.extend(["--setenv".into(), keep.into(), v]);
+            }
+        }
+        if let Some(p) = &self.proxy {
+            for (k, v) in proxy_env(p.port) {
+                a.extend(["--setenv".into(), k.into(), v.into()]);
             }
         }
         a.extend(["--info-fd".into(), info_fd.to_string().into(), INIT.into()]);

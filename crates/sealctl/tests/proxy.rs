@@ -358,3 +358,72 @@ fn placeholders_become_values_only_toward_their_hosts() {
         stderr(&o)
     );
 }
+
+/// One command: `sealctl run --sandbox` starts the proxy on a listener in
+/// the sandbox's own network namespace (its only way out), points the
+/// agent's clients at it and at the launch's CA, and ends it afterwards.
+#[test]
+fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let up = upstream(&env, &["api.stripe.test"]);
+    let stripe = "sk_test_51Sandbox0123456789abcdefXYZ";
+    let bound = format!("api.stripe.test:{}", up.port);
+    ok(&env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "acme/api",
+            "STRIPE_KEY",
+            "--delivery",
+            "proxy",
+            "--host",
+            &bound,
+        ],
+        Some(stripe.as_bytes()),
+    ));
+    let url = format!("https://api.stripe.test:{}/v1/charges", up.port);
+    let script = format!(
+        "case \"$STRIPE_KEY\" in sealinit-*) ;; *) echo 'not a placeholder'; exit 9;; esac
+         env | grep -c '{stripe}' || true
+         curl -sS -H \"Authorization: Bearer $STRIPE_KEY\" {url}
+         echo; echo direct:
+         curl -sS --noproxy '*' --max-time 5 {url} 2>&1 | head -c 200 || true
+         echo; echo python:
+         python3 -c 'import os,urllib.request; print(urllib.request.urlopen(urllib.request.Request(\"{url}\", headers={{\"Authorization\": \"Bearer \" + os.environ[\"STRIPE_KEY\"]}})).read().decode())'"
+    );
+    let resolve = format!("api.stripe.test:{}:127.0.0.1", up.port);
+    let o = env.run(
+        &[
+            "run",
+            "--repo",
+            "acme/api",
+            "--sandbox",
+            "--proxy-resolve",
+            &resolve,
+            "--proxy-upstream-ca",
+            up.ca.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        None,
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let (through, rest) = out.split_once("direct:").unwrap();
+    let (direct, python) = rest.split_once("python:").unwrap();
+    assert!(
+        through.starts_with("0\n"),
+        "the agent's environment holds no value: {out}"
+    );
+    assert!(through.contains(&format!("Bearer {stripe}")), "{out}");
+    assert!(
+        !direct.contains("200 OK") && !direct.contains(stripe),
+        "{direct}"
+    );
+    assert!(python.contains(&format!("Bearer {stripe}")), "{python}");
+    assert!(!stderr(&o).contains(stripe));
+}

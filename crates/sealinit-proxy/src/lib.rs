@@ -79,11 +79,20 @@ impl Proxy {
         }
     }
 
-    /// Serves connections accepted on `listener` until the task is
-    /// dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Serves connections accepted on `listener` until `stop` completes
+    /// (or the task is dropped).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
         loop {
-            let (tcp, _) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = &mut stop => return,
+            };
+            let (tcp, _) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     warn!("accept: {e}");

@@ -254,6 +254,57 @@ pub fn unshare_pid_namespace() -> io::Result<()> {
     Ok(())
 }
 
+/// A new network namespace with only loopback, up, made on a thread of its
+/// own (a network namespace belongs to a thread, not to the process): a
+/// descriptor of it, and a TCP listener on `127.0.0.1:port` created inside
+/// it. A process that joins it (`ChildSetup::net_namespace`) reaches that
+/// listener and nothing else; whoever holds the listener (the egress
+/// proxy, outside) accepts its connections.
+pub fn loopback_namespace_listener(port: u16) -> io::Result<(OwnedFd, std::net::TcpListener)> {
+    std::thread::spawn(move || -> io::Result<(OwnedFd, std::net::TcpListener)> {
+        // SAFETY: unshare takes flags only; CLONE_NEWNET moves this thread
+        // alone, which ends right after.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        loopback_up()?;
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))?;
+        let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
+        Ok((ns.into(), listener))
+    })
+    .join()
+    .map_err(|_| io::Error::other("the network namespace thread panicked"))?
+}
+
+/// Brings the loopback interface of this thread's network namespace up.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket takes plain arguments; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid (a C struct of integers and a
+    // union of them).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write `ifr`, a valid
+    // ifreq naming "lo", through the socket above.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Marks every descriptor from 3 up close-on-exec, then clears the flag
 /// on `keep`: only 0-2 and the named descriptors reach a child.
 pub fn cloexec_all_but(keep: &[RawFd]) -> io::Result<()> {
@@ -809,6 +860,9 @@ pub struct ChildSetup {
     /// Descriptors to put on fds 1 and 2 (`--mask` pipes).
     pub stdout_to: Option<RawFd>,
     pub stderr_to: Option<RawFd>,
+    /// Join this network namespace before `execve`; the child is not
+    /// started if it cannot (it never runs in the parent's network).
+    pub net_namespace: Option<RawFd>,
 }
 
 /// Why the child could not be started.
@@ -919,6 +973,13 @@ unsafe fn exec_child(
     // SAFETY: the whole body makes only async-signal-safe calls, on memory
     // that was valid before the fork, per the function's contract.
     unsafe {
+        if let Some(ns) = setup.net_namespace {
+            if libc::setns(ns, libc::CLONE_NEWNET) == -1 {
+                let bytes = (*errno_location()).to_ne_bytes();
+                libc::write(report, bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(127);
+            }
+        }
         if let Some(tty) = setup.session_on {
             libc::setsid();
             libc::ioctl(tty, libc::TIOCSCTTY, 0);
