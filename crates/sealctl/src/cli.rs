@@ -100,6 +100,10 @@ pub enum Command {
         /// Only records since: Unix seconds, or a duration ago (30m, 2h, 7d)
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
+        /// Only one launch's records: its seal and its requests through the
+        /// egress proxy (the launch's label)
+        #[arg(long, value_name = "LABEL")]
+        launch: Option<String>,
         /// JSON lines, for export
         #[arg(long)]
         json: bool,

@@ -26,9 +26,6 @@ use sealinit_core::secret::SecretKey;
 use sealinit_store::Store;
 use sealinit_sys::{self as sys, CStrArray, ChildSetup, SpawnError};
 
-/// The descriptor sealinit reads the key from.
-const KEY_FD: i32 = 3;
-
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub repo: String,
@@ -50,8 +47,9 @@ pub struct RunOptions {
     pub upstreams: sealinit_proxy::Upstreams,
 }
 
-/// A launch's proxy part (sealed) and its key.
-pub type ProxyPart = Option<(Vec<u8>, SecretKey)>;
+/// A launch's proxy part (sealed), its key, and the store (with the
+/// repository) its audit records go to.
+pub type ProxyPart = Option<(Vec<u8>, SecretKey, Option<(Store, String)>)>;
 
 /// Runs the pipeline. Without a PID namespace this only returns on error
 /// (the process has become sealinit); with one, it returns the exit code.
@@ -77,8 +75,10 @@ pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
         .with_repo(label.clone());
     let launch = sealinit_store::launch::seal_launch(found, header)?;
     store.record_seal(&label, &names, Some(&label), Some(expires))?;
-    drop(store);
-    let proxy = launch.proxy.map(|p| (p.bundle, p.key));
+    // The proxy's audit records go to the store; without one, it closes.
+    let proxy = launch
+        .proxy
+        .map(|p| (p.bundle, p.key, Some((store, label.clone()))));
     run_bundle(
         &launch.sandbox.bundle,
         launch.sandbox.key,
@@ -123,7 +123,7 @@ pub fn run_bundle(
 }
 
 /// sealinit's arguments for a bundle at `bundle` (in its view).
-fn sealinit_args(bundle: &Path, label: &str, opts: &RunOptions) -> Vec<OsString> {
+fn sealinit_args(bundle: &Path, label: &str, key_fd: i32, opts: &RunOptions) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--bundle".into(),
         bundle.into(),
@@ -133,7 +133,7 @@ fn sealinit_args(bundle: &Path, label: &str, opts: &RunOptions) -> Vec<OsString>
         "--expect-repo".into(),
         opts.repo.as_str().into(),
         "--key-fd".into(),
-        KEY_FD.to_string().into(),
+        key_fd.to_string().into(),
     ];
     args.extend(opts.sealinit_args.iter().cloned());
     args.push("--".into());
@@ -158,16 +158,19 @@ fn child_environment() -> Vec<std::ffi::CString> {
         .collect()
 }
 
-/// Puts the key in a pipe (32 bytes fit its buffer) whose read end is left
-/// on fd 3 for sealinit.
-fn key_on_fd3(key: SecretKey) -> Result<()> {
+/// Puts the key in a pipe (32 bytes fit its buffer) whose read end stays
+/// open, inheritable, for sealinit; its number. (The lowest free number,
+/// never a fixed one: a fixed one could belong to the store's files.)
+fn key_pipe(key: SecretKey) -> Result<i32> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::os("creating the key pipe", e))?;
     std::fs::File::from(wr)
         .write_all(key.expose())
         .map_err(|e| Error::os("writing the key pipe", e))?;
     drop(key);
-    sys::move_onto(rd, KEY_FD).map_err(|e| Error::os("moving the key pipe to fd 3", e))
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&rd);
+    sys::move_onto(rd, fd).map_err(|e| Error::os("passing the key pipe", e))?;
+    Ok(fd)
 }
 
 fn launch(
@@ -177,8 +180,6 @@ fn launch(
     label: &str,
     opts: &RunOptions,
 ) -> Result<i32> {
-    let args = sealinit_args(bundle, label, opts);
-
     let supervisor = if opts.pid_namespace {
         sys::unshare_pid_namespace().map_err(|e| Error::os("entering a new PID namespace", e))?;
         Some(Supervisor::new(Policy::default())?)
@@ -186,7 +187,8 @@ fn launch(
         None
     };
 
-    key_on_fd3(key)?;
+    let key_fd = key_pipe(key)?;
+    let args = sealinit_args(bundle, label, key_fd, opts);
 
     let shown = sealinit.display().to_string();
     let Some(mut supervisor) = supervisor else {
@@ -211,7 +213,7 @@ fn launch(
         setup,
         "starting sealinit in the namespace",
     )?;
-    drop(sys::take_inherited_fd(KEY_FD));
+    drop(sys::take_inherited_fd(key_fd));
     let status = supervisor.supervise(pid)?;
     supervisor.finish()?;
     Ok(status.code())
@@ -237,17 +239,17 @@ fn launch_sandbox(
         })
     })?;
     let mut supervisor = Supervisor::new(Policy::default())?;
-    key_on_fd3(key)?;
-    // With proxy secrets: the proxy (after fd 3 is the key's: its own
-    // descriptors must not take that number), on a listener in the network
+    let key_fd = key_pipe(key)?;
+    // With proxy secrets: the proxy, on a listener in the network
     // namespace the sandbox joins; it ends (its values wiped) after the
     // sandbox.
     let egress = match proxy {
-        Some((part, key)) => Some(crate::proxy::for_sandbox(
+        Some((part, key, store)) => Some(crate::proxy::for_sandbox(
             &part,
             key,
             opts.upstreams.clone(),
             &runtime_dir(),
+            store,
         )?),
         None => None,
     };
@@ -280,6 +282,7 @@ fn launch_sandbox(
     args.extend(sealinit_args(
         Path::new(crate::sandbox::BUNDLE),
         label,
+        key_fd,
         opts,
     ));
     let setup = ChildSetup {
@@ -289,7 +292,7 @@ fn launch_sandbox(
         ..ChildSetup::default()
     };
     let pid = spawn(&mut supervisor, &bwrap, &args, setup, "starting bwrap")?;
-    for fd in [KEY_FD, bundle_fd, info_fd] {
+    for fd in [key_fd, bundle_fd, info_fd] {
         drop(sys::take_inherited_fd(fd));
     }
     // bwrap names sealinit's pid once the sandbox is up (or closes the

@@ -99,8 +99,15 @@ fn main() -> ExitCode {
             store,
             repo,
             since,
+            launch,
             json,
-        } => audit(&store, repo.as_deref(), since.as_deref(), json),
+        } => audit(
+            &store,
+            repo.as_deref(),
+            since.as_deref(),
+            launch.as_deref(),
+            json,
+        ),
         Command::Serve(args) => {
             let json = args.log_format == "json";
             return match serve(args, cli.log_level) {
@@ -733,11 +740,25 @@ fn actor() -> String {
     }
 }
 
-fn audit(store: &StoreArgs, repo: Option<&str>, since: Option<&str>, as_json: bool) -> Result<()> {
+fn audit(
+    store: &StoreArgs,
+    repo: Option<&str>,
+    since: Option<&str>,
+    launch: Option<&str>,
+    as_json: bool,
+) -> Result<()> {
     let since = parse_since(since)?;
     let records = open_store(store)?.audit(repo, since)?;
     let mut out = std::io::stdout().lock();
-    for r in &records {
+    let of_launch = |r: &&sealinit_store::AuditRecord| match launch {
+        None => true,
+        Some(l) => match r.action.as_str() {
+            "egress" => r.detail["launch"] == l,
+            "seal" => r.detail["label"] == l,
+            _ => false,
+        },
+    };
+    for r in records.iter().filter(of_launch) {
         let line = if as_json {
             json!(r).to_string()
         } else {
@@ -1094,9 +1115,9 @@ fn repos_rm(store: &StoreArgs, repo: &str, as_json: bool) -> Result<()> {
 fn run(mut args: RunArgs) -> Result<()> {
     sealinit_store::validate_repo(&args.repo)?;
     if let Some(fd) = args.ready_fd {
-        if fd < 4 {
+        if fd < 3 {
             return Err(Error::usage(format!(
-                "--ready-fd {fd}: use a descriptor of 4 or above (3 carries the key)"
+                "--ready-fd {fd}: use a descriptor of 3 or above (0-2 are the command's)"
             )));
         }
         args.sealinit_args

@@ -193,6 +193,7 @@ pub struct ForSandbox {
     pub trust: tempfile::NamedTempFile,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ForSandbox {
@@ -209,15 +210,23 @@ impl Drop for ForSandbox {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The proxy, and with it the sender, are gone: the writer drains
+        // what is left and ends.
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
-/// Opens a launch's proxy part and starts its proxy for a sandbox.
+/// Opens a launch's proxy part and starts its proxy for a sandbox; with
+/// `store`, every substitution and refusal is appended to its audit trail
+/// (in batches, by a thread of its own) under `repo`.
 pub fn for_sandbox(
     part: &[u8],
     key: sealinit_core::secret::SecretKey,
     upstreams: sealinit_proxy::Upstreams,
     dir: &std::path::Path,
+    store: Option<(sealinit_store::Store, String)>,
 ) -> Result<ForSandbox> {
     let mut buf = sealinit_core::secret::SecretBuf::zeroed(part.len())
         .map_err(|e| Error::os("locked memory", e))?;
@@ -226,6 +235,16 @@ pub fn for_sandbox(
         .map_err(|e| Error::usage(format!("the launch's proxy part: {e}")))?;
     drop(key);
     let (proxy, ca, _) = proxy_of(opened, upstreams).map_err(Error::usage)?;
+    let (proxy, writer) = match store {
+        Some((store, repo)) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let proxy = Arc::into_inner(proxy)
+                .expect("the proxy is not shared yet")
+                .with_audit(tx);
+            (Arc::new(proxy), Some(audit_writer(store, repo, rx)?))
+        }
+        None => (proxy, None),
+    };
     let mut trust = tempfile::Builder::new()
         .prefix(".sealctl-trust-")
         .tempfile_in(dir)
@@ -273,5 +292,38 @@ pub fn for_sandbox(
         trust,
         stop: Some(stop),
         thread: Some(thread),
+        writer,
     })
+}
+
+/// Appends the proxy's records to the store's audit trail: each batch that
+/// has arrived in one transaction, until the proxy ends.
+fn audit_writer(
+    mut store: sealinit_store::Store,
+    repo: String,
+    rx: std::sync::mpsc::Receiver<sealinit_proxy::Egress>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let record = move |store: &sealinit_store::Store, e: sealinit_proxy::Egress| {
+        store.egress_record(
+            &repo,
+            e.at as i64,
+            serde_json::json!({
+                "launch": e.launch, "outcome": e.outcome, "secrets": e.secrets,
+                "host": e.host, "port": e.port, "method": e.method, "path": e.path,
+                "reason": e.reason,
+            }),
+        )
+    };
+    std::thread::Builder::new()
+        .name("egress-audit".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![record(&store, first)];
+                batch.extend(rx.try_iter().map(|e| record(&store, e)));
+                if let Err(e) = store.append_audit(&batch) {
+                    tracing::error!("egress audit: {e}");
+                }
+            }
+        })
+        .map_err(|e| Error::os("starting the egress audit", e))
 }

