@@ -51,6 +51,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def handle_one_request(self):
         return super().handle_one_request()
     def reply(self):
+        if (self.headers.get("Upgrade") or "").lower() == "websocket":
+            return self.websocket()
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         seen = (self.requestline + "\n" + str(self.headers)).encode() + body + b"\n--\n"
@@ -62,6 +64,19 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(seen)))
         self.end_headers()
         self.wfile.write(seen)
+    def websocket(self):
+        import base64, hashlib
+        log.write((self.requestline + "\n" + str(self.headers) + "\n--\n").encode())
+        key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        self.end_headers()
+        self.wfile.flush()
+        data = self.connection.recv(1024)
+        self.connection.sendall(b"echo:" + data)
+        self.close_connection = True
     do_GET = do_POST = reply
     def log_message(self, *a):
         pass
@@ -260,6 +275,89 @@ fn placeholders_become_values_only_toward_their_hosts() {
         stdout(&o).contains(&rev(&format!("Basic {basic}"))),
         "{}",
         stdout(&o)
+    );
+
+    // HTTP/2 between the client and the proxy (ALPN), HTTP/1.1 upstream.
+    let o = through(&env, &addr)
+        .args(["--http2", "-w", "\n%{http_version}", "-H", &auth])
+        .arg(format!("https://api.stripe.test:{}/h2", up.port))
+        .output()
+        .unwrap();
+    assert!(stdout(&o).ends_with("\n2"), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&rev(&format!("Bearer {stripe}"))),
+        "{}",
+        stdout(&o)
+    );
+    // Node: its built-in fetch ignores HTTPS_PROXY; a CONNECT tunnel as
+    // undici's ProxyAgent makes it, with the launch's CA.
+    let node = r#"
+const http = require('http'), tls = require('tls'), fs = require('fs');
+const [proxy, host, port, ca, key] = process.argv.slice(1);
+const [ph, pp] = proxy.split(':');
+http.request({host: ph, port: +pp, method: 'CONNECT', path: `${host}:${port}`}).on('connect', (res, socket) => {
+  const s = tls.connect({socket, servername: host, ca: fs.readFileSync(ca)}, () => {
+    s.write(`GET /node HTTP/1.1
+Host: ${host}:${port}
+Authorization: Bearer ${key}
+Connection: close
+
+`);
+  });
+  let out = ''; s.on('data', d => out += d); s.on('end', () => { console.log(out); });
+}).end();
+"#;
+    let o = Command::new("node")
+        .args(["-e", node, &addr, "api.stripe.test", &up.port.to_string()])
+        .arg(env.path("launch-ca.pem"))
+        .arg(&placeholder)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains(&rev(&format!("Bearer {stripe}"))),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // A WebSocket upgrade: substituted in the upgrade request only, then
+    // the two connections are joined.
+    let ws = r#"
+import socket, ssl, sys
+proxy, host, port, ca, key = sys.argv[1:]
+ph, pp = proxy.split(":")
+s = socket.create_connection((ph, int(pp)))
+s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+assert s.recv(1024).startswith(b"HTTP/1.1 200"), "CONNECT"
+t = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=host)
+t.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           f"Authorization: Bearer {key}\r\n\r\n").encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += t.recv(1024)
+print(head.split(b"\r\n")[0].decode())
+t.sendall(b"frame-bytes")
+print(t.recv(1024).decode())
+"#;
+    let o = Command::new("python3")
+        .args(["-c", ws, &addr, "api.stripe.test", &up.port.to_string()])
+        .arg(env.path("launch-ca.pem"))
+        .arg(&placeholder)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "HTTP/1.1 101 Switching Protocols\necho:frame-bytes\n",
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        fs::read_to_string(&up.log).unwrap().contains(&format!(
+            "GET /ws HTTP/1.1\nhost: api.stripe.test:{}",
+            up.port
+        )),
+        "the upgrade reached the upstream"
     );
 
     // Another host: refused with a plain answer; the upstream gets nothing.

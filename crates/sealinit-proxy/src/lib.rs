@@ -234,9 +234,21 @@ impl Proxy {
                 Ok(me.forward(req, &host, port).await)
             }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(tls), svc)
-            .await;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let _ = match h2 {
+            true => {
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await
+            }
+            false => {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .with_upgrades()
+                    .await
+            }
+        };
     }
 
     /// What the request carries, checked: the Host header agrees, no value
@@ -279,10 +291,12 @@ impl Proxy {
     }
 
     async fn forward(&self, mut req: Request<Incoming>, host: &str, port: u16) -> Response<Body> {
+        // HTTP/1.1 names the host in Host, HTTP/2 in :authority.
         let given = req
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(|h| h.to_ascii_lowercase());
         let host_ok = match given
             .as_deref()
@@ -302,6 +316,12 @@ impl Proxy {
             Ok(c) => c,
             Err(r) => return self.refuse(&req, host, r),
         };
+        // A WebSocket (or other) upgrade: checked and substituted like any
+        // request; after 101 the two connections are joined as they are.
+        let client_upgrade = req
+            .headers()
+            .contains_key(hyper::header::UPGRADE)
+            .then(|| hyper::upgrade::on(&mut req));
         let substituted: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
         if !substituted.is_empty() {
             let secrets = self
@@ -333,6 +353,22 @@ impl Proxy {
         // The body, whole (at most MAX_BODY), checked before anything is
         // sent: no value of the launch leaves in it either.
         let (mut parts, body) = req.into_parts();
+        // Upstream speaks HTTP/1.1: an origin-form target and a Host.
+        if parts.version == hyper::Version::HTTP_2 {
+            let authority = given.clone().unwrap_or_else(|| host.to_owned());
+            parts.version = hyper::Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                parts.headers.insert(HOST, v);
+            }
+            let target = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            if let Ok(u) = target.parse() {
+                parts.uri = u;
+            }
+        }
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
@@ -361,7 +397,20 @@ impl Proxy {
             return self.refuse(&req, host, Refusal::Leak { name });
         }
         match self.send(req, host, port).await {
-            Ok(r) => r.map(|b| b.boxed()),
+            Ok(mut r) => {
+                if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
+                    (r.status(), client_upgrade)
+                {
+                    let upstream = hyper::upgrade::on(&mut r);
+                    tokio::spawn(async move {
+                        if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+                            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        }
+                    });
+                }
+                r.map(|b| b.boxed())
+            }
             Err(e) => text(
                 StatusCode::BAD_GATEWAY,
                 format!("sealinit proxy: {host}:{port}: {e}\n"),
@@ -396,7 +445,7 @@ impl Proxy {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        tokio::spawn(conn.with_upgrades());
         sender.send_request(req).await.map_err(|e| e.to_string())
     }
 

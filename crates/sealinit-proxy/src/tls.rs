@@ -85,7 +85,8 @@ pub fn server_config(ca: Arc<Authority>) -> ServerConfig {
             .expect("ring supports the default versions")
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(ca)));
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the client offers it (ALPN), else HTTP/1.1.
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     c
 }
 
