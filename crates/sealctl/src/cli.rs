@@ -283,6 +283,26 @@ pub enum ReposCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show, or set, what the egress proxy does with a launch's requests
+    /// that carry no secret: --default allow|deny, --allow HOST...
+    Egress {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The repository
+        #[arg(value_name = "OWNER/NAME")]
+        repo: String,
+        /// allow (every host) or deny (only --allow hosts and those of
+        /// its proxy secrets)
+        #[arg(long, value_name = "allow|deny", value_parser = ["allow", "deny"])]
+        default: Option<String>,
+        /// A host allowed (api.example.com, *.example.com, optional :port);
+        /// repeatable; replaces the list
+        #[arg(long = "allow", value_name = "HOST")]
+        allow: Vec<String>,
+        /// Print the policy as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a whole repository (every secret) in one transaction
     Rm {
         #[command(flatten)]

@@ -54,7 +54,9 @@ impl Error {
         match self {
             Error::Init(e) => e.exit_code(),
             Error::Store(e) => match e {
-                StoreError::InvalidRepo(_) | StoreError::UnknownScheme(_) => exit::USAGE,
+                StoreError::InvalidRepo(_)
+                | StoreError::UnknownScheme(_)
+                | StoreError::InvalidEgress(_) => exit::USAGE,
                 StoreError::ProductionCredential { .. }
                 | StoreError::InvalidRoute { .. }
                 | StoreError::Seal(_)

@@ -88,6 +88,22 @@ fn main() -> ExitCode {
             command: Some(ReposCommand::Create { store, repo, json }),
             ..
         } => repos_create(&store, &repo, json),
+        Command::Repos {
+            command:
+                Some(ReposCommand::Egress {
+                    store,
+                    repo,
+                    default,
+                    allow,
+                    json,
+                }),
+            ..
+        } => repos_egress(
+            &store,
+            &repo,
+            egress_change(default.as_deref(), allow),
+            json,
+        ),
         Command::Run(args) => run(args),
         Command::Proxy(opts) => sealctl::proxy::run(opts),
         Command::Audit {
@@ -1090,6 +1106,53 @@ fn repos(store: &StoreArgs, as_json: bool) -> Result<()> {
             .try_for_each(|r| writeln!(out, "{:<40} {} secret(s)", r.repo, r.secrets))
     };
     written.map_err(stdout_err)
+}
+
+/// The policy `repos egress` flags ask for, if they ask for one.
+pub(crate) fn egress_change(
+    default: Option<&str>,
+    allow: Vec<String>,
+) -> Option<sealinit_core::bundle::Egress> {
+    if default.is_none() && allow.is_empty() {
+        return None;
+    }
+    Some(sealinit_core::bundle::Egress {
+        default: match default {
+            Some("deny") => sealinit_core::bundle::EgressDefault::Deny,
+            _ => sealinit_core::bundle::EgressDefault::Allow,
+        },
+        allow,
+    })
+}
+
+pub(crate) fn print_egress(policy: &sealinit_core::bundle::Egress, as_json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let line = match as_json {
+        true => serde_json::to_string(policy).expect("a policy serialises"),
+        false => format!(
+            "default: {}\nallow:   {}",
+            json!(policy.default).as_str().unwrap_or(""),
+            match policy.allow.is_empty() {
+                true => "(none)".to_owned(),
+                false => policy.allow.join(" "),
+            }
+        ),
+    };
+    writeln!(out, "{line}").map_err(stdout_err)
+}
+
+fn repos_egress(
+    store: &StoreArgs,
+    repo: &str,
+    change: Option<sealinit_core::bundle::Egress>,
+    as_json: bool,
+) -> Result<()> {
+    let mut st = open_store(store)?;
+    let policy = match change {
+        Some(p) => st.set_egress(repo, p)?,
+        None => st.egress(repo)?,
+    };
+    print_egress(&policy, as_json)
 }
 
 fn repos_create(store: &StoreArgs, repo: &str, as_json: bool) -> Result<()> {

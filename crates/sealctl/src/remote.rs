@@ -69,7 +69,7 @@ impl std::fmt::Debug for Minted {
     }
 }
 
-fn repo_path(repo: &str) -> Result<String> {
+pub fn repo_path(repo: &str) -> Result<String> {
     sealinit_store::validate_repo(repo)?;
     Ok(repo.replace('/', "%2F"))
 }
@@ -128,7 +128,7 @@ impl Remote {
     /// or answers 503; a POST or PUT carries one `Idempotency-Key` for all
     /// its tries, so a write that landed before a connection broke is not
     /// made twice.
-    fn call(
+    pub fn call(
         &self,
         method: &str,
         path: &str,

@@ -76,6 +76,28 @@ pub fn run(
             written.map_err(stdout_err)
         }
         Command::Repos {
+            command:
+                Some(ReposCommand::Egress {
+                    repo,
+                    default,
+                    allow,
+                    json,
+                    ..
+                }),
+            ..
+        } => {
+            let path = format!("/repos/{}/egress", sealctl::remote::repo_path(&repo)?);
+            let doc = match crate::egress_change(default.as_deref(), allow) {
+                Some(p) => remote.call("PUT", &path, Some(json!(p)), None)?,
+                None => remote.call("GET", &path, None, None)?,
+            };
+            let policy = serde_json::from_value(doc).map_err(|e| Error::Remote {
+                status: 0,
+                message: format!("the service sent a malformed policy: {e}"),
+            })?;
+            crate::print_egress(&policy, json)
+        }
+        Command::Repos {
             command: Some(ReposCommand::Create { repo, json, .. }),
             ..
         } => {

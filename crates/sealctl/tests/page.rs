@@ -260,6 +260,20 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     let r = row(&site.b, "PAYMENTS_KEY");
     assert_eq!(r[5], "proxy → api.stripe.com", "{r:?}");
     site.assert_clean();
+    // The egress policy: deny, with one host allowed.
+    let b = &site.b;
+    b.click("#egress-default option[value=deny]");
+    b.type_into("#egress-allow", "registry.npmjs.org");
+    b.submit("form[action$='/egress'] button[type=submit]");
+    assert_eq!(site.flash(), "Egress policy saved.");
+    let o = ok(&site
+        .env
+        .run(&["repos", "egress", "acme/web", "--json"], None))
+    .clone();
+    assert_eq!(
+        stdout(&o).trim(),
+        r#"{"default":"deny","allow":["registry.npmjs.org"]}"#
+    );
     // (`sealctl run`, which the steps below use, starts no egress proxy.)
     ok(&site.env.run(
         &["secrets", "rm", "--repo", "acme/web", "PAYMENTS_KEY"],

@@ -116,6 +116,24 @@ impl Drop for ProxyProc {
     }
 }
 
+/// Sets `STRIPE_KEY` of `repo`, delivered through the proxy to `host`.
+fn set_proxy_secret(env: &StoreDir, repo: &str, host: &str, value: &[u8]) {
+    ok(&env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            repo,
+            "STRIPE_KEY",
+            "--delivery",
+            "proxy",
+            "--host",
+            host,
+        ],
+        Some(value),
+    ));
+}
+
 /// What the upstream answers for an Authorization header it received.
 fn rev(auth: &str) -> String {
     format!("reversed:{}", auth.chars().rev().collect::<String>())
@@ -480,20 +498,7 @@ fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
     let up = upstream(&env, &["api.stripe.test", "other.test"]);
     let stripe = "sk_test_51Sandbox0123456789abcdefXYZ";
     let bound = format!("api.stripe.test:{}", up.port);
-    ok(&env.run(
-        &[
-            "secrets",
-            "set",
-            "--repo",
-            "acme/api",
-            "STRIPE_KEY",
-            "--delivery",
-            "proxy",
-            "--host",
-            &bound,
-        ],
-        Some(stripe.as_bytes()),
-    ));
+    set_proxy_secret(&env, "acme/api", &bound, stripe.as_bytes());
     let url = format!("https://api.stripe.test:{}/v1/charges", up.port);
     let port = up.port;
     let script = format!(
@@ -616,20 +621,7 @@ fn no_process_in_the_sandbox_holds_a_proxy_value() {
     let up = upstream(&env, &["api.stripe.test"]);
     let stripe = "sk_test_51Memory0123456789abcdefghijklmnopq";
     let bound = format!("api.stripe.test:{}", up.port);
-    ok(&env.run(
-        &[
-            "secrets",
-            "set",
-            "--repo",
-            "acme/api",
-            "STRIPE_KEY",
-            "--delivery",
-            "proxy",
-            "--host",
-            &bound,
-        ],
-        Some(stripe.as_bytes()),
-    ));
+    set_proxy_secret(&env, "acme/api", &bound, stripe.as_bytes());
     let work = env.path("work");
     fs::create_dir_all(&work).unwrap();
     let script = format!(
@@ -765,4 +757,89 @@ fn fifty_sandboxes_each_receive_only_their_own_values() {
             );
         }
     }
+}
+
+/// A repository's egress policy decides requests that carry no secret:
+/// with `deny`, only the hosts it allows and those its proxy secrets are
+/// bound to; set through the CLI and the API alike.
+#[test]
+fn the_egress_policy_decides_requests_without_secrets() {
+    use sealinit_testkit::api::{Client, token};
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let up = upstream(&env, &["api.stripe.test", "allowed.test", "other.test"]);
+    let p = up.port;
+    set_proxy_secret(
+        &env,
+        "acme/api",
+        &format!("api.stripe.test:{p}"),
+        b"sk_test_policy0123456789",
+    );
+    let o = ok(&env.run(&["repos", "egress", "acme/api", "--json"], None)).clone();
+    assert_eq!(stdout(&o).trim(), r#"{"default":"allow"}"#);
+    let o = env.run(
+        &[
+            "repos",
+            "egress",
+            "acme/api",
+            "--default",
+            "deny",
+            "--allow",
+            "bad host",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    // Through the API (as the page and clients do), then the CLI reads it.
+    let admin = token(&env, &["write:acme/*"]);
+    let server = Server::start(&env, &[]);
+    let w = Client::new(&server, Some(&admin));
+    let r = w.put(
+        "/repos/acme%2Fapi/egress",
+        serde_json::json!({"default": "deny", "allow": [format!("ALLOWED.test:{p}")]}),
+    );
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    assert_eq!(
+        r.1["allow"],
+        serde_json::json!([format!("allowed.test:{p}")])
+    );
+    drop(server);
+    let o = ok(&env.run(&["repos", "egress", "acme/api"], None)).clone();
+    assert!(stdout(&o).contains("default: deny"), "{}", stdout(&o));
+    let script = format!(
+        "for h in allowed.test other.test api.stripe.test; do
+           printf '%s ' $h; curl -sS -o /dev/null -w '%{{http_code}}\\n' https://$h:{p}/
+         done"
+    );
+    let mut args = vec![
+        "run",
+        "--repo",
+        "acme/api",
+        "--sandbox",
+        "--proxy-upstream-ca",
+        up.ca.to_str().unwrap(),
+    ];
+    let resolves: Vec<String> = ["allowed.test", "other.test", "api.stripe.test"]
+        .iter()
+        .map(|h| format!("{h}:{p}:127.0.0.1"))
+        .collect();
+    for r in &resolves {
+        args.extend(["--proxy-resolve", r]);
+    }
+    args.extend(["--", "sh", "-c", &script]);
+    let o = env.run(&args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "allowed.test 200\nother.test 403\napi.stripe.test 200\n",
+        "{}",
+        stderr(&o)
+    );
+    let o = ok(&env.run(&["audit", "--repo", "acme/api", "--json"], None)).clone();
+    assert!(stdout(&o).contains("\"egress-policy\""), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("egress policy does not allow other.test"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -601,7 +601,7 @@ fn the_openapi_document_matches_the_routes() {
             );
         }
     }
-    assert_eq!(count, 16);
+    assert_eq!(count, 18);
 }
 
 /// SIGTERM while a request is in flight: the server stops accepting, the

@@ -116,6 +116,29 @@ pub struct Header {
     /// Version 2, proxy part: each proxy secret's hosts and placeholder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bindings: Option<std::collections::BTreeMap<String, Binding>>,
+    /// Version 2, proxy part: what happens to requests that carry no
+    /// secret (absent: they go out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
+}
+
+/// A repository's egress policy for requests that carry no secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    /// `allow` (the default) or `deny`.
+    pub default: EgressDefault,
+    /// Hosts always allowed (`name` or `*.domain`, optional `:port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressDefault {
+    #[default]
+    Allow,
+    Deny,
 }
 
 /// Which part of a launch a bundle is.
@@ -143,6 +166,7 @@ impl Header {
             repo: None,
             part: None,
             bindings: None,
+            egress: None,
         }
     }
 
@@ -353,7 +377,7 @@ fn check_label(header: &Header) -> Result<(), BundleError> {
             )));
         }
     }
-    let v1_extra = header.part.is_some() || header.bindings.is_some();
+    let v1_extra = header.part.is_some() || header.bindings.is_some() || header.egress.is_some();
     match (header.version, &header.repo) {
         (1, Some(_)) => Err(BundleError::HeaderInvalid(
             "a version 1 header names no repository".into(),
@@ -364,9 +388,14 @@ fn check_label(header: &Header) -> Result<(), BundleError> {
         (2, None) => Err(BundleError::HeaderInvalid(
             "a version 2 header names its repository".into(),
         )),
-        _ if header.bindings.is_some() != header.part.is_some() => Err(BundleError::HeaderInvalid(
-            "bindings belong to the proxy part, and the proxy part has them".into(),
-        )),
+        _ if header.bindings.is_some() != header.part.is_some()
+            || (header.egress.is_some() && header.part.is_none()) =>
+        {
+            Err(BundleError::HeaderInvalid(
+                "bindings and egress belong to the proxy part, and the proxy part has bindings"
+                    .into(),
+            ))
+        }
         _ => Ok(()),
     }
 }

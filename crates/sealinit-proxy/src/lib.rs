@@ -316,6 +316,11 @@ impl Proxy {
             Ok(c) => c,
             Err(r) => return self.refuse(&req, host, r),
         };
+        if changed.is_empty() {
+            if let Err(r) = self.rules.may_go(host, port) {
+                return self.refuse(&req, host, r);
+            }
+        }
         // A WebSocket (or other) upgrade: checked and substituted like any
         // request; after 101 the two connections are joined as they are.
         let client_upgrade = req

@@ -7,7 +7,7 @@
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sealinit_core::bundle::{Delivery, OpenedBundle};
+use sealinit_core::bundle::{Delivery, EgressDefault, OpenedBundle};
 use sealinit_mask::Masker;
 
 /// A host pattern of a binding: `name` or `*.domain`, with an optional port
@@ -82,6 +82,10 @@ pub enum Refusal {
         "the request carries the placeholder of secret {name} over plain HTTP; secrets go over HTTPS only; nothing was sent"
     )]
     Cleartext { name: String },
+    #[error(
+        "this repository's egress policy does not allow {host}:{port} (its default is deny); nothing was sent"
+    )]
+    Policy { host: String, port: u16 },
     #[error("{0}; nothing was sent")]
     Mismatch(String),
 }
@@ -93,7 +97,7 @@ impl Refusal {
             Refusal::WrongHost { name, .. }
             | Refusal::Leak { name }
             | Refusal::Cleartext { name } => Some(name.clone()),
-            Refusal::Mismatch(_) => None,
+            Refusal::Mismatch(_) | Refusal::Policy { .. } => None,
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Rules {
     more: Option<AhoCorasick>,
     /// The name of each pattern of `more`.
     more_names: Vec<String>,
+    /// Requests without a secret: `None` lets them go anywhere; else only
+    /// to these hosts (and those of the secrets' bindings).
+    allowed: Option<Vec<HostPattern>>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -167,12 +174,17 @@ impl Rules {
         for p in &mut more_patterns {
             zeroize::Zeroize::zeroize(p);
         }
+        let allowed = header.egress.as_ref().and_then(|e| match e.default {
+            EgressDefault::Allow => None,
+            EgressDefault::Deny => Some(e.allow.iter().map(|h| HostPattern::parse(h)).collect()),
+        });
         Ok(Self {
             bound,
             placeholders,
             leaks,
             more,
             more_names,
+            allowed,
             part,
         })
     }
@@ -272,6 +284,21 @@ impl Rules {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// Whether a request that carries no secret may go to `host:port`.
+    pub fn may_go(&self, host: &str, port: u16) -> Result<(), Refusal> {
+        let Some(allowed) = &self.allowed else {
+            return Ok(());
+        };
+        let bound = self.bound.iter().flat_map(|b| &b.hosts);
+        match allowed.iter().chain(bound).any(|h| h.matches(host, port)) {
+            true => Ok(()),
+            false => Err(Refusal::Policy {
+                host: host.to_owned(),
+                port,
+            }),
+        }
     }
 
     /// The proxy secrets whose placeholders are in `texts`, each once.

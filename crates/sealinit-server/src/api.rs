@@ -49,6 +49,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("get", "/openapi.json") => get(crate::openapi::document),
         ("post", "/repos") => post(create_repo),
         ("delete", "/repos/{repo}") => delete(delete_repo),
+        ("get", "/repos/{repo}/egress") => get(get_egress),
+        ("put", "/repos/{repo}/egress") => put(put_egress),
         ("get", "/repos/{repo}/secrets") => get(list_secrets),
         ("get", "/repos/{repo}/secrets/public-key") => get(public_key),
         ("post", "/repos/{repo}/import") => post(import),
@@ -282,6 +284,31 @@ async fn create_repo(
         .await?;
     let repo = serde_json::json!({"repo": repo, "secrets": 0});
     Ok((StatusCode::CREATED, Json(repo)).into_response())
+}
+
+async fn get_egress(
+    State(s): State<AppState>,
+    auth: Auth,
+    Params(repo): Params<String>,
+) -> Result<Response, ApiError> {
+    let p = s
+        .run(auth, move |st, caller| service::egress(st, caller, &repo))
+        .await?;
+    Ok(Json(p).into_response())
+}
+
+async fn put_egress(
+    State(s): State<AppState>,
+    auth: Auth,
+    Params(repo): Params<String>,
+    JsonBody(body): JsonBody<sealinit_core::bundle::Egress>,
+) -> Result<Response, ApiError> {
+    let p = s
+        .run(auth, move |st, caller| {
+            service::set_egress(st, caller, &repo, body)
+        })
+        .await?;
+    Ok(Json(p).into_response())
 }
 
 async fn delete_repo(

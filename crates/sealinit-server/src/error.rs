@@ -188,6 +188,7 @@ impl From<StoreError> for ApiError {
             | E::ProductionCredential { .. }
             | E::SealedValueInvalid { .. }
             | E::InvalidRoute { .. }
+            | E::InvalidEgress(_)
             | E::EmptyValue { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             E::VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             E::StaleKeyId { .. } | E::RepoExists { .. } => (StatusCode::CONFLICT, "conflict"),

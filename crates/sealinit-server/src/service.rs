@@ -311,6 +311,27 @@ pub fn put_secret(
 }
 
 /// Removes a whole repository (admin or write on it).
+/// The egress policy of `repo` (write or launch on it).
+pub fn egress(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+) -> Result<sealinit_core::bundle::Egress, ApiError> {
+    caller.require_sees(repo)?;
+    Ok(store.egress(repo)?)
+}
+
+/// Sets the egress policy of `repo` (write on it).
+pub fn set_egress(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    policy: sealinit_core::bundle::Egress,
+) -> Result<sealinit_core::bundle::Egress, ApiError> {
+    caller.require(Action::Write, repo)?;
+    Ok(store.set_egress(repo, policy)?)
+}
+
 /// Creates `repo` (a token that may write to it may create it).
 pub fn create_repo(store: &mut Store, caller: &Caller, repo: &str) -> Result<String, ApiError> {
     sealinit_store::validate_repo(repo)?;

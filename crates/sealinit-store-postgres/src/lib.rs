@@ -16,7 +16,7 @@ use sealinit_store::{
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 2` to `i + 3`.
 /// A new store is created at schema 2 (the first PostgreSQL schema) and
 /// migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 3: every version (and delete marker) kept, the audit trail, the
     // retention setting.
     "CREATE TABLE sealinit_secret_versions (
@@ -111,6 +111,8 @@ const MIGRATIONS: [&str; 6] = [
     // 8: each version's route (delivery, hosts, placeholder); empty: env.
     "ALTER TABLE sealinit_secrets ADD COLUMN route TEXT NOT NULL DEFAULT '';
      ALTER TABLE sealinit_secret_versions ADD COLUMN route TEXT NOT NULL DEFAULT '';",
+    // 9: each repository's egress policy; empty: allow.
+    "ALTER TABLE sealinit_repos ADD COLUMN egress TEXT NOT NULL DEFAULT '';",
 ];
 
 const SCHEMA: &str = "
@@ -630,6 +632,16 @@ impl Writer for TxWriter<'_, '_> {
             .map_err(|e| db_err(self.shown, &e))
     }
 
+    fn set_egress(&mut self, policy: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE sealinit_repos SET egress = $2 WHERE repo = $1",
+                &[&self.repo, &policy],
+            )
+            .map(|_| ())
+            .map_err(|e| db_err(self.shown, &e))
+    }
+
     fn last_version(&mut self, name: &str) -> Result<Option<i64>> {
         self.tx
             .query_one(
@@ -1059,6 +1071,18 @@ impl Backend for PostgresBackend {
         f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
     ) -> Result<()> {
         self.in_repo(repo, Some((at, actor)), f)
+    }
+
+    fn egress(&mut self, repo: &str) -> Result<String> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT egress FROM sealinit_repos WHERE repo = $1",
+                &[&repo],
+            )
+            .map_err(self.err())?
+            .map(|r| r.get(0))
+            .unwrap_or_default())
     }
 
     fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>> {

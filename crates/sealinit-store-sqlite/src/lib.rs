@@ -47,7 +47,7 @@ fn wait_for_writer(attempt: i32) -> bool {
 /// The migrations, in order: `MIGRATIONS[i]` takes schema `i + 1` to
 /// `i + 2`. A new store is created at schema 1, as the first release
 /// created it, and migrated: upgrades and new stores take one path.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     // 2: a code-loading name allowed at `set`, recorded.
     "ALTER TABLE secrets ADD COLUMN allow_code_loading INTEGER NOT NULL DEFAULT 0;",
     // 3: every version (and delete marker) kept, the audit trail, the
@@ -153,6 +153,8 @@ const MIGRATIONS: [&str; 7] = [
     // 8: each version's route (delivery, hosts, placeholder); empty: env.
     "ALTER TABLE secrets ADD COLUMN route TEXT NOT NULL DEFAULT '';
      ALTER TABLE secret_versions ADD COLUMN route TEXT NOT NULL DEFAULT '';",
+    // 9: each repository's egress policy; empty: allow.
+    "ALTER TABLE repos ADD COLUMN egress TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Schema 1, as the first release created it.
@@ -396,6 +398,16 @@ impl Writer for TxWriter<'_> {
             )
             .optional()
             .map(|r| r.map(|t| sealinit_store::Route::from_column(&t)))
+            .map_err(|e| db_err(self.path, e))
+    }
+
+    fn set_egress(&mut self, policy: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE repos SET egress = ?2 WHERE repo = ?1",
+                params![self.repo, policy],
+            )
+            .map(|_| ())
             .map_err(|e| db_err(self.path, e))
     }
 
@@ -839,6 +851,18 @@ impl Backend for SqliteBackend {
         f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
     ) -> Result<()> {
         self.in_repo(repo, Some((at, actor)), f)
+    }
+
+    fn egress(&mut self, repo: &str) -> Result<String> {
+        self.conn
+            .query_row(
+                "SELECT egress FROM repos WHERE repo = ?1",
+                params![repo],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(self.err())
     }
 
     fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>> {

@@ -20,8 +20,9 @@ use crate::{Result, SecretInfo};
 /// that may act for a person, the page's sessions, idempotency records.
 /// 7: repositories exist explicitly (`repos`); a store's repositories with
 /// secrets or history become rows. 8: each version's route (`route`:
-/// delivery, hosts, placeholder; empty for `env`).
-pub const SCHEMA_VERSION: i64 = 8;
+/// delivery, hosts, placeholder; empty for `env`). 9: each repository's
+/// egress policy (`repos.egress`; empty: allow).
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Names starting with it are the store's own data keys (the service's),
 /// kept among the repositories' but never a repository: no valid
@@ -224,6 +225,8 @@ pub trait Writer {
     fn version(&mut self, name: &str) -> Result<Option<i64>>;
     /// The route of the current version of `name`, if it exists.
     fn route(&mut self, name: &str) -> Result<Option<crate::Route>>;
+    /// Sets the repository's egress policy (its JSON; empty: allow).
+    fn set_egress(&mut self, policy: &str) -> Result<()>;
     /// The highest version `name` ever had, delete markers included.
     fn last_version(&mut self, name: &str) -> Result<Option<i64>>;
     /// Makes `row` the current value and records it in the history, at
@@ -290,6 +293,8 @@ pub trait Backend: Send {
         actor: &str,
         f: &mut dyn FnMut(&mut dyn Writer) -> Result<()>,
     ) -> Result<()>;
+    /// The egress policy of `repo` (stored spelling), as stored.
+    fn egress(&mut self, repo: &str) -> Result<String>;
     /// The data key of `repo` (stored spelling), wrapped under each master
     /// key that has it.
     fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>>;

@@ -65,7 +65,10 @@ fn seal(header: &Header, entries: &[Entry]) -> Result<Part> {
 /// (which names the repository): fresh keys, fresh placeholders.
 pub fn seal_launch(found: RepoSecrets, header: Header) -> Result<Launch> {
     let RepoSecrets {
-        entries, routes, ..
+        entries,
+        routes,
+        egress,
+        ..
     } = found;
     let mut sandbox = Vec::with_capacity(entries.len());
     let mut values = Vec::new();
@@ -107,7 +110,9 @@ pub fn seal_launch(found: RepoSecrets, header: Header) -> Result<Launch> {
         .filter(|e| e.delivery != Delivery::Proxy)
         .collect();
     proxy.extend(values);
-    let proxy_part = seal(&header.clone().proxy_part(bindings), &proxy)?;
+    let mut proxy_header = header.clone().proxy_part(bindings);
+    proxy_header.egress = (egress != Default::default()).then_some(egress);
+    let proxy_part = seal(&proxy_header, &proxy)?;
     Ok(Launch {
         sandbox: sandbox_part,
         proxy: Some(proxy_part),

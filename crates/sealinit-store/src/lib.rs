@@ -106,6 +106,8 @@ pub enum StoreError {
     NoSuchRepo { repo: String },
     #[error("secret {name}: {reason}; nothing was changed")]
     InvalidRoute { name: String, reason: String },
+    #[error("egress policy: {0}; nothing was changed")]
+    InvalidEgress(String),
     #[error("repository {repo} already exists; nothing was changed")]
     RepoExists { repo: String },
     #[error(
@@ -303,6 +305,8 @@ pub struct RepoSecrets {
     /// The route of each entry, in the same order (its delivery is the
     /// entry's).
     pub routes: Vec<Route>,
+    /// The repository's egress policy.
+    pub egress: sealinit_core::bundle::Egress,
 }
 
 /// One repository as listed.
@@ -897,6 +901,43 @@ impl Store {
             .ok_or_else(|| StoreError::NoSuchRepo { repo: repo.into() })
     }
 
+    /// The egress policy of `repo` (which must exist): what the proxy does
+    /// with requests that carry no secret.
+    pub fn egress(&mut self, repo: &str) -> Result<sealinit_core::bundle::Egress> {
+        let repo = self.existing(repo)?;
+        let text = self.db.egress(&repo)?;
+        Ok(match text.as_str() {
+            "" => Default::default(),
+            t => serde_json::from_str(t).unwrap_or_default(),
+        })
+    }
+
+    /// Sets the egress policy of `repo`, with its audit record.
+    pub fn set_egress(
+        &mut self,
+        repo: &str,
+        mut policy: sealinit_core::bundle::Egress,
+    ) -> Result<sealinit_core::bundle::Egress> {
+        route::validate_egress(&mut policy)?;
+        let text = match policy == Default::default() {
+            true => String::new(),
+            false => serde_json::to_string(&policy).expect("a policy serialises"),
+        };
+        let actor = self.actor.clone();
+        let shown = serde_json::json!(policy);
+        self.db.write(repo, &mut |w| {
+            w.set_egress(&text)?;
+            w.audit(&AuditRecord {
+                at: sealinit_core::time::now() as i64,
+                actor: actor.clone(),
+                action: "egress-policy".into(),
+                repo: w.repo().to_owned(),
+                detail: shown.clone(),
+            })
+        })?;
+        Ok(policy)
+    }
+
     /// Creates `repo`, with its data key (so that reading its public key
     /// writes nothing), and records it; its stored spelling is `repo`.
     pub fn create_repo(&mut self, repo: &str) -> Result<()> {
@@ -1041,12 +1082,14 @@ impl Store {
             });
             routes.push(row.route);
         }
+        let egress = self.egress(&repo)?;
         Ok(RepoSecrets {
             repo,
             entries,
             versions,
             allowed,
             routes,
+            egress,
         })
     }
 

@@ -181,6 +181,18 @@ fn covers(v: &str, name: &str) -> bool {
     }
 }
 
+/// Checks a repository's egress policy and puts its hosts in canonical
+/// form.
+pub fn validate_egress(policy: &mut sealinit_core::bundle::Egress) -> Result<()> {
+    for h in &mut policy.allow {
+        *h = h.trim().to_ascii_lowercase();
+        check_host(h).map_err(StoreError::InvalidEgress)?;
+    }
+    policy.allow.sort();
+    policy.allow.dedup();
+    Ok(())
+}
+
 /// `name[:port]` or `*.domain[:port]`: DNS labels of letters, digits and
 /// `-`, a dot between; a `*.` pattern names at least two labels after it.
 fn check_host(h: &str) -> std::result::Result<(), String> {

@@ -17,7 +17,7 @@ from nacl.exceptions import CryptoError
 MAGIC = b"SEALINIT"
 DELIVERIES = {0: "env", 1: "setup", 2: "proxy"}
 NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
-MEMBERS = {"version", "created", "expires", "label", "repo", "part", "bindings"}
+MEMBERS = {"version", "created", "expires", "label", "repo", "part", "bindings", "egress"}
 
 
 class Refused(Exception):
@@ -40,9 +40,9 @@ def read(key, data, now):
         raise Refused("other")
     if (version == 1) == ("repo" in header):
         raise Refused("other")
-    if version == 1 and ("part" in header or "bindings" in header):
+    if version == 1 and ("part" in header or "bindings" in header or "egress" in header):
         raise Refused("other")
-    if ("part" in header) != ("bindings" in header):
+    if ("part" in header) != ("bindings" in header) or ("egress" in header and "part" not in header):
         raise Refused("other")
     nonce = data[13 + n : 37 + n]
     try:

@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/r/{repo}", get(secrets_tab))
         .route("/r/{repo}/add", post(add))
         .route("/r/{repo}/import", post(import))
+        .route("/r/{repo}/egress", post(set_egress))
         .route("/r/{repo}/audit", get(audit))
         .route("/r/{repo}/s/{name}", get(secret))
         .route("/r/{repo}/s/{name}/update", post(update))
@@ -300,7 +301,14 @@ macro_rules! csrf_forms {
     )*};
 }
 
-csrf_forms!(CsrfOnly, AddForm, UpdateForm, RollbackForm, NewRepoForm);
+csrf_forms!(
+    CsrfOnly,
+    AddForm,
+    UpdateForm,
+    RollbackForm,
+    NewRepoForm,
+    EgressForm
+);
 
 /// A form posted by a signed-in page, its CSRF token checked before the
 /// handler runs: a handler that takes one cannot forget the check.
@@ -709,19 +717,22 @@ async fn render_tab(
     import_error: Option<String>,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
-    let (list, caller) = signed
+    let ((list, egress), caller) = signed
         .run(s, move |st, c| {
-            service::list_secrets(st, c, &r, 1, usize::MAX)
+            let list = service::list_secrets(st, c, &r, 1, usize::MAX)?;
+            Ok((list, service::egress(st, c, &r)?))
         })
         .await?;
+    let can_write = caller.grants.allows(Action::Write, &repo);
     let tab = view::SecretsTab {
         repo: &repo,
         secrets: &list.secrets,
-        can_write: caller.grants.allows(Action::Write, &repo),
+        can_write,
         can_audit: caller.grants.allows(Action::Audit, &repo),
         add_name,
         add_error,
         import_error,
+        egress: can_write.then_some(&egress),
     };
     Ok(page(
         status,
@@ -731,6 +742,40 @@ async fn render_tab(
             &tab,
         ),
     ))
+}
+
+#[derive(Deserialize)]
+struct EgressForm {
+    csrf: Option<String>,
+    default: Option<String>,
+    allow: Option<String>,
+}
+
+async fn set_egress(
+    State(s): State<AppState>,
+    Path(repo): Path<String>,
+    Posted { signed, form: f }: Posted<EgressForm>,
+) -> Result<Response, PageError> {
+    use sealinit_core::bundle::{Egress, EgressDefault};
+    let policy = Egress {
+        default: match f.default.as_deref() {
+            Some("deny") => EgressDefault::Deny,
+            _ => EgressDefault::Allow,
+        },
+        allow: host_list(f.allow.as_deref().unwrap_or_default()),
+    };
+    let r = repo.clone();
+    let done = signed
+        .run(&s, move |st, c| service::set_egress(st, c, &r, policy))
+        .await;
+    match done {
+        Ok(_) => signed.flash(true, "Egress policy saved.".into()).await,
+        Err(e) => {
+            let e = on_form(e)?;
+            signed.flash(false, e.message).await;
+        }
+    }
+    Ok(see_other(&view::repo_href(&repo)))
 }
 
 async fn secrets_tab(
@@ -1053,6 +1098,14 @@ struct UpdateForm {
     hosts: Option<String>,
 }
 
+/// Hosts typed in a form: one per line, or separated by spaces or commas.
+fn host_list(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The delivery fields of a form: the choice, and the hosts (one per line,
 /// or separated by spaces or commas).
 fn route_change(
@@ -1066,12 +1119,7 @@ fn route_change(
                 .ok_or_else(|| PageError::Bad(format!("unknown delivery {d:?}")))?,
         ),
     };
-    let hosts = hosts.map(|h| {
-        h.split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .collect()
-    });
+    let hosts = hosts.map(host_list);
     Ok(sealinit_store::RouteChange {
         delivery,
         hosts,

@@ -343,6 +343,8 @@ pub struct SecretsTab<'a> {
     pub add_name: &'a str,
     pub add_error: FormError,
     pub import_error: Option<String>,
+    /// The repository's egress policy (shown to those who may change it).
+    pub egress: Option<&'a sealinit_core::bundle::Egress>,
 }
 
 pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -> Markup {
@@ -421,6 +423,24 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                     (allow_box("import-allow"))
                     div.actions { button type="submit" { "Import" } }
                 }
+                }
+                @if let Some(e) = t.egress {
+                    section aria-labelledby="egress" {
+                    h2 #egress { "Egress" }
+                    form.card method="post" action=(format!("{base}/egress")) {
+                        (csrf(&chrome.csrf))
+                        p.hint #egress-hint { "What the egress proxy does with a sandbox's requests that carry no secret. Requests with a proxy secret go to that secret's hosts only, whatever this says." }
+                        label for="egress-default" { "Other requests" }
+                        select #egress-default name="default" aria-describedby="egress-hint" {
+                            option value="allow" selected[e.default == sealinit_core::bundle::EgressDefault::Allow] { "Allow every host" }
+                            option value="deny" selected[e.default == sealinit_core::bundle::EgressDefault::Deny] { "Deny, except the hosts below and those of proxy secrets" }
+                        }
+                        label for="egress-allow" { "Hosts always allowed" }
+                        textarea #egress-allow name="allow" rows="2" autocomplete="off" autocapitalize="off"
+                            spellcheck="false" { (e.allow.join("\n")) }
+                        div.actions { button type="submit" { "Save egress policy" } }
+                    }
+                    }
                 }
                 }
             } @else {
