@@ -761,7 +761,7 @@ fn a_store_from_the_first_release_is_migrated_with_every_value_intact() {
     .unwrap();
     let o = env.run(&["store", "migrate"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is at schema 8"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is at schema 9"), "{}", stderr(&o));
     let o = env.run(&["repos", "--json"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc = repos_json(&o);
