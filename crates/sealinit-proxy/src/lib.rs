@@ -37,6 +37,11 @@ pub use rules::{Refusal, Rules};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A tunnel's upstream connection, kept between its requests.
+type Upstream = Arc<tokio::sync::Mutex<Option<Sender>>>;
+
 /// The largest request body the proxy reads and checks.
 const MAX_BODY: usize = 64 << 20;
 
@@ -221,8 +226,10 @@ impl Proxy {
             None => host.parse::<std::net::IpAddr>().is_ok(),
         };
         let me = self.clone();
+        // One upstream connection per tunnel, reused while it lives.
+        let pool: Upstream = Arc::new(tokio::sync::Mutex::new(None));
         let svc = service_fn(move |req| {
-            let (me, host, sni) = (me.clone(), host.clone(), sni.clone());
+            let (me, host, sni, pool) = (me.clone(), host.clone(), sni.clone(), pool.clone());
             async move {
                 if !agree {
                     let why = format!(
@@ -231,7 +238,7 @@ impl Proxy {
                     );
                     return Ok::<_, hyper::Error>(me.refuse(&req, &host, Refusal::Mismatch(why)));
                 }
-                Ok(me.forward(req, &host, port).await)
+                Ok(me.forward(req, &host, port, &pool).await)
             }
         });
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -290,7 +297,13 @@ impl Proxy {
         Ok(changed)
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, host: &str, port: u16) -> Response<Body> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        host: &str,
+        port: u16,
+        pool: &Upstream,
+    ) -> Response<Body> {
         // HTTP/1.1 names the host in Host, HTTP/2 in :authority.
         let given = req
             .headers()
@@ -401,7 +414,8 @@ impl Proxy {
         if let Some(name) = leaked {
             return self.refuse(&req, host, Refusal::Leak { name });
         }
-        match self.send(req, host, port).await {
+        let upgrade = client_upgrade.is_some();
+        match self.send(req, host, port, pool, upgrade).await {
             Ok(mut r) => {
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
                     (r.status(), client_upgrade)
@@ -423,12 +437,36 @@ impl Proxy {
         }
     }
 
+    /// Sends `req` upstream: on the tunnel's connection when it is still
+    /// open (an upgrade gets one of its own), else on a new one.
     async fn send(
         &self,
         req: Request<Full<Bytes>>,
         host: &str,
         port: u16,
+        pool: &Upstream,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, String> {
+        let mut slot = pool.lock().await;
+        let reuse = match slot.as_mut() {
+            Some(s) if !upgrade => s.ready().await.is_ok(),
+            _ => false,
+        };
+        if !reuse {
+            let fresh = self.open(host, port).await?;
+            if upgrade {
+                let mut fresh = fresh;
+                return fresh.send_request(req).await.map_err(|e| e.to_string());
+            }
+            *slot = Some(fresh);
+        }
+        let sender = slot.as_mut().expect("set above");
+        sender.send_request(req).await.map_err(|e| e.to_string())
+    }
+
+    /// A new upstream connection: TCP (with `--proxy-resolve`), TLS
+    /// verified, HTTP/1.1.
+    async fn open(&self, host: &str, port: u16) -> Result<Sender, String> {
         let addr = match self.upstreams.resolve.get(&(host.to_owned(), port)) {
             Some(a) => *a,
             None => tokio::net::lookup_host((host, port))
@@ -447,11 +485,11 @@ impl Proxy {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn.with_upgrades());
-        sender.send_request(req).await.map_err(|e| e.to_string())
+        Ok(sender)
     }
 
     fn refuse<B>(&self, req: &Request<B>, host: &str, why: Refusal) -> Response<Body> {
