@@ -289,6 +289,9 @@ fn launch_sandbox(
         net_namespace: egress
             .as_ref()
             .map(|e| std::os::fd::AsRawFd::as_raw_fd(&e.ns)),
+        // sealctl became non-dumpable for the proxy: the sandbox keeps the
+        // core limit it had.
+        core_limit: egress.as_ref().map(|e| e.core_limit),
         ..ChildSetup::default()
     };
     let pid = spawn(&mut supervisor, &bwrap, &args, setup, "starting bwrap")?;

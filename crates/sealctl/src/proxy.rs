@@ -58,8 +58,22 @@ fn parse_resolve(text: &str) -> Result<((String, u16), SocketAddr)> {
     Ok(((host.to_ascii_lowercase(), port), SocketAddr::new(ip, port)))
 }
 
+/// The process that holds a launch's values: non-dumpable (no ptrace,
+/// no `/proc/PID/mem` for other processes of the user, no core dump) and,
+/// as far as `RLIMIT_MEMLOCK` allows, locked against swapping. Returns the
+/// core limit it had, for children.
+fn harden() -> Result<libc::rlimit> {
+    let core =
+        sealinit_sys::make_undumpable().map_err(|e| Error::os("prctl(PR_SET_DUMPABLE)", e))?;
+    if let Err(e) = sealinit_sys::lock_memory() {
+        tracing::warn!("the egress proxy cannot lock its memory ({e}); values may be swapped out");
+    }
+    Ok(core)
+}
+
 /// Runs the proxy until it is killed.
 pub fn run(opts: ProxyOptions) -> Result<()> {
+    harden()?;
     let key = match (opts.key_fd, &opts.key_file) {
         (Some(fd), _) => sealinit::files::read_inherited_key(fd, Duration::from_secs(10), None)
             .map_err(|source| {
@@ -191,6 +205,9 @@ pub struct ForSandbox {
     pub ns: std::os::fd::OwnedFd,
     /// The host's roots and the launch's CA, for the sandbox's clients.
     pub trust: tempfile::NamedTempFile,
+    /// The core limit sealctl had before it became non-dumpable, for the
+    /// sandbox.
+    pub core_limit: libc::rlimit,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -228,6 +245,7 @@ pub fn for_sandbox(
     dir: &std::path::Path,
     store: Option<(sealinit_store::Store, String)>,
 ) -> Result<ForSandbox> {
+    let core_limit = harden()?;
     let mut buf = sealinit_core::secret::SecretBuf::zeroed(part.len())
         .map_err(|e| Error::os("locked memory", e))?;
     buf.expose_mut().copy_from_slice(part);
@@ -290,6 +308,7 @@ pub fn for_sandbox(
     Ok(ForSandbox {
         ns,
         trust,
+        core_limit,
         stop: Some(stop),
         thread: Some(thread),
         writer,
