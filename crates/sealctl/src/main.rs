@@ -273,29 +273,51 @@ fn seal_repo(args: &SealArgs, repo: &str) -> Result<()> {
 
 /// Where `seal --repo --proxy-out` sends the proxy part's key.
 fn proxy_key_out(args: &SealArgs) -> Result<Option<KeyOut<'_>>> {
-    Ok(
-        match (args.proxy_key_out.as_deref(), args.proxy_key_out_fd) {
-            (Some(p), _) if p == Path::new("-") => {
-                if sealinit_sys::is_terminal(1)
-                    || args.json
-                    || args.key_out.as_deref() == Some(Path::new("-"))
-                {
-                    return Err(Error::usage(
-                        "--proxy-key-out - writes 32 raw key bytes to stdout, which is a terminal, or which --json or --key-out - uses; use a file or --proxy-key-out-fd",
-                    ));
-                }
-                Some(KeyOut::Stdout)
-            }
-            (Some(p), _) => Some(KeyOut::File(p)),
-            (None, Some(fd)) if fd >= 3 => Some(KeyOut::Fd(write::claim_key_fd(fd)?, fd)),
-            (None, Some(fd)) => {
+    let stdout_taken = match (args.json, args.key_out.as_deref()) {
+        (true, _) => Some("--json"),
+        (false, Some(p)) if p == Path::new("-") => Some("--key-out -"),
+        _ => None,
+    };
+    key_dest(
+        "--proxy-key-out",
+        args.proxy_key_out.as_deref(),
+        args.proxy_key_out_fd,
+        stdout_taken,
+    )
+}
+
+/// A key destination from `FLAG PATH|-` or `FLAG-fd N` (claimed at once,
+/// before anything else is opened); `-` is stdout, refused on a terminal
+/// or when `stdout_taken` names what else writes there.
+fn key_dest<'a>(
+    flag: &str,
+    path: Option<&'a Path>,
+    fd: Option<i32>,
+    stdout_taken: Option<&str>,
+) -> Result<Option<KeyOut<'a>>> {
+    Ok(match (path, fd) {
+        (Some(p), _) if p == Path::new("-") => {
+            if sealinit_sys::is_terminal(1) {
                 return Err(Error::usage(format!(
-                    "--proxy-key-out-fd {fd}: use a descriptor of 3 or above"
+                    "{flag} - writes 32 raw key bytes to stdout, which is a terminal; pipe it or use {flag}-fd"
                 )));
             }
-            (None, None) => None,
-        },
-    )
+            if let Some(other) = stdout_taken {
+                return Err(Error::usage(format!(
+                    "{flag} - and {other} both write to stdout; use {flag}-fd or a file"
+                )));
+            }
+            Some(KeyOut::Stdout)
+        }
+        (Some(p), _) => Some(KeyOut::File(p)),
+        (None, Some(fd)) if fd >= 3 => Some(KeyOut::Fd(write::claim_key_fd(fd)?, fd)),
+        (None, Some(fd)) => {
+            return Err(Error::usage(format!(
+                "{flag}-fd {fd}: use a descriptor of 3 or above (or {flag} - for stdout)"
+            )));
+        }
+        (None, None) => None,
+    })
 }
 
 /// Writes one sealed part and its key; on failure, neither remains.
@@ -323,29 +345,9 @@ fn write_part(
 
 /// Where `seal --repo` sends the fresh key.
 fn key_out(args: &SealArgs) -> Result<KeyOut<'_>> {
-    Ok(match (args.key_out.as_deref(), args.key_out_fd) {
-        (Some(p), _) if p == Path::new("-") => {
-            if sealinit_sys::is_terminal(1) {
-                return Err(Error::usage(
-                    "--key-out - writes 32 raw key bytes to stdout, which is a terminal; pipe it or use --key-out-fd",
-                ));
-            }
-            if args.json {
-                return Err(Error::usage(
-                    "--key-out - and --json both write to stdout; use --key-out-fd or a file",
-                ));
-            }
-            KeyOut::Stdout
-        }
-        (Some(p), _) => KeyOut::File(p),
-        (None, Some(fd)) if fd >= 3 => KeyOut::Fd(write::claim_key_fd(fd)?, fd),
-        (None, Some(fd)) => {
-            return Err(Error::usage(format!(
-                "--key-out-fd {fd}: use a descriptor of 3 or above (or --key-out - for stdout)"
-            )));
-        }
-        (None, None) => unreachable!("clap: --repo requires --key-out or --key-out-fd"),
-    })
+    let taken = args.json.then_some("--json");
+    key_dest("--key-out", args.key_out.as_deref(), args.key_out_fd, taken)?
+        .ok_or_else(|| unreachable!("clap: --repo requires --key-out or --key-out-fd"))
 }
 
 fn seal_files(args: &SealArgs, entries: Vec<Entry>) -> Result<()> {
@@ -369,14 +371,8 @@ fn seal_files(args: &SealArgs, entries: Vec<Entry>) -> Result<()> {
         Error::usage("--key PATH is required with --from-env-file or --from-json")
     })?;
     let key = files::read_key_file(path, "key file", false, KEY_TIMEOUT, None)?;
-    let (sealed, header) = write::seal_now(
-        &key,
-        &entries,
-        &args.allow_name,
-        args.label.clone(),
-        None,
-        ttl,
-    )?;
+    let (sealed, header) =
+        write::seal_now(&key, &entries, &args.allow_name, args.label.clone(), ttl)?;
     let report = json!({
         "out": args.out,
         "label": header.label,

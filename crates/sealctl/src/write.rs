@@ -56,24 +56,19 @@ pub fn create_key_file(path: &Path, key: &SecretKey, lasting: Lasting) -> Result
 
 /// Seals `entries` under `key` now, with a fresh random nonce, after
 /// refusing code-loading names not in `allow`; the bundle expires after
-/// `ttl` if given; a bundle of a store's repository names it (`repo`, for
-/// `sealinit --expect-repo`). Returns the bytes to write and the header
-/// sealed.
+/// `ttl` if given. Bundles of a store's repository are sealed by
+/// [`sealinit_store::launch::seal_launch`] instead. Returns the bytes to
+/// write and the header sealed.
 pub fn seal_now(
     key: &SecretKey,
     entries: &[Entry],
     allow: &[String],
     label: Option<String>,
-    repo: Option<&str>,
     ttl: Option<Duration>,
 ) -> Result<(Vec<u8>, Header)> {
     bundle::check_name_policy(entries, allow)?;
     let now = sealinit_core::time::now();
     let header = Header::new(now, ttl.map(|t| now.saturating_add(t.as_secs())), label);
-    let header = match repo {
-        Some(r) => header.with_repo(r),
-        None => header,
-    };
     let mut nonce = [0u8; bundle::NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| Error::os("getrandom", io::Error::other(e)))?;
     let sealed = bundle::seal(key, &header, entries, &nonce).map_err(|e| match e {

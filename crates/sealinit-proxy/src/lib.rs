@@ -39,6 +39,10 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
+/// A header to send instead of the agent's: it holds values, wiped when
+/// dropped.
+type Substituted = (hyper::header::HeaderName, zeroize::Zeroizing<Vec<u8>>);
+
 /// A tunnel's upstream connection, kept between its requests.
 type Upstream = Arc<tokio::sync::Mutex<Option<Sender>>>;
 
@@ -267,7 +271,7 @@ impl Proxy {
         host: &str,
         port: u16,
         tls: bool,
-    ) -> Result<Vec<(hyper::header::HeaderName, Vec<u8>)>, Refusal> {
+    ) -> Result<Vec<Substituted>, Refusal> {
         let target = req.uri().to_string();
         if let Some(name) = self.rules.leak(target.as_bytes()) {
             return Err(Refusal::Leak { name: name.into() });

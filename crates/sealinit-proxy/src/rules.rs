@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sealinit_core::bundle::{Delivery, EgressDefault, OpenedBundle};
 use sealinit_mask::Masker;
+use zeroize::Zeroizing;
 
 /// A host pattern of a binding: `name` or `*.domain`, with an optional port
 /// (443 when absent).
@@ -217,8 +218,9 @@ impl Rules {
         host: &str,
         port: u16,
         tls: bool,
-    ) -> Result<Option<Vec<u8>>, Refusal> {
-        let mut out = Vec::new();
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Refusal> {
+        // It holds values: wiped when dropped.
+        let mut out = Zeroizing::new(Vec::new());
         let mut last = 0;
         for m in self.placeholders.find_iter(text) {
             let b = &self.bound[m.pattern().as_usize()];
@@ -254,14 +256,14 @@ impl Rules {
         host: &str,
         port: u16,
         tls: bool,
-    ) -> Result<Option<Vec<u8>>, Refusal> {
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Refusal> {
         if let Some(creds) = strip_prefix_ci(value, b"basic ") {
             if let Ok(decoded) = B64.decode(creds.trim_ascii()) {
-                let decoded = zeroize::Zeroizing::new(decoded);
+                let decoded = Zeroizing::new(decoded);
                 if let Some(d) = self.substitute(&decoded, host, port, tls)? {
-                    let d = zeroize::Zeroizing::new(d);
-                    let mut out = b"Basic ".to_vec();
-                    out.extend_from_slice(B64.encode(&*d).as_bytes());
+                    let encoded = Zeroizing::new(B64.encode(&*d));
+                    let mut out = Zeroizing::new(b"Basic ".to_vec());
+                    out.extend_from_slice(encoded.as_bytes());
                     return Ok(Some(out));
                 }
             }
