@@ -639,6 +639,15 @@ pub struct RunArgs {
     /// (PEM) for upstream servers
     #[arg(long = "proxy-upstream-ca", value_name = "PEM", requires = "sandbox")]
     pub proxy_upstream_ca: Vec<PathBuf>,
+    /// With --sandbox and proxy secrets: hand the launch to the host's
+    /// egress proxy (`sealctl proxy --control PATH`) instead of running one
+    /// in this process
+    #[arg(
+        long = "proxy-control",
+        value_name = "PATH",
+        env = "SEALCTL_PROXY_CONTROL"
+    )]
+    pub proxy_control: Option<PathBuf>,
     /// The sealinit binary [default: next to sealctl, else on PATH]
     #[arg(long, value_name = "PATH")]
     pub sealinit: Option<PathBuf>,

@@ -45,6 +45,9 @@ pub struct RunOptions {
     /// How the egress proxy reaches upstreams (`--sandbox` with proxy
     /// secrets).
     pub upstreams: sealinit_proxy::Upstreams,
+    /// The host's egress proxy to hand the launch to (`--proxy-control`);
+    /// else it runs in this process.
+    pub proxy_control: Option<PathBuf>,
 }
 
 /// A launch's proxy part (sealed), its key, and the store (with the
@@ -247,9 +250,12 @@ fn launch_sandbox(
         Some((part, key, store)) => Some(crate::proxy::for_sandbox(
             &part,
             key,
-            opts.upstreams.clone(),
+            crate::proxy::SandboxProxy {
+                upstreams: opts.upstreams.clone(),
+                control: opts.proxy_control.clone(),
+                store,
+            },
             &runtime_dir(),
-            store,
         )?),
         None => None,
     };

@@ -1198,6 +1198,7 @@ fn run(mut args: RunArgs) -> Result<()> {
         sealinit_args: args.sealinit_args,
         command: args.command,
         upstreams: sealctl::proxy::upstreams(&args.proxy_resolve, &args.proxy_upstream_ca)?,
+        proxy_control: args.proxy_control.clone(),
     };
     let code = sealctl::local::run(st, &opts)?;
     std::process::exit(code);

@@ -189,6 +189,7 @@ pub fn run(
                 sealinit_args: args.sealinit_args,
                 command: args.command,
                 upstreams: sealctl::proxy::upstreams(&args.proxy_resolve, &args.proxy_upstream_ca)?,
+                proxy_control: args.proxy_control.clone(),
             };
             let proxy = minted.proxy.map(|(b, k)| (b.to_vec(), k, None));
             let code = sealctl::local::run_bundle(

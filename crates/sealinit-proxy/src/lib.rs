@@ -77,14 +77,44 @@ pub struct Egress {
     pub reason: Option<String>,
 }
 
+/// How the proxy reaches upstreams, made once and shared by every launch
+/// a process serves: the resolve table and the TLS client (its roots
+/// parsed once).
+pub struct Outbound {
+    upstreams: Upstreams,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("upstreams", &self.upstreams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    pub fn new(upstreams: Upstreams) -> Arc<Self> {
+        Arc::new(Self {
+            connector: TlsConnector::from(Arc::new(tls::client_config(&upstreams.extra_roots))),
+            upstreams,
+        })
+    }
+}
+
+/// Where a proxy's audit records go.
+pub type AuditSender = tokio::sync::mpsc::UnboundedSender<Egress>;
+
 /// One launch's proxy: its rules, CA and upstream client.
 pub struct Proxy {
     rules: Rules,
     acceptor: TlsAcceptor,
-    connector: TlsConnector,
-    upstreams: Upstreams,
+    outbound: Arc<Outbound>,
     label: String,
-    audit: Option<std::sync::mpsc::Sender<Egress>>,
+    audit: Option<AuditSender>,
+    /// Set when the launch ends: every connection task of it stops, so
+    /// that the rules (and the values) are dropped and wiped at once.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -97,22 +127,41 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(rules: Rules, ca: Arc<tls::Authority>, upstreams: Upstreams, label: String) -> Self {
+    pub fn new(
+        rules: Rules,
+        ca: Arc<tls::Authority>,
+        outbound: Arc<Outbound>,
+        label: String,
+    ) -> Self {
         Self {
             acceptor: TlsAcceptor::from(Arc::new(tls::server_config(ca))),
-            connector: TlsConnector::from(Arc::new(tls::client_config(&upstreams.extra_roots))),
+            outbound,
             rules,
-            upstreams,
             label,
             audit: None,
+            ended: tokio::sync::watch::Sender::new(false),
         }
     }
 
     /// Sends each substitution and refusal to `audit` (for the store's
     /// trail), besides logging it.
-    pub fn with_audit(mut self, audit: std::sync::mpsc::Sender<Egress>) -> Self {
+    pub fn with_audit(mut self, audit: AuditSender) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// The launch's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs `work` until it completes or the launch ends.
+    async fn until_ended(&self, work: impl std::future::Future<Output = ()>) {
+        let mut ended = self.ended.subscribe();
+        tokio::select! {
+            () = work => {}
+            _ = ended.wait_for(|e| *e) => {}
+        }
     }
 
     fn record<B>(
@@ -149,7 +198,11 @@ impl Proxy {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                () = &mut stop => return,
+                () = &mut stop => {
+                    // Every connection of the launch ends with it.
+                    self.ended.send_replace(true);
+                    return;
+                }
             };
             let (tcp, _) = match accepted {
                 Ok(c) => c,
@@ -162,11 +215,17 @@ impl Proxy {
             let _ = tcp.set_nodelay(true);
             let me = self.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| me.clone().outer(req));
-                let _ = hyper::server::conn::http1::Builder::new()
+                let svc = {
+                    let me = me.clone();
+                    service_fn(move |req| me.clone().outer(req))
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
-                    .with_upgrades()
-                    .await;
+                    .with_upgrades();
+                me.until_ended(async {
+                    let _ = conn.await;
+                })
+                .await;
             });
         }
     }
@@ -191,10 +250,14 @@ impl Proxy {
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(up) => self.tunnel(TokioIo::new(up), host, port).await,
-                Err(e) => warn!("CONNECT upgrade: {e}"),
-            }
+            let me = self.clone();
+            me.until_ended(async move {
+                match on_upgrade.await {
+                    Ok(up) => self.tunnel(TokioIo::new(up), host, port).await,
+                    Err(e) => warn!("CONNECT upgrade: {e}"),
+                }
+            })
+            .await
         });
         Ok(Response::new(empty()))
     }
@@ -425,10 +488,17 @@ impl Proxy {
                     (r.status(), client_upgrade)
                 {
                     let upstream = hyper::upgrade::on(&mut r);
+                    let mut ended = self.ended.subscribe();
                     tokio::spawn(async move {
-                        if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
-                            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        let join = async {
+                            if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+                                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                            }
+                        };
+                        tokio::select! {
+                            () = join => {}
+                            _ = ended.wait_for(|e| *e) => {}
                         }
                     });
                 }
@@ -471,7 +541,12 @@ impl Proxy {
     /// A new upstream connection: TCP (with `--proxy-resolve`), TLS
     /// verified, HTTP/1.1.
     async fn open(&self, host: &str, port: u16) -> Result<Sender, String> {
-        let addr = match self.upstreams.resolve.get(&(host.to_owned(), port)) {
+        let addr = match self
+            .outbound
+            .upstreams
+            .resolve
+            .get(&(host.to_owned(), port))
+        {
             Some(a) => *a,
             None => tokio::net::lookup_host((host, port))
                 .await
@@ -485,6 +560,7 @@ impl Proxy {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
         let tls = self
+            .outbound
             .connector
             .connect(name, tcp)
             .await

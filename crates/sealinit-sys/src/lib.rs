@@ -276,6 +276,126 @@ pub fn loopback_namespace_listener(port: u16) -> io::Result<(OwnedFd, std::net::
     .map_err(|_| io::Error::other("the network namespace thread panicked"))?
 }
 
+/// Sends `data` with the descriptors `fds` (`SCM_RIGHTS`) on the Unix
+/// stream `sock`: how a launch's listening socket reaches the host's egress
+/// proxy (`sealctl proxy --control`).
+pub fn send_fds(
+    sock: &std::os::unix::net::UnixStream,
+    data: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
+    if data.is_empty() || fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let bytes = std::mem::size_of_val(fds);
+    let mut control = [0u64; CONTROL_WORDS];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (pointers null, lengths 0).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE computes a size from its argument only.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes as u32) } as _;
+        // SAFETY: `control` is aligned for cmsghdr (u64 words) and holds
+        // CMSG_SPACE(bytes) (checked by MAX_PASSED_FDS): CMSG_FIRSTHDR
+        // points into it, and the header and `bytes` of data after it
+        // fit.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
+        }
+    }
+    // SAFETY: `msg` points at `iov` (over `data`, read only) and
+    // `control`, both alive for the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    match n {
+        -1 => Err(io::Error::last_os_error()),
+        n if (n as usize) < data.len() => Err(io::Error::from(io::ErrorKind::WriteZero)),
+        _ => Ok(()),
+    }
+}
+
+/// Receives up to `buf.len()` bytes and the descriptors sent with them
+/// (close-on-exec, owned) from the Unix stream `sock`.
+pub fn recv_fds(
+    sock: &std::os::unix::net::UnixStream,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut control = [0u64; CONTROL_WORDS];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (pointers null, lengths 0).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at `iov` (over `buf`, writable) and `control`,
+    // both alive for the call and of the lengths given.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `control` up to msg_controllen with
+    // well-formed cmsg headers; CMSG_FIRSTHDR/NXTHDR stay inside it, and
+    // each SCM_RIGHTS header carries cmsg_len - CMSG_LEN(0) bytes of
+    // descriptors, new in this process and owned by nothing else.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(c);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("more descriptors were sent than expected"));
+    }
+    Ok((n as usize, fds))
+}
+
+/// At most this many descriptors go in one message.
+const MAX_PASSED_FDS: usize = 4;
+/// Control buffer for MAX_PASSED_FDS descriptors, in u64 words (aligned
+/// for cmsghdr): a 16-byte header and 16 bytes of descriptors.
+const CONTROL_WORDS: usize = 4;
+
+/// A TCP listener on `127.0.0.1:port` inside the network namespace at
+/// `ns` (e.g. `/run/netns/NAME`), made on a thread of its own that joins
+/// it; its loopback is brought up.
+pub fn listener_in_namespace(ns: &std::path::Path, port: u16) -> io::Result<std::net::TcpListener> {
+    let ns = std::fs::File::open(ns)?;
+    std::thread::spawn(move || -> io::Result<std::net::TcpListener> {
+        // SAFETY: setns takes a descriptor (open, owned by `ns`) and
+        // flags; CLONE_NEWNET moves this thread alone, which ends right
+        // after.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        loopback_up()?;
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+    })
+    .join()
+    .map_err(|_| io::Error::other("the network namespace thread panicked"))?
+}
+
 /// Brings the loopback interface of this thread's network namespace up.
 fn loopback_up() -> io::Result<()> {
     // SAFETY: socket takes plain arguments; the descriptor is owned at once.
