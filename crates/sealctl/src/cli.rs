@@ -250,6 +250,11 @@ pub struct RouteArgs {
     /// check a key's shape)
     #[arg(long, value_name = "STYLE", value_parser = ["random", "keep-prefix"])]
     pub placeholder: Option<String>,
+    /// With --delivery proxy: also replace the placeholder in request
+    /// bodies sent to --host (JSON APIs, form posts, OAuth token requests);
+    /// --in-body=false turns it off
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub in_body: Option<bool>,
 }
 
 impl RouteArgs {
@@ -265,6 +270,7 @@ impl RouteArgs {
                 .placeholder
                 .as_deref()
                 .and_then(sealinit_store::Placeholder::parse),
+            in_body: self.in_body,
         }
     }
 }

@@ -498,4 +498,7 @@ fn route_fields(body: &mut Value, route: &sealinit_store::RouteChange) {
     if let Some(p) = route.placeholder {
         body["placeholder"] = json!(p);
     }
+    if let Some(b) = route.in_body {
+        body["in_body"] = json!(b);
+    }
 }

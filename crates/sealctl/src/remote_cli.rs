@@ -445,6 +445,7 @@ fn route_text(s: &Value) -> String {
             .filter_map(|h| h.as_str().map(str::to_owned))
             .collect(),
         placeholder: Default::default(),
+        in_body: s["in_body"].as_bool().unwrap_or_default(),
     };
     route.to_string()
 }

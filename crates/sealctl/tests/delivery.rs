@@ -368,12 +368,34 @@ fn the_api_takes_and_shows_routes_and_mints_both_parts() {
         assert_eq!(w.put(&format!("{s}/APP"), json!({"value": "a"})).0, 201);
         let r = w.get(&format!("{s}/STRIPE"));
         assert_eq!(
-            (&r.1["delivery"], &r.1["hosts"], &r.1["placeholder"]),
+            (
+                &r.1["delivery"],
+                &r.1["hosts"],
+                &r.1["placeholder"],
+                &r.1["in_body"]
+            ),
             (
                 &json!("proxy"),
                 &json!(["api.stripe.com"]),
-                &json!("random")
+                &json!("random"),
+                &json!(false)
             )
+        );
+        // Put into request bodies too: asked for, kept on a new value.
+        let r = w.put(
+            &format!("{s}/STRIPE"),
+            json!({"value": "sk_test_x2", "in_body": true}),
+        );
+        assert_eq!(r.0, 200, "{:?}", r.1);
+        let r = w.put(&format!("{s}/STRIPE"), json!({"value": "sk_test_x3"}));
+        assert_eq!(r.0, 200, "{:?}", r.1);
+        assert_eq!(w.get(&format!("{s}/STRIPE")).1["in_body"], json!(true));
+        let r = w.put(&format!("{s}/APP"), json!({"value": "a", "in_body": true}));
+        assert_eq!(r.0, 422, "{:?}", r.1);
+        assert!(
+            message(&r).contains("request bodies belongs to proxy secrets"),
+            "{}",
+            message(&r)
         );
         let r = w.get(s);
         let app = r.1["secrets"]
@@ -409,15 +431,16 @@ fn the_api_takes_and_shows_routes_and_mints_both_parts() {
             fs::write(env.path(name), b64(k)).unwrap();
         }
         let (_, sandbox) = read(&env.path("k"), &env.path("b"));
-        assert!(sandbox.iter().all(|e| e.1 != b"sk_test_x1"));
+        assert!(sandbox.iter().all(|e| e.1 != b"sk_test_x3"));
         let (h, proxy) = read(&env.path("pk"), &env.path("p"));
         assert_eq!(h["bindings"]["STRIPE"]["hosts"], json!(["api.stripe.com"]));
+        assert_eq!(h["bindings"]["STRIPE"]["in_body"], json!(true));
         assert!(
             proxy
                 .iter()
-                .any(|e| e.0 == "STRIPE" && e.1 == b"sk_test_x1")
+                .any(|e| e.0 == "STRIPE" && e.1 == b"sk_test_x3")
         );
-        assert!(!server.log_text().contains("sk_test_x1"));
+        assert!(!server.log_text().contains("sk_test_x3"));
     });
 }
 

@@ -53,8 +53,17 @@ class H(http.server.BaseHTTPRequestHandler):
     def reply(self):
         if (self.headers.get("Upgrade") or "").lower() == "websocket":
             return self.websocket()
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else b""
+        if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self.rfile.read(size + 2)[:size]
+                if not size:
+                    break
+                body += chunk
+        else:
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
         seen = (self.requestline + "\n" + str(self.headers)).encode() + body + b"\n--\n"
         log.write(seen)
         auth = self.headers.get("Authorization") or ""
@@ -132,6 +141,44 @@ fn set_proxy_secret(env: &StoreDir, repo: &str, host: &str, value: &[u8]) {
         ],
         Some(value),
     ));
+}
+
+/// `sealctl seal --repo REPO` into the sandbox's part `b{tag}`/`k{tag}` and
+/// the proxy's part `p{tag}`/`pk{tag}`.
+fn seal_parts(env: &StoreDir, repo: &str, tag: &str) {
+    let [b, k, p, pk] = ["b", "k", "p", "pk"].map(|n| format!("{n}{tag}"));
+    ok(&env.run(
+        &[
+            "seal",
+            "--repo",
+            repo,
+            "--out",
+            &b,
+            "--key-out",
+            &k,
+            "--proxy-out",
+            &p,
+            "--proxy-key-out",
+            &pk,
+        ],
+        None,
+    ));
+}
+
+/// What the agent holds for `name` in the sandbox's part `b{tag}` (read
+/// with sealinit, as the agent).
+fn agent_sees(env: &StoreDir, tag: &str, name: &str) -> String {
+    let o = Command::new(workspace_bin("sealinit"))
+        .args(["--bundle", env.path(&format!("b{tag}")).to_str().unwrap()])
+        .args([
+            "--key-file",
+            env.path(&format!("k{tag}")).to_str().unwrap(),
+            "printenv",
+            name,
+        ])
+        .output()
+        .unwrap();
+    stdout(&o).trim().to_owned()
 }
 
 /// What the upstream answers for an Authorization header it received.
@@ -308,35 +355,10 @@ fn placeholders_become_values_only_toward_their_hosts() {
         ],
     );
     set("APP", app, &[]);
-    ok(&env.run(
-        &[
-            "seal",
-            "--repo",
-            "acme/api",
-            "--out",
-            "b",
-            "--key-out",
-            "k",
-            "--proxy-out",
-            "p",
-            "--proxy-key-out",
-            "pk",
-        ],
-        None,
-    ));
+    seal_parts(&env, "acme/api", "");
     let (_proxy, addr) = proxy(&env, &up, &["api.stripe.test", "other.test"]);
-    // The placeholder the sandbox got (read with sealinit, as the agent).
-    let o = Command::new(workspace_bin("sealinit"))
-        .args(["--bundle", env.path("b").to_str().unwrap()])
-        .args([
-            "--key-file",
-            env.path("k").to_str().unwrap(),
-            "printenv",
-            "STRIPE_KEY",
-        ])
-        .output()
-        .unwrap();
-    let placeholder = stdout(&o).trim().to_owned();
+    // The placeholder the sandbox got.
+    let placeholder = agent_sees(&env, "", "STRIPE_KEY");
     assert!(
         placeholder.starts_with("sk_test_") && placeholder != stripe,
         "{placeholder}"
@@ -953,39 +975,9 @@ fn one_host_proxy_serves_launches_each_with_only_its_own_values() {
     let mut launches = Vec::new();
     for (i, (repo, value)) in ["acme/one", "acme/two"].iter().zip(values).enumerate() {
         set_proxy_secret(&env, repo, &bound, value.as_bytes());
-        let (b, k, p, pk) = (
-            format!("b{i}"),
-            format!("k{i}"),
-            format!("p{i}"),
-            format!("pk{i}"),
-        );
-        ok(&env.run(
-            &[
-                "seal",
-                "--repo",
-                repo,
-                "--out",
-                &b,
-                "--key-out",
-                &k,
-                "--proxy-out",
-                &p,
-                "--proxy-key-out",
-                &pk,
-            ],
-            None,
-        ));
-        let o = Command::new(workspace_bin("sealinit"))
-            .args(["--bundle", env.path(&b).to_str().unwrap()])
-            .args([
-                "--key-file",
-                env.path(&k).to_str().unwrap(),
-                "printenv",
-                "STRIPE_KEY",
-            ])
-            .output()
-            .unwrap();
-        let placeholder = stdout(&o).trim().to_owned();
+        let (p, pk) = (format!("p{i}"), format!("pk{i}"));
+        seal_parts(&env, repo, &i.to_string());
+        let placeholder = agent_sees(&env, &i.to_string(), "STRIPE_KEY");
         let ca = format!("ca{i}.pem");
         let (proc_, addr) = attach(&env, &control, &p, &pk, &ca);
         launches.push((proc_, addr, placeholder, ca));
@@ -1053,5 +1045,138 @@ fn one_host_proxy_serves_launches_each_with_only_its_own_values() {
     assert!(
         body.contains(&rev(&format!("Bearer {}", values[1]))),
         "{body}"
+    );
+}
+
+/// Request bodies: a secret that asks for it (`--in-body`) is put into
+/// bodies to its hosts (HTTP/1.1 with a length or chunked, and HTTP/2),
+/// with the length fixed; others' placeholders stay as they are toward
+/// their hosts and are refused toward others; large bodies stream through
+/// whole, and one carrying a value past the first part is cut before it.
+#[test]
+fn bodies_stream_checked_and_take_values_that_ask() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let up = upstream(&env, &["api.oauth.test", "api.stripe.test"]);
+    let oauth = "oauth-client-secret-7d1e0f9b2c";
+    let stripe = "sk_test_51Body0123456789abcdefXYZ";
+    let app = "app-env-value-9c0d1e2f3a";
+    let set = |name: &str, value: &str, extra: &[&str]| {
+        let mut args = vec!["secrets", "set", "--repo", "acme/api", name];
+        args.extend_from_slice(extra);
+        ok(&env.run(&args, Some(value.as_bytes())));
+    };
+    let oauth_host = format!("api.oauth.test:{}", up.port);
+    let stripe_host = format!("api.stripe.test:{}", up.port);
+    set(
+        "CLIENT_SECRET",
+        oauth,
+        &["--delivery", "proxy", "--host", &oauth_host, "--in-body"],
+    );
+    set(
+        "STRIPE_KEY",
+        stripe,
+        &["--delivery", "proxy", "--host", &stripe_host],
+    );
+    set("APP", app, &[]);
+    let listed = stdout(ok(
+        &env.run(&["secrets", "list", "--repo", "acme/api"], None)
+    ));
+    assert!(listed.contains("(bodies too)"), "{listed}");
+    seal_parts(&env, "acme/api", "");
+    let (_proxy, addr) = proxy(&env, &up, &["api.oauth.test", "api.stripe.test"]);
+    let placeholder = |name: &str| agent_sees(&env, "", name);
+    let (p_oauth, p_stripe) = (placeholder("CLIENT_SECRET"), placeholder("STRIPE_KEY"));
+    let post = |host: &str, extra: &[&str], data: &str| {
+        let o = through(&env, &addr)
+            .args(["-w", "\n%{http_code}"])
+            .args(extra)
+            .args(["--data-binary", data])
+            .arg(format!("https://{host}:{}/token", up.port))
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    let form = format!("grant_type=client_credentials&client_secret={p_oauth}&n=1");
+    for extra in [
+        &[][..],
+        &["-H", "Transfer-Encoding: chunked"][..],
+        &["--http2"][..],
+    ] {
+        let out = post("api.oauth.test", extra, &form);
+        assert!(out.ends_with("200"), "{extra:?}: {out}");
+        // The upstream read exactly the new length: the body is whole.
+        assert!(
+            out.contains(&format!("client_secret={oauth}&n=1\n--")),
+            "{extra:?}: {out}"
+        );
+    }
+    // A secret that does not ask keeps its placeholder in a body to its
+    // host; toward another host any placeholder is refused.
+    let out = post("api.stripe.test", &[], &format!("key={p_stripe}"));
+    assert!(
+        out.ends_with("200") && out.contains(&p_stripe) && !out.contains(stripe),
+        "{out}"
+    );
+    let before = fs::read_to_string(&up.log).unwrap();
+    let out = post("api.stripe.test", &[], &format!("steal={p_oauth}"));
+    assert!(
+        out.ends_with("403") && out.contains("CLIENT_SECRET"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(&up.log).unwrap(),
+        before,
+        "nothing was sent"
+    );
+
+    // 3 MiB without a secret: through whole, streamed.
+    let big: String = (0..3 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    fs::write(env.path("big"), &big).unwrap();
+    let o = through(&env, &addr)
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "--data-binary",
+            "@big",
+        ])
+        .arg(format!("https://api.stripe.test:{}/upload", up.port))
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let (code, size) = stdout(&o)
+        .split_once(' ')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap();
+    assert_eq!(code, "200", "{}", stderr(&o));
+    assert!(
+        size.parse::<usize>().unwrap() > big.len(),
+        "the upstream echoed it whole"
+    );
+    // ... and with the env value, base64-encoded, 2 MiB in: cut before it.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(app);
+    let mut leaky = big.clone();
+    leaky.replace_range(2 << 20..(2 << 20) + b64.len(), &b64);
+    fs::write(env.path("leaky"), &leaky).unwrap();
+    let o = through(&env, &addr)
+        .args(["-w", "\n%{http_code}", "--data-binary", "@leaky"])
+        .arg(format!("https://api.stripe.test:{}/upload", up.port))
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.ends_with("403") && out.contains("APP") && out.contains("cut before it"),
+        "{out}"
+    );
+    let log = fs::read_to_string(&up.log).unwrap();
+    assert!(
+        !log.contains(app) && !log.contains(&b64),
+        "the value never reached the upstream"
     );
 }

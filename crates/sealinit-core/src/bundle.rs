@@ -154,6 +154,9 @@ pub enum Part {
 pub struct Binding {
     pub hosts: Vec<String>,
     pub placeholder: String,
+    /// The placeholder is also replaced in request bodies to the hosts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_body: bool,
 }
 
 impl Header {

@@ -209,6 +209,7 @@ fn specs() -> Vec<Spec> {
         Binding {
             hosts: vec!["api.stripe.com".into()],
             placeholder: String::from_utf8(PLACEHOLDER.to_vec()).unwrap(),
+            in_body: false,
         },
     );
     let proxy = Spec {

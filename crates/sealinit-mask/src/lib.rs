@@ -160,6 +160,25 @@ impl Masker {
         out
     }
 
+    /// Whether `data` holds a value or one of its forms, without copying
+    /// it (the egress proxy's leak check).
+    pub fn contains(&self, data: &[u8]) -> bool {
+        self.plain
+            .as_ref()
+            .is_some_and(|n| self.next_plain(n, data, 0).is_some())
+            || self
+                .base64
+                .as_ref()
+                .is_some_and(|n| self.next_base64(n, data, 0).is_some())
+    }
+
+    /// The length of the longest form: a match that crosses from one part
+    /// of a stream into the next lies within this many bytes of the seam.
+    pub fn max_pattern_len(&self) -> usize {
+        let len = |n: &Option<NFA>| n.as_ref().map_or(0, |n| n.max_pattern_len());
+        len(&self.plain).max(len(&self.base64))
+    }
+
     /// Takes new output of stream `s`; appends to `out` what is decided.
     pub fn feed(&self, s: &mut Stream, data: &[u8], out: &mut Vec<u8>) {
         if s.pending.is_empty() {
@@ -451,6 +470,23 @@ mod tests {
             let out = masked(&m, &b64);
             assert!(out.contains("***"), "{prefix:?}: {b64} -> {out}");
         }
+    }
+
+    #[test]
+    fn contains_finds_what_mask_all_masks() {
+        let m = masker(&["s3cr3t-token", "a b&c/d"]);
+        let b64 = base64_std(b"xs3cr3t-token!!");
+        for text in [
+            "x s3cr3t-token y",
+            "url=a%20b%26c%2Fd",
+            &b64,
+            "nothing",
+            "s3cr3t-toke",
+        ] {
+            let masked = m.mask_all(text.as_bytes()) != text.as_bytes();
+            assert_eq!(m.contains(text.as_bytes()), masked, "{text}");
+        }
+        assert!(m.max_pattern_len() >= "a%20b%26c%2Fd".len());
     }
 
     fn base64_std(v: &[u8]) -> String {

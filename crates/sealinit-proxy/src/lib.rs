@@ -14,6 +14,7 @@
 //! proxy ends); only the outgoing header a value is put into holds a copy,
 //! for as long as the request is being sent.
 
+mod body;
 pub mod rules;
 pub mod tls;
 
@@ -37,7 +38,10 @@ pub use rules::{Refusal, Rules};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// A request body going upstream.
+type UpBody = BoxBody<Bytes, body::BoxError>;
+
+type Sender = hyper::client::conn::http1::SendRequest<UpBody>;
 
 /// A header to send instead of the agent's: it holds values, wiped when
 /// dropped.
@@ -46,8 +50,21 @@ type Substituted = (hyper::header::HeaderName, zeroize::Zeroizing<Vec<u8>>);
 /// A tunnel's upstream connection, kept between its requests.
 type Upstream = Arc<tokio::sync::Mutex<Option<Sender>>>;
 
-/// The largest request body the proxy reads and checks.
+/// The largest request body read whole (for secrets replaced in bodies).
 const MAX_BODY: usize = 64 << 20;
+
+/// How much of a request body is read and checked before the request
+/// is sent: a body this small is refused before anything leaves.
+const PREFETCH: usize = 64 << 10;
+
+/// Where a request goes, for records made after it has been taken apart.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    host: String,
+    port: u16,
+    method: String,
+    path: String,
+}
 
 /// How the proxy reaches upstreams.
 #[derive(Debug, Clone, Default)]
@@ -164,10 +181,9 @@ impl Proxy {
         }
     }
 
-    fn record<B>(
+    fn record_target(
         &self,
-        req: &Request<B>,
-        (host, port): (&str, u16),
+        t: &Target,
         outcome: &'static str,
         secrets: Vec<String>,
         reason: Option<String>,
@@ -178,10 +194,10 @@ impl Proxy {
                 launch: self.label.clone(),
                 outcome,
                 secrets,
-                host: host.to_owned(),
-                port,
-                method: req.method().to_string(),
-                path: req.uri().path().to_owned(),
+                host: t.host.clone(),
+                port: t.port,
+                method: t.method.clone(),
+                path: t.path.clone(),
                 reason,
             });
         }
@@ -267,7 +283,7 @@ impl Proxy {
         let host = req.uri().host().unwrap_or("").to_ascii_lowercase();
         let port = req.uri().port_u16().unwrap_or(80);
         if let Err(r) = self.check(&req, &host, port, false) {
-            return self.refuse(&req, &host, r);
+            return self.refuse(&req, (&host, port), r);
         }
         text(
             StatusCode::FORBIDDEN,
@@ -303,7 +319,11 @@ impl Proxy {
                         "the TLS server name ({}) is not the CONNECT host ({host})",
                         sni.as_deref().unwrap_or("none")
                     );
-                    return Ok::<_, hyper::Error>(me.refuse(&req, &host, Refusal::Mismatch(why)));
+                    return Ok::<_, hyper::Error>(me.refuse(
+                        &req,
+                        (&host, port),
+                        Refusal::Mismatch(why),
+                    ));
                 }
                 Ok(me.forward(req, &host, port, &pool).await)
             }
@@ -365,7 +385,7 @@ impl Proxy {
     }
 
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         host: &str,
         port: u16,
@@ -390,15 +410,15 @@ impl Proxy {
                 "the Host header ({}) is not the CONNECT host ({host})",
                 given.as_deref().unwrap_or("none")
             );
-            return self.refuse(&req, host, Refusal::Mismatch(why));
+            return self.refuse(&req, (host, port), Refusal::Mismatch(why));
         }
         let changed = match self.check(&req, host, port, true) {
             Ok(c) => c,
-            Err(r) => return self.refuse(&req, host, r),
+            Err(r) => return self.refuse(&req, (host, port), r),
         };
         if changed.is_empty() {
             if let Err(r) = self.rules.may_go(host, port) {
-                return self.refuse(&req, host, r);
+                return self.refuse(&req, (host, port), r);
             }
         }
         // A WebSocket (or other) upgrade: checked and substituted like any
@@ -407,22 +427,13 @@ impl Proxy {
             .headers()
             .contains_key(hyper::header::UPGRADE)
             .then(|| hyper::upgrade::on(&mut req));
-        let substituted: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
-        if !substituted.is_empty() {
-            let secrets = self
+        let headers: Vec<String> = changed.iter().map(|(n, _)| n.to_string()).collect();
+        let mut secrets = match changed.is_empty() {
+            true => Vec::new(),
+            false => self
                 .rules
-                .names_in(req.headers().values().map(|v| v.as_bytes()));
-            info!(
-                launch = self.label,
-                host,
-                method = %req.method(),
-                path = req.uri().path(),
-                headers = ?substituted,
-                secrets = ?secrets,
-                "substituted"
-            );
-            self.record(&req, (host, port), "substituted", secrets, None);
-        }
+                .names_in(req.headers().values().map(|v| v.as_bytes())),
+        };
         for (name, v) in changed {
             match HeaderValue::from_bytes(&v) {
                 Ok(mut hv) => {
@@ -431,12 +442,10 @@ impl Proxy {
                 }
                 Err(_) => {
                     let why = "a value cannot go into that header".to_owned();
-                    return self.refuse(&req, host, Refusal::Mismatch(why));
+                    return self.refuse(&req, (host, port), Refusal::Mismatch(why));
                 }
             }
         }
-        // The body, whole (at most MAX_BODY), checked before anything is
-        // sent: no value of the launch leaves in it either.
         let (mut parts, body) = req.into_parts();
         // Upstream speaks HTTP/1.1: an origin-form target and a Host.
         if parts.version == hyper::Version::HTTP_2 {
@@ -454,33 +463,54 @@ impl Proxy {
                 parts.uri = u;
             }
         }
-        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "sealinit proxy: request bodies are checked whole, up to {MAX_BODY} bytes\n"
-                    ),
-                );
+        let to = target(&Request::from_parts(parts.clone(), ()), host, port);
+        let found = body::Found::default();
+        let body = match self.rules.replaces_in_body(host, port) {
+            // A secret that asks to be replaced in bodies: the body is read
+            // whole (up to MAX_BODY), and goes on with its new length.
+            true => match self.whole_body(body, &mut parts, &to).await {
+                Ok((b, names)) => {
+                    secrets.extend(
+                        names
+                            .into_iter()
+                            .filter(|n| !secrets.contains(n))
+                            .collect::<Vec<_>>(),
+                    );
+                    b
+                }
+                Err(answer) => return answer,
+            },
+            // Else it streams on, checked part by part as it goes (see
+            // `body`): what is found cuts the request before any of it
+            // leaves; a body of up to PREFETCH bytes is checked whole
+            // first.
+            false => {
+                let mut checked = body::Checked::new(body, self.clone(), to.clone(), found.clone());
+                match checked.prefetch(PREFETCH).await {
+                    Ok(()) => checked.boxed(),
+                    Err(body::PrefetchError::Refused(why)) => return self.refuse_target(&to, why),
+                    Err(body::PrefetchError::Read(e)) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("sealinit proxy: reading the request body: {e}\n"),
+                        );
+                    }
+                }
             }
         };
-        let leaked = self.rules.leak(&body).map(str::to_owned);
-        // Read whole: it goes on with its length, not chunked.
-        if parts
-            .headers
-            .remove(hyper::header::TRANSFER_ENCODING)
-            .is_some()
-            || !body.is_empty()
-        {
-            parts
-                .headers
-                .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if !secrets.is_empty() {
+            info!(
+                launch = self.label,
+                host,
+                method = to.method,
+                path = to.path,
+                headers = ?headers,
+                secrets = ?secrets,
+                "substituted"
+            );
+            self.record_target(&to, "substituted", secrets, None);
         }
-        let req = Request::from_parts(parts, Full::new(body));
-        if let Some(name) = leaked {
-            return self.refuse(&req, host, Refusal::Leak { name });
-        }
+        let req = Request::from_parts(parts, body);
         let upgrade = client_upgrade.is_some();
         match self.send(req, host, port, pool, upgrade).await {
             Ok(mut r) => {
@@ -504,6 +534,13 @@ impl Proxy {
                 }
                 r.map(|b| b.boxed())
             }
+            Err(_) if found.get().is_some() => {
+                let why = found.get().expect("checked above");
+                text(
+                    StatusCode::FORBIDDEN,
+                    format!("sealinit proxy: refused: {why}; the request was cut before it\n"),
+                )
+            }
             Err(e) => text(
                 StatusCode::BAD_GATEWAY,
                 format!("sealinit proxy: {host}:{port}: {e}\n"),
@@ -515,7 +552,7 @@ impl Proxy {
     /// open (an upgrade gets one of its own), else on a new one.
     async fn send(
         &self,
-        req: Request<Full<Bytes>>,
+        req: Request<UpBody>,
         host: &str,
         port: u16,
         pool: &Upstream,
@@ -572,26 +609,81 @@ impl Proxy {
         Ok(sender)
     }
 
-    fn refuse<B>(&self, req: &Request<B>, host: &str, why: Refusal) -> Response<Body> {
-        let port = req.uri().port_u16().unwrap_or(443);
-        self.record(
-            req,
-            (host, port),
+    /// A request body read whole, checked, with the placeholders of the
+    /// secrets that ask for it replaced (`parts` gets its new length): the
+    /// body to send and the names replaced; or the answer to the agent.
+    async fn whole_body(
+        &self,
+        body: Incoming,
+        parts: &mut hyper::http::request::Parts,
+        to: &Target,
+    ) -> Result<(UpBody, Vec<String>), Response<Body>> {
+        let read = http_body_util::Limited::new(body, MAX_BODY).collect().await;
+        let Ok(read) = read else {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "sealinit proxy: a request body to {} is read whole to put values in it, up to {MAX_BODY} bytes\n",
+                    to.host
+                ),
+            ));
+        };
+        let read = read.to_bytes();
+        let (new, names) = self
+            .rules
+            .substitute_body(&read, &to.host, to.port)
+            .map_err(|why| self.refuse_target(to, why))?;
+        // A body with values in it: wiped when hyper is done with it.
+        let out = match new {
+            Some(v) => Bytes::from_owner(v),
+            None => read,
+        };
+        parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+        if !out.is_empty() || parts.headers.contains_key(hyper::header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        }
+        let body = Full::new(out).map_err(|never| match never {}).boxed();
+        Ok((body, names))
+    }
+
+    fn refuse<B>(
+        &self,
+        req: &Request<B>,
+        (host, port): (&str, u16),
+        why: Refusal,
+    ) -> Response<Body> {
+        self.refuse_target(&target(req, host, port), why)
+    }
+
+    fn refuse_target(&self, to: &Target, why: Refusal) -> Response<Body> {
+        self.record_target(
+            to,
             "refused",
             why.secret().into_iter().collect(),
             Some(why.to_string()),
         );
         warn!(
             launch = self.label,
-            host,
-            method = %req.method(),
-            path = req.uri().path(),
+            host = to.host,
+            method = to.method,
+            path = to.path,
             "refused: {why}"
         );
         text(
             StatusCode::FORBIDDEN,
-            format!("sealinit proxy: refused: {why}\n"),
+            format!("sealinit proxy: refused: {why}; nothing was sent\n"),
         )
+    }
+}
+
+fn target<B>(req: &Request<B>, host: &str, port: u16) -> Target {
+    Target {
+        host: host.to_owned(),
+        port,
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
     }
 }
 

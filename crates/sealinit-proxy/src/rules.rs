@@ -62,13 +62,15 @@ struct Bound {
     name: String,
     hosts: Vec<HostPattern>,
     entry: usize,
+    /// Also replaced in request bodies.
+    in_body: bool,
 }
 
 /// Why a request is refused: said to the agent (403), audited. Names and
 /// hosts only, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("secret {name} may be sent to {allowed} only, not to {host}:{port}; nothing was sent")]
+    #[error("secret {name} may be sent to {allowed} only, not to {host}:{port}")]
     WrongHost {
         name: String,
         allowed: String,
@@ -76,18 +78,16 @@ pub enum Refusal {
         port: u16,
     },
     #[error(
-        "the request carries the value of secret {name} (or an encoding of it); values of this launch's secrets never leave through the proxy; nothing was sent"
+        "the request carries the value of secret {name} (or an encoding of it); values of this launch's secrets never leave through the proxy"
     )]
     Leak { name: String },
     #[error(
-        "the request carries the placeholder of secret {name} over plain HTTP; secrets go over HTTPS only; nothing was sent"
+        "the request carries the placeholder of secret {name} over plain HTTP; secrets go over HTTPS only"
     )]
     Cleartext { name: String },
-    #[error(
-        "this repository's egress policy does not allow {host}:{port} (its default is deny); nothing was sent"
-    )]
+    #[error("this repository's egress policy does not allow {host}:{port} (its default is deny)")]
     Policy { host: String, port: u16 },
-    #[error("{0}; nothing was sent")]
+    #[error("{0}")]
     Mismatch(String),
 }
 
@@ -103,13 +103,18 @@ impl Refusal {
     }
 }
 
+/// Text with values put in: wiped when dropped.
+pub type Replaced = Zeroizing<Vec<u8>>;
+
 /// The launch's rules: placeholders to find, values to refuse.
 pub struct Rules {
     part: OpenedBundle,
     bound: Vec<Bound>,
     placeholders: AhoCorasick,
-    /// Each value of the launch (by name) and its encodings: raw,
-    /// base64, URL- and JSON-encoded (the masker's forms)...
+    /// Every value of the launch and its encodings: raw, base64, URL- and
+    /// JSON-encoded (the masker's forms), in one matcher...
+    any: Masker,
+    /// ... and each value's alone, to name the one found.
     leaks: Vec<(String, Masker)>,
     /// ... and hex (both cases) and base64url, at each alignment.
     more: Option<AhoCorasick>,
@@ -149,6 +154,7 @@ impl Rules {
                 name: e.name().to_owned(),
                 hosts: b.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
                 entry: i,
+                in_body: b.in_body,
             });
         }
         let placeholders = AhoCorasick::builder()
@@ -161,6 +167,7 @@ impl Rules {
             .filter(|e| e.value().len() >= 8)
             .map(|e| (e.name().to_owned(), Masker::new([e.value()], 8, b"\0").0))
             .collect();
+        let any = Masker::new(part.entries().map(|e| e.value()), 8, b"\0").0;
         let (mut more_patterns, mut more_names) = (Vec::new(), Vec::new());
         for e in part.entries().filter(|e| e.value().len() >= 8) {
             for p in more_forms(e.value()) {
@@ -182,6 +189,7 @@ impl Rules {
         Ok(Self {
             bound,
             placeholders,
+            any,
             leaks,
             more,
             more_names,
@@ -203,10 +211,21 @@ impl Rules {
         if let Some(m) = self.more.as_ref().and_then(|ac| ac.find(data)) {
             return Some(&self.more_names[m.pattern().as_usize()]);
         }
+        if !self.any.contains(data) {
+            return None;
+        }
         self.leaks
             .iter()
-            .find(|(_, m)| m.mask_all(data) != data)
+            .find(|(_, m)| m.contains(data))
             .map(|(n, _)| n.as_str())
+    }
+
+    /// How many bytes either side of a seam between two parts of a body a
+    /// value (or a form of one) can span: the longest form's length,
+    /// less one.
+    pub fn seam(&self) -> usize {
+        let more = self.more.as_ref().map_or(0, |m| m.max_pattern_len());
+        self.any.max_pattern_len().max(more).saturating_sub(1)
     }
 
     /// `text` with each placeholder replaced by its value, when every
@@ -219,24 +238,61 @@ impl Rules {
         port: u16,
         tls: bool,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, Refusal> {
+        self.substitute_where(text, host, port, tls, |_| true)
+    }
+
+    /// Whether a secret bound to `host:port` asks to be replaced in
+    /// request bodies (which are then read whole).
+    pub fn replaces_in_body(&self, host: &str, port: u16) -> bool {
+        self.bound
+            .iter()
+            .any(|b| b.in_body && b.hosts.iter().any(|h| h.matches(host, port)))
+    }
+
+    /// A whole request body to `host:port` (over TLS), checked as
+    /// [`Rules::check_body`] does, with the placeholders of the secrets
+    /// that ask for it replaced: the new body (`None`: unchanged) and the
+    /// names replaced.
+    pub fn substitute_body(
+        &self,
+        body: &[u8],
+        host: &str,
+        port: u16,
+    ) -> Result<(Option<Replaced>, Vec<String>), Refusal> {
+        self.check_body(body, host, port)?;
+        let mut names = Vec::new();
+        for m in self.placeholders.find_iter(body) {
+            let b = &self.bound[m.pattern().as_usize()];
+            if b.in_body && !names.contains(&b.name) {
+                names.push(b.name.clone());
+            }
+        }
+        let out = self.substitute_where(body, host, port, true, |b| b.in_body)?;
+        Ok((out, names))
+    }
+
+    fn substitute_where(
+        &self,
+        text: &[u8],
+        host: &str,
+        port: u16,
+        tls: bool,
+        replace: impl Fn(&Bound) -> bool,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Refusal> {
         // It holds values: wiped when dropped.
         let mut out = Zeroizing::new(Vec::new());
         let mut last = 0;
         for m in self.placeholders.find_iter(text) {
             let b = &self.bound[m.pattern().as_usize()];
+            if !replace(b) {
+                continue;
+            }
             if !tls {
                 return Err(Refusal::Cleartext {
                     name: b.name.clone(),
                 });
             }
-            if !b.hosts.iter().any(|h| h.matches(host, port)) {
-                return Err(Refusal::WrongHost {
-                    name: b.name.clone(),
-                    allowed: self.allowed(b),
-                    host: host.to_owned(),
-                    port,
-                });
-            }
+            self.may_carry(b, host, port)?;
             out.extend_from_slice(&text[last..m.start()]);
             out.extend_from_slice(self.value(b));
             last = m.end();
@@ -271,6 +327,19 @@ impl Rules {
         self.substitute(value, host, port, tls)
     }
 
+    /// Whether secret `b` may go to `host:port`.
+    fn may_carry(&self, b: &Bound, host: &str, port: u16) -> Result<(), Refusal> {
+        match b.hosts.iter().any(|h| h.matches(host, port)) {
+            true => Ok(()),
+            false => Err(Refusal::WrongHost {
+                name: b.name.clone(),
+                allowed: self.allowed(b),
+                host: host.to_owned(),
+                port,
+            }),
+        }
+    }
+
     fn allowed(&self, b: &Bound) -> String {
         b.hosts
             .iter()
@@ -301,6 +370,26 @@ impl Rules {
                 port,
             }),
         }
+    }
+
+    /// A part of a request body (over TLS to `host:port`): no value of the
+    /// launch, and no placeholder toward a host it is not bound to.
+    pub fn check_body(&self, data: &[u8], host: &str, port: u16) -> Result<(), Refusal> {
+        if let Some(name) = self.leak(data) {
+            return Err(Refusal::Leak { name: name.into() });
+        }
+        for m in self.placeholders.find_iter(data) {
+            let b = &self.bound[m.pattern().as_usize()];
+            self.may_carry(b, host, port)?;
+        }
+        Ok(())
+    }
+
+    /// How many bytes either side of a seam between two parts of a body
+    /// [`Rules::check_body`] must see together.
+    pub fn body_seam(&self) -> usize {
+        let placeholders = self.placeholders.max_pattern_len().saturating_sub(1);
+        self.seam().max(placeholders)
     }
 
     /// The proxy secrets whose placeholders are in `texts`, each once.

@@ -195,6 +195,9 @@ struct PutBody {
     hosts: Option<Vec<String>>,
     /// random or keep-prefix (absent: the current version's, or random).
     placeholder: Option<sealinit_store::Placeholder>,
+    /// A proxy secret replaced in request bodies too (absent: the current
+    /// version's, or false).
+    in_body: Option<bool>,
 }
 
 /// `If-Match`: `"N"` or `W/"N"` (the ETag of version N), the bare number
@@ -253,6 +256,7 @@ async fn put_secret(
                         delivery: body.delivery,
                         hosts: body.hosts,
                         placeholder: body.placeholder,
+                        in_body: body.in_body,
                     },
                 },
             )
@@ -402,6 +406,7 @@ struct ImportBody {
     delivery: Option<sealinit_store::Delivery>,
     hosts: Option<Vec<String>>,
     placeholder: Option<sealinit_store::Placeholder>,
+    in_body: Option<bool>,
 }
 
 async fn import(
@@ -425,6 +430,7 @@ async fn import(
         delivery: body.delivery,
         hosts: body.hosts,
         placeholder: body.placeholder,
+        in_body: body.in_body,
     };
     let content = new_value(
         peer,

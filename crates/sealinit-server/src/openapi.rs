@@ -359,6 +359,8 @@ fn schemas() -> Value {
     let hosts = json!({"type": "array", "items": {"type": "string"},
         "description": "proxy only (and required): api.example.com or *.example.com, with an optional :port"});
     let placeholder = json!({"enum": ["random", "keep-prefix"]});
+    let in_body = json!({"type": "boolean",
+        "description": "proxy only: the placeholder is also replaced in request bodies to the hosts"});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
@@ -380,11 +382,11 @@ fn schemas() -> Value {
         "RepoRemoved": {"type": "object", "required": ["repo", "removed"],
             "properties": {"repo": {"type": "string"}, "removed": {"type": "integer"}}},
         "SecretMeta": {"type": "object",
-            "required": ["name", "size", "version", "created_at", "updated_at", "updated_by", "delivery", "hosts", "placeholder"],
+            "required": ["name", "size", "version", "created_at", "updated_at", "updated_by", "delivery", "hosts", "placeholder", "in_body"],
             "properties": {"name": {"type": "string"}, "size": {"type": "integer"}, "version": {"type": "integer"},
                 "created_at": time, "updated_at": time, "updated_by": {"type": "string"},
                 "delivery": {"enum": ["env", "setup", "proxy"]}, "hosts": {"type": "array", "items": {"type": "string"}},
-                "placeholder": {"enum": ["random", "keep-prefix"]}}},
+                "placeholder": {"enum": ["random", "keep-prefix"]}, "in_body": {"type": "boolean"}}},
         "SecretPage": {"type": "object", "required": ["total_count", "secrets"], "properties": {
             "total_count": {"type": "integer"},
             "secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SecretMeta"}}}},
@@ -394,7 +396,8 @@ fn schemas() -> Value {
             "description": "value (over TLS or loopback) or encrypted_value + key_id (crypto_box_seal to the public key)",
             "properties": {"value": {"type": "string"}, "encrypted_value": {"type": "string"}, "key_id": {"type": "string"},
                 "allow_production": {"type": "boolean"}, "allow_name": {"type": "boolean"}, "allow_empty": {"type": "boolean"},
-                "delivery": delivery.clone(), "hosts": hosts.clone(), "placeholder": placeholder.clone()}},
+                "delivery": delivery.clone(), "hosts": hosts.clone(), "placeholder": placeholder.clone(),
+                "in_body": in_body.clone()}},
         "SetOutcome": set_outcome,
         "Imported": {"type": "object", "required": ["secrets"], "properties": {"secrets": {"type": "array", "items": {"$ref": "#/components/schemas/SetOutcome"}}}},
         "ImportRequest": {"type": "object", "additionalProperties": false, "required": ["format"],
@@ -402,7 +405,7 @@ fn schemas() -> Value {
                 "encrypted_content": {"type": "string"}, "key_id": {"type": "string"},
                 "allow_production": {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]},
                 "allow_names": {"type": "array", "items": {"type": "string"}}, "expand": {"type": "boolean"},
-                "delivery": delivery, "hosts": hosts, "placeholder": placeholder}},
+                "delivery": delivery, "hosts": hosts, "placeholder": placeholder, "in_body": in_body}},
         "Versions": {"type": "object", "required": ["versions"], "properties": {"versions": {"type": "array", "items": {
             "type": "object", "required": ["version", "at", "actor", "size", "deleted", "pruned"],
             "properties": {"version": {"type": "integer"}, "at": time, "actor": {"type": "string"},

@@ -108,6 +108,8 @@ pub struct SecretMeta {
     pub hosts: Vec<String>,
     /// random or keep-prefix.
     pub placeholder: sealinit_store::Placeholder,
+    /// A proxy secret replaced in request bodies too.
+    pub in_body: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -169,6 +171,7 @@ fn meta(info: sealinit_store::SecretInfo) -> SecretMeta {
         delivery: info.route.delivery,
         hosts: info.route.hosts,
         placeholder: info.route.placeholder,
+        in_body: info.route.in_body,
     }
 }
 

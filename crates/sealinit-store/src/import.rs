@@ -278,7 +278,7 @@ impl EnvParser<'_> {
 }
 
 /// Parses a JSON object whose values are strings, or objects
-/// `{"value": "...", "delivery": "proxy", "hosts": [...], "placeholder":
+/// `{"value": "...", "delivery": "proxy", "hosts": [...], "in_body": true, "placeholder":
 /// "keep-prefix"}`; each entry's route change comes with it (a plain string
 /// changes nothing of its route). The error gives a position and a
 /// category, or a message of ours naming the key, never input text.
@@ -396,9 +396,15 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
                         ))
                     })?);
                 }
+                "in_body" => {
+                    route.in_body = Some(
+                        map.next_value()
+                            .map_err(|_: A::Error| self.fail(bad("\"in_body\" (true or false)")))?,
+                    )
+                }
                 other => {
                     return Err(self.fail(format!(
-                        "{name:?} has an unknown member {other:?}; use value, delivery, hosts, placeholder"
+                        "{name:?} has an unknown member {other:?}; use value, delivery, hosts, placeholder, in_body"
                     )));
                 }
             }

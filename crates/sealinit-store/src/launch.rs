@@ -87,6 +87,7 @@ pub fn seal_launch(found: RepoSecrets, header: Header) -> Result<Launch> {
                     Binding {
                         hosts: r.hosts,
                         placeholder,
+                        in_body: r.in_body,
                     },
                 );
                 values.push(e);

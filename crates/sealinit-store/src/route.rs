@@ -48,6 +48,10 @@ pub struct Route {
     pub hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Placeholder::is_random")]
     pub placeholder: Placeholder,
+    /// A proxy secret whose placeholder is also replaced in request bodies
+    /// (to its hosts), not only in the request line's headers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_body: bool,
 }
 
 /// What a write says of a secret's route: each part given replaces the
@@ -59,6 +63,7 @@ pub struct RouteChange {
     pub delivery: Option<Delivery>,
     pub hosts: Option<Vec<String>>,
     pub placeholder: Option<Placeholder>,
+    pub in_body: Option<bool>,
 }
 
 impl RouteChange {
@@ -80,6 +85,9 @@ impl RouteChange {
         if let Some(p) = self.placeholder {
             r.placeholder = p;
         }
+        if let Some(b) = self.in_body {
+            r.in_body = b;
+        }
         r
     }
 }
@@ -88,7 +96,13 @@ impl std::fmt::Display for Route {
     /// `proxy → api.stripe.com *.example.com`, or the delivery alone.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.delivery {
-            Delivery::Proxy => write!(f, "proxy → {}", self.hosts.join(" ")),
+            Delivery::Proxy => {
+                write!(f, "proxy → {}", self.hosts.join(" "))?;
+                match self.in_body {
+                    true => write!(f, " (bodies too)"),
+                    false => Ok(()),
+                }
+            }
             d => write!(f, "{d}"),
         }
     }
@@ -147,6 +161,9 @@ impl Route {
             Delivery::Env | Delivery::Setup if self.placeholder != Placeholder::Random => {
                 Err(invalid("a placeholder belongs to proxy secrets".into()))
             }
+            Delivery::Env | Delivery::Setup if self.in_body => Err(invalid(
+                "replacing in request bodies belongs to proxy secrets".into(),
+            )),
             _ => Ok(()),
         }
     }
@@ -299,7 +316,28 @@ mod tests {
             delivery: d,
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             placeholder: Placeholder::Random,
+            in_body: false,
         }
+    }
+
+    #[test]
+    fn bodies_belong_to_proxy_secrets() {
+        let mut r = route(Delivery::Env, &[]);
+        r.in_body = true;
+        assert!(r.validate("K").is_err());
+        let mut r = route(Delivery::Proxy, &["api.example.com"]);
+        r.in_body = true;
+        r.validate("K").unwrap();
+        // A route without it serialises as before (rows keep opening).
+        r.in_body = false;
+        assert!(!r.to_column().contains("in_body"));
+        // Changing the delivery away from proxy drops it.
+        let change = RouteChange {
+            delivery: Some(Delivery::Env),
+            ..RouteChange::default()
+        };
+        r.in_body = true;
+        assert!(!change.apply(Some(&r)).in_body);
     }
 
     #[test]

@@ -834,6 +834,7 @@ struct AddForm {
     allow_production: Option<String>,
     delivery: Option<String>,
     hosts: Option<String>,
+    in_body: Option<String>,
 }
 
 async fn add(
@@ -848,7 +849,11 @@ async fn add(
         allow_production: ticked(&f.allow_production),
         allow_name: false,
         allow_empty: false,
-        route: route_change(f.delivery.as_deref(), f.hosts.as_deref())?,
+        route: route_change(
+            f.delivery.as_deref(),
+            f.hosts.as_deref(),
+            f.in_body.as_deref(),
+        )?,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
@@ -1096,6 +1101,7 @@ struct UpdateForm {
     allow_production: Option<String>,
     delivery: Option<String>,
     hosts: Option<String>,
+    in_body: Option<String>,
 }
 
 /// Hosts typed in a form: one per line, or separated by spaces or commas.
@@ -1111,6 +1117,7 @@ fn host_list(text: &str) -> Vec<String> {
 fn route_change(
     delivery: Option<&str>,
     hosts: Option<&str>,
+    in_body: Option<&str>,
 ) -> Result<sealinit_store::RouteChange, PageError> {
     let delivery = match delivery {
         None => None,
@@ -1121,6 +1128,9 @@ fn route_change(
     };
     let hosts = hosts.map(host_list);
     Ok(sealinit_store::RouteChange {
+        // A form with the delivery fields says the checkbox's state: not
+        // sent is unchecked.
+        in_body: delivery.map(|d| d == sealinit_store::Delivery::Proxy && in_body.is_some()),
         delivery,
         hosts,
         placeholder: None,
@@ -1142,7 +1152,11 @@ async fn update(
         allow_production: ticked(&f.allow_production),
         allow_name: false,
         allow_empty: false,
-        route: route_change(f.delivery.as_deref(), f.hosts.as_deref())?,
+        route: route_change(
+            f.delivery.as_deref(),
+            f.hosts.as_deref(),
+            f.in_body.as_deref(),
+        )?,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {

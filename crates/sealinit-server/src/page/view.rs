@@ -302,7 +302,7 @@ fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
 
 /// Where a secret goes: its delivery, and a proxy secret's hosts (one per
 /// line, or separated by spaces or commas).
-fn delivery_fields(id: &str, current: Delivery, hosts: &[String]) -> Markup {
+fn delivery_fields(id: &str, current: Delivery, hosts: &[String], in_body: bool) -> Markup {
     let select = format!("{id}-delivery");
     let option = |d: Delivery, label: &str| {
         html! { option value=(d.as_str()) selected[current == d] { (label) } }
@@ -321,12 +321,17 @@ fn delivery_fields(id: &str, current: Delivery, hosts: &[String]) -> Markup {
             (hosts.join("\n"))
         }
         p.hint id=(format!("{id}-hosts-hint")) { "One per line: api.stripe.com, *.example.com, with an optional :port." }
+        div.check {
+            input type="checkbox" id=(format!("{id}-in-body")) name="in_body" value="on" checked[in_body];
+            label for=(format!("{id}-in-body")) { "Also put the value into request bodies to these hosts (proxy only)" }
+        }
     }
 }
 
 /// A secret's delivery as a table cell or fact: "proxy → api.stripe.com".
 fn delivery_text(s: &SecretMeta) -> String {
     match s.delivery {
+        Delivery::Proxy if s.in_body => format!("proxy → {} (bodies too)", s.hosts.join(", ")),
         Delivery::Proxy => format!("proxy → {}", s.hosts.join(", ")),
         d => d.as_str().to_owned(),
     }
@@ -402,7 +407,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                     p.hint #add-name-hint { "Letters, digits and _, not starting with a digit: API_KEY." }
                     (field_error("add-name-error", t.add_error.name.as_deref()))
                     (value_field("add-value", "Value", t.add_error.value.as_deref()))
-                    (delivery_fields("add", Delivery::Env, &[]))
+                    (delivery_fields("add", Delivery::Env, &[], false))
                     (allow_box("add-allow"))
                     div.actions { button type="submit" { "Add secret" } }
                 }
@@ -488,7 +493,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                     @if let Some(e) = &v.error.form { p.error role="alert" { (e) } }
                     p.hint { "The current value is never shown. A new value becomes version " (m.version + 1) "." }
                     (value_field("update-value", "New value", v.error.value.as_deref()))
-                    (delivery_fields("update", m.delivery, &m.hosts))
+                    (delivery_fields("update", m.delivery, &m.hosts, m.in_body))
                     (allow_box("update-allow"))
                     div.actions { button type="submit" { "Save new value" } }
                 }
