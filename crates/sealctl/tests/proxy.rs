@@ -13,17 +13,10 @@ use sealinit_testkit::*;
 /// answers with the same, its Authorization header reversed (so that the
 /// agent never gets a value back, and memory scans mean something).
 struct Upstream {
-    child: Child,
+    _child: ProxyProc,
     port: u16,
     ca: std::path::PathBuf,
     log: std::path::PathBuf,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn upstream(env: &StoreDir, names: &[&str]) -> Upstream {
@@ -97,22 +90,30 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
     let log = env.path("upstream.log");
-    let mut child = Command::new("python3")
-        .args(["-c", server, log.to_str().unwrap()])
+    let (child, port) = python_server(env, server, log.to_str().unwrap());
+    Upstream {
+        _child: child,
+        port,
+        ca: env.path("up-ca.pem"),
+        log,
+    }
+}
+
+/// A Python server (`script ARG`, run in the test's directory) once it has
+/// printed its port.
+fn python_server(env: &StoreDir, script: &str, arg: &str) -> (ProxyProc, u16) {
+    let mut c = Command::new("python3")
+        .args(["-c", script, arg])
         .current_dir(env.dir.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(c.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    Upstream {
-        child,
-        port: line.trim().parse().unwrap(),
-        ca: env.path("up-ca.pem"),
-        log,
-    }
+    let port = line.trim().parse().unwrap();
+    (ProxyProc(c), port)
 }
 
 /// A running `sealctl proxy`, ended when dropped.
@@ -1179,4 +1180,174 @@ fn bodies_stream_checked_and_take_values_that_ask() {
         !log.contains(app) && !log.contains(&b64),
         "the value never reached the upstream"
     );
+}
+
+/// Tunnels that are not TLS: plain HTTP (in a tunnel or as an `http://`
+/// URL) and byte streams (a database, SSH) go where the egress policy
+/// allows, never with a placeholder, and a stream carrying a value is cut
+/// before it reaches the upstream.
+#[test]
+fn tunnels_that_are_not_tls_follow_the_egress_policy() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let up = upstream(&env, &["api.stripe.test"]);
+    let app = "app-env-value-51c0ffee77";
+    ok(&env.run(
+        &["secrets", "set", "--repo", "acme/api", "APP"],
+        Some(app.as_bytes()),
+    ));
+    set_proxy_secret(
+        &env,
+        "acme/api",
+        &format!("api.stripe.test:{}", up.port),
+        b"sk_test_raw0123456789",
+    );
+    // A byte-stream upstream (echoes lines, logs what it got) and a plain
+    // HTTP one.
+    let echo = r#"
+import socket, sys, threading
+log = open(sys.argv[1], "ab", buffering=0)
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        log.write(d)
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+    let web = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = ("plain:" + self.path).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers(); self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let start = |script: &str, arg: &str| python_server(&env, script, arg);
+    let echo_log = env.path("echo.log");
+    let (_echo, e) = start(echo, echo_log.to_str().unwrap());
+    let (_web, h) = start(web, "");
+    ok(&env.run(
+        &[
+            "repos",
+            "egress",
+            "acme/api",
+            "--default",
+            "deny",
+            "--allow",
+            &format!("raw.test:{e}"),
+            "--allow",
+            &format!("plain.test:{h}"),
+        ],
+        None,
+    ));
+    seal_parts(&env, "acme/api", "");
+    let resolves: Vec<String> = [
+        ("raw.test", e),
+        ("blocked.test", e),
+        ("plain.test", h),
+        ("closed.test", h),
+    ]
+    .iter()
+    .map(|(n, p)| format!("{n}:{p}:127.0.0.1"))
+    .collect();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--bundle",
+        "p",
+        "--key-file",
+        "pk",
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    for r in &resolves {
+        args.extend(["--proxy-resolve".into(), r.clone()]);
+    }
+    let (_proxy, addr, _) = start_until(&env, &args, "sealctl proxy: listening on ");
+    let addr = addr.split_whitespace().next().unwrap().to_owned();
+    let client = r#"
+import socket, sys
+ph, pp = sys.argv[1].rsplit(":", 1)
+def tunnel(host, port, payload):
+    s = socket.create_connection((ph, int(pp)))
+    s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    s.sendall(payload)
+    s.settimeout(10)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+e = sys.argv[2]
+print(repr(tunnel("raw.test", e, b"PING\n")))
+print(repr(tunnel("blocked.test", e, b"PING\n")))
+print(repr(tunnel("raw.test", e, b"x" + sys.argv[3].encode() + b"\n")))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", client, &addr, &e.to_string(), app])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "b'PING\\n'\nb''\nb''\n", "{}", stderr(&o));
+    let got = fs::read_to_string(&echo_log).unwrap();
+    assert_eq!(
+        got, "PING\n",
+        "only the allowed stream without a value arrived"
+    );
+    // Plain HTTP: where the policy allows, without a secret.
+    let plain = |url: &str, extra: &[&str]| {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                "--proxy",
+                &format!("http://{addr}"),
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    assert_eq!(
+        plain(&format!("http://plain.test:{h}/a"), &[]),
+        "plain:/a\n200"
+    );
+    assert_eq!(
+        plain(&format!("http://plain.test:{h}/b"), &["--proxytunnel"]),
+        "plain:/b\n200"
+    );
+    let out = plain(&format!("http://closed.test:{h}/"), &[]);
+    assert!(
+        out.ends_with("403") && out.contains("egress policy"),
+        "{out}"
+    );
+    let out = plain(
+        &format!("http://plain.test:{h}/"),
+        &["-H", &format!("X-App: {app}")],
+    );
+    assert!(out.ends_with("403") && out.contains("APP"), "{out}");
+    let placeholder = agent_sees(&env, "", "STRIPE_KEY");
+    let out = plain(
+        &format!("http://plain.test:{h}/"),
+        &["-H", &format!("Authorization: Bearer {placeholder}")],
+    );
+    assert!(out.ends_with("403") && out.contains("plain HTTP"), "{out}");
 }

@@ -29,14 +29,85 @@ pub(crate) enum PrefetchError {
     Refused(Refusal),
 }
 
-pub(crate) struct Checked<B = Incoming> {
-    inner: B,
-    proxy: Arc<Proxy>,
-    target: Target,
+/// The seams of a stream: each part is checked, and so is each seam with
+/// the part before it; the last `seam` bytes are held back until the next
+/// part has been checked (or the stream ends, or falls silent).
+#[derive(Debug, Default)]
+pub(crate) struct Window {
     seam: usize,
     /// The last `seam` bytes seen, not yet sent.
     held: VecDeque<Bytes>,
     held_len: usize,
+}
+
+impl Window {
+    pub(crate) fn new(seam: usize) -> Self {
+        Self {
+            seam,
+            ..Self::default()
+        }
+    }
+
+    /// Checks `part`, and the seam before it, with `check`; appends to
+    /// `out` what is now decided.
+    pub(crate) fn take(
+        &mut self,
+        part: Bytes,
+        check: impl Fn(&[u8]) -> Result<(), Refusal>,
+        out: &mut impl Extend<Bytes>,
+    ) -> Result<(), Refusal> {
+        if self.seam > 0 && self.held_len > 0 {
+            // The held tail and the start of the part: a match across the
+            // seam lies within them. It may hold part of a value: wiped.
+            let mut seam = Zeroizing::new(Vec::with_capacity(2 * self.seam));
+            let mut skip = self.held_len.saturating_sub(self.seam);
+            for h in &self.held {
+                let from = skip.min(h.len());
+                skip -= from;
+                seam.extend_from_slice(&h[from..]);
+            }
+            seam.extend_from_slice(&part[..part.len().min(self.seam)]);
+            check(&seam)?;
+        }
+        check(&part)?;
+        self.held_len += part.len();
+        self.held.push_back(part);
+        // Send on all but the last `seam` bytes.
+        while self.held_len > self.seam {
+            let mut front = self.held.pop_front().expect("held_len > 0");
+            let spare = self.held_len - self.seam;
+            if front.len() > spare {
+                let rest = front.split_off(spare);
+                self.held.push_front(rest);
+            }
+            self.held_len -= front.len();
+            out.extend([front]);
+        }
+        Ok(())
+    }
+
+    /// The held bytes, now to be sent (the stream ended or fell silent).
+    pub(crate) fn release(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        self.held_len = 0;
+        self.held.drain(..)
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held_len
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.held.clear();
+        self.held_len = 0;
+    }
+}
+
+pub(crate) struct Checked<B = Incoming> {
+    /// The agent's body; taken (and drained) when it is refused.
+    inner: Option<B>,
+    proxy: Arc<Proxy>,
+    target: Target,
+    window: Window,
     ready: VecDeque<Frame<Bytes>>,
     found: Found,
     ended: bool,
@@ -44,17 +115,15 @@ pub(crate) struct Checked<B = Incoming> {
 
 impl<B> Checked<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     pub(crate) fn new(inner: B, proxy: Arc<Proxy>, target: Target, found: Found) -> Self {
         Self {
-            seam: proxy.rules.body_seam(),
-            inner,
+            window: Window::new(proxy.rules.body_seam()),
+            inner: Some(inner),
             proxy,
             target,
-            held: VecDeque::new(),
-            held_len: 0,
             ready: VecDeque::new(),
             found,
             ended: false,
@@ -66,8 +135,11 @@ where
     /// before the request leaves, as headers are.
     pub(crate) async fn prefetch(&mut self, limit: usize) -> Result<(), PrefetchError> {
         use http_body_util::BodyExt as _;
-        while !self.ended && self.held_len + self.queued() < limit {
-            match self.inner.frame().await {
+        while !self.ended && self.window.held() + self.queued() < limit {
+            let Some(inner) = self.inner.as_mut() else {
+                return Ok(());
+            };
+            match inner.frame().await {
                 None => {
                     self.ended = true;
                     self.release();
@@ -94,41 +166,20 @@ where
 
     /// Checks a new part (and the seam before it); queues what is decided.
     fn take(&mut self, part: Bytes) -> Result<(), Refusal> {
-        let rules = &self.proxy.rules;
-        let (host, port) = (self.target.host.as_str(), self.target.port);
-        if self.seam > 0 && self.held_len > 0 {
-            // The held tail and the start of the part: a match across the
-            // seam lies within them. It may hold part of a value: wiped.
-            let mut seam = Zeroizing::new(Vec::with_capacity(2 * self.seam));
-            let mut skip = self.held_len.saturating_sub(self.seam);
-            for h in &self.held {
-                let from = skip.min(h.len());
-                skip -= from;
-                seam.extend_from_slice(&h[from..]);
-            }
-            seam.extend_from_slice(&part[..part.len().min(self.seam)]);
-            rules.check_body(&seam, host, port)?;
-        }
-        rules.check_body(&part, host, port)?;
-        self.held_len += part.len();
-        self.held.push_back(part);
-        // Send on all but the last `seam` bytes.
-        while self.held_len > self.seam {
-            let mut front = self.held.pop_front().expect("held_len > 0");
-            let spare = self.held_len - self.seam;
-            if front.len() > spare {
-                let rest = front.split_off(spare);
-                self.held.push_front(rest);
-            }
-            self.held_len -= front.len();
-            self.ready.push_back(Frame::data(front));
-        }
+        let (rules, t) = (&self.proxy.rules, &self.target);
+        let mut out = Vec::new();
+        self.window.take(
+            part,
+            |d| rules.check_body(d, &t.host, t.port, t.tls),
+            &mut out,
+        )?;
+        self.ready.extend(out.into_iter().map(Frame::data));
         Ok(())
     }
 
     fn release(&mut self) {
-        self.ready.extend(self.held.drain(..).map(Frame::data));
-        self.held_len = 0;
+        let held: Vec<Bytes> = self.window.release().collect();
+        self.ready.extend(held.into_iter().map(Frame::data));
     }
 
     fn refused(&mut self, why: Refusal) -> BoxError {
@@ -144,16 +195,41 @@ where
             path = self.target.path,
             "refused (in the body): {why}"
         );
-        self.held.clear();
+        self.window.clear();
         self.ready.clear();
+        // The agent may still be sending: what is left is read and
+        // dropped (bounded), so that it reads the refusal rather than a
+        // reset connection.
+        if let (Some(inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(drain(inner));
+        }
         let _ = self.found.set(why);
         "the request body was refused".into()
     }
 }
 
+/// Reads and drops the rest of a refused body: at most 64 MiB, for at
+/// most 30 s.
+async fn drain<B>(mut body: B)
+where
+    B: Body<Data = Bytes> + Unpin + Send,
+{
+    use http_body_util::BodyExt as _;
+    let mut left: usize = 64 << 20;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(Ok(f)) = body.frame().await {
+            left = left.saturating_sub(f.data_ref().map_or(0, Bytes::len));
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 impl<B> Body for Checked<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -170,7 +246,10 @@ where
             if self.ended {
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            let Some(inner) = self.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(inner).poll_frame(cx)) {
                 None => {
                     self.ended = true;
                     self.release();
@@ -188,7 +267,12 @@ where
                             let rules = &self.proxy.rules;
                             let found = t.values().find_map(|v| {
                                 rules
-                                    .check_body(v.as_bytes(), &self.target.host, self.target.port)
+                                    .check_body(
+                                        v.as_bytes(),
+                                        &self.target.host,
+                                        self.target.port,
+                                        self.target.tls,
+                                    )
                                     .err()
                             });
                             if let Some(why) = found {
@@ -205,12 +289,13 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.ready.is_empty()
-            && (self.ended || (self.held.is_empty() && self.inner.is_end_stream()))
+            && (self.ended
+                || (self.window.held() == 0 && self.inner.as_ref().is_none_or(B::is_end_stream)))
     }
 
     fn size_hint(&self) -> SizeHint {
         // The body goes on unchanged: its length is the agent's.
-        self.inner.size_hint()
+        self.inner.as_ref().map(B::size_hint).unwrap_or_default()
     }
 }
 
@@ -270,6 +355,7 @@ mod tests {
         let target = Target {
             host: host.into(),
             port: 443,
+            tls: true,
             method: "POST".into(),
             path: "/".into(),
         };

@@ -17,6 +17,7 @@
 mod body;
 pub mod rules;
 pub mod tls;
+mod tunnel;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ const PREFETCH: usize = 64 << 10;
 pub(crate) struct Target {
     host: String,
     port: u16,
+    /// Over TLS (else placeholders may not go at all).
+    tls: bool,
     method: String,
     path: String,
 }
@@ -269,7 +272,7 @@ impl Proxy {
             let me = self.clone();
             me.until_ended(async move {
                 match on_upgrade.await {
-                    Ok(up) => self.tunnel(TokioIo::new(up), host, port).await,
+                    Ok(up) => tunnel::serve(self, TokioIo::new(up), host, port).await,
                     Err(e) => warn!("CONNECT upgrade: {e}"),
                 }
             })
@@ -278,21 +281,19 @@ impl Proxy {
         Ok(Response::new(empty()))
     }
 
-    /// Plain HTTP through the proxy: never with a secret.
-    async fn plain(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Plain HTTP through the proxy (`http://` URLs): never with a secret;
+    /// else as the egress policy says.
+    async fn plain(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let host = req.uri().host().unwrap_or("").to_ascii_lowercase();
         let port = req.uri().port_u16().unwrap_or(80);
-        if let Err(r) = self.check(&req, &host, port, false) {
-            return self.refuse(&req, (&host, port), r);
-        }
-        text(
-            StatusCode::FORBIDDEN,
-            "sealinit proxy: plain HTTP is not forwarded; use HTTPS (CONNECT)\n".into(),
-        )
+        // Each request on a connection of its own: a client may ask for
+        // different hosts on one connection to the proxy.
+        let pool = Upstream::default();
+        self.forward(req, &host, port, &pool, false).await
     }
 
     /// The agent's TLS, terminated; its requests, checked and sent on.
-    async fn tunnel<S>(self: Arc<Self>, io: S, host: String, port: u16)
+    async fn tls_tunnel<S>(self: Arc<Self>, io: S, host: String, port: u16)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -325,7 +326,7 @@ impl Proxy {
                         Refusal::Mismatch(why),
                     ));
                 }
-                Ok(me.forward(req, &host, port, &pool).await)
+                Ok(me.forward(req, &host, port, &pool, true).await)
             }
         });
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -390,6 +391,7 @@ impl Proxy {
         host: &str,
         port: u16,
         pool: &Upstream,
+        tls: bool,
     ) -> Response<Body> {
         // HTTP/1.1 names the host in Host, HTTP/2 in :authority.
         let given = req
@@ -412,7 +414,7 @@ impl Proxy {
             );
             return self.refuse(&req, (host, port), Refusal::Mismatch(why));
         }
-        let changed = match self.check(&req, host, port, true) {
+        let changed = match self.check(&req, host, port, tls) {
             Ok(c) => c,
             Err(r) => return self.refuse(&req, (host, port), r),
         };
@@ -454,6 +456,8 @@ impl Proxy {
             if let Ok(v) = HeaderValue::from_str(&authority) {
                 parts.headers.insert(HOST, v);
             }
+        }
+        if parts.uri.scheme().is_some() {
             let target = parts
                 .uri
                 .path_and_query()
@@ -463,9 +467,10 @@ impl Proxy {
                 parts.uri = u;
             }
         }
-        let to = target(&Request::from_parts(parts.clone(), ()), host, port);
+        let mut to = target(&Request::from_parts(parts.clone(), ()), host, port);
+        to.tls = tls;
         let found = body::Found::default();
-        let body = match self.rules.replaces_in_body(host, port) {
+        let body = match tls && self.rules.replaces_in_body(host, port) {
             // A secret that asks to be replaced in bodies: the body is read
             // whole (up to MAX_BODY), and goes on with its new length.
             true => match self.whole_body(body, &mut parts, &to).await {
@@ -512,7 +517,7 @@ impl Proxy {
         }
         let req = Request::from_parts(parts, body);
         let upgrade = client_upgrade.is_some();
-        match self.send(req, host, port, pool, upgrade).await {
+        match self.send(req, (host, port, tls), pool, upgrade).await {
             Ok(mut r) => {
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
                     (r.status(), client_upgrade)
@@ -553,8 +558,7 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<UpBody>,
-        host: &str,
-        port: u16,
+        (host, port, tls): (&str, u16, bool),
         pool: &Upstream,
         upgrade: bool,
     ) -> Result<Response<Incoming>, String> {
@@ -564,7 +568,7 @@ impl Proxy {
             _ => false,
         };
         if !reuse {
-            let fresh = self.open(host, port).await?;
+            let fresh = self.open(host, port, tls).await?;
             if upgrade {
                 let mut fresh = fresh;
                 return fresh.send_request(req).await.map_err(|e| e.to_string());
@@ -576,8 +580,24 @@ impl Proxy {
     }
 
     /// A new upstream connection: TCP (with `--proxy-resolve`), TLS
-    /// verified, HTTP/1.1.
-    async fn open(&self, host: &str, port: u16) -> Result<Sender, String> {
+    /// verified (unless `tls` is false: plain HTTP), HTTP/1.1.
+    async fn open(&self, host: &str, port: u16, tls: bool) -> Result<Sender, String> {
+        let tcp = self.connect(host, port).await?;
+        if !tls {
+            return handshake(tcp).await;
+        }
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let tls = self
+            .outbound
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        handshake(tls).await
+    }
+
+    /// A TCP connection to `host:port` (with `--proxy-resolve`).
+    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, String> {
         let addr = match self
             .outbound
             .upstreams
@@ -595,18 +615,7 @@ impl Proxy {
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-        let tls = self
-            .outbound
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn.with_upgrades());
-        Ok(sender)
+        Ok(tcp)
     }
 
     /// A request body read whole, checked, with the placeholders of the
@@ -678,10 +687,23 @@ impl Proxy {
     }
 }
 
+/// HTTP/1.1 on a new upstream connection.
+async fn handshake<S>(io: S) -> Result<Sender, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn.with_upgrades());
+    Ok(sender)
+}
+
 fn target<B>(req: &Request<B>, host: &str, port: u16) -> Target {
     Target {
         host: host.to_owned(),
         port,
+        tls: true,
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
     }

@@ -259,7 +259,7 @@ impl Rules {
         host: &str,
         port: u16,
     ) -> Result<(Option<Replaced>, Vec<String>), Refusal> {
-        self.check_body(body, host, port)?;
+        self.check_body(body, host, port, true)?;
         let mut names = Vec::new();
         for m in self.placeholders.find_iter(body) {
             let b = &self.bound[m.pattern().as_usize()];
@@ -372,14 +372,20 @@ impl Rules {
         }
     }
 
-    /// A part of a request body (over TLS to `host:port`): no value of the
-    /// launch, and no placeholder toward a host it is not bound to.
-    pub fn check_body(&self, data: &[u8], host: &str, port: u16) -> Result<(), Refusal> {
+    /// A part of a request body (or of a stream) to `host:port`: no value
+    /// of the launch, and no placeholder toward a host it is not bound to
+    /// or, without `tls`, at all.
+    pub fn check_body(&self, data: &[u8], host: &str, port: u16, tls: bool) -> Result<(), Refusal> {
         if let Some(name) = self.leak(data) {
             return Err(Refusal::Leak { name: name.into() });
         }
         for m in self.placeholders.find_iter(data) {
             let b = &self.bound[m.pattern().as_usize()];
+            if !tls {
+                return Err(Refusal::Cleartext {
+                    name: b.name.clone(),
+                });
+            }
             self.may_carry(b, host, port)?;
         }
         Ok(())
