@@ -1,12 +1,15 @@
 //! The egress proxy's figures (issue #26), every row in one run against the
 //! same HTTPS upstream on loopback (an in-process hyper server): direct
-//! TLS, through `sealctl proxy` (substitution and the leak check on), and
-//! through tinyproxy (a CONNECT-only tunnel, no inspection: the floor) when
-//! it is installed. The client is the same for every row: 64 keep-alive
-//! connections, each sending GETs back to back for a few seconds.
+//! TLS, through `sealctl proxy` (substitution and the leak check on),
+//! through mitmproxy with an addon doing the same header substitution, and
+//! through tinyproxy (a CONNECT-only tunnel, no inspection: the floor).
+//! The client is the same for every row: 64 keep-alive connections, each
+//! sending GETs back to back for a few seconds. Then the host's proxy
+//! (`sealctl proxy --control`) with 200 launches attached: its memory per
+//! idle launch.
 //!
-//! `cargo bench -p sealctl --bench proxy` (needs openssl; tinyproxy for its
-//! row: `apt-get install tinyproxy`).
+//! `bash .ci/bench-tools.sh && cargo bench -p sealctl --bench proxy`
+//! (needs openssl; a row whose peer is missing is skipped and said so).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -147,6 +150,9 @@ struct Figures {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// One client alone, requests back to back: latency without queueing.
+    alone_p50_us: f64,
+    alone_p99_us: f64,
     upload_mb_s: f64,
 }
 
@@ -190,6 +196,26 @@ async fn measure(
     all.sort();
     let pct =
         |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    // One client alone, for 2 s.
+    let mut s = connect(upstream, proxy, &roots).await;
+    let mut alone = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        let req = Request::get("/v1/charges")
+            .header("host", format!("{HOST}:{port}"))
+            .header("authorization", format!("Bearer {auth}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let t = Instant::now();
+        s.ready().await.unwrap();
+        let r = s.send_request(req).await.unwrap();
+        let _ = r.into_body().collect().await.unwrap();
+        alone.push(t.elapsed());
+    }
+    alone.sort();
+    let alone_pct = |p: f64| {
+        alone[((alone.len() as f64 * p) as usize).min(alone.len() - 1)].as_secs_f64() * 1e6
+    };
     // 1 MiB uploads, one connection, back to back.
     let mut s = connect(upstream, proxy, &roots).await;
     let body = Bytes::from(vec![b'x'; 1 << 20]);
@@ -209,6 +235,8 @@ async fn measure(
         rps: all.len() as f64 / SECONDS as f64,
         p50_us: pct(0.5),
         p99_us: pct(0.99),
+        alone_p50_us: alone_pct(0.5),
+        alone_p99_us: alone_pct(0.99),
         upload_mb_s: n as f64 / t.elapsed().as_secs_f64(),
     }
 }
@@ -236,6 +264,122 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// mitmproxy's `mitmdump`, from .ci/bench-tools.sh's venv or the PATH.
+fn mitmdump() -> Option<std::path::PathBuf> {
+    let venv = workspace_root().join("target/bench-tools/bin/mitmdump");
+    if venv.exists() {
+        return Some(venv);
+    }
+    let o = Command::new("sh")
+        .args(["-c", "command -v mitmdump"])
+        .output()
+        .ok()?;
+    o.status.success().then(|| stdout(&o).trim().into())
+}
+
+/// The addon mitmproxy runs: the same header substitution, placeholder to
+/// value in Authorization.
+const MITM_ADDON: &str = r#"
+import os
+PH, VAL = os.environ["PH"], os.environ["VAL"]
+def request(flow):
+    a = flow.request.headers.get("authorization")
+    if a and PH in a:
+        flow.request.headers["authorization"] = a.replace(PH, VAL)
+"#;
+
+/// `sealctl ARGS --proxy-upstream-ca up-ca.pem --proxy-resolve RESOLVE`,
+/// read up to its line starting with `ready`: the process and the rest of
+/// that line.
+fn start_proxy(env: &StoreDir, args: &[&str], resolve: &str, ready: &str) -> (Kill, String) {
+    let mut all = args.to_vec();
+    all.extend([
+        "--proxy-upstream-ca",
+        "up-ca.pem",
+        "--proxy-resolve",
+        resolve,
+    ]);
+    let mut p = Kill(
+        env.cmd(&all)
+            .env("SEALCTL_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(p.0.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{args:?} exited");
+        if let Some(rest) = line.strip_prefix(ready) {
+            let rest = rest.trim().to_owned();
+            std::thread::spawn(move || for _ in err.lines() {});
+            return (p, rest);
+        }
+    }
+}
+
+/// Waits until something accepts on `addr`.
+fn accepting(addr: &str) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{addr} never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The host's proxy with `n` launches of the part `p`/`pk` attached, each
+/// on a listener of its own, each used once (a CONNECT, TLS, one request)
+/// then left idle: its resident memory before and after, in KiB.
+fn host_memory(env: &StoreDir, up: SocketAddr, placeholder: &str, n: usize) -> (u64, u64) {
+    let control = env.path("host.sock");
+    let resolve = format!("{HOST}:{}:127.0.0.1", up.port());
+    let (host, _) = start_proxy(
+        env,
+        &["proxy", "--control", control.to_str().unwrap()],
+        &resolve,
+        "sealctl proxy: taking launches",
+    );
+    let before = rss_kib(host.0.id());
+    let key = std::fs::read(env.path("pk")).unwrap();
+    let mut k = sealinit_core::secret::SecretKey::zeroed().unwrap();
+    k.expose_mut().copy_from_slice(&key);
+    let part = std::fs::read(env.path("p")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for i in 0..n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let a = sealctl::proxy::host::attach(&control, &l, &k, &part).unwrap();
+        drop(l);
+        let ca = env.path(&format!("ca-{i}.pem"));
+        std::fs::write(&ca, &a.ca_pem).unwrap();
+        let roots = client_config(&[&ca]);
+        rt.block_on(async {
+            let mut s = connect(up, Some((addr, HOST)), &roots).await;
+            let req = Request::get("/v1/charges")
+                .header("host", format!("{HOST}:{}", up.port()))
+                .header("authorization", format!("Bearer {placeholder}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let r = s.send_request(req).await.unwrap();
+            assert!(r.status().is_success());
+        });
+        held.push(a);
+    }
+    // The clients have gone; the launches stay, idle.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(host.0.id());
+    drop(held);
+    (before, after)
 }
 
 fn main() {
@@ -294,8 +438,9 @@ fn main() {
         .unwrap();
     let placeholder = stdout(&o).trim().to_owned();
     let resolve = format!("{HOST}:{}:127.0.0.1", up.port());
-    let mut proxy = Kill(
-        env.cmd(&[
+    let (proxy, rest) = start_proxy(
+        &env,
+        &[
             "proxy",
             "--bundle",
             "p",
@@ -305,26 +450,11 @@ fn main() {
             "127.0.0.1:0",
             "--ca-out",
             "launch-ca.pem",
-            "--proxy-upstream-ca",
-            "up-ca.pem",
-            "--proxy-resolve",
-            &resolve,
-        ])
-        .env("SEALCTL_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
+        ],
+        &resolve,
+        "sealctl proxy: listening on ",
     );
-    let mut err = BufReader::new(proxy.0.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr: SocketAddr = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "proxy exited");
-        if let Some(rest) = line.strip_prefix("sealctl proxy: listening on ") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in err.lines() {});
+    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
     let idle_kib = rss_kib(proxy.0.id());
 
     let up_pem = env.path("up-ca.pem");
@@ -338,6 +468,41 @@ fn main() {
         "sealctl proxy (substitution, leak check)",
         rt.block_on(measure(up, Some((addr, HOST)), proxy_roots, &placeholder)),
     ));
+    match mitmdump() {
+        Some(bin) => {
+            let confdir = env.path("mitm");
+            std::fs::create_dir_all(&confdir).unwrap();
+            std::fs::write(env.path("addon.py"), MITM_ADDON).unwrap();
+            let _m = Kill(
+                Command::new(&bin)
+                    .args(["-q", "--listen-host", "127.0.0.1", "--listen-port", "18889"])
+                    .args(["-s", env.path("addon.py").to_str().unwrap()])
+                    .args(["--set", &format!("confdir={}", confdir.display())])
+                    .args([
+                        "--set",
+                        &format!("ssl_verify_upstream_trusted_ca={}", up_pem.display()),
+                    ])
+                    .env("PH", &placeholder)
+                    .env("VAL", secret)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            accepting("127.0.0.1:18889");
+            let mitm_roots = client_config(&[&confdir.join("mitmproxy-ca-cert.pem")]);
+            rows.push((
+                "mitmproxy 11 (addon: the same header substitution)",
+                rt.block_on(measure(
+                    up,
+                    Some(("127.0.0.1:18889".parse().unwrap(), "127.0.0.1")),
+                    mitm_roots,
+                    &placeholder,
+                )),
+            ));
+        }
+        None => eprintln!("mitmproxy is not installed (.ci/bench-tools.sh): its row is skipped"),
+    }
     let tiny = Command::new("sh")
         .args(["-c", "command -v tinyproxy"])
         .output()
@@ -357,13 +522,7 @@ fn main() {
                 .spawn()
                 .unwrap(),
         );
-        // Ready when it accepts.
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect("127.0.0.1:18888").is_err()
-            && t0.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::yield_now();
-        }
+        accepting("127.0.0.1:18888");
         rows.push((
             "tinyproxy (CONNECT only, no inspection)",
             rt.block_on(measure(
@@ -377,22 +536,41 @@ fn main() {
         eprintln!("tinyproxy is not installed: its row is skipped");
     }
     drop(proxy);
-    let direct = (rows[0].1.rps, rows[0].1.p50_us, rows[0].1.upload_mb_s);
-    println!(
-        "| path | requests/s ({CLIENTS} keep-alive clients) | ratio to direct | p50 µs | added p50 µs | p99 µs | 1 MiB uploads/s (one connection) | ratio to direct |"
+    let d = &rows[0].1;
+    let direct = (
+        d.rps,
+        d.p50_us,
+        d.upload_mb_s,
+        d.alone_p50_us,
+        d.alone_p99_us,
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| path | requests/s ({CLIENTS} keep-alive clients) | ratio to direct | p50 µs | added p50 µs | p99 µs | one client: added p50 µs | one client: added p99 µs | 1 MiB uploads/s (one connection) | ratio to direct |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, f) in &rows {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} |",
+            "| {name} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} |",
             f.rps,
             f.rps / direct.0,
             f.p50_us,
             f.p50_us - direct.1,
             f.p99_us,
+            f.alone_p50_us - direct.3,
+            f.alone_p99_us - direct.4,
             f.upload_mb_s,
             f.upload_mb_s / direct.2
         );
     }
+    println!(
+        "\nDirect TLS, one client alone: p50 {:.0} µs, p99 {:.0} µs.",
+        direct.3, direct.4
+    );
     println!("\nIdle `sealctl proxy` for one launch: {idle_kib} KiB resident.");
+    const LAUNCHES: usize = 200;
+    let (before, after) = host_memory(&env, up, &placeholder, LAUNCHES);
+    println!(
+        "Host proxy (`sealctl proxy --control`): {before} KiB resident with no launch, {after} KiB with {LAUNCHES} idle launches (each used once): {} KiB per launch.",
+        (after.saturating_sub(before)) / LAUNCHES as u64
+    );
 }

@@ -2,6 +2,12 @@
 
 #![forbid(unsafe_code)]
 
+/// Every block freed is wiped first: values pass through buffers sealctl
+/// does not own (hyper's, the matchers of the egress proxy), and none may
+/// linger in freed heap.
+#[global_allocator]
+static ALLOC: sealinit_core::locked::WipeOnFree = sealinit_core::locked::WipeOnFree;
+
 mod cli;
 mod remote_cli;
 

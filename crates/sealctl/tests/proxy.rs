@@ -972,7 +972,7 @@ fn one_host_proxy_serves_launches_each_with_only_its_own_values() {
         "sk_test_51HostOne0123456789abcdef",
         "sk_test_51HostTwo0123456789abcdef",
     ];
-    let (_host, control, said) = host_proxy(&env, &up, &["api.stripe.test"]);
+    let (host, control, said) = host_proxy(&env, &up, &["api.stripe.test"]);
     let mut launches = Vec::new();
     for (i, (repo, value)) in ["acme/one", "acme/two"].iter().zip(values).enumerate() {
         set_proxy_secret(&env, repo, &bound, value.as_bytes());
@@ -1018,6 +1018,26 @@ fn one_host_proxy_serves_launches_each_with_only_its_own_values() {
     // The first launcher ends: its launch is gone (its listener closed),
     // its records were on its stdout; the second launch still works.
     let (mut first, addr0, placeholder0, ca0) = launches.remove(0);
+    // A value deep in a header (past what the allocator's free lists
+    // overwrite), so that a freed buffer that was not wiped would show it.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--proxy",
+            &format!("http://{addr0}"),
+            "--cacert",
+        ])
+        .arg(env.path(&ca0))
+        .args([
+            "-H",
+            &format!("X-Key: account=acme-production-0001;region=eu;key={placeholder0}"),
+        ])
+        .arg(format!("https://api.stripe.test:{}/v1", up.port))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
     first.0.kill().unwrap();
     let mut records = String::new();
     std::io::Read::read_to_string(&mut first.0.stdout.take().unwrap(), &mut records).unwrap();
@@ -1037,6 +1057,14 @@ fn one_host_proxy_serves_launches_each_with_only_its_own_values() {
         .iter()
         .any(|l| l.contains("launch acme/one") && l.contains("ended"));
     assert!(ended);
+    // The ended launch's value is nowhere in the host proxy's memory
+    // (wiped: its part, its matchers, every buffer it passed through);
+    // the live launch's is (the scan sees it).
+    let found = needles_in_memory(
+        host.0.id() as i32,
+        &[values[0].as_bytes(), values[1].as_bytes()],
+    );
+    assert_eq!(found, [1], "values found in the host proxy's memory");
     let (code, _) = curl_via(&addr0, &ca0, &placeholder0);
     // 7: curl could not connect.
     assert_eq!(code, Some(7), "the ended launch's listener still answers");

@@ -118,3 +118,56 @@ fn page_size() -> usize {
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 { n as usize } else { 4096 }
 }
+
+/// The system allocator, wiping every block it frees (and the old block of
+/// every reallocation) before handing it back: what a process held, a
+/// value included, does not linger in freed heap for the next allocation
+/// or a later read of its memory. For the orchestrator's processes that
+/// hold values in buffers they do not own (hyper's, the egress proxy's
+/// matchers): `#[global_allocator] static A: WipeOnFree = WipeOnFree;`.
+#[derive(Debug)]
+pub struct WipeOnFree;
+
+// SAFETY: every method forwards to `System`, which upholds the
+// `GlobalAlloc` contract; the wipe writes only within the block being
+// freed (`layout.size()` bytes from `ptr`, which the caller owns until the
+// call returns), and `realloc` returns a block of the new layout holding
+// the old contents, as the contract asks.
+unsafe impl std::alloc::GlobalAlloc for WipeOnFree {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` is a live block of `layout` (the caller's
+        // contract): its `layout.size()` bytes may be written, then it is
+        // freed as `System` allocated it.
+        unsafe {
+            std::slice::from_raw_parts_mut(ptr, layout.size()).zeroize();
+            std::alloc::System.dealloc(ptr, layout);
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `new_size` with the old alignment is a valid layout (the
+        // caller's contract); the new block is fresh, the old one live:
+        // `min(old, new)` bytes are copied between two distinct blocks,
+        // then the old one is wiped and freed.
+        unsafe {
+            let new_layout =
+                std::alloc::Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = std::alloc::System.alloc(new_layout);
+            if !new.is_null() {
+                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}

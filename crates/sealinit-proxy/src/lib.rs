@@ -467,8 +467,13 @@ impl Proxy {
                 parts.uri = u;
             }
         }
-        let mut to = target(&Request::from_parts(parts.clone(), ()), host, port);
-        to.tls = tls;
+        let to = Target {
+            host: host.to_owned(),
+            port,
+            tls,
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        };
         let found = body::Found::default();
         let body = match tls && self.rules.replaces_in_body(host, port) {
             // A secret that asks to be replaced in bodies: the body is read

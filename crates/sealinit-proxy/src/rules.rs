@@ -8,7 +8,6 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sealinit_core::bundle::{Delivery, EgressDefault, OpenedBundle};
-use sealinit_mask::Masker;
 use zeroize::Zeroizing;
 
 /// A host pattern of a binding: `name` or `*.domain`, with an optional port
@@ -111,15 +110,13 @@ pub struct Rules {
     part: OpenedBundle,
     bound: Vec<Bound>,
     placeholders: AhoCorasick,
-    /// Every value of the launch and its encodings: raw, base64, URL- and
-    /// JSON-encoded (the masker's forms), in one matcher...
-    any: Masker,
-    /// ... and each value's alone, to name the one found.
-    leaks: Vec<(String, Masker)>,
-    /// ... and hex (both cases) and base64url, at each alignment.
-    more: Option<AhoCorasick>,
-    /// The name of each pattern of `more`.
-    more_names: Vec<String>,
+    /// Every value of the launch (of at least 8 bytes) and its encodings:
+    /// raw, base64 at each alignment, URL- and JSON-encoded (the masker's
+    /// forms), hex (both cases) and base64url at each alignment; in one
+    /// compact automaton (no copy of a value besides its patterns).
+    leaks: Option<AhoCorasick>,
+    /// The secret of each pattern of `leaks`.
+    leak_names: Vec<String>,
     /// Requests without a secret: `None` lets them go anywhere; else only
     /// to these hosts (and those of the secrets' bindings).
     allowed: Option<Vec<HostPattern>>,
@@ -162,26 +159,24 @@ impl Rules {
             .build(&patterns)
             .map_err(|e| e.to_string())?;
         // Values shorter than 8 bytes are too common to refuse on sight.
-        let leaks = part
-            .entries()
-            .filter(|e| e.value().len() >= 8)
-            .map(|e| (e.name().to_owned(), Masker::new([e.value()], 8, b"\0").0))
-            .collect();
-        let any = Masker::new(part.entries().map(|e| e.value()), 8, b"\0").0;
-        let (mut more_patterns, mut more_names) = (Vec::new(), Vec::new());
+        let (mut forms, mut leak_names) = (Vec::new(), Vec::new());
         for e in part.entries().filter(|e| e.value().len() >= 8) {
-            for p in more_forms(e.value()) {
-                more_patterns.push(p);
-                more_names.push(e.name().to_owned());
+            let more = more_forms(e.value()).into_iter().map(Zeroizing::new);
+            for f in sealinit_mask::forms(e.value(), 8).into_iter().chain(more) {
+                forms.push(f);
+                leak_names.push(e.name().to_owned());
             }
         }
-        let more = (!more_patterns.is_empty())
-            .then(|| AhoCorasick::new(&more_patterns))
+        let leaks = (!forms.is_empty())
+            .then(|| {
+                AhoCorasick::builder()
+                    .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(forms.iter().map(|f| f.as_slice()))
+            })
             .transpose()
             .map_err(|e| e.to_string())?;
-        for p in &mut more_patterns {
-            zeroize::Zeroize::zeroize(p);
-        }
+        drop(forms);
         let allowed = header.egress.as_ref().and_then(|e| match e.default {
             EgressDefault::Allow => None,
             EgressDefault::Deny => Some(e.allow.iter().map(|h| HostPattern::parse(h)).collect()),
@@ -189,10 +184,8 @@ impl Rules {
         Ok(Self {
             bound,
             placeholders,
-            any,
             leaks,
-            more,
-            more_names,
+            leak_names,
             allowed,
             part,
         })
@@ -208,24 +201,18 @@ impl Rules {
 
     /// The name of a value (or an encoding of one) in `data`, if any.
     pub fn leak(&self, data: &[u8]) -> Option<&str> {
-        if let Some(m) = self.more.as_ref().and_then(|ac| ac.find(data)) {
-            return Some(&self.more_names[m.pattern().as_usize()]);
-        }
-        if !self.any.contains(data) {
-            return None;
-        }
-        self.leaks
-            .iter()
-            .find(|(_, m)| m.contains(data))
-            .map(|(n, _)| n.as_str())
+        let m = self.leaks.as_ref()?.find(data)?;
+        Some(&self.leak_names[m.pattern().as_usize()])
     }
 
     /// How many bytes either side of a seam between two parts of a body a
     /// value (or a form of one) can span: the longest form's length,
     /// less one.
     pub fn seam(&self) -> usize {
-        let more = self.more.as_ref().map_or(0, |m| m.max_pattern_len());
-        self.any.max_pattern_len().max(more).saturating_sub(1)
+        self.leaks
+            .as_ref()
+            .map_or(0, |m| m.max_pattern_len())
+            .saturating_sub(1)
     }
 
     /// `text` with each placeholder replaced by its value, when every
