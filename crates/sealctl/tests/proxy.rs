@@ -283,7 +283,17 @@ fn attach(
     key: &str,
     ca: &str,
 ) -> (ProxyProc, String) {
-    let args = [
+    attach_on(env, control, (part, key, ca), &["--listen", "127.0.0.1:0"])
+}
+
+/// The same, listening where `listen` says.
+fn attach_on(
+    env: &StoreDir,
+    control: &std::path::Path,
+    (part, key, ca): (&str, &str, &str),
+    listen: &[&str],
+) -> (ProxyProc, String) {
+    let mut args: Vec<String> = [
         "proxy",
         "--attach",
         control.to_str().unwrap(),
@@ -291,12 +301,12 @@ fn attach(
         part,
         "--key-file",
         key,
-        "--listen",
-        "127.0.0.1:0",
         "--ca-out",
         ca,
     ]
-    .map(String::from);
+    .map(String::from)
+    .to_vec();
+    args.extend(listen.iter().map(|a| a.to_string()));
     let (child, rest, _) = start_until(env, &args, "sealctl proxy: launch handed to ");
     (child, rest.rsplit(" on ").next().unwrap().to_owned())
 }
@@ -1378,4 +1388,69 @@ print(repr(tunnel("raw.test", e, b"x" + sys.argv[3].encode() + b"\n")))
         &["-H", &format!("Authorization: Bearer {placeholder}")],
     );
     assert!(out.ends_with("403") && out.contains("plain HTTP"), "{out}");
+}
+
+/// `--netns PATH`: the launch's listener is opened inside a network
+/// namespace the orchestrator made (as `ip netns add` does, or a runtime's
+/// container): a process in it reaches the proxy at 127.0.0.1:3128 and
+/// nothing else.
+#[test]
+fn a_launch_listens_inside_a_named_network_namespace() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let up = upstream(&env, &["api.stripe.test"]);
+    let value = "sk_test_51Netns0123456789abcdef";
+    set_proxy_secret(
+        &env,
+        "acme/api",
+        &format!("api.stripe.test:{}", up.port),
+        value.as_bytes(),
+    );
+    seal_parts(&env, "acme/api", "");
+    let placeholder = agent_sees(&env, "", "STRIPE_KEY");
+    let (_host, control, _) = host_proxy(&env, &up, &["api.stripe.test"]);
+    // The namespace, held by a process in it.
+    let mut holder = ProxyProc(
+        Command::new("unshare")
+            .args(["--net", "sh", "-c", "echo up; exec sleep 300"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ns = format!("/proc/{}/ns/net", holder.0.id());
+    let (_launch, addr) = attach_on(&env, &control, ("p", "pk", "ca.pem"), &["--netns", &ns]);
+    assert_eq!(addr, "127.0.0.1:3128");
+    let inside = |args: &[&str]| {
+        let o = Command::new("nsenter")
+            .arg(format!("--net={ns}"))
+            .arg("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.code(), stdout(&o))
+    };
+    let url = format!("https://api.stripe.test:{}/v1", up.port);
+    let ca = env.path("ca.pem");
+    let auth = format!("Authorization: Bearer {placeholder}");
+    let (code, body) = inside(&[
+        "--proxy",
+        "http://127.0.0.1:3128",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        &auth,
+        &url,
+    ]);
+    assert_eq!(code, Some(0), "{body}");
+    assert!(body.contains(&rev(&format!("Bearer {value}"))), "{body}");
+    // The upstream itself is not reachable from inside: its loopback is
+    // another one.
+    let direct = format!("https://127.0.0.1:{}/", up.port);
+    let (code, _) = inside(&["--noproxy", "*", "-k", &direct]);
+    assert_eq!(code, Some(7), "the upstream answered inside the namespace");
 }
