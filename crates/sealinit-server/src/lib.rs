@@ -17,6 +17,7 @@ pub mod audit;
 pub mod client;
 mod conn;
 pub mod error;
+pub mod github;
 mod idempotency;
 pub mod input;
 pub mod openapi;
@@ -226,6 +227,7 @@ async fn serve(
     let login = state.login.clone();
     let limit = config.body_limit;
     let app = api::router(state.clone())
+        .merge(github::router(state.clone()))
         .merge(page::router(state))
         .fallback(fallback)
         .layer(axum::middleware::from_fn(page::security_headers))
@@ -395,6 +397,9 @@ async fn serve(
 
 /// An unknown path: the API's error shape under /api, the page's elsewhere.
 async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+    if uri.path().starts_with("/api/v3/") {
+        return github::not_found();
+    }
     match uri.path().starts_with("/api/") {
         true => {
             error::ApiError::not_found("no such endpoint; see /api/v1/openapi.json").into_response()

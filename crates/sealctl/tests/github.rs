@@ -1,0 +1,283 @@
+//! Issue #27: the GitHub-shaped API (`/api/v3`) driven by GitHub's own
+//! clients, unchanged: Debian's `gh` over TLS with a test CA, PyGithub
+//! (PyPI, in the tests' venv) and octocrab. After each client's writes, a
+//! bundle sealed from the store and opened by sealinit holds exactly the
+//! expected variables.
+
+use std::process::{Command, Output};
+
+use sealinit_testkit::api::{Client, certificate, token};
+use sealinit_testkit::*;
+
+/// The server over TLS (a certificate for localhost from a test CA).
+fn tls_server(env: &StoreDir) -> Server {
+    certificate(env, "srv");
+    Server::start(
+        env,
+        &[
+            "--tls-cert",
+            env.path("srv.pem").to_str().unwrap(),
+            "--tls-key",
+            env.path("srv.key").to_str().unwrap(),
+        ],
+    )
+}
+
+/// What sealinit gives the command from a bundle sealed now: the
+/// environment variables among `names`, sorted.
+fn sealed_env(env: &StoreDir, repo: &str, names: &[&str]) -> String {
+    ok(&env.run(
+        &["seal", "--repo", repo, "--out", "b", "--key-out", "k"],
+        None,
+    ));
+    let o = Command::new(workspace_bin("sealinit"))
+        .args(["--bundle", env.path("b").to_str().unwrap()])
+        .args(["--key-file", env.path("k").to_str().unwrap(), "env"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut vars: Vec<&str> = out
+        .lines()
+        .filter(|l| names.iter().any(|n| l.starts_with(&format!("{n}="))))
+        .collect::<Vec<_>>();
+    vars.sort();
+    let _ = std::fs::remove_file(env.path("b"));
+    vars.join("\n")
+}
+
+/// `gh ARGS` against the server, as GitHub Enterprise Server: `GH_HOST`,
+/// `GH_ENTERPRISE_TOKEN`, the test CA in `SSL_CERT_FILE`; a config
+/// directory of its own.
+fn gh(env: &StoreDir, server: &Server, tok: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let host = server.base.replace("https://127.0.0.1", "localhost");
+    let mut c = Command::new("gh");
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", env.dir.path())
+        .env("GH_CONFIG_DIR", env.path("gh-config"))
+        .env("GH_HOST", &host)
+        .env("GH_ENTERPRISE_TOKEN", tok)
+        .env("SSL_CERT_FILE", env.path("ca-srv.pem"))
+        .env("GH_PROMPT_DISABLED", "1")
+        .env("GH_NO_UPDATE_NOTIFIER", "1")
+        .env("NO_COLOR", "1")
+        .current_dir(env.dir.path());
+    output_with_stdin(&mut c, stdin.unwrap_or(b""))
+}
+
+#[test]
+fn gh_sets_lists_and_deletes_repository_secrets() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let server = tls_server(&env);
+    let tok = token(&env, &["write:acme/*"]);
+    let run = |args: &[&str], stdin: Option<&[u8]>| gh(&env, &server, &tok, args, stdin);
+    let okay = |o: Output| {
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        o
+    };
+    // From stdin, from --body, from a .env file; an update.
+    okay(run(
+        &["secret", "set", "API_KEY", "-R", "acme/api"],
+        Some(b"value-1"),
+    ));
+    okay(run(
+        &[
+            "secret",
+            "set",
+            "db_url",
+            "-R",
+            "acme/api",
+            "--body",
+            "postgres://db/x",
+        ],
+        None,
+    ));
+    std::fs::write(env.path("file.env"), "A=1\nB=two words\n").unwrap();
+    okay(run(
+        &["secret", "set", "-f", "file.env", "-R", "acme/api"],
+        None,
+    ));
+    okay(run(
+        &[
+            "secret", "set", "API_KEY", "-R", "acme/api", "--body", "value-2",
+        ],
+        None,
+    ));
+    let listed = stdout(&okay(run(&["secret", "list", "-R", "acme/api"], None)));
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["A", "API_KEY", "B", "DB_URL"], "{listed}");
+    okay(run(&["secret", "delete", "B", "-R", "acme/api"], None));
+    // GitHub's rules on these paths: a GITHUB_ name, an unknown
+    // repository; each a plain error, nothing stored.
+    let o = run(
+        &["secret", "set", "GITHUB_X", "-R", "acme/api", "--body", "x"],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("GITHUB_"), "{}", stderr(&o));
+    let o = run(
+        &["secret", "set", "X", "-R", "acme/nope", "--body", "x"],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("acme/nope"), "{}", stderr(&o));
+    assert_eq!(
+        sealed_env(
+            &env,
+            "acme/api",
+            &["A", "API_KEY", "B", "DB_URL", "GITHUB_X"]
+        ),
+        "A=1\nAPI_KEY=value-2\nDB_URL=postgres://db/x"
+    );
+    // The writes are in the audit trail, by the token.
+    let o = ok(&env.run(&["audit", "--repo", "acme/api", "--json"], None)).clone();
+    assert!(stdout(&o).contains("\"API_KEY\""), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("value-2"));
+    assert!(!server.log_text().contains("value-2"));
+}
+
+/// The paths' semantics as GitHub has them, over plain HTTP on loopback:
+/// 201 `{}` then 204, upper-cased names, `Link` paging, errors as
+/// `{"message", "documentation_url"}`, `Authorization: token`.
+#[test]
+fn the_paths_answer_as_github_does() {
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let server = Server::start(&env, &[]);
+    let tok = token(&env, &["write:acme/*"]);
+    let c = Client::new(&server, Some(&tok));
+    let v3 = |p: &str| format!("{}/api/v3{p}", server.base);
+    let curl = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "-H",
+                &format!("Authorization: token {tok}"),
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    let r = curl(&[&v3("/repos/acme/api")]);
+    assert!(r.ends_with("200") && r.contains("\"id\":"), "{r}");
+    let key: serde_json::Value = serde_json::from_str(
+        curl(&[&v3("/repos/acme/api/actions/secrets/public-key")])
+            .rsplit_once('\n')
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    let seal = |value: &str| {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let pk: [u8; 32] = b64
+            .decode(key["key"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let sealed = crypto_box::PublicKey::from(pk)
+            .seal(&mut crypto_box::aead::OsRng, value.as_bytes())
+            .unwrap();
+        serde_json::json!({"encrypted_value": b64.encode(sealed), "key_id": key["key_id"]})
+            .to_string()
+    };
+    let put = |name: &str, value: &str| {
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &seal(value),
+            &v3(&format!("/repos/acme/api/actions/secrets/{name}")),
+        ])
+    };
+    assert_eq!(put("lower_name", "one"), "{}\n201");
+    assert_eq!(put("LOWER_NAME", "two"), "\n204");
+    // The agents family is the repository's secrets too.
+    assert_eq!(
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &seal("three"),
+            &v3("/repos/acme/api/agents/secrets/AGENT_KEY")
+        ]),
+        "{}\n201"
+    );
+    let r = curl(&[&v3("/repos/acme/api/actions/secrets/lower_name")]);
+    assert!(
+        r.ends_with("200") && r.contains("\"name\":\"LOWER_NAME\""),
+        "{r}"
+    );
+    // A plaintext value is not taken on these paths; errors are GitHub's.
+    let r = curl(&[
+        "-X",
+        "PUT",
+        "--data",
+        "{\"value\":\"x\"}",
+        &v3("/repos/acme/api/actions/secrets/P"),
+    ]);
+    assert!(r.ends_with("422") && r.contains("documentation_url"), "{r}");
+    let r = put("GITHUB_TOKEN", "x");
+    assert!(
+        r.ends_with("422")
+            && r.contains("\"message\":\"Secret names must not start with GITHUB_\""),
+        "{r}"
+    );
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Authorization: token sit_wrong",
+        ])
+        .arg(v3("/repos/acme/api/actions/secrets"))
+        .output()
+        .unwrap();
+    let r = stdout(&o);
+    assert!(r.ends_with("401") && r.contains("\"message\""), "{r}");
+    let r = curl(&[&v3("/repos/acme/api/nope/secrets")]);
+    assert!(r.ends_with("404"), "{r}");
+    // Paging: 3 secrets, 2 a page.
+    assert_eq!(put("THIRD", "3"), "{}\n201");
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-D",
+            "-",
+            "-H",
+            &format!("Authorization: Bearer {tok}"),
+        ])
+        .arg(v3("/repos/acme/api/actions/secrets?per_page=2"))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("\"total_count\":3"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains(&format!(
+            "link: <{}?per_page=2&page=2>; rel=\"next\"",
+            v3("/repos/acme/api/actions/secrets")
+        )),
+        "{out}"
+    );
+    // API v1 sees the same secrets.
+    let r = c.get("/repos/acme%2Fapi/secrets");
+    assert_eq!(r.1["total_count"], 3, "{:?}", r.1);
+    assert_eq!(
+        sealed_env(&env, "acme/api", &["LOWER_NAME", "AGENT_KEY", "THIRD"]),
+        "AGENT_KEY=three\nLOWER_NAME=two\nTHIRD=3"
+    );
+}
