@@ -2,12 +2,17 @@
 # The PyPI tools the tests use, in a virtual environment of their own
 # (target/py-tools), made once: an OpenAPI validator and schemathesis,
 # which check the service's OpenAPI document and fuzz a live server
-# against it. Prints the venv's bin directory. Run by .ci/run, and by the
-# test that needs them if it is absent.
+# against it; PyGithub, a client of the GitHub-shaped API. Prints the
+# venv's bin directory. Run by .ci/run, and by the tests that need them if
+# it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/py-tools
-want="schemathesis==4.32.5 openapi-spec-validator==0.9.0"
+want="schemathesis==4.32.5 openapi-spec-validator==0.9.0 PyGithub==2.5.0"
+# One maker at a time (tests that need the tools may run at once).
+mkdir -p target
+exec 9>target/py-tools.lock
+flock 9
 # Bumped when the fix below changes, so that existing venvs are rebuilt.
 fixes=2
 if [ ! -f "$venv/.done" ] || [ "$(cat "$venv/.done")" != "$want fixes=$fixes" ]; then

@@ -281,3 +281,110 @@ fn the_paths_answer_as_github_does() {
         "AGENT_KEY=three\nLOWER_NAME=two\nTHIRD=3"
     );
 }
+
+/// PyGithub (PyPI), pointed at `/api/v3` over TLS: a repository's
+/// secrets created, updated, listed and deleted; a refused name is its
+/// GithubException with GitHub's status.
+#[test]
+fn pygithub_manages_repository_secrets() {
+    let bin = py_tools();
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let server = tls_server(&env);
+    let tok = token(&env, &["write:acme/*"]);
+    let script = r#"
+import sys
+from github import Github, Auth, GithubException
+base, tok, ca = sys.argv[1:4]
+g = Github(base_url=base + "/api/v3", auth=Auth.Token(tok), verify=ca)
+repo = g.get_repo("acme/api")
+print(repo.full_name, repo.id > 0)
+repo.create_secret("py_token", "py-value-1")
+repo.create_secret("PY_TOKEN", "py-value-2")
+repo.create_secret("GONE", "x")
+print(sorted(s.name for s in repo.get_secrets()), repo.get_secrets().totalCount)
+print(repo.delete_secret("GONE"))
+try:
+    repo.create_secret("GITHUB_BAD", "x")
+except GithubException as e:
+    print(e.status, e.data["message"])
+"#;
+    let o = Command::new(bin.join("python"))
+        .args(["-c", script, &server.base, &tok])
+        .arg(env.path("ca-srv.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "acme/api True\n['GONE', 'PY_TOKEN'] 2\nTrue\n422 Secret names must not start with GITHUB_\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        sealed_env(&env, "acme/api", &["PY_TOKEN", "GONE", "GITHUB_BAD"]),
+        "PY_TOKEN=py-value-2"
+    );
+}
+
+/// octocrab (a Rust client), unchanged: create, then update, a repository
+/// secret; it reports Created then Updated from GitHub's 201 and 204.
+#[test]
+fn octocrab_sees_created_then_updated() {
+    use octocrab::models::repos::secrets::{
+        CreateRepositorySecret, CreateRepositorySecretResponse,
+    };
+    let env = StoreDir::new();
+    env.create(&["acme/api"]);
+    let server = Server::start(&env, &[]);
+    let tok = token(&env, &["write:acme/*"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcomes = rt.block_on(async {
+        let oc = octocrab::Octocrab::builder()
+            .base_uri(format!("{}/api/v3", server.base))
+            .unwrap()
+            .personal_token(tok.clone())
+            .build()
+            .unwrap();
+        let repo = oc.repos("acme", "api");
+        let key = repo.secrets().get_public_key().await.unwrap();
+        let mut outcomes = Vec::new();
+        for value in ["octo-1", "octo-2"] {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let pk: [u8; 32] = b64.decode(&key.key).unwrap().try_into().unwrap();
+            let sealed = crypto_box::PublicKey::from(pk)
+                .seal(&mut crypto_box::aead::OsRng, value.as_bytes())
+                .unwrap();
+            let enc = b64.encode(sealed);
+            let secret = CreateRepositorySecret {
+                key_id: &key.key_id,
+                encrypted_value: &enc,
+            };
+            outcomes.push(
+                repo.secrets()
+                    .create_or_update_secret("OCTO_KEY", &secret)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let listed = repo.secrets().get_secrets().await.unwrap();
+        (outcomes, listed.total_count)
+    });
+    assert_eq!(
+        outcomes,
+        (
+            vec![
+                CreateRepositorySecretResponse::Created,
+                CreateRepositorySecretResponse::Updated
+            ],
+            1
+        )
+    );
+    assert_eq!(
+        sealed_env(&env, "acme/api", &["OCTO_KEY"]),
+        "OCTO_KEY=octo-2"
+    );
+}

@@ -10,20 +10,6 @@ use std::process::Command;
 use sealinit_testkit::api::*;
 use sealinit_testkit::*;
 
-/// The tools' bin directory (made on first use).
-fn py_tools() -> std::path::PathBuf {
-    let o = Command::new("bash")
-        .arg(workspace_root().join(".ci/py-tools.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "installing the PyPI tools: {}",
-        stderr(&o)
-    );
-    stdout(&o).trim().into()
-}
-
 #[test]
 fn the_openapi_document_is_valid_and_the_server_conforms_to_it() {
     let bin = py_tools();

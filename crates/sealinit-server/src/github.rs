@@ -95,10 +95,25 @@ async fn user(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiErro
     )
 }
 
+/// This server's `/api/v3` as the client reached it (for the URLs GitHub's
+/// clients follow: `url`, `Link`).
+fn base(peer: &Peer, headers: &HeaderMap) -> String {
+    format!(
+        "{}://{}/api/v3",
+        if peer.tls { "https" } else { "http" },
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost"),
+    )
+}
+
 async fn repository(
     State(s): State<AppState>,
     auth: Auth,
     Params((owner, name)): Params<(String, String)>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let repo = format!("{owner}/{name}");
     let checked = repo.clone();
@@ -108,6 +123,7 @@ async fn repository(
     .await?;
     Ok(Json(serde_json::json!({
         "id": repo_id(&repo), "name": name, "full_name": repo,
+        "url": format!("{}/repos/{repo}", base(&peer, &headers)),
         "owner": {"login": owner, "type": "Organization"},
         "private": true, "visibility": "private",
     }))
@@ -145,12 +161,8 @@ async fn list(
     let mut r = Json(serde_json::json!({"total_count": found.total_count, "secrets": secrets}))
         .into_response();
     let here = format!(
-        "{}://{}/api/v3/repos/{owner}/{name}/{family}/secrets",
-        if peer.tls { "https" } else { "http" },
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost"),
+        "{}/repos/{owner}/{name}/{family}/secrets",
+        base(&peer, &headers)
     );
     let link =
         |p: usize, rel: &str| format!("<{here}?per_page={per_page}&page={p}>; rel=\"{rel}\"");

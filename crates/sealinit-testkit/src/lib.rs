@@ -745,3 +745,18 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 }
+
+/// The bin directory of the tests' PyPI tools (`.ci/py-tools.sh`: made on
+/// first use, one maker at a time).
+pub fn py_tools() -> std::path::PathBuf {
+    let o = Command::new("bash")
+        .arg(workspace_root().join(".ci/py-tools.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "installing the PyPI tools: {}",
+        stderr(&o)
+    );
+    stdout(&o).trim().into()
+}
