@@ -255,6 +255,13 @@ pub struct RouteArgs {
     /// --in-body=false turns it off
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub in_body: Option<bool>,
+    /// With --org: the owner's repositories it reaches: all (private, GitHub's
+    /// default, is the same here) or selected (--selected-repo)
+    #[arg(long, value_name = "VISIBILITY", value_parser = ["all", "private", "selected"])]
+    pub visibility: Option<String>,
+    /// With --org: a repository of the owner it reaches; repeatable
+    #[arg(long = "selected-repo", value_name = "OWNER/NAME")]
+    pub selected_repos: Vec<String>,
 }
 
 impl RouteArgs {
@@ -271,6 +278,11 @@ impl RouteArgs {
                 .as_deref()
                 .and_then(sealinit_store::Placeholder::parse),
             in_body: self.in_body,
+            repos: match (self.visibility.as_deref(), self.selected_repos.is_empty()) {
+                (Some("all" | "private"), _) => Some(None),
+                (Some(_), _) | (None, false) => Some(Some(self.selected_repos.clone())),
+                (None, true) => None,
+            },
         }
     }
 }
@@ -405,6 +417,8 @@ pub enum StoreCommand {
     },
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
     /// Set NAME from stdin (never argv), or many from --from-env-file or

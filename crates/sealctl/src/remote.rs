@@ -501,4 +501,12 @@ fn route_fields(body: &mut Value, route: &sealinit_store::RouteChange) {
     if let Some(b) = route.in_body {
         body["in_body"] = json!(b);
     }
+    match &route.repos {
+        Some(None) => body["visibility"] = json!("all"),
+        Some(Some(list)) => {
+            body["visibility"] = json!("selected");
+            body["selected_repositories"] = json!(list);
+        }
+        None => {}
+    }
 }

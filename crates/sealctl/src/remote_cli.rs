@@ -446,6 +446,7 @@ fn route_text(s: &Value) -> String {
             .collect(),
         placeholder: Default::default(),
         in_body: s["in_body"].as_bool().unwrap_or_default(),
+        repos: None,
     };
     route.to_string()
 }

@@ -30,9 +30,17 @@ fn sealed_env(env: &StoreDir, repo: &str, names: &[&str]) -> String {
         &["seal", "--repo", repo, "--out", "b", "--key-out", "k"],
         None,
     ));
+    let vars = bundle_env(env, "b", "k", names);
+    let _ = std::fs::remove_file(env.path("b"));
+    vars
+}
+
+/// What sealinit gives the command from the bundle `bundle` and key `key`:
+/// the variables among `names`, sorted, one a line.
+fn bundle_env(env: &StoreDir, bundle: &str, key: &str, names: &[&str]) -> String {
     let o = Command::new(workspace_bin("sealinit"))
-        .args(["--bundle", env.path("b").to_str().unwrap()])
-        .args(["--key-file", env.path("k").to_str().unwrap(), "env"])
+        .args(["--bundle", env.path(bundle).to_str().unwrap()])
+        .args(["--key-file", env.path(key).to_str().unwrap(), "env"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -40,9 +48,8 @@ fn sealed_env(env: &StoreDir, repo: &str, names: &[&str]) -> String {
     let mut vars: Vec<&str> = out
         .lines()
         .filter(|l| names.iter().any(|n| l.starts_with(&format!("{n}="))))
-        .collect::<Vec<_>>();
+        .collect();
     vars.sort();
-    let _ = std::fs::remove_file(env.path("b"));
     vars.join("\n")
 }
 
@@ -386,5 +393,202 @@ fn octocrab_sees_created_then_updated() {
     assert_eq!(
         sealed_env(&env, "acme/api", &["OCTO_KEY"]),
         "OCTO_KEY=octo-2"
+    );
+}
+
+/// What sealinit gives the command from a bundle minted through API v1
+/// (`environment` if given): the variables among `names`, sorted.
+fn minted_env(env: &StoreDir, repo: &str, environment: Option<&str>, names: &[&str]) -> String {
+    use base64::Engine as _;
+    let launcher = token(env, &["launch:*"]);
+    // Minted by a plain server on the same store (loopback).
+    let server = Server::start(env, &[]);
+    let c = Client::new(&server, Some(&launcher));
+    let mut body = serde_json::json!({});
+    if let Some(e) = environment {
+        body["environment"] = serde_json::json!(e);
+    }
+    let r = c.post(
+        &format!("/repos/{}/bundles", repo.replace('/', "%2F")),
+        body,
+    );
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    std::fs::write(
+        env.path("mb"),
+        b64.decode(r.1["bundle"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("mk"),
+        b64.decode(r.1["key"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        env.path("mk"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    bundle_env(env, "mb", "mk", names)
+}
+
+/// Organisation and environment secrets through `gh` (`--org` with
+/// `--visibility all|private`, `--env`): a launch gets the organisation's
+/// visible secrets, then the repository's, then the environment's (named
+/// in the mint), each level winning over the one before.
+#[test]
+fn gh_manages_organisation_and_environment_secrets() {
+    let env = StoreDir::new();
+    env.create(&["acme/api", "acme/web", "other/x"]);
+    let server = tls_server(&env);
+    let tok = token(&env, &["write:acme/*", "write:acme"]);
+    let run = |args: &[&str]| {
+        let o = gh(&env, &server, &tok, args, None);
+        assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    };
+    run(&[
+        "secret",
+        "set",
+        "ORG_ALL",
+        "--org",
+        "acme",
+        "--visibility",
+        "all",
+        "--body",
+        "org-all",
+    ]);
+    run(&[
+        "secret",
+        "set",
+        "ORG_PRIVATE",
+        "--org",
+        "acme",
+        "--body",
+        "org-private",
+    ]);
+    run(&[
+        "secret",
+        "set",
+        "SHARED",
+        "--org",
+        "acme",
+        "--visibility",
+        "private",
+        "--body",
+        "from-org",
+    ]);
+    run(&[
+        "secret",
+        "set",
+        "SHARED",
+        "-R",
+        "acme/api",
+        "--body",
+        "from-repo",
+    ]);
+    run(&[
+        "secret",
+        "set",
+        "SHARED",
+        "-R",
+        "acme/api",
+        "--env",
+        "staging",
+        "--body",
+        "from-staging",
+    ]);
+    run(&[
+        "secret",
+        "set",
+        "STAGE_ONLY",
+        "-R",
+        "acme/api",
+        "--env",
+        "staging",
+        "--body",
+        "stage",
+    ]);
+    let listed = run(&["secret", "list", "--org", "acme"]);
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["ORG_ALL", "ORG_PRIVATE", "SHARED"], "{listed}");
+    let listed = run(&["secret", "list", "-R", "acme/api", "--env", "staging"]);
+    assert!(
+        listed.contains("STAGE_ONLY") && listed.contains("SHARED"),
+        "{listed}"
+    );
+    // A token without the organisation's scope: refused.
+    let repo_only = token(&env, &["write:acme/*"]);
+    let o = gh(
+        &env,
+        &server,
+        &repo_only,
+        &["secret", "set", "NOPE", "--org", "acme", "--body", "x"],
+        None,
+    );
+    assert!(!o.status.success());
+    let names = ["ORG_ALL", "ORG_PRIVATE", "SHARED", "STAGE_ONLY", "NOPE"];
+    assert_eq!(
+        minted_env(&env, "acme/api", None, &names),
+        "ORG_ALL=org-all\nORG_PRIVATE=org-private\nSHARED=from-repo"
+    );
+    assert_eq!(
+        minted_env(&env, "acme/api", Some("staging"), &names),
+        "ORG_ALL=org-all\nORG_PRIVATE=org-private\nSHARED=from-staging\nSTAGE_ONLY=stage"
+    );
+    assert_eq!(
+        minted_env(&env, "acme/web", None, &names),
+        "ORG_ALL=org-all\nORG_PRIVATE=org-private\nSHARED=from-org"
+    );
+    // Another owner's repository gets none of acme's.
+    ok(&env.run(&["secrets", "set", "--repo", "other/x", "X"], Some(b"x")));
+    assert_eq!(minted_env(&env, "other/x", None, &names), "");
+}
+
+/// PyGithub: organisation secrets with selected repositories (by id, as it
+/// sends them) and an environment's secrets.
+#[test]
+fn pygithub_manages_organisation_and_environment_secrets() {
+    let bin = py_tools();
+    let env = StoreDir::new();
+    env.create(&["acme/api", "acme/web"]);
+    let server = tls_server(&env);
+    let tok = token(&env, &["write:acme/*", "write:acme"]);
+    let script = r#"
+import sys
+from github import Github, Auth
+base, tok, ca = sys.argv[1:4]
+g = Github(base_url=base + "/api/v3", auth=Auth.Token(tok), verify=ca)
+org = g.get_organization("acme")
+api = g.get_repo("acme/api")
+org.create_secret("SELECTED", "only-api", visibility="selected", selected_repositories=[api])
+org.create_secret("EVERYWHERE", "all-of-acme", visibility="all")
+print(sorted((s.name, s.visibility) for s in org.get_secrets()))
+staging = api.get_environment("staging")
+staging.create_secret("ENV_KEY", "staging-value")
+print([s.name for s in staging.get_secrets()])
+"#;
+    let o = Command::new(bin.join("python"))
+        .args(["-c", script, &server.base, &tok])
+        .arg(env.path("ca-srv.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "[('EVERYWHERE', 'all'), ('SELECTED', 'selected')]\n['ENV_KEY']\n",
+        "{}",
+        stderr(&o)
+    );
+    let names = ["SELECTED", "EVERYWHERE", "ENV_KEY"];
+    assert_eq!(
+        minted_env(&env, "acme/api", Some("staging"), &names),
+        "ENV_KEY=staging-value\nEVERYWHERE=all-of-acme\nSELECTED=only-api"
+    );
+    assert_eq!(
+        minted_env(&env, "acme/web", None, &names),
+        "EVERYWHERE=all-of-acme"
     );
 }

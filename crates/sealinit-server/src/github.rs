@@ -22,14 +22,22 @@ use crate::error::ApiError;
 use crate::input::JsonBody;
 use crate::service;
 use crate::state::{AppState, Auth};
+use sealinit_store::holder;
 
 /// Where GitHub documents these endpoints (for `documentation_url`).
 const DOCS: &str = "https://docs.github.com/rest/actions/secrets";
 
 pub fn router(state: AppState) -> Router {
+    let one = || get(get_one).put(put_one).delete(delete_one);
     Router::new()
         .route("/api/v3/user", get(user))
+        .route("/api/v3/orgs/{org}", get(organisation))
         .route("/api/v3/repos/{owner}/{repo}", get(repository))
+        .route(
+            "/api/v3/repos/{owner}/{repo}/environments/{env}",
+            get(environment),
+        )
+        // A repository's secrets (the agents family is the same secrets).
         .route("/api/v3/repos/{owner}/{repo}/{family}/secrets", get(list))
         .route(
             "/api/v3/repos/{owner}/{repo}/{family}/secrets/public-key",
@@ -37,19 +45,84 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v3/repos/{owner}/{repo}/{family}/secrets/{name}",
-            get(get_one).put(put_one).delete(delete_one),
+            one(),
         )
+        // An environment's.
+        .route(
+            "/api/v3/repos/{owner}/{repo}/environments/{env}/secrets",
+            get(list),
+        )
+        .route(
+            "/api/v3/repos/{owner}/{repo}/environments/{env}/secrets/public-key",
+            get(public_key),
+        )
+        .route(
+            "/api/v3/repos/{owner}/{repo}/environments/{env}/secrets/{name}",
+            one(),
+        )
+        // An organisation's.
+        .route("/api/v3/orgs/{org}/actions/secrets", get(list))
+        .route(
+            "/api/v3/orgs/{org}/actions/secrets/public-key",
+            get(public_key),
+        )
+        .route("/api/v3/orgs/{org}/actions/secrets/{name}", one())
         .layer(axum::middleware::from_fn(github_errors))
         .with_state(state)
 }
 
-/// `owner/repo` of a path whose secrets family is `actions` (GitHub
-/// Actions) or `agents` (GitHub's family for coding agents): both are the
-/// repository's secrets here.
-fn repo_of(owner: &str, repo: &str, family: &str) -> Result<String, ApiError> {
-    match family {
-        "actions" | "agents" => Ok(format!("{owner}/{repo}")),
-        _ => Err(ApiError::not_found("Not Found")),
+/// Where a request's secrets are held, from its path: a repository
+/// (`actions` or `agents`), one of its environments, or an organisation;
+/// the secret's name if the path has one; and the collection's URL (for
+/// `Link`).
+struct At {
+    key: String,
+    secret: Option<String>,
+    /// An organisation's secrets.
+    org: Option<String>,
+    url: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for At {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Params(p) =
+            Params::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await?;
+        let get = |k: &str| p.get(k).map(String::as_str);
+        let repo = || {
+            format!(
+                "{}/{}",
+                get("owner").unwrap_or(""),
+                get("repo").unwrap_or("")
+            )
+        };
+        let key = match (get("org"), get("env"), get("family")) {
+            (Some(org), _, _) => holder::org_key(org),
+            (None, Some(env), _) => {
+                holder::validate_env(env).map_err(|_| ApiError::not_found("Not Found"))?;
+                holder::env_key(&repo(), env)
+            }
+            (None, None, Some("actions" | "agents")) => repo(),
+            _ => return Err(ApiError::not_found("Not Found")),
+        };
+        let path = parts.uri.path();
+        let collection = &path[..path.find("/secrets").map_or(path.len(), |i| i + 8)];
+        let peer = crate::state::peer_of(parts);
+        Ok(Self {
+            key,
+            secret: get("name").map(secret_name).transpose()?,
+            org: get("org").map(str::to_owned),
+            url: format!(
+                "{}{}",
+                base(&peer, &parts.headers).trim_end_matches("/api/v3"),
+                collection
+            ),
+        })
     }
 }
 
@@ -139,33 +212,37 @@ struct Paging {
 async fn list(
     State(s): State<AppState>,
     auth: Auth,
-    Params((owner, name, family)): Params<(String, String, String)>,
+    at: At,
     Query(paging): Query<Paging>,
-    axum::Extension(peer): axum::Extension<Peer>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let repo = repo_of(&owner, &name, &family)?;
     let per_page = paging.per_page.unwrap_or(30).clamp(1, 100);
     let page = paging.page.unwrap_or(1).max(1);
+    let key = at.key.clone();
     let found = s
         .run(auth, move |st, caller| {
-            service::list_secrets(st, caller, &repo, page, per_page)
+            service::list_secrets(st, caller, &key, page, per_page)
         })
         .await?;
     let secrets: Vec<serde_json::Value> = found
         .secrets
         .iter()
-        .map(|m| serde_json::json!({"name": m.name, "created_at": m.created_at, "updated_at": m.updated_at}))
+        .map(|m| {
+            let mut v = serde_json::json!({"name": m.name, "created_at": m.created_at, "updated_at": m.updated_at});
+            if let Some(vis) = m.visibility {
+                v["visibility"] = serde_json::json!(vis);
+                if vis == "selected" {
+                    v["selected_repositories_url"] =
+                        serde_json::json!(format!("{}/{}/repositories", at.url, m.name));
+                }
+            }
+            v
+        })
         .collect();
     let last = found.total_count.div_ceil(per_page).max(1);
     let mut r = Json(serde_json::json!({"total_count": found.total_count, "secrets": secrets}))
         .into_response();
-    let here = format!(
-        "{}/repos/{owner}/{name}/{family}/secrets",
-        base(&peer, &headers)
-    );
     let link =
-        |p: usize, rel: &str| format!("<{here}?per_page={per_page}&page={p}>; rel=\"{rel}\"");
+        |p: usize, rel: &str| format!("<{}?per_page={per_page}&page={p}>; rel=\"{rel}\"", at.url);
     let mut links = Vec::new();
     if page < last {
         links.push(link(page + 1, "next"));
@@ -183,57 +260,33 @@ async fn list(
     Ok(r)
 }
 
-async fn public_key(
-    State(s): State<AppState>,
-    auth: Auth,
-    Params((owner, name, family)): Params<(String, String, String)>,
-) -> Result<Response, ApiError> {
-    let repo = repo_of(&owner, &name, &family)?;
+async fn public_key(State(s): State<AppState>, auth: Auth, at: At) -> Result<Response, ApiError> {
     let (key_id, key) = s
         .run(auth, move |st, caller| {
-            service::public_key(st, caller, &repo)
+            service::public_key(st, caller, &at.key)
         })
         .await?;
     Ok(Json(serde_json::json!({"key_id": key_id, "key": B64.encode(key)})).into_response())
 }
 
-/// `/repos/{owner}/{repo}/{family}/secrets/{name}`: the repository and
-/// the secret's name, as GitHub takes it.
-struct SecretPath {
-    repo: String,
-    secret: String,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SecretPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        let Params((owner, name, family, secret)) =
-            Params::<(String, String, String, String)>::from_request_parts(parts, state).await?;
-        Ok(Self {
-            repo: repo_of(&owner, &name, &family)?,
-            secret: secret_name(&secret)?,
-        })
-    }
-}
-
-async fn get_one(
-    State(s): State<AppState>,
-    auth: Auth,
-    SecretPath { repo, secret }: SecretPath,
-) -> Result<Response, ApiError> {
+async fn get_one(State(s): State<AppState>, auth: Auth, at: At) -> Result<Response, ApiError> {
+    let secret = at.secret.clone().unwrap_or_default();
+    let key = at.key.clone();
     let m = s
         .run(auth, move |st, caller| {
-            service::get_secret(st, caller, &repo, &secret)
+            service::get_secret(st, caller, &key, &secret)
         })
         .await?;
-    Ok(Json(
-        serde_json::json!({"name": m.name, "created_at": m.created_at, "updated_at": m.updated_at}),
-    )
-    .into_response())
+    let mut v =
+        serde_json::json!({"name": m.name, "created_at": m.created_at, "updated_at": m.updated_at});
+    if let Some(vis) = m.visibility {
+        v["visibility"] = serde_json::json!(vis);
+        if vis == "selected" {
+            v["selected_repositories_url"] =
+                serde_json::json!(format!("{}/{}/repositories", at.url, m.name));
+        }
+    }
+    Ok(Json(v).into_response())
 }
 
 /// A JSON body whatever its content type (GitHub parses `curl -d` bodies,
@@ -254,17 +307,20 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     }
 }
 
-/// What GitHub's clients send: the value sealed to the repository's key.
+/// What GitHub's clients send: the value sealed to the holder's key; for
+/// an organisation's secret, its reach.
 #[derive(Deserialize)]
 struct PutBody {
     encrypted_value: String,
     key_id: String,
+    visibility: Option<String>,
+    selected_repository_ids: Option<Vec<u64>>,
 }
 
 async fn put_one(
     State(s): State<AppState>,
     auth: Auth,
-    SecretPath { repo, secret }: SecretPath,
+    at: At,
     GhJson(body): GhJson<PutBody>,
 ) -> Result<Response, ApiError> {
     let sealed = B64
@@ -274,9 +330,33 @@ async fn put_one(
         sealed,
         key_id: body.key_id,
     };
+    if at.org.is_none() && (body.visibility.is_some() || body.selected_repository_ids.is_some()) {
+        return Err(ApiError::unprocessable(
+            "visibility and selected_repository_ids belong to an organisation's secrets",
+        ));
+    }
+    let (key, secret, org) = (at.key, at.secret.unwrap_or_default(), at.org);
+    let (visibility, ids) = (body.visibility, body.selected_repository_ids);
     let done = s
         .run(auth, move |st, caller| {
-            service::put_secret(st, caller, &repo, &secret, value, Default::default())
+            // Repository ids (as GitHub's clients send them) to names.
+            let selected = match (&org, ids) {
+                (Some(org), Some(ids)) => Some(names_of(st, org, &ids)?),
+                _ => None,
+            };
+            let route = sealinit_store::RouteChange {
+                repos: match &org {
+                    // Absent: as it is (all, for a new secret).
+                    Some(_) => service::reach(visibility.as_deref(), selected)?,
+                    None => None,
+                },
+                ..Default::default()
+            };
+            let flags = service::PutFlags {
+                route,
+                ..Default::default()
+            };
+            service::put_secret(st, caller, &key, &secret, value, flags)
         })
         .await?;
     Ok(match done.created {
@@ -285,16 +365,83 @@ async fn put_one(
     })
 }
 
-async fn delete_one(
-    State(s): State<AppState>,
-    auth: Auth,
-    SecretPath { repo, secret }: SecretPath,
-) -> Result<Response, ApiError> {
+/// The names of `org`'s repositories with these ids.
+fn names_of(
+    st: &mut sealinit_store::Store,
+    org: &str,
+    ids: &[u64],
+) -> Result<Vec<String>, ApiError> {
+    let repos: Vec<String> = st
+        .repos()?
+        .into_iter()
+        .map(|r| r.repo)
+        .filter(|r| holder::owner_of(r).eq_ignore_ascii_case(org))
+        .collect();
+    ids.iter()
+        .map(|id| {
+            repos
+                .iter()
+                .find(|r| repo_id(r) == *id)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::unprocessable(format!(
+                        "selected_repository_ids: {id} is not a repository of {org}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+async fn delete_one(State(s): State<AppState>, auth: Auth, at: At) -> Result<Response, ApiError> {
+    let (key, secret) = (at.key, at.secret.unwrap_or_default());
     s.run(auth, move |st, caller| {
-        service::delete_secret(st, caller, &repo, &secret)
+        service::delete_secret(st, caller, &key, &secret)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An environment exists with its repository here (GitHub's clients read
+/// it before its secrets).
+async fn environment(
+    State(s): State<AppState>,
+    auth: Auth,
+    Params((owner, name, env)): Params<(String, String, String)>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    holder::validate_env(&env).map_err(|_| ApiError::not_found("Not Found"))?;
+    let key = holder::env_key(&format!("{owner}/{name}"), &env);
+    s.run(auth, move |st, caller| {
+        service::list_secrets(st, caller, &key, 1, 1)
+    })
+    .await?;
+    let url = format!(
+        "{}/repos/{owner}/{name}/environments/{env}",
+        base(&peer, &headers)
+    );
+    let id = repo_id(&format!("{owner}/{name}:{env}"));
+    Ok(Json(serde_json::json!({"name": env, "id": id, "url": url})).into_response())
+}
+
+async fn organisation(
+    State(s): State<AppState>,
+    auth: Auth,
+    Params(org): Params<String>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = holder::org_key(&org);
+    s.run(auth, move |st, caller| {
+        service::list_secrets(st, caller, &key, 1, 1)
+    })
+    .await?;
+    let url = format!("{}/orgs/{org}", base(&peer, &headers));
+    let id = repo_id(&org);
+    Ok(
+        Json(serde_json::json!({"login": org, "id": id, "type": "Organization", "url": url}))
+            .into_response(),
+    )
 }
 
 /// GitHub's answer to a path it does not have.

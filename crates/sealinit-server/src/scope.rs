@@ -5,9 +5,11 @@
 //! - `audit:PATTERN`: read the audit trail of those repositories.
 //! - `admin`: everything, every repository, and tokens.
 //!
-//! A pattern is `*` (every repository), `owner/*` (every repository under
-//! `owner/`, nested groups included) or one repository; repositories
-//! compare case-insensitively. No scope returns a stored value.
+//! A pattern is `*` (every repository, and every owner's secrets),
+//! `owner/*` (every repository under `owner/`, nested groups included, and
+//! their environments), one repository (and its environments), or `owner`
+//! alone (the owner's, the organisation's, secrets); names compare
+//! case-insensitively. No scope returns a stored value.
 
 use std::fmt;
 
@@ -47,12 +49,15 @@ impl Scope {
         };
         let valid = pattern == "*"
             || match pattern.strip_suffix("/*") {
-                Some(owner) => sealinit_store::validate_repo(&format!("{owner}/x")).is_ok(),
+                Some(owner) => sealinit_store::holder::validate_owner(owner).is_ok(),
+                None if !pattern.contains('/') => {
+                    sealinit_store::holder::validate_owner(pattern).is_ok()
+                }
                 None => sealinit_store::validate_repo(pattern).is_ok(),
             };
         if !valid {
             return Err(format!(
-                "scope {text:?}: the pattern must be `*`, `owner/*` or a repository (owner/name)"
+                "scope {text:?}: the pattern must be `*`, `owner/*`, a repository (owner/name) or an owner (its organisation secrets)"
             ));
         }
         Ok(Self::Repo {
@@ -101,11 +106,20 @@ impl Grants {
         self.0.contains(&Scope::Admin)
     }
 
-    /// Whether `action` on `repo` is allowed.
+    /// Whether `action` on `repo` (a repository, one of its environments,
+    /// or an owner's secrets: a store holder key) is allowed.
     pub fn allows(&self, action: Action, repo: &str) -> bool {
-        self.0.iter().any(|s| match s {
-            Scope::Admin => true,
-            Scope::Repo { action: a, pattern } => *a == action && Scope::matches(pattern, repo),
+        use sealinit_store::holder::Holder;
+        let holder = Holder::of(repo);
+        self.0.iter().any(|s| match (s, &holder) {
+            (Scope::Admin, _) => true,
+            (Scope::Repo { action: a, .. }, _) if *a != action => false,
+            (Scope::Repo { pattern, .. }, Holder::Org(owner)) => {
+                pattern == "*" || pattern.eq_ignore_ascii_case(owner)
+            }
+            (Scope::Repo { pattern, .. }, Holder::Repo(r) | Holder::Env { repo: r, .. }) => {
+                Scope::matches(pattern, r)
+            }
         })
     }
 

@@ -62,13 +62,14 @@ impl Caller {
         match self.grants.allows(action, repo) {
             true => Ok(()),
             false => Err(ApiError::forbidden(format!(
-                "token {} may not {} {repo}",
+                "token {} may not {} {}",
                 self.id,
                 match action {
                     Action::Write => "write to",
                     Action::Launch => "mint bundles of",
                     Action::Audit => "read the audit trail of",
-                }
+                },
+                sealinit_store::holder::Holder::of(repo)
             ))),
         }
     }
@@ -77,8 +78,9 @@ impl Caller {
         match self.grants.sees(repo) {
             true => Ok(()),
             false => Err(ApiError::forbidden(format!(
-                "token {} may not see {repo} (needs write or launch)",
-                self.id
+                "token {} may not see {} (needs write or launch)",
+                self.id,
+                sealinit_store::holder::Holder::of(repo)
             ))),
         }
     }
@@ -110,6 +112,13 @@ pub struct SecretMeta {
     pub placeholder: sealinit_store::Placeholder,
     /// A proxy secret replaced in request bodies too.
     pub in_body: bool,
+    /// An organisation's secret: `all` or `selected`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<&'static str>,
+    /// An organisation's secret with visibility `selected`: the
+    /// repositories it reaches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected_repositories: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,7 +181,24 @@ fn meta(info: sealinit_store::SecretInfo) -> SecretMeta {
         hosts: info.route.hosts,
         placeholder: info.route.placeholder,
         in_body: info.route.in_body,
+        visibility: None,
+        selected_repositories: None,
     }
+}
+
+/// A secret's metadata as held by `key`: an organisation's shows its
+/// reach.
+fn meta_of(key: &str, info: sealinit_store::SecretInfo) -> SecretMeta {
+    let reach = info.route.repos.clone();
+    let mut m = meta(info);
+    if matches!(
+        sealinit_store::holder::Holder::of(key),
+        sealinit_store::holder::Holder::Org(_)
+    ) {
+        m.visibility = Some(if reach.is_some() { "selected" } else { "all" });
+        m.selected_repositories = reach;
+    }
+    m
 }
 
 pub fn list_secrets(
@@ -189,7 +215,7 @@ pub fn list_secrets(
         .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(meta)
+        .map(|i| meta_of(repo, i))
         .collect();
     Ok(SecretPage {
         total_count,
@@ -209,9 +235,12 @@ pub fn get_secret(
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| {
-            ApiError::not_found(format!("repository {repo} has no secret named {name}"))
+            ApiError::not_found(format!(
+                "{} has no secret named {name}",
+                sealinit_store::holder::Holder::of(repo)
+            ))
         })?;
-    Ok(meta(info))
+    Ok(meta_of(repo, info))
 }
 
 /// A write's precondition (`If-Match`).
@@ -235,6 +264,27 @@ pub struct PutFlags {
     pub allow_empty: bool,
     /// Its delivery, hosts and placeholder, as far as given.
     pub route: sealinit_store::RouteChange,
+}
+
+/// An organisation secret's reach from GitHub's words: `all` or `private`
+/// (the same here: there are no public repositories) for every repository
+/// of the owner, `selected` for those listed; absent: unchanged.
+pub fn reach(
+    visibility: Option<&str>,
+    selected: Option<Vec<String>>,
+) -> Result<Option<Option<Vec<String>>>, ApiError> {
+    match (visibility, selected) {
+        (None, None) => Ok(None),
+        (Some("all" | "private"), None) => Ok(Some(None)),
+        (Some("selected") | None, Some(list)) => Ok(Some(Some(list))),
+        (Some("selected"), None) => Ok(Some(Some(Vec::new()))),
+        (Some("all" | "private"), Some(_)) => Err(ApiError::unprocessable(
+            "selected repositories go with visibility \"selected\"",
+        )),
+        (Some(v), _) => Err(ApiError::unprocessable(format!(
+            "visibility is all, private or selected, not {v:?}"
+        ))),
+    }
 }
 
 /// How a value arrives.
@@ -483,12 +533,13 @@ pub fn mint(
     store: &mut Store,
     caller: &Caller,
     repo: &str,
+    environment: Option<&str>,
     label: Option<String>,
     ttl: Option<Duration>,
     allow_empty: bool,
 ) -> Result<(Minted, AuditRecord), ApiError> {
     caller.require(Action::Launch, repo)?;
-    let found = store.secrets(repo, allow_empty)?;
+    let found = store.secrets_for(repo, environment, allow_empty)?;
     bundle::check_name_policy(&found.entries, &found.allowed)
         .map_err(|e| ApiError::unprocessable(format!("cannot seal: {e}")))?;
     let label = label.unwrap_or_else(|| found.repo.clone());

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod holder;
 pub mod import;
 pub mod keys;
 pub mod launch;
@@ -370,6 +371,64 @@ pub struct Store {
 }
 
 impl RepoSecrets {
+    /// Keeps the secrets for which `f(entry, route)` holds.
+    fn keep(&mut self, f: impl Fn(&Entry, &Route) -> bool) {
+        let keep: Vec<bool> = self
+            .entries
+            .iter()
+            .zip(&self.routes)
+            .map(|(e, r)| f(e, r))
+            .collect();
+        let mut i = 0;
+        self.entries.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        let mut i = 0;
+        self.versions.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        let mut i = 0;
+        self.routes.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+        self.allowed.retain(|n| names.contains(&n.as_str()));
+    }
+
+    /// These secrets with `over`'s on top: a name in both is `over`'s
+    /// (values moved, never copied); sorted by name.
+    fn overlaid_by(mut self, over: RepoSecrets) -> RepoSecrets {
+        let names: Vec<String> = over.entries.iter().map(|e| e.name.clone()).collect();
+        self.keep(|e, _| !names.contains(&e.name));
+        self.allowed.extend(over.allowed);
+        let mut all: Vec<(Entry, i64, Route)> = self
+            .entries
+            .into_iter()
+            .zip(self.versions)
+            .zip(self.routes)
+            .chain(over.entries.into_iter().zip(over.versions).zip(over.routes))
+            .map(|((e, v), r)| (e, v, r))
+            .collect();
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let mut out = RepoSecrets {
+            repo: over.repo,
+            entries: Vec::with_capacity(all.len()),
+            versions: Vec::with_capacity(all.len()),
+            allowed: self.allowed,
+            routes: Vec::with_capacity(all.len()),
+            egress: over.egress,
+        };
+        for (e, v, r) in all {
+            out.entries.push(e);
+            out.versions.push(v);
+            out.routes.push(r);
+        }
+        out
+    }
+
     /// Each secret's name and version, for the audit record of a seal.
     pub fn names_and_versions(&self) -> Vec<(String, i64)> {
         self.entries
@@ -562,8 +621,16 @@ impl Store {
     /// The stored spelling of `repo` (compared case-insensitively), if it
     /// has secrets.
     fn stored_spelling(&mut self, repo: &str) -> Result<Option<String>> {
-        validate_repo(repo)?;
-        self.db.spelling(repo)
+        holder::validate_key(repo)?;
+        match holder::Holder::of(repo) {
+            holder::Holder::Repo(r) => self.db.spelling(&r),
+            // An environment exists with its repository; an owner's
+            // secrets always may.
+            holder::Holder::Env { repo, env } => {
+                Ok(self.db.spelling(&repo)?.map(|r| holder::env_key(&r, &env)))
+            }
+            holder::Holder::Org(o) => Ok(Some(holder::org_key(&o))),
+        }
     }
 
     /// Sets every entry of `repo` in one transaction: all or nothing. What
@@ -576,8 +643,40 @@ impl Store {
         entries: &[Entry],
         opts: SetOptions<'_>,
     ) -> Result<Vec<SetOutcome>> {
-        validate_repo(repo)?;
+        let repo = &self.existing(repo)?;
         bundle::validate_each(entries)?;
+        let org = match holder::Holder::of(repo) {
+            holder::Holder::Org(o) => Some(o),
+            _ => None,
+        };
+        for (e, r) in entries.iter().zip(
+            opts.routes
+                .iter()
+                .chain(std::iter::repeat(&RouteChange::default())),
+        ) {
+            let invalid = |reason: String| StoreError::InvalidRoute {
+                name: e.name.clone(),
+                reason,
+            };
+            match (&org, &r.repos) {
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        "selected repositories belong to an organisation's secrets".into(),
+                    ));
+                }
+                (Some(o), Some(Some(list))) => {
+                    for x in list {
+                        validate_repo(x)?;
+                        if !holder::owner_of(x).eq_ignore_ascii_case(o) {
+                            return Err(invalid(format!(
+                                "repository {x} is not one of {o}'s; an organisation's secret reaches its own repositories only"
+                            )));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         if let Some(e) = entries
             .iter()
             .find(|e| e.value.expose().is_empty() && !opts.allow_empty)
@@ -690,7 +789,7 @@ impl Store {
     /// Makes a new version of `name` with the value version `to` had
     /// (decrypted and re-encrypted inside the store: no value leaves it).
     pub fn rollback(&mut self, repo: &str, name: &str, to: i64) -> Result<SetOutcome> {
-        validate_repo(repo)?;
+        let repo = &self.existing(repo)?;
         let now = sealinit_core::time::now() as i64;
         let keep = self.db.keep()?;
         let (keys, actor) = (&self.keys, self.actor.as_str());
@@ -961,7 +1060,7 @@ impl Store {
     /// Removes `names` from `repo` in one transaction; every name must
     /// exist. Returns each name with the version it had.
     pub fn remove(&mut self, repo: &str, names: &[String]) -> Result<Vec<(String, i64)>> {
-        validate_repo(repo)?;
+        let repo = &self.existing(repo)?;
         let now = sealinit_core::time::now() as i64;
         let actor = self.actor.as_str();
         let mut removed = Vec::with_capacity(names.len());
@@ -1047,15 +1146,51 @@ impl Store {
     /// The decrypted secrets of `repo`, which must exist, for sealing: an
     /// error if it has none, unless `allow_empty`.
     pub fn secrets(&mut self, repo: &str, allow_empty: bool) -> Result<RepoSecrets> {
+        self.secrets_for(repo, None, allow_empty)
+    }
+
+    /// The secrets a launch of `repo` gets, in GitHub's order: its owner's
+    /// (those visible to it), then its own, then those of `environment`
+    /// if named; a name held at a later level wins. An error if there are
+    /// none, unless `allow_empty`.
+    pub fn secrets_for(
+        &mut self,
+        repo: &str,
+        environment: Option<&str>,
+        allow_empty: bool,
+    ) -> Result<RepoSecrets> {
         let repo = self.existing(repo)?;
+        let org = self.held(&holder::org_key(holder::owner_of(&repo)))?;
+        let mut merged = self.held(&repo)?;
+        if let Some(env) = environment {
+            holder::validate_env(env)?;
+            let env = self.held(&holder::env_key(&repo, env))?;
+            merged = merged.overlaid_by(env);
+        }
+        let mut org = org;
+        org.keep(|_, r| {
+            r.repos
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x.eq_ignore_ascii_case(&repo)))
+        });
+        let mut all = org.overlaid_by(merged);
+        if all.entries.is_empty() && !allow_empty {
+            return Err(StoreError::EmptyRepo { repo });
+        }
+        all.repo = repo.clone();
+        all.egress = self.egress(&repo)?;
+        Ok(all)
+    }
+
+    /// The decrypted secrets of one holder (a repository, an environment,
+    /// an owner), which must exist.
+    fn held(&mut self, key: &str) -> Result<RepoSecrets> {
+        let repo = self.existing(key)?;
         let mut entries = Vec::new();
         let mut versions = Vec::new();
         let mut allowed = Vec::new();
         let mut routes = Vec::new();
         let (wraps, rows) = self.db.rows(&repo)?;
-        if rows.is_empty() && !allow_empty {
-            return Err(StoreError::EmptyRepo { repo });
-        }
         let dk = match rows.is_empty() {
             true => None,
             false => Some(Self::data_key(&self.keys, &repo, &wraps)?),
@@ -1082,14 +1217,13 @@ impl Store {
             });
             routes.push(row.route);
         }
-        let egress = self.egress(&repo)?;
         Ok(RepoSecrets {
             repo,
             entries,
             versions,
             allowed,
             routes,
-            egress,
+            egress: Default::default(),
         })
     }
 
@@ -1189,7 +1323,7 @@ impl Store {
     /// Re-encrypts every value of `repo`, current and in the history, under
     /// a fresh data key, in one transaction; how many ciphertexts.
     pub fn rotate_data_key(&mut self, repo: &str) -> Result<usize> {
-        validate_repo(repo)?;
+        let repo = &self.existing(repo)?;
         let (keys, actor) = (&self.keys, self.actor.clone());
         let mut count = 0;
         self.db.write(repo, &mut |w| {

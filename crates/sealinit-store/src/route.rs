@@ -52,6 +52,11 @@ pub struct Route {
     /// (to its hosts), not only in the request line's headers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_body: bool,
+    /// An organisation's secret: the repositories of the owner it reaches
+    /// (`None`: all of them). Bound into the ciphertext like the rest, so
+    /// that an edited row cannot widen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repos: Option<Vec<String>>,
 }
 
 /// What a write says of a secret's route: each part given replaces the
@@ -64,6 +69,9 @@ pub struct RouteChange {
     pub hosts: Option<Vec<String>>,
     pub placeholder: Option<Placeholder>,
     pub in_body: Option<bool>,
+    /// An organisation's secret: `Some(None)` for all the owner's
+    /// repositories, `Some(Some(list))` for those selected.
+    pub repos: Option<Option<Vec<String>>>,
 }
 
 impl RouteChange {
@@ -73,8 +81,10 @@ impl RouteChange {
         if let Some(d) = self.delivery {
             if d != r.delivery {
                 // Hosts and placeholder belong to the proxy delivery.
+                // An organisation secret's reach is not the delivery's.
                 r = Route {
                     delivery: d,
+                    repos: r.repos.clone(),
                     ..Route::default()
                 };
             }
@@ -87,6 +97,9 @@ impl RouteChange {
         }
         if let Some(b) = self.in_body {
             r.in_body = b;
+        }
+        if let Some(repos) = &self.repos {
+            r.repos = repos.clone();
         }
         r
     }
@@ -317,6 +330,7 @@ mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             placeholder: Placeholder::Random,
             in_body: false,
+            repos: None,
         }
     }
 

@@ -1134,6 +1134,7 @@ fn route_change(
         delivery,
         hosts,
         placeholder: None,
+        repos: None,
     })
 }
 

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+mod holders;
+
 use crate::client::Peer;
 use crate::error::ApiError;
 use crate::input::{JsonBody, Value, new_value};
@@ -66,6 +68,20 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("get", "/repos/{repo}/secrets/{name}/versions") => get(versions),
         ("post", "/repos/{repo}/secrets/{name}/rollback") => post(rollback),
         ("post", "/repos/{repo}/bundles") => post(mint),
+        ("get", "/repos/{repo}/environments/{env}/secrets") => get(holders::env_list),
+        ("get", "/repos/{repo}/environments/{env}/secrets/public-key") => {
+            get(holders::env_public_key)
+        }
+        ("get", "/repos/{repo}/environments/{env}/secrets/{name}") => get(holders::env_get),
+        ("put", "/repos/{repo}/environments/{env}/secrets/{name}") => put(holders::env_put),
+        ("delete", "/repos/{repo}/environments/{env}/secrets/{name}") => {
+            delete(holders::env_delete)
+        }
+        ("get", "/orgs/{org}/secrets") => get(holders::org_list),
+        ("get", "/orgs/{org}/secrets/public-key") => get(holders::org_public_key),
+        ("get", "/orgs/{org}/secrets/{name}") => get(holders::org_get),
+        ("put", "/orgs/{org}/secrets/{name}") => put(holders::org_put),
+        ("delete", "/orgs/{org}/secrets/{name}") => delete(holders::org_delete),
         _ => panic!("{method} {path} is documented but has no handler"),
     }
 }
@@ -136,7 +152,7 @@ async fn repos(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiErr
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+pub(crate) struct PageQuery {
     per_page: Option<usize>,
     page: Option<usize>,
 }
@@ -176,7 +192,7 @@ async fn get_secret(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
+pub(crate) struct PutBody {
     value: Option<Value>,
     encrypted_value: Option<String>,
     key_id: Option<String>,
@@ -198,6 +214,11 @@ struct PutBody {
     /// A proxy secret replaced in request bodies too (absent: the current
     /// version's, or false).
     in_body: Option<bool>,
+    /// An organisation's secret: all (or private, GitHub's default, the
+    /// same here) or selected (absent: the current version's, or all).
+    visibility: Option<String>,
+    /// With visibility selected: the owner's repositories it reaches.
+    selected_repositories: Option<Vec<String>>,
 }
 
 /// `If-Match`: `"N"` or `W/"N"` (the ETag of version N), the bare number
@@ -257,6 +278,10 @@ async fn put_secret(
                         hosts: body.hosts,
                         placeholder: body.placeholder,
                         in_body: body.in_body,
+                        repos: service::reach(
+                            body.visibility.as_deref(),
+                            body.selected_repositories,
+                        )?,
                     },
                 },
             )
@@ -431,6 +456,7 @@ async fn import(
         hosts: body.hosts,
         placeholder: body.placeholder,
         in_body: body.in_body,
+        repos: None,
     };
     let content = new_value(
         peer,
@@ -479,6 +505,9 @@ enum Ttl {
 #[serde(deny_unknown_fields)]
 struct MintBody {
     label: Option<String>,
+    /// An environment of the repository: its secrets win over the
+    /// repository's (absent: none of them).
+    environment: Option<String>,
     ttl: Option<Ttl>,
     /// Mint an empty bundle for a repository without secrets.
     #[serde(default)]
@@ -510,7 +539,15 @@ async fn mint(
     let ttl = Some(ttl);
     let (m, record) = s
         .run(auth, move |st, caller| {
-            service::mint(st, caller, &repo, body.label, ttl, body.allow_empty)
+            service::mint(
+                st,
+                caller,
+                &repo,
+                body.environment.as_deref(),
+                body.label,
+                ttl,
+                body.allow_empty,
+            )
         })
         .await?;
     // The read is on record before the bundle leaves (group commit).
