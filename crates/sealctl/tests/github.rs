@@ -570,6 +570,12 @@ print(sorted((s.name, s.visibility) for s in org.get_secrets()))
 staging = api.get_environment("staging")
 staging.create_secret("ENV_KEY", "staging-value")
 print([s.name for s in staging.get_secrets()])
+# The selection changed without the value: add acme/web, remove acme/api.
+sec = org.get_secret("SELECTED")
+sec.add_repo(g.get_repo("acme/web"))
+print(sorted(r.full_name for r in sec.selected_repositories))
+sec.remove_repo(api)
+print(sorted(r.full_name for r in sec.selected_repositories))
 "#;
     let o = Command::new(bin.join("python"))
         .args(["-c", script, &server.base, &tok])
@@ -578,17 +584,24 @@ print([s.name for s in staging.get_secrets()])
         .unwrap();
     assert_eq!(
         stdout(&o),
-        "[('EVERYWHERE', 'all'), ('SELECTED', 'selected')]\n['ENV_KEY']\n",
+        "[('EVERYWHERE', 'all'), ('SELECTED', 'selected')]\n['ENV_KEY']\n['acme/api', 'acme/web']\n['acme/web']\n",
         "{}",
         stderr(&o)
     );
     let names = ["SELECTED", "EVERYWHERE", "ENV_KEY"];
     assert_eq!(
         minted_env(&env, "acme/api", Some("staging"), &names),
-        "ENV_KEY=staging-value\nEVERYWHERE=all-of-acme\nSELECTED=only-api"
+        "ENV_KEY=staging-value\nEVERYWHERE=all-of-acme"
     );
     assert_eq!(
         minted_env(&env, "acme/web", None, &names),
-        "EVERYWHERE=all-of-acme"
+        "EVERYWHERE=all-of-acme\nSELECTED=only-api"
     );
+    // Each change of the selection is a version of its own, audited.
+    let o = ok(&env.run(&["audit", "--json"], None)).clone();
+    let routes = json_lines(&o)
+        .into_iter()
+        .filter(|r| r["action"] == "route" && r["detail"]["name"] == "SELECTED")
+        .count();
+    assert_eq!(routes, 2, "{}", stdout(&o));
 }

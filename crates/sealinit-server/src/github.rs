@@ -67,6 +67,14 @@ pub fn router(state: AppState) -> Router {
             get(public_key),
         )
         .route("/api/v3/orgs/{org}/actions/secrets/{name}", one())
+        .route(
+            "/api/v3/orgs/{org}/actions/secrets/{name}/repositories",
+            get(selected).put(select),
+        )
+        .route(
+            "/api/v3/orgs/{org}/actions/secrets/{name}/repositories/{repository_id}",
+            axum::routing::put(add_selected).delete(remove_selected),
+        )
         .layer(axum::middleware::from_fn(github_errors))
         .with_state(state)
 }
@@ -396,6 +404,118 @@ async fn delete_one(State(s): State<AppState>, auth: Auth, at: At) -> Result<Res
     let (key, secret) = (at.key, at.secret.unwrap_or_default());
     s.run(auth, move |st, caller| {
         service::delete_secret(st, caller, &key, &secret)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An organisation secret's selected repositories.
+async fn selected(State(s): State<AppState>, auth: Auth, at: At) -> Result<Response, ApiError> {
+    let (key, secret) = (at.key, at.secret.unwrap_or_default());
+    let m = s
+        .run(auth, move |st, caller| {
+            service::get_secret(st, caller, &key, &secret)
+        })
+        .await?;
+    let repos: Vec<serde_json::Value> = m
+        .selected_repositories
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let name = r.rsplit('/').next().unwrap_or(r);
+            serde_json::json!({"id": repo_id(r), "name": name, "full_name": r})
+        })
+        .collect();
+    Ok(
+        Json(serde_json::json!({"total_count": repos.len(), "repositories": repos}))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+struct Selection {
+    selected_repository_ids: Vec<u64>,
+}
+
+/// Sets an organisation secret's selected repositories (its value kept).
+async fn select(
+    State(s): State<AppState>,
+    auth: Auth,
+    at: At,
+    GhJson(body): GhJson<Selection>,
+) -> Result<Response, ApiError> {
+    let (key, secret, org) = (
+        at.key,
+        at.secret.unwrap_or_default(),
+        at.org.unwrap_or_default(),
+    );
+    s.run(auth, move |st, caller| {
+        let names = names_of(st, &org, &body.selected_repository_ids)?;
+        let change = sealinit_store::RouteChange {
+            repos: Some(Some(names)),
+            ..Default::default()
+        };
+        service::reroute(st, caller, &key, &secret, &change)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_selected(
+    s: State<AppState>,
+    auth: Auth,
+    at: At,
+    Params(p): Params<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    change_selected(s, auth, at, &p, true).await
+}
+
+async fn remove_selected(
+    s: State<AppState>,
+    auth: Auth,
+    at: At,
+    Params(p): Params<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    change_selected(s, auth, at, &p, false).await
+}
+
+/// Adds (or removes) one repository of an organisation secret's selection.
+async fn change_selected(
+    State(s): State<AppState>,
+    auth: Auth,
+    at: At,
+    p: &std::collections::HashMap<String, String>,
+    add: bool,
+) -> Result<Response, ApiError> {
+    let id: u64 = p
+        .get("repository_id")
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| ApiError::not_found("Not Found"))?;
+    let (key, secret, org) = (
+        at.key,
+        at.secret.unwrap_or_default(),
+        at.org.unwrap_or_default(),
+    );
+    s.run(auth, move |st, caller| {
+        let named = names_of(st, &org, &[id])?.remove(0);
+        let current = service::get_secret(st, caller, &key, &secret)?;
+        if current.visibility != Some("selected") {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{secret} reaches all of {org}'s repositories; set its visibility to selected first"),
+            ));
+        }
+        let mut list = current.selected_repositories.unwrap_or_default();
+        list.retain(|r| !r.eq_ignore_ascii_case(&named));
+        if add {
+            list.push(named);
+        }
+        let change = sealinit_store::RouteChange {
+            repos: Some(Some(list)),
+            ..Default::default()
+        };
+        service::reroute(st, caller, &key, &secret, &change)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

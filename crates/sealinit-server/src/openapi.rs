@@ -385,15 +385,26 @@ pub fn build() -> Value {
             responses.insert(s.to_string(), resp);
         }
         let mut params = Vec::new();
-        for p in ["repo", "name"] {
+        for p in ["repo", "env", "org", "name"] {
             if r.path.contains(&format!("{{{p}}}")) {
-                let pattern = match p {
-                    "repo" => "^[A-Za-z0-9][A-Za-z0-9._-]{0,38}/[A-Za-z0-9._-]{1,100}$",
-                    _ => "^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                let (pattern, description) = match p {
+                    "repo" => (
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,38}/[A-Za-z0-9._-]{1,100}$",
+                        "owner/name, percent-encoded as one segment (acme%2Fapi)",
+                    ),
+                    "env" => (
+                        "^[A-Za-z0-9._-]{1,100}$",
+                        "an environment of the repository",
+                    ),
+                    "org" => (
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,38}$",
+                        "an owner (organisation)",
+                    ),
+                    _ => ("^[A-Za-z_][A-Za-z0-9_]{0,127}$", "the secret's name"),
                 };
                 params.push(json!({"name": p, "in": "path", "required": true,
                     "schema": {"type": "string", "pattern": pattern},
-                    "description": if p == "repo" { "owner/name, percent-encoded as one segment (acme%2Fapi)" } else { "the secret's name" }}));
+                    "description": description}));
             }
         }
         params.extend(r.query.iter().map(|q| query_param(q)));

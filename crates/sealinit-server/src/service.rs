@@ -639,3 +639,16 @@ pub fn audit(
         .collect();
     Ok(AuditPage { records, next })
 }
+
+/// Changes `name`'s route without a new value (an organisation secret's
+/// reach): a new version, audited.
+pub fn reroute(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+    change: &sealinit_store::RouteChange,
+) -> Result<SetOutcome, ApiError> {
+    caller.require(Action::Write, repo)?;
+    Ok(store.reroute(repo, name, change)?)
+}

@@ -257,6 +257,32 @@ pub fn validate_repo(repo: &str) -> Result<()> {
     }
 }
 
+/// A reach (selected repositories) only for an organisation's secret, and
+/// only among its own repositories.
+fn check_reach(key: &str, name: &str, r: &RouteChange) -> Result<()> {
+    let invalid = |reason: String| StoreError::InvalidRoute {
+        name: name.to_owned(),
+        reason,
+    };
+    match (holder::Holder::of(key), &r.repos) {
+        (holder::Holder::Org(_), None | Some(None)) | (_, None) => Ok(()),
+        (holder::Holder::Org(o), Some(Some(list))) => {
+            for x in list {
+                validate_repo(x)?;
+                if !holder::owner_of(x).eq_ignore_ascii_case(&o) {
+                    return Err(invalid(format!(
+                        "repository {x} is not one of {o}'s; an organisation's secret reaches its own repositories only"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        (_, Some(_)) => Err(invalid(
+            "selected repositories belong to an organisation's secrets".into(),
+        )),
+    }
+}
+
 /// What `set_many` did to one secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetOutcome {
@@ -645,37 +671,12 @@ impl Store {
     ) -> Result<Vec<SetOutcome>> {
         let repo = &self.existing(repo)?;
         bundle::validate_each(entries)?;
-        let org = match holder::Holder::of(repo) {
-            holder::Holder::Org(o) => Some(o),
-            _ => None,
-        };
         for (e, r) in entries.iter().zip(
             opts.routes
                 .iter()
                 .chain(std::iter::repeat(&RouteChange::default())),
         ) {
-            let invalid = |reason: String| StoreError::InvalidRoute {
-                name: e.name.clone(),
-                reason,
-            };
-            match (&org, &r.repos) {
-                (None, Some(_)) => {
-                    return Err(invalid(
-                        "selected repositories belong to an organisation's secrets".into(),
-                    ));
-                }
-                (Some(o), Some(Some(list))) => {
-                    for x in list {
-                        validate_repo(x)?;
-                        if !holder::owner_of(x).eq_ignore_ascii_case(o) {
-                            return Err(invalid(format!(
-                                "repository {x} is not one of {o}'s; an organisation's secret reaches its own repositories only"
-                            )));
-                        }
-                    }
-                }
-                _ => {}
-            }
+            check_reach(repo, &e.name, r)?;
         }
         if let Some(e) = entries
             .iter()
@@ -789,20 +790,56 @@ impl Store {
     /// Makes a new version of `name` with the value version `to` had
     /// (decrypted and re-encrypted inside the store: no value leaves it).
     pub fn rollback(&mut self, repo: &str, name: &str, to: i64) -> Result<SetOutcome> {
+        self.reseal(repo, name, Some(to), None)
+    }
+
+    /// Makes a new version of `name` with its current value and its route
+    /// changed by `change` (an organisation secret's reach, set without
+    /// sending the value again); audited as `route`.
+    pub fn reroute(&mut self, repo: &str, name: &str, change: &RouteChange) -> Result<SetOutcome> {
+        self.reseal(repo, name, None, Some(change))
+    }
+
+    /// A new version of `name` from version `to` (default: the current
+    /// one), its route changed by `change` if given.
+    fn reseal(
+        &mut self,
+        repo: &str,
+        name: &str,
+        to: Option<i64>,
+        change: Option<&RouteChange>,
+    ) -> Result<SetOutcome> {
         let repo = &self.existing(repo)?;
+        if let Some(c) = change {
+            check_reach(repo, name, c)?;
+        }
         let now = sealinit_core::time::now() as i64;
         let keep = self.db.keep()?;
         let (keys, actor) = (&self.keys, self.actor.as_str());
         let mut outcome = None;
         self.db.write(repo, &mut |w| {
             let repo = w.repo().to_owned();
+            let Some(last) = w.last_version(name)? else {
+                return Err(match to {
+                    Some(version) => StoreError::NoSuchVersion {
+                        repo: repo.clone(),
+                        name: name.to_owned(),
+                        version,
+                        why: "",
+                    },
+                    None => StoreError::NoSuchSecret {
+                        repo: repo.clone(),
+                        name: name.to_owned(),
+                    },
+                });
+            };
+            let to = to.unwrap_or(last);
             let missing = |why| StoreError::NoSuchVersion {
                 repo: repo.clone(),
                 name: name.to_owned(),
                 version: to,
                 why,
             };
-            let last = w.last_version(name)?.ok_or_else(|| missing(""))?;
             let Some(old) = w.history_row(name, to)? else {
                 return Err(missing(
                     " (a delete marker, or its ciphertext was dropped by retention)",
@@ -820,14 +857,22 @@ impl Store {
             }
             let version = last + 1;
             // The route is the version's too: a rollback restores it.
-            seal_in_place(&dk, &row_aad(&repo, name, version, &old.route), &mut buf)?;
+            let route = match change {
+                Some(c) => {
+                    let mut r = c.apply(Some(&old.route));
+                    r.validate(name)?;
+                    r
+                }
+                None => old.route.clone(),
+            };
+            seal_in_place(&dk, &row_aad(&repo, name, version, &route), &mut buf)?;
             let row = SealedRow {
                 name: name.to_owned(),
                 version,
                 sealed: std::mem::take(&mut *buf),
                 size: old.size,
                 allow_code_loading: old.allow_code_loading,
-                route: old.route.clone(),
+                route: route.clone(),
             };
             let created = w.version(name)?.is_none();
             w.put(&row, now, actor)?;
@@ -836,9 +881,17 @@ impl Store {
             w.audit(&AuditRecord {
                 at: now,
                 actor: actor.to_owned(),
-                action: "rollback".into(),
+                action: match change {
+                    None => "rollback".into(),
+                    Some(_) => "route".into(),
+                },
                 repo: repo.clone(),
-                detail: serde_json::json!({"name": name, "to": to, "version": version}),
+                detail: match change {
+                    None => serde_json::json!({"name": name, "to": to, "version": version}),
+                    Some(_) => {
+                        serde_json::json!({"name": name, "version": version, "route": route})
+                    }
+                },
             })?;
             outcome = Some(SetOutcome {
                 repo,
