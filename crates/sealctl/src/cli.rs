@@ -428,8 +428,8 @@ pub enum SecretsCommand {
     Set {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_name = "OWNER/NAME")]
-        repo: String,
+        #[command(flatten)]
+        at: Holder,
         /// The secret's name; its value is read from stdin (one trailing newline is dropped)
         #[arg(
             required_unless_present_any = ["from_env_file", "from_json"],
@@ -484,8 +484,8 @@ pub enum SecretsCommand {
     History {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_name = "OWNER/NAME")]
-        repo: String,
+        #[command(flatten)]
+        at: Holder,
         name: String,
         /// Print JSON lines instead of text
         #[arg(long)]
@@ -496,8 +496,8 @@ pub enum SecretsCommand {
     Rollback {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_name = "OWNER/NAME")]
-        repo: String,
+        #[command(flatten)]
+        at: Holder,
         name: String,
         /// The version whose value to restore
         #[arg(long, value_name = "N")]
@@ -510,8 +510,8 @@ pub enum SecretsCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_name = "OWNER/NAME")]
-        repo: String,
+        #[command(flatten)]
+        at: Holder,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -520,14 +520,46 @@ pub enum SecretsCommand {
     Rm {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_name = "OWNER/NAME")]
-        repo: String,
+        #[command(flatten)]
+        at: Holder,
         #[arg(required = true)]
         names: Vec<String>,
         /// Print what was done as JSON lines, one per secret
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Whose secrets: a repository (`--repo`), one of its environments
+/// (`--repo --env`), or an owner's, an organisation's (`--org`).
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("holder").required(true).args(["repo", "org"])))]
+pub struct Holder {
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// An environment of --repo: its secrets win over the repository's in a
+    /// launch that names it (seal/run --environment)
+    #[arg(long, value_name = "ENV", requires = "repo")]
+    pub env: Option<String>,
+    /// An owner's (organisation's) secrets: every repository of the owner
+    /// receives them (or those of --selected-repo), unless it has a secret
+    /// of the same name
+    #[arg(long, value_name = "OWNER", conflicts_with = "repo")]
+    pub org: Option<String>,
+}
+
+impl Holder {
+    /// The store's key for these secrets (a repository's name for a
+    /// repository).
+    pub fn key(&self) -> String {
+        use sealinit_store::holder::{env_key, org_key};
+        match (&self.org, &self.repo, &self.env) {
+            (Some(o), _, _) => org_key(o),
+            (None, Some(r), Some(e)) => env_key(r, e),
+            (None, Some(r), None) => r.clone(),
+            (None, None, _) => unreachable!("clap requires --repo or --org"),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -550,6 +582,10 @@ pub struct SealArgs {
     /// (written by --key-out or --key-out-fd)
     #[arg(long, value_name = "OWNER/NAME", requires = "key_dest")]
     pub repo: Option<String>,
+    /// With --repo: an environment whose secrets win over the repository's
+    /// (which win over its organisation's)
+    #[arg(long, value_name = "ENV", requires = "repo")]
+    pub environment: Option<String>,
     /// With --repo: where to write the fresh key: a new file (mode 0600),
     /// or `-` for stdout (refused on a terminal)
     #[arg(
@@ -632,6 +668,10 @@ pub struct RunArgs {
     pub store: StoreArgs,
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: String,
+    /// An environment of the repository whose secrets win over the
+    /// repository's (which win over its organisation's)
+    #[arg(long, value_name = "ENV")]
+    pub environment: Option<String>,
     /// Run sealinit as PID 1 of a new PID namespace
     #[arg(long, conflicts_with = "sandbox")]
     pub pid_namespace: bool,

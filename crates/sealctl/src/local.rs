@@ -29,6 +29,8 @@ use sealinit_sys::{self as sys, CStrArray, ChildSetup, SpawnError};
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub repo: String,
+    /// An environment of the repository (its secrets win).
+    pub environment: Option<String>,
     /// sealinit to run; default: next to this executable, else on `PATH`.
     pub sealinit: Option<PathBuf>,
     pub pid_namespace: bool,
@@ -59,7 +61,7 @@ pub type ProxyPart = Option<(Vec<u8>, SecretKey, Option<(Store, String)>)>;
 pub fn run(mut store: Store, opts: &RunOptions) -> Result<i32> {
     // Found before anything is sealed or recorded.
     find_sealinit(opts.sealinit.as_deref())?;
-    let found = store.secrets(&opts.repo, opts.allow_empty)?;
+    let found = store.secrets_for(&opts.repo, opts.environment.as_deref(), opts.allow_empty)?;
     let proxied = found
         .entries
         .iter()

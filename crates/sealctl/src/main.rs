@@ -200,7 +200,7 @@ fn seal_repo(args: &SealArgs, repo: &str) -> Result<()> {
     let out = key_out(args)?;
     let proxy_out = proxy_key_out(args)?;
     let mut store = open_store(&args.store)?;
-    let found = store.secrets(repo, args.allow_empty)?;
+    let found = store.secrets_for(repo, args.environment.as_deref(), args.allow_empty)?;
     let mut allow = args.allow_name.clone();
     allow.extend(found.allowed.iter().cloned());
     bundle::check_name_policy(&found.entries, &allow)?;
@@ -924,7 +924,7 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
     match cmd {
         SecretsCommand::Set {
             store,
-            repo,
+            at,
             name,
             from_env_file,
             from_json,
@@ -936,7 +936,8 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             route,
             json,
         } => {
-            sealinit_store::validate_repo(&repo)?;
+            let repo = at.key();
+            sealinit_store::holder::validate_key(&repo)?;
             let whole = route.change();
             // A whole file says NAME= on purpose; a single value may not be
             // empty without --allow-empty.
@@ -1004,11 +1005,12 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
         }
         SecretsCommand::History {
             store,
-            repo,
+            at,
             name,
             json,
         } => {
-            sealinit_store::validate_repo(&repo)?;
+            let repo = at.key();
+            sealinit_store::holder::validate_key(&repo)?;
             let history = open_store(&store)?.history(&repo, &name)?;
             let mut out = std::io::stdout().lock();
             for h in &history {
@@ -1038,11 +1040,12 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
         }
         SecretsCommand::Rollback {
             store,
-            repo,
+            at,
             name,
             to,
             json,
         } => {
+            let repo = at.key();
             let done = open_store(&store)?.rollback(&repo, &name, to)?;
             if json {
                 writeln!(std::io::stdout().lock(), "{}", json!(done)).map_err(stdout_err)?;
@@ -1053,7 +1056,8 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             );
             Ok(())
         }
-        SecretsCommand::List { store, repo, json } => {
+        SecretsCommand::List { store, at, json } => {
+            let repo = at.key();
             let list = open_store(&store)?.list(&repo)?;
             let mut out = std::io::stdout().lock();
             let written = if json {
@@ -1075,10 +1079,11 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
         }
         SecretsCommand::Rm {
             store,
-            repo,
+            at,
             names,
             json,
         } => {
+            let repo = at.key();
             let removed = open_store(&store)?.remove(&repo, &names)?;
             if json {
                 let mut out = std::io::stdout().lock();
@@ -1191,6 +1196,7 @@ fn run(mut args: RunArgs) -> Result<()> {
     let st = open_store(&args.store)?;
     let opts = sealctl::local::RunOptions {
         repo: args.repo,
+        environment: args.environment.clone(),
         sealinit: args.sealinit,
         pid_namespace: args.pid_namespace,
         sandbox: args.sandbox.then(|| sealctl::sandbox::Sandbox {

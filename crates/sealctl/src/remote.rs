@@ -74,6 +74,18 @@ pub fn repo_path(repo: &str) -> Result<String> {
     Ok(repo.replace('/', "%2F"))
 }
 
+/// The API's path of a holder's secrets (a store key: a repository, an
+/// environment of one, an owner), before `/secrets`.
+pub fn holder_path(key: &str) -> Result<String> {
+    use sealinit_store::holder::Holder;
+    sealinit_store::holder::validate_key(key)?;
+    Ok(match Holder::of(key) {
+        Holder::Repo(r) => format!("/repos/{}", repo_path(&r)?),
+        Holder::Env { repo, env } => format!("/repos/{}/environments/{env}", repo_path(&repo)?),
+        Holder::Org(o) => format!("/orgs/{o}"),
+    })
+}
+
 impl Remote {
     /// `server` (`https://host:port` or `http://127.0.0.1:port`; several,
     /// comma-separated, are instances of one service, tried in order), the
@@ -231,7 +243,7 @@ impl Remote {
     fn seal_to(&self, repo: &str, bytes: &[u8]) -> Result<(String, String)> {
         let pk = self.call(
             "GET",
-            &format!("/repos/{}/secrets/public-key", repo_path(repo)?),
+            &format!("{}/secrets/public-key", holder_path(repo)?),
             None,
             None,
         )?;
@@ -274,7 +286,7 @@ impl Remote {
         route_fields(&mut body, route);
         self.call(
             "PUT",
-            &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
+            &format!("{}/secrets/{name}", holder_path(repo)?),
             Some(body),
             if_version,
         )
@@ -337,10 +349,7 @@ impl Remote {
         for page in 1.. {
             let doc = self.call(
                 "GET",
-                &format!(
-                    "/repos/{}/secrets?per_page=100&page={page}",
-                    repo_path(repo)?
-                ),
+                &format!("{}/secrets?per_page=100&page={page}", holder_path(repo)?),
                 None,
                 None,
             )?;
@@ -357,7 +366,7 @@ impl Remote {
     pub fn get(&self, repo: &str, name: &str) -> Result<Value> {
         self.call(
             "GET",
-            &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
+            &format!("{}/secrets/{name}", holder_path(repo)?),
             None,
             None,
         )
@@ -366,7 +375,7 @@ impl Remote {
     pub fn remove(&self, repo: &str, name: &str) -> Result<()> {
         self.call(
             "DELETE",
-            &format!("/repos/{}/secrets/{name}", repo_path(repo)?),
+            &format!("{}/secrets/{name}", holder_path(repo)?),
             None,
             None,
         )
@@ -376,7 +385,7 @@ impl Remote {
     pub fn history(&self, repo: &str, name: &str) -> Result<Vec<Value>> {
         let doc = self.call(
             "GET",
-            &format!("/repos/{}/secrets/{name}/versions", repo_path(repo)?),
+            &format!("{}/secrets/{name}/versions", holder_path(repo)?),
             None,
             None,
         )?;
@@ -386,7 +395,7 @@ impl Remote {
     pub fn rollback(&self, repo: &str, name: &str, to: i64) -> Result<Value> {
         self.call(
             "POST",
-            &format!("/repos/{}/secrets/{name}/rollback", repo_path(repo)?),
+            &format!("{}/secrets/{name}/rollback", holder_path(repo)?),
             Some(json!({"to": to})),
             None,
         )
@@ -426,12 +435,16 @@ impl Remote {
     pub fn mint(
         &self,
         repo: &str,
+        environment: Option<&str>,
         label: Option<&str>,
         ttl: Option<Duration>,
         allow_empty: bool,
     ) -> Result<Minted> {
         let ttl = ttl.map_or_else(|| "none".to_owned(), |t| format!("{}s", t.as_secs()));
         let mut body = json!({"ttl": ttl, "allow_empty": allow_empty});
+        if let Some(e) = environment {
+            body["environment"] = json!(e);
+        }
         if let Some(l) = label {
             body["label"] = json!(l);
         }

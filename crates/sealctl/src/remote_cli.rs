@@ -134,7 +134,13 @@ pub fn run(
                 Some(Ttl::After(d)) => Some(d),
                 None => Some(DEFAULT_TTL),
             };
-            let minted = remote.mint(repo, args.label.as_deref(), ttl, args.allow_empty)?;
+            let minted = remote.mint(
+                repo,
+                args.environment.as_deref(),
+                args.label.as_deref(),
+                ttl,
+                args.allow_empty,
+            )?;
             match (&minted.proxy, args.proxy_out.as_deref(), proxy_out) {
                 (Some((bundle, key)), Some(path), Some(key_out)) => {
                     crate::write_part(path, bundle, key, key_out, "--proxy-out")?
@@ -173,9 +179,16 @@ pub fn run(
                 args.sealinit_args
                     .extend(["--ready-fd".into(), fd.to_string().into()]);
             }
-            let minted = remote.mint(&args.repo, None, Some(args.ttl), args.allow_empty)?;
+            let minted = remote.mint(
+                &args.repo,
+                args.environment.as_deref(),
+                None,
+                Some(args.ttl),
+                args.allow_empty,
+            )?;
             let opts = sealctl::local::RunOptions {
                 repo: args.repo,
+                environment: args.environment.clone(),
                 sealinit: args.sealinit,
                 pid_namespace: args.pid_namespace,
                 sandbox: args.sandbox.then(|| sealctl::sandbox::Sandbox {
@@ -250,7 +263,7 @@ pub fn run(
 fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
     match cmd {
         SecretsCommand::Set {
-            repo,
+            at,
             name,
             from_env_file,
             from_json,
@@ -263,6 +276,7 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             json,
             ..
         } => {
+            let repo = at.key();
             let whole = route.change();
             let read = |p: &Path| {
                 std::fs::read(p).map(Zeroizing::new).map_err(|e| {
@@ -326,7 +340,8 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             eprintln!("sealctl: set {} secret(s) in {repo}", done.len());
             Ok(())
         }
-        SecretsCommand::List { repo, json, .. } => {
+        SecretsCommand::List { at, json, .. } => {
+            let repo = at.key();
             let list = remote.list(&repo)?;
             let mut out = std::io::stdout().lock();
             let written = match json {
@@ -346,8 +361,9 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             written.map_err(stdout_err)
         }
         SecretsCommand::Rm {
-            repo, names, json, ..
+            at, names, json, ..
         } => {
+            let repo = at.key();
             // Every name must exist before any goes (as the local store's
             // one transaction); the service removes them one by one.
             let versions = names
@@ -382,9 +398,8 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             eprintln!("sealctl: removed {} secret(s) from {repo}", names.len());
             Ok(())
         }
-        SecretsCommand::History {
-            repo, name, json, ..
-        } => {
+        SecretsCommand::History { at, name, json, .. } => {
+            let repo = at.key();
             let history = remote.history(&repo, &name)?;
             match json {
                 true => print_lines(&history),
@@ -411,12 +426,9 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             }
         }
         SecretsCommand::Rollback {
-            repo,
-            name,
-            to,
-            json,
-            ..
+            at, name, to, json, ..
         } => {
+            let repo = at.key();
             let done = remote.rollback(&repo, &name, to)?;
             if json {
                 print_lines(std::slice::from_ref(&done))?;

@@ -573,6 +573,8 @@ fn the_openapi_document_matches_the_routes() {
                 "{}{}",
                 server.base,
                 path.replace("{repo}", "acme%2Fapi")
+                    .replace("{env}", "staging")
+                    .replace("{org}", "acme")
                     .replace("{name}", "TOKEN")
             );
             let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -601,7 +603,7 @@ fn the_openapi_document_matches_the_routes() {
             );
         }
     }
-    assert_eq!(count, 18);
+    assert_eq!(count, 32);
 }
 
 /// SIGTERM while a request is in flight: the server stops accepting, the

@@ -165,7 +165,7 @@ mod tests {
         for (s, why) in [
             ("read:*", "unknown action"),
             ("write", "not `admin`"),
-            ("write:acme", "the pattern"),
+            ("write:ac me", "the pattern"),
             ("write:*/x", "the pattern"),
         ] {
             assert!(Scope::parse(s).unwrap_err().contains(why), "{s}");
@@ -174,5 +174,19 @@ mod tests {
             Scope::parse("write:Acme/*").unwrap().to_string(),
             "write:acme/*"
         );
+    }
+
+    #[test]
+    fn an_owner_alone_is_its_organisation_secrets() {
+        use sealinit_store::holder::{env_key, org_key};
+        let org = Grants(vec![Scope::parse("write:Acme").unwrap()]);
+        assert!(org.allows(Action::Write, &org_key("acme")));
+        assert!(!org.allows(Action::Write, "acme/api"));
+        let repos = Grants(vec![Scope::parse("write:acme/*").unwrap()]);
+        assert!(!repos.allows(Action::Write, &org_key("acme")));
+        assert!(repos.allows(Action::Write, &env_key("acme/api", "staging")));
+        assert!(!repos.allows(Action::Launch, &env_key("acme/api", "staging")));
+        let all = Grants(vec![Scope::parse("write:*").unwrap()]);
+        assert!(all.allows(Action::Write, &org_key("other")));
     }
 }

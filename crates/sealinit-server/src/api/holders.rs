@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::{PageQuery, Params, PutBody};
+use super::{PageQuery, Params, PutBody, RollbackBody};
 use crate::client::Peer;
 use crate::error::ApiError;
 use crate::input::JsonBody;
@@ -103,4 +103,38 @@ pub(super) async fn org_delete(
     Params((org, name)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
     super::delete_secret(s, auth, Params((org_key(&org), name))).await
+}
+
+pub(super) async fn env_versions(
+    s: State<AppState>,
+    auth: Auth,
+    Params((repo, env, name)): Params<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    super::versions(s, auth, Params((env_key(&repo, &env), name))).await
+}
+
+pub(super) async fn env_rollback(
+    s: State<AppState>,
+    auth: Auth,
+    Params((repo, env, name)): Params<(String, String, String)>,
+    body: JsonBody<RollbackBody>,
+) -> Result<Response, ApiError> {
+    super::rollback(s, auth, Params((env_key(&repo, &env), name)), body).await
+}
+
+pub(super) async fn org_versions(
+    s: State<AppState>,
+    auth: Auth,
+    Params((org, name)): Params<(String, String)>,
+) -> Result<Response, ApiError> {
+    super::versions(s, auth, Params((org_key(&org), name))).await
+}
+
+pub(super) async fn org_rollback(
+    s: State<AppState>,
+    auth: Auth,
+    Params((org, name)): Params<(String, String)>,
+    body: JsonBody<RollbackBody>,
+) -> Result<Response, ApiError> {
+    super::rollback(s, auth, Params((org_key(&org), name)), body).await
 }

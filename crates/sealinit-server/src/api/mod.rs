@@ -82,6 +82,14 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("get", "/orgs/{org}/secrets/{name}") => get(holders::org_get),
         ("put", "/orgs/{org}/secrets/{name}") => put(holders::org_put),
         ("delete", "/orgs/{org}/secrets/{name}") => delete(holders::org_delete),
+        ("get", "/repos/{repo}/environments/{env}/secrets/{name}/versions") => {
+            get(holders::env_versions)
+        }
+        ("post", "/repos/{repo}/environments/{env}/secrets/{name}/rollback") => {
+            post(holders::env_rollback)
+        }
+        ("get", "/orgs/{org}/secrets/{name}/versions") => get(holders::org_versions),
+        ("post", "/orgs/{org}/secrets/{name}/rollback") => post(holders::org_rollback),
         _ => panic!("{method} {path} is documented but has no handler"),
     }
 }
@@ -389,7 +397,7 @@ async fn versions(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
+pub(crate) struct RollbackBody {
     to: i64,
 }
 
