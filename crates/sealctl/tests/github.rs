@@ -35,24 +35,6 @@ fn sealed_env(env: &StoreDir, repo: &str, names: &[&str]) -> String {
     vars
 }
 
-/// What sealinit gives the command from the bundle `bundle` and key `key`:
-/// the variables among `names`, sorted, one a line.
-fn bundle_env(env: &StoreDir, bundle: &str, key: &str, names: &[&str]) -> String {
-    let o = Command::new(workspace_bin("sealinit"))
-        .args(["--bundle", env.path(bundle).to_str().unwrap()])
-        .args(["--key-file", env.path(key).to_str().unwrap(), "env"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    let mut vars: Vec<&str> = out
-        .lines()
-        .filter(|l| names.iter().any(|n| l.starts_with(&format!("{n}="))))
-        .collect();
-    vars.sort();
-    vars.join("\n")
-}
-
 /// `gh ARGS` against the server, as GitHub Enterprise Server: `GH_HOST`,
 /// `GH_ENTERPRISE_TOKEN`, the test CA in `SSL_CERT_FILE`; a config
 /// directory of its own.

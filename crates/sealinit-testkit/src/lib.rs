@@ -760,3 +760,21 @@ pub fn py_tools() -> std::path::PathBuf {
     );
     stdout(&o).trim().into()
 }
+
+/// The variables among `names` (one a line, sorted) that sealinit gives a
+/// command from the bundle and key files `bundle` and `key` of `env`.
+pub fn bundle_env(env: &StoreDir, bundle: &str, key: &str, names: &[&str]) -> String {
+    let o = Command::new(workspace_bin("sealinit"))
+        .args(["--bundle", env.path(bundle).to_str().unwrap()])
+        .args(["--key-file", env.path(key).to_str().unwrap(), "env"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut vars: Vec<&str> = out
+        .lines()
+        .filter(|l| names.iter().any(|n| l.starts_with(&format!("{n}="))))
+        .collect();
+    vars.sort();
+    vars.join("\n")
+}
