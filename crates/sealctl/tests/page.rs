@@ -867,3 +867,85 @@ fn the_one_time_sign_in_link_signs_one_browser_in_once() {
     assert_eq!(log.matches(code.as_str()).count(), 1, "{log}");
     assert!(log.contains("/login/[redacted]"), "{log}");
 }
+
+/// Issue #27: an organisation's secrets managed on its page, an
+/// environment's on its own, and a repository's Secrets tab showing what
+/// it receives from both; a launch gets them in GitHub's order.
+#[test]
+fn organisation_and_environment_secrets_on_the_page() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1280);
+    site.env.create(&["acme/api", "acme/web"]);
+    site.sign_in_with(&site.token.clone());
+    let all = site.value("org-value-ALL-7f1c2a");
+    let web = site.value("org-value-WEB-3b9d04");
+    let stage = site.value("env-value-STAGING-c41e88");
+    site.go("/o/acme");
+    let b = &site.b;
+    assert_eq!(b.title(), "Organisation secrets of acme · sealinit");
+    b.type_into("#add-name", "ORG_TOKEN");
+    b.type_into("#add-value", &all);
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert_eq!(site.flash(), "Added ORG_TOKEN.");
+    let b = &site.b;
+    b.type_into("#add-name", "WEB_ONLY");
+    b.type_into("#add-value", &web);
+    b.exec(
+        "document.querySelector('#add-visibility').value = 'selected'",
+        json!([]),
+    );
+    b.type_into("#add-repositories", "acme/web");
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert_eq!(site.flash(), "Added WEB_ONLY.");
+    assert_eq!(row(&site.b, "WEB_ONLY")[1], "selected: acme/web");
+    assert_eq!(row(&site.b, "ORG_TOKEN")[1], "all repositories");
+    site.shot("org-secrets");
+    // The repository's tab lists what it receives; an environment opens
+    // from there.
+    site.go("/r/acme%2Fapi");
+    let b = &site.b;
+    let from_org = b.text("section[aria-labelledby=from-org]");
+    assert!(
+        from_org.contains("ORG_TOKEN") && !from_org.contains("WEB_ONLY"),
+        "{from_org}"
+    );
+    b.type_into("#open-env", "staging");
+    b.submit("form[action$='/env'] button");
+    assert_eq!(b.url(), format!("{}/r/acme%2Fapi/env/staging", site.base));
+    assert_eq!(b.title(), "Environment staging of acme/api · sealinit");
+    b.type_into("#add-name", "STAGE_KEY");
+    b.type_into("#add-value", &stage);
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert_eq!(site.flash(), "Added STAGE_KEY.");
+    site.go("/r/acme%2Fapi");
+    let envs = site.b.text("section[aria-labelledby=environments]");
+    assert!(envs.contains("staging (1 secret)"), "{envs}");
+    site.assert_clean();
+    // A launch naming the environment gets all three levels.
+    let o = site.env.run(
+        &[
+            "run",
+            "--repo",
+            "acme/api",
+            "--environment",
+            "staging",
+            "--",
+            "sh",
+            "-c",
+            "echo $ORG_TOKEN $STAGE_KEY ${WEB_ONLY:-none}",
+        ],
+        None,
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("{all} {stage} none"),
+        "{}",
+        stderr(&o)
+    );
+    // Deleting from the organisation's page.
+    site.go("/o/acme");
+    site.b
+        .submit("form[action$='/delete'] button[aria-label='Delete WEB_ONLY']");
+    assert_eq!(site.flash(), "Deleted WEB_ONLY.");
+    site.finish();
+}

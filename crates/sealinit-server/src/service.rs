@@ -652,3 +652,39 @@ pub fn reroute(
     caller.require(Action::Write, repo)?;
     Ok(store.reroute(repo, name, change)?)
 }
+
+/// The organisation secrets `repo` receives (metadata only): its owner's
+/// that reach it, a name of its own aside (for its Secrets tab).
+pub fn received(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+) -> Result<Vec<SecretMeta>, ApiError> {
+    use sealinit_store::holder;
+    caller.require_sees(repo)?;
+    let repo = store.existing(repo)?;
+    let own: Vec<String> = store.list(&repo)?.into_iter().map(|s| s.name).collect();
+    let key = holder::org_key(holder::owner_of(&repo));
+    Ok(store
+        .list(&key)?
+        .into_iter()
+        .filter(|s| !own.contains(&s.name))
+        .filter(|s| {
+            s.route
+                .repos
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|r| r.eq_ignore_ascii_case(&repo)))
+        })
+        .map(|s| meta_of(&key, s))
+        .collect())
+}
+
+/// The environments of `repo` that hold secrets, with how many.
+pub fn environments(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+) -> Result<Vec<(String, usize)>, ApiError> {
+    caller.require_sees(repo)?;
+    Ok(store.environments(repo)?)
+}

@@ -1085,6 +1085,20 @@ impl Backend for PostgresBackend {
             .unwrap_or_default())
     }
 
+    fn holders(&mut self, prefix: &str) -> Result<Vec<(String, usize)>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT repo, COUNT(*) FROM sealinit_secrets WHERE left(repo, length($1)) = $1
+                 GROUP BY repo ORDER BY repo COLLATE \"C\"",
+                &[&prefix],
+            )
+            .map_err(self.err())?
+            .into_iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
+            .collect())
+    }
+
     fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>> {
         Ok(wraps(&mut self.client, Some(repo))
             .map_err(self.err())?

@@ -865,6 +865,23 @@ impl Backend for SqliteBackend {
             .map_err(self.err())
     }
 
+    fn holders(&mut self, prefix: &str) -> Result<Vec<(String, usize)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT repo, COUNT(*) FROM secrets WHERE substr(repo, 1, length(?1)) = ?1
+                 GROUP BY repo ORDER BY repo COLLATE BINARY",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![prefix], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
     fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>> {
         Ok(wraps(&self.conn, Some(repo))
             .map_err(self.err())?

@@ -295,6 +295,9 @@ pub trait Backend: Send {
     ) -> Result<()>;
     /// The egress policy of `repo` (stored spelling), as stored.
     fn egress(&mut self, repo: &str) -> Result<String>;
+    /// Every holder key starting with `prefix` that holds secrets now, with
+    /// how many, in order.
+    fn holders(&mut self, prefix: &str) -> Result<Vec<(String, usize)>>;
     /// The data key of `repo` (stored spelling), wrapped under each master
     /// key that has it.
     fn data_key_wraps(&mut self, repo: &str) -> Result<Vec<WrappedKey>>;

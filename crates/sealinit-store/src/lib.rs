@@ -1047,6 +1047,22 @@ impl Store {
         self.db.list(&repo)
     }
 
+    /// The environments of `repo` (which must exist) that hold secrets,
+    /// with how many each.
+    pub fn environments(&mut self, repo: &str) -> Result<Vec<(String, usize)>> {
+        let repo = self.existing(repo)?;
+        let prefix = holder::env_key(&repo, "");
+        Ok(self
+            .db
+            .holders(&prefix)?
+            .into_iter()
+            .filter_map(|(k, n)| match holder::Holder::of(&k) {
+                holder::Holder::Env { env, .. } => Some((env, n)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The stored spelling of `repo`, which must exist.
     pub fn existing(&mut self, repo: &str) -> Result<String> {
         self.stored_spelling(repo)?

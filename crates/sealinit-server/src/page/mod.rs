@@ -11,6 +11,7 @@
 //!   own stylesheet), `frame-ancestors 'none'`, `no-referrer`, `nosniff`,
 //!   `no-store`, and HSTS over TLS ([`security_headers`]).
 
+mod holders;
 mod view;
 
 use std::sync::Arc;
@@ -77,6 +78,13 @@ pub fn router(state: AppState) -> Router {
             "/r/{repo}/s/{name}/delete",
             get(confirm_delete).post(delete),
         )
+        .route("/r/{repo}/env", get(holders::open_env))
+        .route("/r/{repo}/env/{env}", get(holders::show))
+        .route("/r/{repo}/env/{env}/add", post(holders::add))
+        .route("/r/{repo}/env/{env}/delete", post(holders::delete))
+        .route("/o/{org}", get(holders::show))
+        .route("/o/{org}/add", post(holders::add))
+        .route("/o/{org}/delete", post(holders::delete))
         .with_state(state)
 }
 
@@ -302,6 +310,8 @@ macro_rules! csrf_forms {
 }
 
 csrf_forms!(
+    holders::HolderAddForm,
+    holders::HolderDeleteForm,
     CsrfOnly,
     AddForm,
     UpdateForm,
@@ -717,10 +727,12 @@ async fn render_tab(
     import_error: Option<String>,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
-    let ((list, egress), caller) = signed
+    let ((list, egress, from_org, environments), caller) = signed
         .run(s, move |st, c| {
             let list = service::list_secrets(st, c, &r, 1, usize::MAX)?;
-            Ok((list, service::egress(st, c, &r)?))
+            let from_org = service::received(st, c, &r)?;
+            let environments = service::environments(st, c, &r)?;
+            Ok((list, service::egress(st, c, &r)?, from_org, environments))
         })
         .await?;
     let can_write = caller.grants.allows(Action::Write, &repo);
@@ -733,6 +745,8 @@ async fn render_tab(
         add_error,
         import_error,
         egress: can_write.then_some(&egress),
+        from_org: &from_org,
+        environments: &environments,
     };
     Ok(page(
         status,

@@ -45,7 +45,7 @@ fn time(t: i64) -> String {
 }
 
 /// "2026-12-01T10:20:30Z" → "2026-12-01 10:20:30 UTC"
-fn rfc_time(s: &str) -> String {
+pub(super) fn rfc_time(s: &str) -> String {
     s.replacen('T', " ", 1).replace('Z', " UTC")
 }
 
@@ -56,12 +56,12 @@ fn size(n: usize) -> String {
     }
 }
 
-fn csrf(token: &str) -> Markup {
+pub(super) fn csrf(token: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(token); }
 }
 
 /// The whole document around `body`.
-fn layout(title: &str, chrome: Option<&Chrome>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, chrome: Option<&Chrome>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -90,7 +90,7 @@ fn layout(title: &str, chrome: Option<&Chrome>, body: Markup) -> Markup {
     }
 }
 
-fn flash(f: Option<&Flash>) -> Markup {
+pub(super) fn flash(f: Option<&Flash>) -> Markup {
     html! {
         @if let Some(f) = f {
             @if f.ok {
@@ -103,7 +103,7 @@ fn flash(f: Option<&Flash>) -> Markup {
 }
 
 /// An error shown next to its field, with the id `aria-describedby` names.
-fn field_error(id: &str, message: Option<&str>) -> Markup {
+pub(super) fn field_error(id: &str, message: Option<&str>) -> Markup {
     html! {
         @if let Some(m) = message {
             p.error id=(id) { (m) }
@@ -289,7 +289,7 @@ fn allow_box(id: &str) -> Markup {
 }
 
 /// A value field: always empty, never autocompleted or spell-checked.
-fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
+pub(super) fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
     let err_id = format!("{id}-error");
     html! {
         label for=(id) { (label) }
@@ -350,6 +350,10 @@ pub struct SecretsTab<'a> {
     pub import_error: Option<String>,
     /// The repository's egress policy (shown to those who may change it).
     pub egress: Option<&'a sealinit_core::bundle::Egress>,
+    /// The organisation secrets it receives.
+    pub from_org: &'a [SecretMeta],
+    /// Its environments with secrets, and how many each.
+    pub environments: &'a [(String, usize)],
 }
 
 pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -> Markup {
@@ -391,6 +395,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                     }
                 }
             }
+            (super::holders::received(repo, t.from_org, t.environments))
             @if t.can_write {
                 div.forms {
                 section aria-labelledby="add" {
