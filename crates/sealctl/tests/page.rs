@@ -302,7 +302,8 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     assert_eq!(delivered(&site.env, "acme/web", "API_KEY"), v2);
 
     // Roll back to version 1: version 3 holds version 1's value.
-    site.b.submit("button[aria-label='Roll back to version 1']");
+    site.b
+        .submit("form[action$='/rollback']:has(input[name=to][value='1']) button");
     assert_eq!(
         site.flash(),
         "Rolled API_KEY back to version 1: its value is now version 3."
@@ -381,7 +382,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     assert_eq!(b.attr(&field, "aria-invalid").as_deref(), Some("true"));
     assert_eq!(
         b.attr(&field, "aria-describedby").as_deref(),
-        Some("add-value-error")
+        Some("add-value-hint add-value-error")
     );
     assert_eq!(
         b.attr(&b.find("#add-name"), "value").as_deref(),
@@ -796,8 +797,10 @@ fn every_page_fits_360_px_and_works_by_keyboard_alone() {
     tab_to(b, "a.danger");
     b.navigating(|| b.keys(ENTER));
     wait_for(|| b.title().starts_with("Delete BY_KEYBOARD?"));
-    // The confirmation's button has the focus.
-    wait_for_focus(b, "form[action$='/delete'] button");
+    // The confirmation's Cancel has the focus (Enter alone never
+    // deletes); Tab reaches Delete.
+    wait_for_focus(b, "a.cancel");
+    tab_to(b, "form[action$='/delete'] button");
     b.navigating(|| b.keys(ENTER));
     wait_for(|| b.text(".flash") == "Deleted BY_KEYBOARD.");
     site.assert_clean();
@@ -947,5 +950,100 @@ fn organisation_and_environment_secrets_on_the_page() {
     site.b
         .submit("form[action$='/delete'] button[aria-label='Delete WEB_ONLY']");
     assert_eq!(site.flash(), "Deleted WEB_ONLY.");
+    site.finish();
+}
+
+/// Issue #28, points 5, 7, 9 and 14, each shown failing first: a form's
+/// URL answers GET with a redirect to its page (not 405), Delete's
+/// confirmation focuses Cancel, a value typed into the page keeps LF line
+/// ends (browsers send CRLF), and a roll-back button's name contains the
+/// words it shows.
+#[test]
+fn forms_redirect_cancel_has_the_focus_values_keep_lf_and_buttons_say_their_name() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1280);
+    site.env.create(&["acme/api"]);
+    site.sign_in_with(&site.token.clone());
+    let v = site.value("multi-line-value-1\nmulti-line-value-2\nmulti-line-value-3");
+    site.go("/r/acme%2Fapi");
+    let b = &site.b;
+    b.type_into("#add-name", "MULTI");
+    b.type_into("#add-value", &v);
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert!(site.flash().starts_with("Added MULTI"), "{}", site.flash());
+    let o = site.env.run(
+        &[
+            "run",
+            "--repo",
+            "acme/api",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$MULTI\" | od -An -c | tr -s ' '",
+        ],
+        None,
+    );
+    assert!(
+        !stdout(&o).contains("\\r"),
+        "stored with CR: {}",
+        stdout(&o)
+    );
+    let o = site.env.run(
+        &[
+            "run",
+            "--repo",
+            "acme/api",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$MULTI\" | wc -c",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o).trim(), v.len().to_string());
+    // A second version, then the roll-back button: its name holds its words.
+    site.typed.push("second-value-aa11".into());
+    site.go("/r/acme%2Fapi/s/MULTI");
+    site.b.type_into("#update-value", "second-value-aa11");
+    site.b.submit("form[action$='/update'] button[type=submit]");
+    assert!(site.flash().contains("MULTI"), "{}", site.flash());
+    let names = site.b.exec(
+        "return Array.from(document.querySelectorAll('form[action$=\"/rollback\"] button')).map(b => [b.innerText.trim(), b.getAttribute('aria-label') || b.innerText.trim()])",
+        json!([]),
+    );
+    for pair in names.as_array().unwrap() {
+        let (text, name) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        assert!(
+            name.contains(text),
+            "button shows {text:?} but is named {name:?}"
+        );
+    }
+    assert!(!names.as_array().unwrap().is_empty());
+    // Delete's confirmation: Cancel has the focus, so Enter does not delete.
+    site.go("/r/acme%2Fapi/s/MULTI/delete");
+    wait_for_focus(&site.b, "a.cancel");
+    // Every form's URL answers GET with a redirect to its page.
+    for (path, to) in [
+        ("/r/acme%2Fapi/add", "/r/acme%2Fapi"),
+        ("/r/acme%2Fapi/import", "/r/acme%2Fapi"),
+        ("/r/acme%2Fapi/egress", "/r/acme%2Fapi"),
+        ("/r/acme%2Fapi/s/MULTI/update", "/r/acme%2Fapi/s/MULTI"),
+        ("/r/acme%2Fapi/s/MULTI/rollback", "/r/acme%2Fapi/s/MULTI"),
+        ("/repos/new", "/"),
+        ("/o/acme/add", "/o/acme"),
+    ] {
+        let o = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+            ])
+            .arg(format!("{}{path}", site.base))
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), format!("303 {}{to}", site.base), "GET {path}");
+    }
     site.finish();
 }

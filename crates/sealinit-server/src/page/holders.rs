@@ -75,6 +75,11 @@ impl Whose {
     }
 }
 
+/// A form's URL opened with GET: its page.
+pub(super) async fn to_page(whose: Whose) -> Response {
+    see_other(&whose.href())
+}
+
 /// An organisation's or an environment's page.
 pub(super) async fn show(
     State(s): State<AppState>,

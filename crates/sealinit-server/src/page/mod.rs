@@ -58,34 +58,57 @@ pub fn router(state: AppState) -> Router {
             "/signin",
             post(signin).layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT)),
         )
-        .route("/signout", post(signout))
+        .route("/signout", post(signout).get(to_home))
         .route(
             "/login/{code}",
             get(login_page).post(login.layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT))),
         )
         .route("/static/sealinit.css", get(stylesheet))
-        .route("/repos/new", post(new_repo))
+        .route("/repos/new", post(new_repo).get(to_home))
         .route("/r", get(open_repo))
         .route("/r/{repo}", get(secrets_tab))
-        .route("/r/{repo}/add", post(add))
-        .route("/r/{repo}/import", post(import))
-        .route("/r/{repo}/egress", post(set_egress))
+        .route("/r/{repo}/add", post(add).get(to_repo))
+        .route("/r/{repo}/import", post(import).get(to_repo))
+        .route("/r/{repo}/egress", post(set_egress).get(to_repo))
         .route("/r/{repo}/audit", get(audit))
         .route("/r/{repo}/s/{name}", get(secret))
-        .route("/r/{repo}/s/{name}/update", post(update))
-        .route("/r/{repo}/s/{name}/rollback", post(rollback))
+        .route("/r/{repo}/s/{name}/update", post(update).get(to_secret))
+        .route("/r/{repo}/s/{name}/rollback", post(rollback).get(to_secret))
         .route(
             "/r/{repo}/s/{name}/delete",
             get(confirm_delete).post(delete),
         )
         .route("/r/{repo}/env", get(holders::open_env))
         .route("/r/{repo}/env/{env}", get(holders::show))
-        .route("/r/{repo}/env/{env}/add", post(holders::add))
-        .route("/r/{repo}/env/{env}/delete", post(holders::delete))
+        .route(
+            "/r/{repo}/env/{env}/add",
+            post(holders::add).get(holders::to_page),
+        )
+        .route(
+            "/r/{repo}/env/{env}/delete",
+            post(holders::delete).get(holders::to_page),
+        )
         .route("/o/{org}", get(holders::show))
-        .route("/o/{org}/add", post(holders::add))
-        .route("/o/{org}/delete", post(holders::delete))
+        .route("/o/{org}/add", post(holders::add).get(holders::to_page))
+        .route(
+            "/o/{org}/delete",
+            post(holders::delete).get(holders::to_page),
+        )
         .with_state(state)
+}
+
+/// A form's URL opened with GET (a bookmark, Back after an error, the
+/// address bar): its page, not 405.
+async fn to_home() -> Response {
+    see_other("/")
+}
+
+async fn to_repo(Path(repo): Path<String>) -> Response {
+    see_other(&view::repo_href(&repo))
+}
+
+async fn to_secret(Path((repo, name)): Path<(String, String)>) -> Response {
+    see_other(&view::secret_href(&repo, &name))
 }
 
 /// The headers every response gets (the API's too).
@@ -819,6 +842,8 @@ async fn put_value(
     value: Option<Value>,
     flags: PutFlags,
 ) -> Result<SetOutcome, PageError> {
+    // Typed into a text area: LF line ends, as the CLI and API keep them.
+    let value = value.map(Value::with_lf);
     let value = new_value(signed.peer, value, None, None, "value").map_err(PageError::Api)?;
     let (r, n) = (repo.to_owned(), name.to_owned());
     signed
@@ -967,7 +992,7 @@ async fn import(
     };
     let content = new_value(
         signed.peer,
-        Some(Value(SecretValue::from(std::mem::take(&mut *text)))),
+        Some(Value(SecretValue::from(std::mem::take(&mut *text))).with_lf()),
         None,
         None,
         "content",

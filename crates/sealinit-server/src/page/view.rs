@@ -295,7 +295,8 @@ pub(super) fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup 
         label for=(id) { (label) }
         textarea id=(id) name="value" rows="3" autocomplete="off" autocapitalize="off"
             spellcheck="false" aria-invalid=[error.map(|_| "true")]
-            aria-describedby=[error.map(|_| err_id.as_str())] {}
+            aria-describedby=(match error { Some(_) => format!("{id}-hint {err_id}"), None => format!("{id}-hint") }) {}
+        p.hint id=(format!("{id}-hint")) { "Stored as typed, with line ends as LF (\\n)." }
         (field_error(&err_id, error))
     }
 }
@@ -525,7 +526,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                                             form.inline method="post" action=(format!("{href}/rollback")) {
                                                 (csrf(&chrome.csrf))
                                                 input type="hidden" name="to" value=(h.version);
-                                                button.secondary type="submit" aria-label=(format!("Roll back to version {}", h.version)) { "Roll back to this version" }
+                                                button.secondary type="submit" { "Roll back to version " (h.version) }
                                             }
                                         } @else if h.pruned {
                                             span.hint { "value pruned" }
@@ -557,8 +558,9 @@ pub fn confirm_delete(chrome: &Chrome, repo: &str, name: &str) -> Markup {
             form.card method="post" action=(format!("{href}/delete")) {
                 (csrf(&chrome.csrf))
                 div.actions {
-                    button.danger type="submit" autofocus { "Delete " (name) }
-                    a href=(href) { "Cancel" }
+                    button.danger type="submit" { "Delete " (name) }
+                    // Cancel has the focus: Enter alone never deletes.
+                    a.cancel href=(href) autofocus { "Cancel" }
                 }
             }
         },
