@@ -971,36 +971,18 @@ fn forms_redirect_cancel_has_the_focus_values_keep_lf_and_buttons_say_their_name
     b.type_into("#add-value", &v);
     b.submit("form[action$='/add'] button[type=submit]");
     assert!(site.flash().starts_with("Added MULTI"), "{}", site.flash());
-    let o = site.env.run(
-        &[
-            "run",
-            "--repo",
-            "acme/api",
-            "--",
-            "sh",
-            "-c",
-            "printf %s \"$MULTI\" | od -An -c | tr -s ' '",
-        ],
-        None,
-    );
-    assert!(
-        !stdout(&o).contains("\\r"),
-        "stored with CR: {}",
+    // What a command gets for MULTI, through a shell pipeline.
+    let through = |pipeline: &str| {
+        let script = format!("printf %s \"$MULTI\" | {pipeline}");
+        let o = site.env.run(
+            &["run", "--repo", "acme/api", "--", "sh", "-c", &script],
+            None,
+        );
         stdout(&o)
-    );
-    let o = site.env.run(
-        &[
-            "run",
-            "--repo",
-            "acme/api",
-            "--",
-            "sh",
-            "-c",
-            "printf %s \"$MULTI\" | wc -c",
-        ],
-        None,
-    );
-    assert_eq!(stdout(&o).trim(), v.len().to_string());
+    };
+    let bytes = through("od -An -c | tr -s ' '");
+    assert!(!bytes.contains("\\r"), "stored with CR: {bytes}");
+    assert_eq!(through("wc -c").trim(), v.len().to_string());
     // A second version, then the roll-back button: its name holds its words.
     site.typed.push("second-value-aa11".into());
     site.go("/r/acme%2Fapi/s/MULTI");
