@@ -953,9 +953,9 @@ fn organisation_and_environment_secrets_on_the_page() {
     site.finish();
 }
 
-/// Issue #28, points 5, 7, 9 and 14, each shown failing first: a form's
-/// URL answers GET with a redirect to its page (not 405), Delete's
-/// confirmation focuses Cancel, a value typed into the page keeps LF line
+/// Issue #28, points 5, 6, 7, 9 and 14: a form's
+/// URL answers GET with a redirect to its page (not 405), a result is in
+/// the title and has the focus, Delete's confirmation focuses Cancel, a value typed into the page keeps LF line
 /// ends (browsers send CRLF), and a roll-back button's name contains the
 /// words it shows.
 #[test]
@@ -971,6 +971,13 @@ fn forms_redirect_cancel_has_the_focus_values_keep_lf_and_buttons_say_their_name
     b.type_into("#add-value", &v);
     b.submit("form[action$='/add'] button[type=submit]");
     assert!(site.flash().starts_with("Added MULTI"), "{}", site.flash());
+    // Point 6: the result is in the title and has the focus.
+    assert!(
+        site.b.title().starts_with("Added MULTI"),
+        "{}",
+        site.b.title()
+    );
+    wait_for_focus(&site.b, ".flash");
     // What a command gets for MULTI, through a shell pipeline.
     let through = |pipeline: &str| {
         let script = format!("printf %s \"$MULTI\" | {pipeline}");

@@ -213,7 +213,7 @@ fn holder_page(
     let title = whose.title();
     let org = matches!(whose, Whose::Org(_));
     layout(
-        &title,
+        &view::titled(&title, flash_msg),
         Some(chrome),
         html! {
             nav.crumbs aria-label="Breadcrumb" {

@@ -90,15 +90,28 @@ pub(super) fn layout(title: &str, chrome: Option<&Chrome>, body: Markup) -> Mark
     }
 }
 
+/// The result of what was just done, at the top of the page: it has the
+/// focus (a screen reader reads it; Tab goes on from there), and the title
+/// says it too ([`titled`]).
 pub(super) fn flash(f: Option<&Flash>) -> Markup {
     html! {
         @if let Some(f) = f {
             @if f.ok {
-                p.flash.ok role="status" { (f.text) }
+                p.flash.ok role="status" tabindex="-1" autofocus { (f.text) }
             } @else {
-                p.flash.bad role="alert" { (f.text) }
+                p.flash.bad role="alert" tabindex="-1" autofocus { (f.text) }
             }
         }
+    }
+}
+
+/// A page's title with the result shown on it first: `Added API_KEY
+/// (version 1). – Secrets of acme/web`, or `Error: ... – ...`.
+pub(super) fn titled(title: &str, f: Option<&Flash>) -> String {
+    match f {
+        Some(f) if f.ok => format!("{} – {title}", f.text),
+        Some(f) => format!("Error: {} – {title}", f.text),
+        None => title.to_owned(),
     }
 }
 
@@ -209,7 +222,7 @@ pub fn repos(
     new: &NewRepo<'_>,
 ) -> Markup {
     layout(
-        "Repositories",
+        &titled("Repositories", flash_msg),
         Some(chrome),
         html! {
             h1 { "Repositories" }
@@ -361,7 +374,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
     let repo = t.repo;
     let base = repo_href(repo);
     layout(
-        &format!("Secrets of {repo}"),
+        &titled(&format!("Secrets of {repo}"), flash_msg),
         Some(chrome),
         html! {
             (crumbs(repo, None))
@@ -476,7 +489,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
     let (repo, m) = (v.repo, v.meta);
     let href = secret_href(repo, &m.name);
     layout(
-        &format!("{} in {repo}", m.name),
+        &titled(&format!("{} in {repo}", m.name), flash_msg),
         Some(chrome),
         html! {
             (crumbs(repo, Some(&m.name)))
