@@ -417,7 +417,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     let b = &site.b;
     assert_eq!(b.title(), "Audit of acme/web · sealinit");
     let text = b.text("main");
-    for action in ["set", "rollback", "rm"] {
+    for action in ["Updated", "Rolled back", "Deleted"] {
         assert!(
             text.contains(action),
             "no {action:?} in the audit page: {text}"
@@ -1034,5 +1034,62 @@ fn forms_redirect_cancel_has_the_focus_values_keep_lf_and_buttons_say_their_name
             .unwrap();
         assert_eq!(stdout(&o), format!("303 {}{to}", site.base), "GET {path}");
     }
+    site.finish();
+}
+
+/// Issue #28, points 11, 12 and 18: the page's own words for what the
+/// audit trail recorded (Updated, Deleted, Bundle minted, not set, rm,
+/// seal), a repository shown by its stored name whatever case the address
+/// has, and a secret's page marking the Secrets tab as current.
+#[test]
+fn page_words_stored_names_and_the_current_tab() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1280);
+    site.env.create(&["acme/api"]);
+    let v = site.value("words-value-91ab");
+    ok(&site.env.run(
+        &["secrets", "set", "--repo", "acme/api", "WORDS"],
+        Some(v.as_bytes()),
+    ));
+    ok(&site.env.run(
+        &["seal", "--repo", "acme/api", "--out", "b", "--key-out", "k"],
+        None,
+    ));
+    ok(&site
+        .env
+        .run(&["secrets", "rm", "--repo", "acme/api", "WORDS"], None));
+    ok(&site.env.run(
+        &["secrets", "set", "--repo", "acme/api", "OTHER"],
+        Some(v.as_bytes()),
+    ));
+    site.sign_in_with(&site.token.clone());
+    site.go("/r/ACME%2FApi");
+    let b = &site.b;
+    assert_eq!(b.title(), "Secrets of acme/api · sealinit");
+    assert_eq!(b.text("h1"), "acme/api");
+    site.go("/r/acme%2Fapi/audit");
+    let actions: Vec<String> = site
+        .b
+        .exec(
+            "return Array.from(document.querySelectorAll('tbody tr')).map(r => r.cells[2].innerText.trim())",
+            json!([]),
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    for word in ["Updated", "Deleted", "Bundle minted", "Repository created"] {
+        assert!(
+            actions.iter().any(|a| a == word),
+            "{word} not in {actions:?}"
+        );
+    }
+    for cli in ["set", "rm", "seal", "repo-create"] {
+        assert!(!actions.iter().any(|a| a == cli), "{cli} in {actions:?}");
+    }
+    site.go("/r/acme%2Fapi/s/OTHER");
+    let current = site.b.text("nav.tabs [aria-current=page]");
+    assert_eq!(current, "Secrets");
     site.finish();
 }

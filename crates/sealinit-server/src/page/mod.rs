@@ -231,7 +231,7 @@ fn status_title(s: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
         StatusCode::SERVICE_UNAVAILABLE => "Store unavailable",
-        s if s.is_client_error() => "Not done",
+        s if s.is_client_error() => "That could not be done",
         _ => "Something went wrong",
     }
 }
@@ -750,12 +750,14 @@ async fn render_tab(
     import_error: Option<String>,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
-    let ((list, egress, from_org, environments), caller) = signed
+    let ((list, egress, from_org, environments, repo), caller) = signed
         .run(s, move |st, c| {
             let list = service::list_secrets(st, c, &r, 1, usize::MAX)?;
             let from_org = service::received(st, c, &r)?;
             let environments = service::environments(st, c, &r)?;
-            Ok((list, service::egress(st, c, &r)?, from_org, environments))
+            // Shown as stored, whatever case the address has.
+            let stored = st.existing(&r)?;
+            Ok((list, service::egress(st, c, &r)?, from_org, environments, stored))
         })
         .await?;
     let can_write = caller.grants.allows(Action::Write, &repo);

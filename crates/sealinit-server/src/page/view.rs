@@ -494,7 +494,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
         html! {
             (crumbs(repo, Some(&m.name)))
             h1 { code { (m.name) } }
-            (tabs(repo, "secret", v.can_audit))
+            (tabs(repo, "secrets", v.can_audit))
             (flash(flash_msg))
             dl.facts {
                 dt { "Size" } dd { (size(m.size)) }
@@ -580,6 +580,29 @@ pub fn confirm_delete(chrome: &Chrome, repo: &str, name: &str) -> Markup {
     )
 }
 
+/// What the audit trail recorded, in the page's words.
+fn action_words(action: &str) -> &str {
+    match action {
+        "set" => "Updated",
+        "rm" => "Deleted",
+        "rollback" => "Rolled back",
+        "route" => "Reach changed",
+        "seal" => "Bundle minted",
+        "egress" => "Sent through the proxy",
+        "egress-policy" => "Egress policy changed",
+        "repo-create" => "Repository created",
+        "repo-rm" => "Repository removed",
+        "scan" => "Scanned",
+        "audit-prune" => "Audit trail pruned",
+        "rotate-data-key" => "Data key rotated",
+        "rotate-master-key" => "Master key rotated",
+        "retire-master-key" => "Master key retired",
+        "token-create" => "Token created",
+        "token-revoke" => "Token revoked",
+        other => other,
+    }
+}
+
 pub fn audit(chrome: &Chrome, repo: &str, records: &[AuditRecord]) -> Markup {
     layout(
         &format!("Audit of {repo}"),
@@ -602,7 +625,7 @@ pub fn audit(chrome: &Chrome, repo: &str, records: &[AuditRecord]) -> Markup {
                                 tr {
                                     td { (time(r.at)) }
                                     td.by { (r.actor) }
-                                    td { (r.action) }
+                                    td { (action_words(&r.action)) }
                                     td.detail { (audit_detail(&r.detail)) }
                                 }
                             }
