@@ -757,7 +757,13 @@ async fn render_tab(
             let environments = service::environments(st, c, &r)?;
             // Shown as stored, whatever case the address has.
             let stored = st.existing(&r)?;
-            Ok((list, service::egress(st, c, &r)?, from_org, environments, stored))
+            Ok((
+                list,
+                service::egress(st, c, &r)?,
+                from_org,
+                environments,
+                stored,
+            ))
         })
         .await?;
     let can_write = caller.grants.allows(Action::Write, &repo);
