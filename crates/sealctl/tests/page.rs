@@ -1093,3 +1093,65 @@ fn page_words_stored_names_and_the_current_tab() {
     assert_eq!(current, "Secrets");
     site.finish();
 }
+
+/// Issue #28, point 8 (the listing; compression is still to do): a
+/// repository with 250 secrets shows its count, pages of 100, a search
+/// (a GET form, no script), and links to Add and Import at the top.
+#[test]
+fn a_big_repository_is_counted_searched_and_paged() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::start(1280);
+    site.env.create(&["acme/big"]);
+    let file: String = (1..=250).map(|i| format!("S_{i:04}=v{i}\n")).collect();
+    std::fs::write(site.env.path("big.env"), file).unwrap();
+    ok(&site.env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "acme/big",
+            "--from-env-file",
+            site.env.path("big.env").to_str().unwrap(),
+        ],
+        None,
+    ));
+    site.sign_in_with(&site.token.clone());
+    site.go("/r/acme%2Fbig");
+    let b = &site.b;
+    let rows = || {
+        b.exec(
+            "return document.querySelectorAll('table:not([aria-label]) tbody tr').length",
+            json!([]),
+        )
+        .as_u64()
+        .unwrap()
+    };
+    assert_eq!(b.text("h2#secrets"), "Secrets (250)");
+    assert_eq!(rows(), 100);
+    assert!(b.try_find("p.jump a[href='#add']").is_some());
+    assert!(b.try_find("p.jump a[href='#import']").is_some());
+    assert_eq!(b.text("nav.pages [aria-current=page]"), "Page 1 of 3");
+    b.submit("nav.pages a[rel=next]");
+    assert_eq!(rows(), 100);
+    b.submit("nav.pages a[rel=next]");
+    assert_eq!(rows(), 50);
+    assert_eq!(b.text("nav.pages [aria-current=page]"), "Page 3 of 3");
+    // Search: a GET form, so the address can be shared and Back works.
+    b.type_into("#q", "s_012");
+    b.submit("form.search button");
+    assert_eq!(b.url(), format!("{}/r/acme%2Fbig?q=s_012", site.base));
+    assert_eq!(rows(), 10);
+    assert!(
+        b.text("main").contains("10 of 250 match"),
+        "{}",
+        b.text("main")
+    );
+    b.type_into("#q", "nothing-like-it");
+    b.submit("form.search button");
+    assert!(
+        b.text(".empty").contains("No secret name contains"),
+        "{}",
+        b.text("main")
+    );
+    site.finish();
+}

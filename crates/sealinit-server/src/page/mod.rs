@@ -740,6 +740,14 @@ async fn open_repo(_signed: Signed, Query(q): Query<OpenQuery>) -> Response {
 }
 
 /// The Secrets tab, with what a failed form left (never a value).
+/// What the Secrets tab lists: names containing `q` (any case), a page of
+/// [`view::PER_PAGE`] at a time.
+#[derive(Debug, Default, Deserialize)]
+struct Listing {
+    q: Option<String>,
+    page: Option<usize>,
+}
+
 async fn render_tab(
     s: &AppState,
     signed: &Signed,
@@ -748,6 +756,18 @@ async fn render_tab(
     add_name: &str,
     add_error: FormError,
     import_error: Option<String>,
+) -> Result<Response, PageError> {
+    let parts = (add_name, add_error, import_error);
+    render_listing(s, signed, repo, status, parts, Listing::default()).await
+}
+
+async fn render_listing(
+    s: &AppState,
+    signed: &Signed,
+    repo: String,
+    status: StatusCode,
+    (add_name, add_error, import_error): (&str, FormError, Option<String>),
+    listing: Listing,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
     let ((list, egress, from_org, environments, repo), caller) = signed
@@ -767,9 +787,25 @@ async fn render_tab(
         })
         .await?;
     let can_write = caller.grants.allows(Action::Write, &repo);
+    let q = listing.q.as_deref().map(str::trim).unwrap_or("");
+    let needle = q.to_ascii_lowercase();
+    let matched: Vec<service::SecretMeta> = list
+        .secrets
+        .into_iter()
+        .filter(|m| m.name.to_ascii_lowercase().contains(&needle))
+        .collect();
+    let pages = matched.len().div_ceil(view::PER_PAGE).max(1);
+    let page_no = listing.page.unwrap_or(1).clamp(1, pages);
+    let shown =
+        &matched[(page_no - 1) * view::PER_PAGE..matched.len().min(page_no * view::PER_PAGE)];
     let tab = view::SecretsTab {
         repo: &repo,
-        secrets: &list.secrets,
+        secrets: shown,
+        total: list.total_count,
+        matched: matched.len(),
+        page: page_no,
+        pages,
+        q,
         can_write,
         can_audit: caller.grants.allows(Action::Audit, &repo),
         add_name,
@@ -827,17 +863,10 @@ async fn secrets_tab(
     State(s): State<AppState>,
     signed: Signed,
     Path(repo): Path<String>,
+    Query(listing): Query<Listing>,
 ) -> Result<Response, PageError> {
-    render_tab(
-        &s,
-        &signed,
-        repo,
-        StatusCode::OK,
-        "",
-        FormError::default(),
-        None,
-    )
-    .await
+    let parts = ("", FormError::default(), None);
+    render_listing(&s, &signed, repo, StatusCode::OK, parts, listing).await
 }
 
 /// Stores one value through the service (what the API's PUT does below

@@ -355,7 +355,15 @@ fn delivery_text(s: &SecretMeta) -> String {
 #[derive(Debug)]
 pub struct SecretsTab<'a> {
     pub repo: &'a str,
+    /// The page of secrets shown.
     pub secrets: &'a [SecretMeta],
+    /// How many the repository holds, how many match the search, which
+    /// page of how many, and the search.
+    pub total: usize,
+    pub matched: usize,
+    pub page: usize,
+    pub pages: usize,
+    pub q: &'a str,
     pub can_write: bool,
     pub can_audit: bool,
     /// The name typed in "Add secret" when it failed (names are not secret).
@@ -370,6 +378,64 @@ pub struct SecretsTab<'a> {
     pub environments: &'a [(String, usize)],
 }
 
+/// Secrets a page of the Secrets tab lists.
+pub const PER_PAGE: usize = 100;
+
+/// The Secrets tab's address for page `page` of search `q`.
+fn listing_href(repo: &str, q: &str, page: usize) -> String {
+    let mut href = repo_href(repo);
+    let mut sep = '?';
+    if !q.is_empty() {
+        href.push_str(&format!("?q={}", seg(q)));
+        sep = '&';
+    }
+    if page > 1 {
+        href.push_str(&format!("{sep}page={page}"));
+    }
+    href
+}
+
+/// The count, a search (a GET form: no script), and where the forms are.
+fn listing_head(t: &SecretsTab) -> Markup {
+    let repo = t.repo;
+    html! {
+        h2 #secrets { "Secrets (" (t.total) ")" }
+        @if t.can_write {
+            p.jump { a href="#add" { "Add secret" } " · " a href="#import" { "Import .env" } }
+        }
+        @if t.total > 0 {
+            form.inline.search method="get" action=(repo_href(repo)) role="search" {
+                label for="q" { "Search names" }
+                input #q type="search" name="q" value=(t.q) autocomplete="off" autocapitalize="off" spellcheck="false";
+                button type="submit" { "Search" }
+                @if !t.q.is_empty() {
+                    " " a href=(repo_href(repo)) { "Show all" }
+                }
+            }
+            @if !t.q.is_empty() {
+                p.hint role="status" { (t.matched) " of " (t.total) " match “" (t.q) "”." }
+            }
+        }
+    }
+}
+
+/// Links to the other pages of the listing.
+fn listing_pages(t: &SecretsTab) -> Markup {
+    html! {
+        @if t.pages > 1 {
+            nav.pages aria-label="Pages of secrets" {
+                @if t.page > 1 {
+                    a rel="prev" href=(listing_href(t.repo, t.q, t.page - 1)) { "Previous" } " "
+                }
+                span aria-current="page" { "Page " (t.page) " of " (t.pages) }
+                @if t.page < t.pages {
+                    " " a rel="next" href=(listing_href(t.repo, t.q, t.page + 1)) { "Next" }
+                }
+            }
+        }
+    }
+}
+
 pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -> Markup {
     let repo = t.repo;
     let base = repo_href(repo);
@@ -381,9 +447,11 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
             h1 { (repo) }
             (tabs(repo, "secrets", t.can_audit))
             (flash(flash_msg))
-            h2 #secrets { "Secrets" }
-            @if t.secrets.is_empty() {
+            (listing_head(t))
+            @if t.total == 0 {
                 p.empty { "No secrets yet. Sandboxes of " (repo) " start without any; add one below or import a .env file." }
+            } @else if t.secrets.is_empty() {
+                p.empty { "No secret name contains “" (t.q) "”." }
             } @else {
                 p.hint { "Values are write-only: they are never shown here. Sandboxes launched from now on get these as environment variables." }
                 div.scroll {
@@ -409,6 +477,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                     }
                 }
             }
+            (listing_pages(t))
             (super::holders::received(repo, t.from_org, t.environments))
             @if t.can_write {
                 div.forms {
