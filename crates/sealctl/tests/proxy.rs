@@ -232,7 +232,17 @@ fn proxy(env: &StoreDir, up: &Upstream, hosts: &[&str]) -> (ProxyProc, String) {
         "127.0.0.1:0".into(),
         "--ca-out".into(),
         "launch-ca.pem".into(),
-        "--proxy-upstream-ca".into(),
+    ];
+    args.extend(upstream_args(up, hosts));
+    let (child, rest, _) = start_until(env, &args, "sealctl proxy: listening on ");
+    (child, rest.split_whitespace().next().unwrap().to_owned())
+}
+
+/// How a proxy reaches the test upstream: its CA, and each of `hosts` at
+/// its loopback port.
+fn upstream_args(up: &Upstream, hosts: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--proxy-upstream-ca".to_owned(),
         up.ca.display().to_string(),
     ];
     for h in hosts {
@@ -241,8 +251,7 @@ fn proxy(env: &StoreDir, up: &Upstream, hosts: &[&str]) -> (ProxyProc, String) {
             format!("{h}:{}:127.0.0.1", up.port),
         ]);
     }
-    let (child, rest, _) = start_until(env, &args, "sealctl proxy: listening on ");
-    (child, rest.split_whitespace().next().unwrap().to_owned())
+    args
 }
 
 /// The host's proxy (`sealctl proxy --control`), once it takes launches:
@@ -261,15 +270,8 @@ fn host_proxy(
         "proxy".to_owned(),
         "--control".into(),
         control.display().to_string(),
-        "--proxy-upstream-ca".into(),
-        up.ca.display().to_string(),
     ];
-    for h in hosts {
-        args.extend([
-            "--proxy-resolve".into(),
-            format!("{h}:{}:127.0.0.1", up.port),
-        ]);
-    }
+    args.extend(upstream_args(up, hosts));
     let (child, _, said) = start_until(env, &args, "sealctl proxy: taking launches on ");
     (child, control, said)
 }

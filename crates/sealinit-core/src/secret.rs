@@ -125,6 +125,22 @@ impl SecretValue {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Makes each CRLF line end LF, in place: no copy of the value is made,
+    /// and the bytes freed at the end are wiped.
+    pub fn crlf_to_lf(&mut self) {
+        let v = &mut *self.0;
+        let mut w = 0;
+        for r in 0..v.len() {
+            if v[r] == b'\r' && v.get(r + 1) == Some(&b'\n') {
+                continue;
+            }
+            v[w] = v[r];
+            w += 1;
+        }
+        v[w..].zeroize();
+        v.truncate(w);
+    }
 }
 
 impl From<String> for SecretValue {
@@ -142,6 +158,18 @@ impl From<Vec<u8>> for SecretValue {
 impl fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretValue({} bytes, redacted)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::SecretValue;
+
+    #[test]
+    fn crlf_becomes_lf_in_place() {
+        let mut v = SecretValue::from(b"a\r\nb\rc\r\n".to_vec());
+        v.crlf_to_lf();
+        assert_eq!(v.expose(), b"a\nb\rc\n");
     }
 }
 

@@ -53,25 +53,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 pub(crate) struct Value(pub(crate) SecretValue);
 
 impl Value {
-    /// The value with each CRLF line end made LF: browsers send a text
-    /// area's line ends as CRLF, whatever was typed or pasted (the CLI and
-    /// the API keep bytes as sent). The CRLF text is wiped.
-    pub(crate) fn with_lf(self) -> Self {
-        let v = self.0.expose();
-        if !v.windows(2).any(|w| w == b"\r\n") {
-            return self;
-        }
-        let mut out = Vec::with_capacity(v.len());
-        let mut i = 0;
-        while i < v.len() {
-            if v[i] == b'\r' && v.get(i + 1) == Some(&b'\n') {
-                i += 1;
-                continue;
-            }
-            out.push(v[i]);
-            i += 1;
-        }
-        Self(SecretValue::from(out))
+    /// The value with each CRLF line end made LF, in place: browsers send
+    /// a text area's line ends as CRLF, whatever was typed or pasted (the
+    /// CLI and the API keep bytes as sent).
+    pub(crate) fn with_lf(mut self) -> Self {
+        self.0.crlf_to_lf();
+        self
     }
 }
 

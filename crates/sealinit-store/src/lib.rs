@@ -399,27 +399,20 @@ pub struct Store {
 impl RepoSecrets {
     /// Keeps the secrets for which `f(entry, route)` holds.
     fn keep(&mut self, f: impl Fn(&Entry, &Route) -> bool) {
-        let keep: Vec<bool> = self
+        // Moved out and back (a value's buffer moves with its entry).
+        let rows: Vec<_> = self
             .entries
-            .iter()
-            .zip(&self.routes)
-            .map(|(e, r)| f(e, r))
+            .drain(..)
+            .zip(self.versions.drain(..))
+            .zip(self.routes.drain(..))
             .collect();
-        let mut i = 0;
-        self.entries.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-        let mut i = 0;
-        self.versions.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-        let mut i = 0;
-        self.routes.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
+        for ((e, v), r) in rows {
+            if f(&e, &r) {
+                self.entries.push(e);
+                self.versions.push(v);
+                self.routes.push(r);
+            }
+        }
         let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
         self.allowed.retain(|n| names.contains(&n.as_str()));
     }
