@@ -704,6 +704,59 @@ fn tab_to(b: &Browser, css: &str) {
     panic!("Tab never reached {css}");
 }
 
+/// What does not fit the current page's width: the elements that reach
+/// past the viewport's right edge (or start left of 0) and the controls,
+/// labels and table heads whose words do not fit them (a word broken
+/// over lines: "a control narrower than its label"; a name longer than
+/// 24 characters may break, no word of a label).
+fn overflowing(b: &Browser) -> (Vec<String>, Vec<String>) {
+    let v = b.exec(
+        "const hidden = e => { for (let a = e; a; a = a.parentElement) { const r = a.getBoundingClientRect(); if (r.width <= 2 || r.height <= 2) return true; } return false; };\
+         const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className ? '.' + e.className : '') + ' ' + (e.innerText || '').trim().slice(0, 40);\
+         const wide = Array.from(document.querySelectorAll('body *')).filter(e => e.closest('.skip') === null && !hidden(e))\
+           .filter(e => { const r = e.getBoundingClientRect(); return r.right > window.innerWidth + 0.5 || r.left < -0.5; }).map(name);\
+         const lines = e => { const w = document.createTreeWalker(e, NodeFilter.SHOW_TEXT); const bottoms = new Set(); let n;\
+           while ((n = w.nextNode())) { if (hidden(n.parentElement)) continue; const r = document.createRange(); r.selectNodeContents(n);\
+             for (const x of r.getClientRects()) if (x.width > 0) bottoms.add(Math.round(x.bottom)); }\
+           return bottoms.size; };\
+         const broken = Array.from(document.querySelectorAll('button, a.danger, a.cancel, label, th, .tabs a, dt')).filter(e => !hidden(e)).filter(e => {\
+           const words = (e.innerText || '').trim().split(/\\s+/).filter(w => w.length > 0);\
+           return words.length > 0 && Math.max(...words.map(w => w.length)) <= 24 && lines(e) > words.length;\
+         }).map(name);\
+         return [wide.slice(0, 8), broken.slice(0, 8)]",
+        json!([]),
+    );
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    (list(&v[0]), list(&v[1]))
+}
+
+/// The form controls whose border contrasts less than 3:1 (WCAG 1.4.11)
+/// with their own background or with what is behind them.
+fn faint_controls(b: &Browser) -> Vec<String> {
+    let v = b.exec(
+        "const rgb = c => (c.match(/[0-9.]+/g) || []).map(Number);\
+         const lum = c => { const [r, g, b] = rgb(c).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };\
+         const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };\
+         const behind = e => { for (let a = e.parentElement; a; a = a.parentElement) { const c = getComputedStyle(a).backgroundColor; if (rgb(c).length === 3 || rgb(c)[3] > 0) return c; } return 'rgb(255, 255, 255)'; };\
+         return Array.from(document.querySelectorAll('input:not([type=hidden]):not([type=checkbox]):not([type=file]), textarea, select')).flatMap(e => {\
+           const s = getComputedStyle(e); const border = s.borderTopColor;\
+           const worst = Math.min(ratio(border, s.backgroundColor), ratio(border, behind(e)));\
+           return worst < 3 ? [(e.id || e.name) + ' ' + worst.toFixed(2) + ':1'] : []; })",
+        json!([]),
+    );
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn every_page_fits_360_px_and_works_by_keyboard_alone() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
@@ -721,6 +774,17 @@ fn every_page_fits_360_px_and_works_by_keyboard_alone() {
         Some(b"postgres://u:p@localhost/test"),
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // A second version: the history has a roll-back button.
+    ok(&site.env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "acme/a-rather-long-repository-name.with.dots",
+            "DATABASE_URL_FOR_THE_INTEGRATION_TESTS",
+        ],
+        Some(b"postgres://u:p@localhost/test2"),
+    ));
     let fits = |site: &Site, page: &str| {
         let v = site.b.exec(
             "return [document.documentElement.scrollWidth, window.innerWidth]",
@@ -728,14 +792,10 @@ fn every_page_fits_360_px_and_works_by_keyboard_alone() {
         );
         let (scroll, inner) = (v[0].as_u64().unwrap(), v[1].as_u64().unwrap());
         assert_eq!(inner, 360, "the viewport is 360 px wide");
-        let wide = site.b.exec(
-            "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth).map(e => e.tagName + '.' + e.className).slice(0, 5)",
-            json!([]),
-        );
-        assert!(
-            scroll <= inner,
-            "{page}: {scroll} px wide at {inner} px: {wide}"
-        );
+        assert!(scroll <= inner, "{page}: {scroll} px wide at {inner} px");
+        let (wide, broken) = overflowing(&site.b);
+        assert!(wide.is_empty(), "{page}: wider than the screen: {wide:?}");
+        assert!(broken.is_empty(), "{page}: a word broken: {broken:?}");
     };
 
     // Sign in, by keyboard.
@@ -1153,5 +1213,115 @@ fn a_big_repository_is_counted_searched_and_paged() {
         "{}",
         b.text("main")
     );
+    site.finish();
+}
+
+/// Issue #28, points 15 to 17: axe-core (WCAG 2.2 A and AA and its best
+/// practices) finds nothing on any page, in any state the page has (a
+/// result, each kind of error, an empty and a full repository, a search
+/// with no match), at 360 and 1440 px, light and dark.
+#[test]
+fn axe_finds_no_violation_in_any_state_width_or_scheme() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let axe = axe_script();
+    let mut site = Site::start(1440);
+    site.env.create(&["acme/web", "acme/empty"]);
+    let v = site.value("axe-value-5e1f");
+    for name in ["API_URL", "DATABASE_URL_FOR_THE_INTEGRATION_TESTS_AND_MORE"] {
+        ok(&site.env.run(
+            &["secrets", "set", "--repo", "acme/web", name],
+            Some(v.as_bytes()),
+        ));
+    }
+    ok(&site.env.run(
+        &["secrets", "set", "--repo", "acme/web", "API_URL"],
+        Some(b"second"),
+    ));
+    ok(&site.env.run(
+        &["secrets", "set", "--org", "acme", "ORG_TOKEN"],
+        Some(v.as_bytes()),
+    ));
+    ok(&site.env.run(
+        &[
+            "secrets", "set", "--repo", "acme/web", "--env", "staging", "STAGE",
+        ],
+        Some(v.as_bytes()),
+    ));
+    ok(&site.env.run(
+        &["seal", "--repo", "acme/web", "--out", "b", "--key-out", "k"],
+        None,
+    ));
+    let live = site.value("sk_live_4eC39HqLyjWDarjtT1zdp7dc");
+    let check = |site: &Site, state: &str, failures: &mut Vec<String>| {
+        site.assert_clean();
+        let (wide, broken) = overflowing(&site.b);
+        for e in wide {
+            failures.push(format!("{state}: wider than the screen: {e}"));
+        }
+        for e in broken {
+            failures.push(format!("{state}: a word broken: {e}"));
+        }
+        for e in faint_controls(&site.b) {
+            failures.push(format!("{state}: a control's border under 3:1: {e}"));
+        }
+        for found in site.b.axe_violations(&axe) {
+            failures.push(format!("{state}: {found}"));
+        }
+    };
+    let mut failures = Vec::new();
+    for (width, dark) in [(360, false), (360, true), (1440, false), (1440, true)] {
+        site.b.set_viewport(width, 900);
+        site.b.prefer_dark(dark);
+        let at = |s: &str| format!("{s} at {width} px{}", if dark { ", dark" } else { "" });
+        site.b.delete_cookies();
+        site.go("/");
+        check(&site, &at("sign-in"), &mut failures);
+        site.b.type_into("#token", "sit_wrong");
+        site.b.submit("form button[type=submit]");
+        check(&site, &at("sign-in refused"), &mut failures);
+        site.sign_in_with(&site.token.clone());
+        check(&site, &at("repositories"), &mut failures);
+        site.b.type_into("#new-repo", "not a name");
+        site.b.submit("form[action='/repos/new'] button");
+        check(&site, &at("new repository refused"), &mut failures);
+        site.go("/r/acme%2Fempty");
+        check(&site, &at("empty repository"), &mut failures);
+        site.go("/r/acme%2Fweb");
+        check(&site, &at("secrets"), &mut failures);
+        site.go("/r/acme%2Fweb?q=nothing");
+        check(&site, &at("search without match"), &mut failures);
+        site.go("/r/acme%2Fweb");
+        site.b.type_into("#add-name", "9BAD");
+        site.b.type_into("#add-value", &v);
+        site.b.exec(
+            "document.querySelector('#add-name').removeAttribute('pattern')",
+            json!([]),
+        );
+        site.b.submit("form[action$='/add'] button[type=submit]");
+        check(&site, &at("add refused (name)"), &mut failures);
+        site.go("/r/acme%2Fweb");
+        site.b.type_into("#add-name", "STRIPE_KEY");
+        site.b.type_into("#add-value", &live);
+        site.b.submit("form[action$='/add'] button[type=submit]");
+        check(&site, &at("add refused (guard)"), &mut failures);
+        site.go("/r/acme%2Fweb");
+        site.b
+            .type_into("#import-content", &format!("A=1\nB={v}\nnot a line\n"));
+        site.b.submit("form[action$='/import'] button[type=submit]");
+        check(&site, &at("import refused"), &mut failures);
+        site.go("/r/acme%2Fweb/s/API_URL");
+        check(&site, &at("secret"), &mut failures);
+        site.go("/r/acme%2Fweb/s/API_URL/delete");
+        check(&site, &at("delete confirmation"), &mut failures);
+        site.go("/r/acme%2Fweb/audit");
+        check(&site, &at("audit"), &mut failures);
+        site.go("/o/acme");
+        check(&site, &at("organisation"), &mut failures);
+        site.go("/r/acme%2Fweb/env/staging");
+        check(&site, &at("environment"), &mut failures);
+        site.go("/no/such/page");
+        check(&site, &at("not found"), &mut failures);
+    }
+    assert!(failures.is_empty(), "axe-core:\n{}", failures.join("\n"));
     site.finish();
 }

@@ -761,6 +761,17 @@ pub fn py_tools() -> std::path::PathBuf {
     stdout(&o).trim().into()
 }
 
+/// axe-core's script (`.ci/page-tools.sh` installs it once, with npm, in
+/// `target/page-tools`).
+pub fn axe_script() -> String {
+    let o = Command::new("bash")
+        .arg(workspace_root().join(".ci/page-tools.sh"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "installing axe-core: {}", stderr(&o));
+    std::fs::read_to_string(stdout(&o).trim()).expect("axe.min.js")
+}
+
 /// The variables among `names` (one a line, sorted) that sealinit gives a
 /// command from the bundle and key files `bundle` and `key` of `env`.
 pub fn bundle_env(env: &StoreDir, bundle: &str, key: &str, names: &[&str]) -> String {

@@ -323,12 +323,48 @@ impl Browser {
         )
     }
 
+    /// Runs a script that calls its last argument with its result.
+    pub fn exec_async(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// What axe-core (the script at `axe`, injected through WebDriver: the
+    /// page's Content-Security-Policy allows no script of its own) finds
+    /// against WCAG 2.2 A and AA and its best practices on the current
+    /// page: one line per violation, with the elements it concerns.
+    pub fn axe_violations(&self, axe: &str) -> Vec<String> {
+        self.exec(&format!("{axe}\n;return true"), json!([]));
+        let v = self.exec_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']}})\
+               .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' at ' + v.nodes.slice(0, 4).map(n => n.target.join(' ') + ' (' + (n.failureSummary || '').replace(/\\s+/g, ' ').slice(0, 200) + ')').join('; '))))\
+               .catch(e => done(['axe failed: ' + e]))",
+            json!([]),
+        );
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![format!("axe returned {v}")])
+    }
+
     /// The browser's cookies for the current page, HttpOnly ones included.
     pub fn cookies(&self) -> Vec<Value> {
         self.cmd("GET", "/cookie", None)
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Forgets every cookie of the current page's site (signs out).
+    pub fn delete_cookies(&self) {
+        self.cmd("DELETE", "/cookie", None);
     }
 
     /// A Chrome DevTools command, through chromedriver.

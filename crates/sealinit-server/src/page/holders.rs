@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use sealinit_store::holder::{env_key, org_key};
 use serde::Deserialize;
 
-use super::view::{self, Chrome, csrf, field_error, flash, layout, rfc_time, seg, value_field};
+use super::view::{self, Chrome, csrf, field_error, flash, layout, seg, value_field};
 use super::{PageError, Posted, Signed, on_form, page, put_value, see_other};
 use crate::input::Value;
 use crate::scope::Action;
@@ -236,7 +236,7 @@ fn holder_page(
             @if secrets.is_empty() {
                 p.empty { "No secrets here yet." }
             } @else {
-                div.scroll {
+                div.rows {
                     table {
                         caption.sr { (title) }
                         thead { tr {
@@ -249,10 +249,10 @@ fn holder_page(
                             @for s in secrets {
                                 tr {
                                     td { code { (s.name) } }
-                                    @if org { td { (reach(s)) } }
-                                    td { (rfc_time(&s.updated_at)) }
+                                    @if org { td data-label="Reaches" { (reach(s)) } }
+                                    td data-label="Updated" { (view::when_rfc(&s.updated_at)) }
                                     @if can_write {
-                                        td {
+                                        td.action {
                                             form method="post" action=(format!("{}/delete", whose.href())) {
                                                 (csrf(&chrome.csrf))
                                                 input type="hidden" name="name" value=(s.name);
@@ -307,13 +307,17 @@ pub fn received(repo: &str, from_org: &[SecretMeta], environments: &[(String, us
             @if from_org.is_empty() {
                 p.empty { "This repository receives no organisation secret of " (owner) "." }
             } @else {
-                div.scroll {
+                div.rows {
                     table {
                         caption.sr { "Organisation secrets " (repo) " receives" }
                         thead { tr { th scope="col" { "Name" } th scope="col" { "Reaches" } th scope="col" { "Updated" } } }
                         tbody {
                             @for s in from_org {
-                                tr { td { code { (s.name) } } td { (reach(s)) } td { (rfc_time(&s.updated_at)) } }
+                                tr {
+                                    td { code { (s.name) } }
+                                    td data-label="Reaches" { (reach(s)) }
+                                    td data-label="Updated" { (view::when_rfc(&s.updated_at)) }
+                                }
                             }
                         }
                     }

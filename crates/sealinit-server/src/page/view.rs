@@ -39,6 +39,17 @@ pub fn secret_href(repo: &str, name: &str) -> String {
     format!("/r/{}/s/{}", seg(repo), seg(name))
 }
 
+/// Who did something, as the audit trail names them ("token deploy
+/// (tok_…)"): the name first, the id unbroken and secondary.
+pub(super) fn actor(who: &str) -> Markup {
+    match who.strip_suffix(')').and_then(|w| w.rsplit_once(" (")) {
+        Some((name, id)) if !id.contains(' ') => html! {
+            (name) " " span.id { "(" (id) ")" }
+        },
+        _ => html! { (who) },
+    }
+}
+
 /// Unix seconds as the page shows times.
 fn time(t: i64) -> String {
     rfc_time(&sealinit_core::time::rfc3339(t.max(0) as u64))
@@ -47,6 +58,39 @@ fn time(t: i64) -> String {
 /// "2026-12-01T10:20:30Z" → "2026-12-01 10:20:30 UTC"
 pub(super) fn rfc_time(s: &str) -> String {
     s.replacen('T', " ", 1).replace('Z', " UTC")
+}
+
+/// How long ago `t` (Unix seconds) was, seen at `now`: "just now",
+/// "3 min ago", "5 h ago", "2 days ago", then the date.
+fn ago(t: i64, now: i64) -> String {
+    let d = (now - t).max(0);
+    match d {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", d / 60),
+        3600..86_400 => format!("{} h ago", d / 3600),
+        86_400..172_800 => "yesterday".to_owned(),
+        172_800..2_592_000 => format!("{} days ago", d / 86_400),
+        _ => sealinit_core::time::rfc3339(t.max(0) as u64)[..10].to_owned(),
+    }
+}
+
+/// A time as the page shows it: how long ago, with the exact UTC time in
+/// its title and `datetime` (a screen reader and a hover both get it).
+pub(super) fn when(t: i64) -> Markup {
+    let exact = sealinit_core::time::rfc3339(t.max(0) as u64);
+    html! {
+        time datetime=(exact) title=(rfc_time(&exact)) {
+            (ago(t, sealinit_core::time::now() as i64))
+        }
+    }
+}
+
+/// [`when`] of an RFC 3339 time (the service's `updated_at`).
+pub(super) fn when_rfc(s: &str) -> Markup {
+    match sealinit_core::time::parse_rfc3339(s) {
+        Some(t) => when(t),
+        None => html! { (rfc_time(s)) },
+    }
 }
 
 fn size(n: usize) -> String {
@@ -230,7 +274,7 @@ pub fn repos(
             @if repos.is_empty() {
                 p.empty { "There is no repository yet. Create one below, then add its secrets." }
             } @else {
-                div.scroll {
+                div.rows {
                     table {
                         caption.sr { "Repositories this token may see" }
                         thead { tr { th scope="col" { "Repository" } th scope="col" { "Secrets" } th scope="col" { "Last change" } } }
@@ -238,8 +282,8 @@ pub fn repos(
                             @for r in repos {
                                 tr {
                                     td { a href=(repo_href(&r.repo)) { (r.repo) } }
-                                    td.num { (r.secrets) }
-                                    td { (rfc_time(&r.updated_at)) }
+                                    td.num data-label="Secrets" { (r.secrets) }
+                                    td data-label="Last change" { (when_rfc(&r.updated_at)) }
                                 }
                             }
                         }
@@ -454,7 +498,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                 p.empty { "No secret name contains “" (t.q) "”." }
             } @else {
                 p.hint { "Values are write-only: they are never shown here. Sandboxes launched from now on get these as environment variables." }
-                div.scroll {
+                div.rows {
                     table {
                         caption.sr { "Secrets of " (repo) }
                         thead { tr {
@@ -466,11 +510,11 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                             @for s in t.secrets {
                                 tr {
                                     td { a href=(secret_href(repo, &s.name)) { code { (s.name) } } }
-                                    td.num { (size(s.size)) }
-                                    td.num { (s.version) }
-                                    td { (rfc_time(&s.updated_at)) }
-                                    td.by { (s.updated_by) }
-                                    td.delivery { (delivery_text(s)) }
+                                    td.num data-label="Size" { (size(s.size)) }
+                                    td.num data-label="Version" { (s.version) }
+                                    td data-label="Updated" { (when_rfc(&s.updated_at)) }
+                                    td data-label="By" { (actor(&s.updated_by)) }
+                                    td data-label="Delivery" { (delivery_text(s)) }
                                 }
                             }
                         }
@@ -568,9 +612,9 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
             dl.facts {
                 dt { "Size" } dd { (size(m.size)) }
                 dt { "Version" } dd { (m.version) }
-                dt { "Updated" } dd { (rfc_time(&m.updated_at)) }
-                dt { "By" } dd { (m.updated_by) }
-                dt { "Created" } dd { (rfc_time(&m.created_at)) }
+                dt { "Updated" } dd { (when_rfc(&m.updated_at)) }
+                dt { "By" } dd { (actor(&m.updated_by)) }
+                dt { "Created" } dd { (when_rfc(&m.created_at)) }
                 dt { "Delivery" } dd { (delivery_text(m)) }
             }
             @if v.can_write {
@@ -587,7 +631,7 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                 }
             }
             h2 #history { "History" }
-            div.scroll {
+            div.rows {
                 table {
                     caption.sr { "Versions of " (m.name) ", newest first" }
                     thead { tr {
@@ -599,11 +643,11 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                         @for h in v.history.iter().rev() {
                             tr {
                                 td.num { (h.version) @if h.version == m.version { " (current)" } }
-                                td { (time(h.at)) }
-                                td.by { (h.actor) }
-                                td.num { @if h.deleted { "deleted" } @else { (size(h.size.max(0) as usize)) } }
+                                td data-label="When" { (when(h.at)) }
+                                td data-label="By" { (actor(&h.actor)) }
+                                td.num data-label="Size" { @if h.deleted { "deleted" } @else { (size(h.size.max(0) as usize)) } }
                                 @if v.can_write {
-                                    td {
+                                    td.action {
                                         @if h.version != m.version && !h.deleted && !h.pruned {
                                             form.inline method="post" action=(format!("{href}/rollback")) {
                                                 (csrf(&chrome.csrf))
@@ -685,17 +729,17 @@ pub fn audit(chrome: &Chrome, repo: &str, records: &[AuditRecord]) -> Markup {
                 p.empty { "Nothing recorded for " (repo) " yet." }
             } @else {
                 p.hint { "Newest first: every change, every bundle minted and every scan, by whom. Names and versions only, never values." }
-                div.scroll {
+                div.rows {
                     table {
                         caption.sr { "Audit trail of " (repo) }
                         thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Action" } th scope="col" { "Details" } } }
                         tbody {
                             @for r in records.iter().rev() {
                                 tr {
-                                    td { (time(r.at)) }
-                                    td.by { (r.actor) }
-                                    td { (action_words(&r.action)) }
-                                    td.detail { (audit_detail(&r.detail)) }
+                                    td { (when(r.at)) }
+                                    td data-label="Who" { (actor(&r.actor)) }
+                                    td data-label="Action" { (action_words(&r.action)) }
+                                    td data-label="Details" { (audit_detail(&r.detail)) }
                                 }
                             }
                         }
