@@ -116,7 +116,7 @@ fn set_and_imports_refuse_live_credentials_unless_allowed_on(env: StoreDir) {
     fails(
         &o,
         65,
-        "secret GH_TOKEN looks like a GitHub token (rule github-token), and 1 more secret(s)",
+        "secret GH_TOKEN looks like a GitHub token (rule github-token), and also STRIPE_KEY (rule stripe-live-key)",
     );
     fs::write(
         env.path("a.json"),

@@ -342,16 +342,22 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     assert!(site.b.text(".empty").contains("No secrets yet"));
 
     // Import a .env with a mistake on line 3: nothing changes; the message
-    // names the line, the text is not echoed.
-    let bad_value = site.value("page-import-FIRST-2b7d");
+    // names the line and the name before it; the pasted text is given
+    // back (what the user typed), so the value in it is checked for only
+    // once the field is cleared.
+    let bad_value = "page-import-FIRST-2b7d".to_owned();
     let bad = format!("FIRST={bad_value}\nSECOND=two\nthis line is wrong\n");
     site.b.type_into("#import-content", &bad);
     site.b.submit("form[action$='/import'] button[type=submit]");
     let error = site.b.text("#import-error");
-    assert!(error.contains("line 3"), "{error}");
+    assert!(error.contains("line 3, after SECOND"), "{error}");
     assert!(error.contains("nothing was changed"), "{error}");
     assert!(site.b.text(".empty").contains("No secrets yet"));
     site.shot("import-error");
+    site.b.exec(
+        "document.querySelector('#import-content').value = ''",
+        json!([]),
+    );
 
     // Then upload a good one as a file.
     let alpha = site.value("page-import-ALPHA-77c3");
@@ -365,6 +371,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     site.b.type_into("#import-file", file.to_str().unwrap());
     site.b.submit("form[action$='/import'] button[type=submit]");
     assert_eq!(site.flash(), "Imported 2 secret(s): ALPHA, BETA.");
+    site.typed.push(bad_value);
     assert_eq!(row(&site.b, "BETA")[1], format!("{} B", beta.len()));
     assert_eq!(delivered(&site.env, "acme/web", "ALPHA"), alpha);
 
@@ -391,7 +398,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     );
     site.shot("guard");
     site.b.type_into("#add-value", &live);
-    site.b.click("#add-allow");
+    site.b.click("#add-allow-0");
     site.b.submit("form[action$='/add'] button[type=submit]");
     assert!(
         site.flash().starts_with("Added STRIPE_KEY (version 1). STRIPE_KEY was stored although it looks like a production credential (rule stripe-live-key)"),
@@ -438,7 +445,21 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     site.go("/");
     let r = row(&site.b, "acme/web");
     assert_eq!(r[1], "4");
-    assert!(r[2].ends_with(" UTC"), "{r:?}");
+    // Times say how long ago, the exact UTC time in the title (point 13).
+    assert_eq!(r[2], "just now", "{r:?}");
+    let t = site.b.find("tbody time");
+    assert!(
+        site.b
+            .attr(&t, "title")
+            .is_some_and(|t| t.ends_with(" UTC")),
+        "{:?}",
+        site.b.attr(&t, "title")
+    );
+    assert!(
+        site.b
+            .attr(&t, "datetime")
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     site.shot("repos");
 
     // Sign out: the session is gone.
@@ -1306,7 +1327,7 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         check(&site, &at("add refused (guard)"), &mut failures);
         site.go("/r/acme%2Fweb");
         site.b
-            .type_into("#import-content", &format!("A=1\nB={v}\nnot a line\n"));
+            .type_into("#import-content", "A=1\nB=two\nnot a line\n");
         site.b.submit("form[action$='/import'] button[type=submit]");
         check(&site, &at("import refused"), &mut failures);
         site.go("/r/acme%2Fweb/s/API_URL");
@@ -1323,5 +1344,195 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         check(&site, &at("not found"), &mut failures);
     }
     assert!(failures.is_empty(), "axe-core:\n{}", failures.join("\n"));
+    site.finish();
+}
+
+/// A live-looking GitHub token and Stripe key (made here, so that no
+/// credential-like text is in the source).
+fn live_values() -> (String, String) {
+    let a = "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5";
+    let sum = sealinit_guard::checksum(a.as_bytes());
+    (
+        ["gh", "p_", a, std::str::from_utf8(&sum).unwrap()].concat(),
+        ["sk", "_live_", "4eC39HqLyjWDarjtT1zdp7dc"].concat(),
+    )
+}
+
+/// The value of a form field.
+fn field_value(b: &Browser, css: &str) -> String {
+    b.exec(
+        "return document.querySelector(arguments[0]).value",
+        json!([css]),
+    )
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+/// Issue #28, points 4, 10, 11 and 12 (an empty value): a refused form
+/// says so at the top of the main area (`role=alert`, "Error: " in the
+/// title), focuses the first field in error and keeps what was typed (the
+/// .env text, a name, the hosts; never a value field); an import error
+/// names the neighbouring name; the "store it anyway" box appears only
+/// after a refusal, one per refused name, naming the rule; an empty value
+/// is stored only once confirmed; the page's words, not the CLI's.
+#[test]
+fn a_refused_form_says_why_at_the_top_keeps_what_was_typed_and_asks_per_name() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1280);
+    site.env.create(&["acme/web"]);
+    site.sign_in_with(&site.token.clone());
+    site.go("/r/acme%2Fweb");
+    let b = &site.b;
+    // Nothing refused yet: no box to let a production credential through.
+    assert!(b.try_find("input[name=allow_production]").is_none());
+    assert!(b.try_find("input[name=allow_empty]").is_none());
+
+    // An import with a wrong line 3.
+    let text = "A=1\nREDIS_URL=redis://localhost:6379\nnot a line\nC=3";
+    b.type_into("#import-content", text);
+    b.submit("form[action$='/import'] button[type=submit]");
+    assert!(b.title().starts_with("Error: "), "{}", b.title());
+    assert!(!b.url().contains('#'), "{}", b.url());
+    let summary = b.text(".summary[role=alert]");
+    assert!(summary.contains("line 3, after REDIS_URL"), "{summary}");
+    // It is the first thing in the main area, after the heading and tabs.
+    let top = b.exec(
+        "return document.querySelector('.summary').getBoundingClientRect().top",
+        json!([]),
+    );
+    assert!(top.as_f64().unwrap() < 300.0, "the summary is at {top} px");
+    wait_for_focus(b, "#import-content");
+    assert_eq!(field_value(b, "#import-content"), text);
+    // The summary's link leads to the field.
+    assert_eq!(
+        b.attr(&b.find(".summary a"), "href").as_deref(),
+        Some("#import-content")
+    );
+
+    // Two live-looking credentials: both named, a box for each.
+    let (github, stripe) = live_values();
+    let text = format!("PORT=8080\nGH_TOKEN={github}\nSTRIPE_KEY={stripe}");
+    b.retype("#import-content", &text);
+    b.submit("form[action$='/import'] button[type=submit]");
+    let summary = b.text(".summary");
+    for words in ["GH_TOKEN", "STRIPE_KEY", "github-token", "stripe-live-key"] {
+        assert!(summary.contains(words), "{words} not in {summary}");
+    }
+    for cli in ["--allow", "allow_production", "sealctl"] {
+        assert!(!summary.contains(cli), "{cli} in {summary}");
+    }
+    let boxes = b.exec(
+        "return Array.from(document.querySelectorAll('input[name=allow_production]')).map(i => [i.value, i.labels[0].innerText])",
+        json!([]),
+    );
+    let boxes = boxes.as_array().unwrap();
+    assert_eq!(boxes.len(), 2, "{boxes:?}");
+    assert_eq!(boxes[0][0], "GH_TOKEN");
+    assert!(boxes[1][1].as_str().unwrap().contains("stripe-live-key"));
+    wait_for_focus(b, "#import-allow-0");
+    assert_eq!(field_value(b, "#import-content"), text);
+    // One ticked: still refused, for the other only.
+    b.click("#import-allow-0");
+    b.submit("form[action$='/import'] button[type=submit]");
+    let summary = b.text(".summary");
+    assert!(
+        summary.contains("STRIPE_KEY") && !summary.contains("GH_TOKEN"),
+        "{summary}"
+    );
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('input[name=allow_production]').length",
+            json!([])
+        ),
+        1
+    );
+    // Both ticked: imported.
+    site.go("/r/acme%2Fweb");
+    let b = &site.b;
+    b.type_into("#import-content", &text);
+    b.submit("form[action$='/import'] button[type=submit]");
+    b.click("#import-allow-0");
+    b.click("#import-allow-1");
+    b.submit("form[action$='/import'] button[type=submit]");
+    assert!(
+        site.flash().starts_with("Imported 3 secret(s)"),
+        "{}",
+        site.flash()
+    );
+    assert_eq!(delivered(&site.env, "acme/web", "STRIPE_KEY"), stripe);
+    site.typed.extend([github.clone(), stripe.clone()]);
+    site.assert_clean();
+
+    // Add: a refused name keeps what was typed but the value.
+    let v = site.value("add-value-9d2e");
+    let b = &site.b;
+    b.exec(
+        "document.querySelector('#add-name').removeAttribute('pattern')",
+        json!([]),
+    );
+    b.type_into("#add-name", "LD_PRELOAD");
+    b.type_into("#add-value", &v);
+    b.exec(
+        "document.querySelector('#add-delivery').value = 'proxy'",
+        json!([]),
+    );
+    b.type_into("#add-hosts", "api.example.com");
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert!(b.title().starts_with("Error: "), "{}", b.title());
+    let summary = b.text(".summary");
+    assert!(
+        summary.contains("LD_PRELOAD changes how programs load"),
+        "{summary}"
+    );
+    assert!(!summary.contains("--allow-name"), "{summary}");
+    wait_for_focus(b, "#add-name");
+    assert_eq!(field_value(b, "#add-name"), "LD_PRELOAD");
+    assert_eq!(field_value(b, "#add-value"), "");
+    assert_eq!(field_value(b, "#add-delivery"), "proxy");
+    assert_eq!(field_value(b, "#add-hosts"), "api.example.com");
+    site.assert_clean();
+
+    // An empty value is stored only once confirmed.
+    let b = &site.b;
+    b.retype("#add-name", "EMPTY_ONE");
+    b.exec(
+        "document.querySelector('#add-delivery').value = 'env'",
+        json!([]),
+    );
+    b.submit("form[action$='/add'] button[type=submit]");
+    let summary = b.text(".summary");
+    assert!(
+        summary.contains("The value of EMPTY_ONE is empty"),
+        "{summary}"
+    );
+    assert!(!summary.contains("allow_empty"), "{summary}");
+    wait_for_focus(b, "#add-value");
+    b.click("#add-empty");
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert!(
+        site.b.text("main").contains("Added EMPTY_ONE"),
+        "{}",
+        site.b.text("main")
+    );
+
+    // Update: a live key is refused by name, with a box for it alone.
+    site.go("/r/acme%2Fweb/s/PORT");
+    let b = &site.b;
+    assert!(b.try_find("input[name=allow_production]").is_none());
+    b.type_into("#update-value", &stripe);
+    b.submit("form[action$='/update'] button[type=submit]");
+    assert!(
+        b.title().starts_with("Error: PORT in acme/web"),
+        "{}",
+        b.title()
+    );
+    assert!(b.text(".summary").contains("stripe-live-key"));
+    wait_for_focus(b, "#update-value");
+    assert_eq!(field_value(b, "#update-value"), "");
+    b.type_into("#update-value", &stripe);
+    b.click("#update-allow-0");
+    b.submit("form[action$='/update'] button[type=submit]");
+    assert!(site.flash().starts_with("Updated PORT"), "{}", site.flash());
     site.finish();
 }

@@ -210,7 +210,7 @@ fn bad_inputs_are_refused_with_their_codes_and_nothing_is_written() {
             "--from-env-file",
             &format!("A=1\nB=\"{SECRET}\nC=3\n"),
             65,
-            "syntax error on line 2 (the line is not shown",
+            "syntax error on line 2, after A (the line is not shown",
         ),
         (
             "badname.env",

@@ -18,14 +18,15 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The input it concerns, for the page to show it next to its field.
     pub field: Option<Field>,
-    /// The production-credential rule a value hit.
-    pub guard: Option<Box<GuardVerdict>>,
     /// What can be asked for to go past it, for clients that word it in
     /// their own interface (sealctl names its flag): `{"allow", "name"}`.
     pub allow: Option<(&'static str, Box<str>)>,
     /// The repository a `repo_not_found` names, for clients that say how
     /// to create it in their own words.
     pub repo: Option<Box<str>>,
+    /// The store's error it was made from, for the page to say it in its
+    /// own words ([`crate::page`]).
+    pub cause: Option<Box<StoreError>>,
 }
 
 /// Which input an error concerns.
@@ -33,17 +34,6 @@ pub struct ApiError {
 pub enum Field {
     Name,
     Value,
-}
-
-/// A refusal by the production-credential guard: the rule, never the value.
-#[derive(Debug, Clone)]
-pub struct GuardVerdict {
-    pub name: String,
-    pub rule: &'static str,
-    pub what: &'static str,
-    pub advice: &'static str,
-    /// The vendor's API hosts, where the egress proxy may take it.
-    pub hosts: &'static [&'static str],
 }
 
 impl ApiError {
@@ -54,9 +44,9 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             field: None,
-            guard: None,
             allow: None,
             repo: None,
+            cause: None,
         }
     }
 
@@ -140,9 +130,10 @@ fn api_words(e: &StoreError) -> String {
             what,
             advice,
             hosts,
-            more,
+            others,
         } => format!(
-            "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}{}, or allow this one on purpose with \"allow_production\": true, which the audit trail records; nothing was changed",
+            "secret {name} looks like {what} (rule {rule}){}: only staging and test credentials belong in sandboxes; {advice}{}, or allow this one on purpose with \"allow_production\": true, which the audit trail records; nothing was changed",
+            sealinit_store::also_refused(others),
             sealinit_store::proxy_advice(hosts, true)
         ),
         _ => e.to_string(),
@@ -163,23 +154,6 @@ impl From<StoreError> for ApiError {
             ) => Some(Field::Name),
             E::Payload(P::NulInValue(_) | P::EntryTooLarge { .. } | P::TooLarge { .. })
             | E::ProductionCredential { .. } => Some(Field::Value),
-            _ => None,
-        };
-        let guard = match &e {
-            E::ProductionCredential {
-                name,
-                rule,
-                what,
-                advice,
-                hosts,
-                ..
-            } => Some(Box::new(GuardVerdict {
-                name: name.clone(),
-                rule,
-                what,
-                advice,
-                hosts,
-            })),
             _ => None,
         };
         let (status, code) = match &e {
@@ -217,7 +191,6 @@ impl From<StoreError> for ApiError {
         };
         Self {
             field,
-            guard,
             allow,
             repo: match &e {
                 E::NoSuchRepo { repo } | E::RepoExists { repo } => Some(repo.as_str().into()),
@@ -225,6 +198,7 @@ impl From<StoreError> for ApiError {
             },
             // The keyring reloads within a second.
             retry_after: (code == MASTER_KEY_UNAVAILABLE).then_some(1),
+            cause: Some(Box::new(e)),
             ..Self::new(status, code, message)
         }
     }
@@ -239,8 +213,10 @@ impl IntoResponse for ApiError {
         if let Some(repo) = &self.repo {
             body["error"]["repo"] = serde_json::json!(repo);
         }
-        if let Some(g) = self.guard.as_ref().filter(|g| !g.hosts.is_empty()) {
-            body["error"]["proxy_hosts"] = serde_json::json!(g.hosts);
+        if let Some(StoreError::ProductionCredential { hosts, .. }) = self.cause.as_deref() {
+            if !hosts.is_empty() {
+                body["error"]["proxy_hosts"] = serde_json::json!(hosts);
+            }
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {

@@ -68,8 +68,14 @@ struct EnvParser<'a> {
 }
 
 impl EnvParser<'_> {
+    /// A syntax error at `line`, placed by the name before it (a valid
+    /// name is not secret; the line's text may be, and is not shown).
     fn err(&self, line: usize, what: &str) -> String {
-        format!("syntax error on line {line} (the line is not shown, it may hold a secret): {what}")
+        let place = match self.entries.last() {
+            Some(e) => format!("line {line}, after {}", e.name),
+            None => format!("line {line}, before any NAME=value"),
+        };
+        format!("syntax error on {place} (the line is not shown, it may hold a secret): {what}")
     }
 
     fn skip_spaces(&mut self) {

@@ -139,7 +139,8 @@ pub enum StoreError {
     #[error("cannot write {}: {}", path.display(), describe_io(source))]
     Create { path: PathBuf, source: io::Error },
     #[error(
-        "secret {name} looks like {what} (rule {rule}){more}: only staging and test credentials belong in sandboxes; {advice}{}, or allow this one on purpose (sealctl: --allow-production {name}; API: \"allow_production\": true), which the audit trail records; nothing was changed",
+        "secret {name} looks like {what} (rule {rule}){}: only staging and test credentials belong in sandboxes; {advice}{}, or allow this one on purpose (sealctl: --allow-production {name}; API: \"allow_production\": true), which the audit trail records; nothing was changed",
+        also_refused(others),
         proxy_advice(hosts, false)
     )]
     ProductionCredential {
@@ -150,8 +151,8 @@ pub enum StoreError {
         /// The vendor's API hosts: bound to them through the egress proxy,
         /// the value never enters a sandbox and is let in.
         hosts: &'static [&'static str],
-        /// ", and N more secrets" when several were refused.
-        more: String,
+        /// The other secrets refused with it, and their rules.
+        others: Vec<(String, &'static str)>,
     },
     #[error(
         "the value of {name} is empty; nothing was set (an empty value is stored only on request: sealctl: --allow-empty; API: \"allow_empty\": true)"
@@ -296,6 +297,10 @@ pub struct SetOutcome {
     /// Refusing guard rules the value hit, let through by `allow_production`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_production: Vec<&'static str>,
+    /// Other names of the repository that differ from a new name only in
+    /// case.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub case_twins: Vec<String>,
 }
 
 /// How `set_many` treats what it is given.
@@ -750,6 +755,7 @@ impl Store {
                     created: current.is_none(),
                     warnings: rules_of(&e.name, Level::Warn),
                     allowed_production: rules_of(&e.name, Level::Refuse),
+                    case_twins: Vec::new(),
                 });
             }
             // The repository as it now stands must still seal.
@@ -777,6 +783,18 @@ impl Store {
                 }),
             })
         })?;
+        // Names that differ from a new one only in case (API_URL and
+        // api_url both reach sandboxes, and are easily confused).
+        if done.iter().any(|d| d.created) {
+            let names: Vec<String> = self.db.list(repo)?.into_iter().map(|i| i.name).collect();
+            for d in done.iter_mut().filter(|d| d.created) {
+                d.case_twins = names
+                    .iter()
+                    .filter(|n| **n != d.name && n.eq_ignore_ascii_case(&d.name))
+                    .cloned()
+                    .collect();
+            }
+        }
         Ok(done)
     }
 
@@ -893,6 +911,7 @@ impl Store {
                 created,
                 warnings: Vec::new(),
                 allowed_production: Vec::new(),
+                case_twins: Vec::new(),
             });
             Ok(())
         })?;
@@ -1455,21 +1474,36 @@ pub fn guard(entries: &[Entry], allowed: &[String], routes: &[Route]) -> Result<
         .filter(|f| f.rule.level == Level::Refuse && !allowed.contains(&f.name) && !proxied(f))
         .collect();
     if let Some(f) = refused.first() {
-        let mut names: Vec<&str> = refused.iter().map(|f| f.name.as_str()).collect();
-        names.dedup();
+        let mut others: Vec<(String, &'static str)> = Vec::new();
+        for o in &refused {
+            if o.name != f.name && !others.iter().any(|(n, _)| *n == o.name) {
+                others.push((o.name.clone(), o.rule.id));
+            }
+        }
         return Err(StoreError::ProductionCredential {
             name: f.name.clone(),
             rule: f.rule.id,
             what: f.rule.what,
             advice: f.rule.advice,
             hosts: f.rule.hosts,
-            more: match names.len() {
-                1 => String::new(),
-                n => format!(", and {} more secret(s)", n - 1),
-            },
+            others,
         });
     }
     Ok(findings)
+}
+
+/// The other secrets a guard refusal names: ", and also B (rule r)".
+pub fn also_refused(others: &[(String, &'static str)]) -> String {
+    match others {
+        [] => String::new(),
+        o => format!(
+            ", and also {}",
+            o.iter()
+                .map(|(n, r)| format!("{n} (rule {r})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Wraps grouped by repository.

@@ -168,7 +168,7 @@ impl Route {
                 "a proxy secret needs at least one host its value may be sent to".into(),
             )),
             Delivery::Env | Delivery::Setup if !self.hosts.is_empty() => Err(invalid(format!(
-                "hosts belong to proxy secrets; a {} secret has none",
+                "hosts belong to proxy secrets; a secret delivered by {} has none",
                 self.delivery
             ))),
             Delivery::Env | Delivery::Setup if self.placeholder != Placeholder::Random => {

@@ -254,6 +254,17 @@ impl Browser {
         );
     }
 
+    /// Clears a field, then types `text` into it.
+    pub fn retype(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.cmd("POST", &format!("/element/{}/clear", e.0), None);
+        self.cmd(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            Some(json!({"text": text})),
+        );
+    }
+
     pub fn click(&self, css: &str) {
         let e = self.find(css);
         self.click_el(&e);

@@ -276,7 +276,7 @@ fn holder_page(
                         pattern="[A-Za-z_][A-Za-z0-9_]*" autocomplete="off" autocapitalize="off"
                         spellcheck="false" aria-describedby="add-name-hint";
                     p.hint #add-name-hint { "Letters, digits and _, not starting with a digit: API_KEY. An existing name gets a new version." }
-                    (value_field("add-value", "Value", None))
+                    (value_field("add-value", "Value", None, false))
                     @if org {
                         label for="add-visibility" { "Reaches" }
                         select #add-visibility name="visibility" {

@@ -13,6 +13,7 @@
 
 mod holders;
 mod view;
+mod words;
 
 use std::sync::Arc;
 
@@ -748,17 +749,25 @@ struct Listing {
     page: Option<usize>,
 }
 
+/// What a refused form on the Secrets tab sent back to it: what the user
+/// typed (never a stored value) and what was wrong.
+#[derive(Default)]
+struct Refused {
+    add: view::AddDraft,
+    add_error: FormError,
+    /// Pasted .env text, in a buffer wiped on drop.
+    import_text: Zeroizing<String>,
+    import_error: FormError,
+}
+
 async fn render_tab(
     s: &AppState,
     signed: &Signed,
     repo: String,
     status: StatusCode,
-    add_name: &str,
-    add_error: FormError,
-    import_error: Option<String>,
+    refused: Refused,
 ) -> Result<Response, PageError> {
-    let parts = (add_name, add_error, import_error);
-    render_listing(s, signed, repo, status, parts, Listing::default()).await
+    render_listing(s, signed, repo, status, refused, Listing::default()).await
 }
 
 async fn render_listing(
@@ -766,7 +775,7 @@ async fn render_listing(
     signed: &Signed,
     repo: String,
     status: StatusCode,
-    (add_name, add_error, import_error): (&str, FormError, Option<String>),
+    refused: Refused,
     listing: Listing,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
@@ -808,9 +817,10 @@ async fn render_listing(
         q,
         can_write,
         can_audit: caller.grants.allows(Action::Audit, &repo),
-        add_name,
-        add_error,
-        import_error,
+        add: &refused.add,
+        add_error: refused.add_error,
+        import_text: &refused.import_text,
+        import_error: refused.import_error,
         egress: can_write.then_some(&egress),
         from_org: &from_org,
         environments: &environments,
@@ -865,8 +875,15 @@ async fn secrets_tab(
     Path(repo): Path<String>,
     Query(listing): Query<Listing>,
 ) -> Result<Response, PageError> {
-    let parts = ("", FormError::default(), None);
-    render_listing(&s, &signed, repo, StatusCode::OK, parts, listing).await
+    render_listing(
+        &s,
+        &signed,
+        repo,
+        StatusCode::OK,
+        Refused::default(),
+        listing,
+    )
+    .await
 }
 
 /// Stores one value through the service (what the API's PUT does below
@@ -907,7 +924,10 @@ struct AddForm {
     csrf: Option<String>,
     name: Option<String>,
     value: Option<Value>,
+    /// The name the user lets through the guard (a box shown after a
+    /// refusal names it).
     allow_production: Option<String>,
+    allow_empty: Option<String>,
     delivery: Option<String>,
     hosts: Option<String>,
     in_body: Option<String>,
@@ -919,17 +939,24 @@ async fn add(
     Posted { signed, form: f }: Posted<AddForm>,
 ) -> Result<Response, PageError> {
     let name = f.name.unwrap_or_default().trim().to_owned();
+    let route = route_change(
+        f.delivery.as_deref(),
+        f.hosts.as_deref(),
+        f.in_body.as_deref(),
+    )?;
+    let draft = view::AddDraft {
+        name: name.clone(),
+        delivery: route.delivery.unwrap_or_default(),
+        hosts: route.hosts.clone().unwrap_or_default(),
+        in_body: route.in_body.unwrap_or(false),
+    };
     let flags = PutFlags {
         // Add never replaces: an existing name is updated from its page.
         if_version: Some(service::IfMatch::Version(0)),
-        allow_production: ticked(&f.allow_production),
+        allow_production: f.allow_production.as_deref() == Some(name.as_str()),
         allow_name: false,
-        allow_empty: false,
-        route: route_change(
-            f.delivery.as_deref(),
-            f.hosts.as_deref(),
-            f.in_body.as_deref(),
-        )?,
+        allow_empty: ticked(&f.allow_empty),
+        route,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
@@ -951,14 +978,16 @@ async fn add(
             let e = on_form(e)?;
             let mut err = FormError::from_api(&e);
             if e.status == StatusCode::PRECONDITION_FAILED {
-                err = FormError {
-                    name: Some(format!(
-                        "{name} already exists: open it from the table to update it."
-                    )),
-                    ..FormError::default()
-                };
+                err = FormError::name(format!(
+                    "{name} already exists: open it from the table to update it."
+                ));
             }
-            render_tab(&s, &signed, repo, e.status, &name, err, None).await
+            let refused = Refused {
+                add: draft,
+                add_error: err,
+                ..Refused::default()
+            };
+            render_tab(&s, &signed, repo, e.status, refused).await
         }
     }
 }
@@ -972,7 +1001,7 @@ async fn import(
     let mut mp =
         mp.map_err(|e| PageError::Bad(format!("this form could not be read: {}", e.body_text())))?;
     let mut csrf = None;
-    let mut allow = false;
+    let mut allow = Vec::new();
     // The text, pasted or uploaded, in buffers wiped on drop.
     let mut pasted = Zeroizing::new(Vec::new());
     let mut uploaded = Zeroizing::new(Vec::new());
@@ -992,7 +1021,12 @@ async fn import(
                 continue;
             }
             Some("allow_production") => {
-                allow = true;
+                allow.push(
+                    field
+                        .text()
+                        .await
+                        .map_err(|e| PageError::Bad(e.body_text()))?,
+                );
                 continue;
             }
             Some("content") => &mut pasted,
@@ -1006,6 +1040,9 @@ async fn import(
         }
     }
     signed.check(csrf.as_deref())?;
+    // Pasted text is what the user typed: given back after a refusal, so
+    // that "line 3" points at text they still have.
+    let typed = Zeroizing::new(String::from_utf8_lossy(&pasted).into_owned());
     let text = match (pasted.is_empty(), uploaded.is_empty()) {
         (false, true) => Ok(pasted),
         (true, false) => Ok(uploaded),
@@ -1015,16 +1052,12 @@ async fn import(
     let mut text = match text {
         Ok(text) => text,
         Err(m) => {
-            return render_tab(
-                &s,
-                &signed,
-                repo,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "",
-                FormError::default(),
-                Some(m.to_owned()),
-            )
-            .await;
+            let refused = Refused {
+                import_text: typed,
+                import_error: FormError::form(m),
+                ..Refused::default()
+            };
+            return render_tab(&s, &signed, repo, StatusCode::UNPROCESSABLE_ENTITY, refused).await;
         }
     };
     let content = new_value(
@@ -1046,7 +1079,7 @@ async fn import(
                         service::Format::Env { expand: false },
                         content,
                         service::ImportOptions {
-                            allow: service::AllowProduction::All(allow),
+                            allow: service::AllowProduction::Names(allow),
                             ..Default::default()
                         },
                     )
@@ -1073,18 +1106,16 @@ async fn import(
         }
         Err(e) => {
             let e = on_form(e)?;
-            let err = FormError::from_api(&e);
-            let m = err.value.or(err.name).or(err.form).unwrap_or_default();
-            render_tab(
-                &s,
-                &signed,
-                repo,
-                e.status,
-                "",
-                FormError::default(),
-                Some(m),
-            )
-            .await
+            let mut err = FormError::from_api(&e);
+            // One message for the whole text, next to it.
+            let all: Vec<String> = err.messages().map(str::to_owned).collect();
+            (err.name, err.value, err.form) = (None, None, Some(all.join(" ")));
+            let refused = Refused {
+                import_text: typed,
+                import_error: err,
+                ..Refused::default()
+            };
+            render_tab(&s, &signed, repo, e.status, refused).await
         }
     }
 }
@@ -1126,6 +1157,7 @@ async fn render_secret(
     name: String,
     status: StatusCode,
     error: FormError,
+    draft: Option<&view::AddDraft>,
 ) -> Result<Response, PageError> {
     let (r, n) = (repo.clone(), name.clone());
     let ((meta, history), caller) = signed
@@ -1142,6 +1174,7 @@ async fn render_secret(
         can_write: caller.grants.allows(Action::Write, &repo),
         can_audit: caller.grants.allows(Action::Audit, &repo),
         error,
+        draft,
     };
     Ok(page(
         status,
@@ -1165,6 +1198,7 @@ async fn secret(
         name,
         StatusCode::OK,
         FormError::default(),
+        None,
     )
     .await
 }
@@ -1175,6 +1209,7 @@ struct UpdateForm {
     value: Option<Value>,
     if_version: Option<i64>,
     allow_production: Option<String>,
+    allow_empty: Option<String>,
     delivery: Option<String>,
     hosts: Option<String>,
     in_body: Option<String>,
@@ -1202,7 +1237,11 @@ fn route_change(
                 .ok_or_else(|| PageError::Bad(format!("unknown delivery {d:?}")))?,
         ),
     };
-    let hosts = hosts.map(host_list);
+    // The Hosts field is for proxy secrets: another delivery clears it.
+    let hosts = match delivery {
+        Some(d) if d != sealinit_store::Delivery::Proxy => Some(Vec::new()),
+        _ => hosts.map(host_list),
+    };
     Ok(sealinit_store::RouteChange {
         // A form with the delivery fields says the checkbox's state: not
         // sent is unchecked.
@@ -1224,16 +1263,23 @@ async fn update(
             "the form lacks the version it updates; reload the page".into(),
         ));
     };
+    let route = route_change(
+        f.delivery.as_deref(),
+        f.hosts.as_deref(),
+        f.in_body.as_deref(),
+    )?;
+    let draft = route.delivery.map(|delivery| view::AddDraft {
+        name: name.clone(),
+        delivery,
+        hosts: route.hosts.clone().unwrap_or_default(),
+        in_body: route.in_body.unwrap_or(false),
+    });
     let flags = PutFlags {
         if_version: Some(service::IfMatch::Version(if_version)),
-        allow_production: ticked(&f.allow_production),
+        allow_production: f.allow_production.as_deref() == Some(name.as_str()),
         allow_name: false,
-        allow_empty: false,
-        route: route_change(
-            f.delivery.as_deref(),
-            f.hosts.as_deref(),
-            f.in_body.as_deref(),
-        )?,
+        allow_empty: ticked(&f.allow_empty),
+        route,
     };
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
@@ -1253,16 +1299,8 @@ async fn update(
         }
         Err(e) => {
             let e = on_form(e)?;
-            let mut err = FormError::from_api(&e);
-            if e.status == StatusCode::PRECONDITION_FAILED {
-                err = FormError {
-                    form: Some(format!(
-                        "{name} changed since this page was loaded (it was version {if_version}): check its history below, then enter the value again. Nothing was changed."
-                    )),
-                    ..FormError::default()
-                };
-            }
-            render_secret(&s, &signed, repo, name, e.status, err).await
+            let err = FormError::from_api(&e);
+            render_secret(&s, &signed, repo, name, e.status, err, draft.as_ref()).await
         }
     }
 }

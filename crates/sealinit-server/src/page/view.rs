@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use sealinit_store::{AuditRecord, Delivery, HistoryEntry};
 
 use super::session::Flash;
-use crate::error::{ApiError, Field, GuardVerdict};
+pub use super::words::FormError;
 use crate::service::{RepoSummary, SecretMeta};
 
 /// Who is signed in, for the header, and the session's CSRF token.
@@ -168,49 +168,29 @@ pub(super) fn field_error(id: &str, message: Option<&str>) -> Markup {
     }
 }
 
-/// What the guard's refusal says on the page: the rule and what to do.
-fn guard_message(g: &GuardVerdict) -> String {
-    format!(
-        "{} looks like {} (rule {}). Only staging and test credentials belong in sandboxes: {}. \
-         If it must be stored anyway, tick “Store it even if it looks like a production \
-         credential”, paste the value again and submit; the audit trail records it.",
-        g.name, g.what, g.rule, g.advice
-    )
-}
-
-/// An error on a form: which field it concerns and what to say.
-#[derive(Debug, Default)]
-pub struct FormError {
-    pub name: Option<String>,
-    pub value: Option<String>,
-    /// Concerning the whole form.
-    pub form: Option<String>,
-}
-
-impl FormError {
-    pub fn from_api(e: &ApiError) -> Self {
-        let text = match &e.guard {
-            Some(g) => guard_message(g),
-            None => e.message.clone(),
-        };
-        match e.field {
-            Some(Field::Name) => Self {
-                name: Some(text),
-                ..Self::default()
-            },
-            Some(Field::Value) => Self {
-                value: Some(text),
-                ..Self::default()
-            },
-            None => Self {
-                form: Some(text),
-                ..Self::default()
-            },
+/// What went wrong, at the top of the main area: announced (`alert`),
+/// each message a link to its field. The first field in error has the
+/// focus (`autofocus`, which also scrolls to it).
+pub(super) fn summary(items: &[(&str, &str)]) -> Markup {
+    html! {
+        @if !items.is_empty() {
+            section.summary role="alert" aria-labelledby="summary-title" {
+                h2 #summary-title { "There is a problem" }
+                ul {
+                    @for (field, message) in items {
+                        li { a href=(format!("#{field}")) { (message) } }
+                    }
+                }
+            }
         }
     }
+}
 
-    fn any(&self) -> bool {
-        self.name.is_some() || self.value.is_some() || self.form.is_some()
+/// A page's title after a refused form: `Error: Secrets of acme/web`.
+pub(super) fn error_title(title: &str, error: bool) -> String {
+    match error {
+        true => format!("Error: {title}"),
+        false => title.to_owned(),
     }
 }
 
@@ -336,22 +316,37 @@ fn crumbs(repo: &str, name: Option<&str>) -> Markup {
     }
 }
 
-fn allow_box(id: &str) -> Markup {
+/// What a refusal lets the user confirm, shown only after it: a box per
+/// secret the guard refused, naming it and the rule, and one for an empty
+/// value. The first has the focus when `focus`.
+pub(super) fn confirm_boxes(id: &str, e: &FormError, focus: bool) -> Markup {
     html! {
-        div.check {
-            input id=(id) type="checkbox" name="allow_production" value="on";
-            label for=(id) { "Store it even if it looks like a production credential" }
+        @for (i, f) in e.flagged.iter().enumerate() {
+            div.check {
+                input id=(format!("{id}-allow-{i}")) type="checkbox" name="allow_production" value=(f.name)
+                    autofocus[focus && i == 0];
+                label for=(format!("{id}-allow-{i}")) {
+                    "Store " (f.name) " anyway, although it looks like " (f.what) " (rule " (f.rule) ")"
+                }
+            }
+        }
+        @if e.empty {
+            div.check {
+                input id=(format!("{id}-empty")) type="checkbox" name="allow_empty" value="on"
+                    autofocus[focus && e.flagged.is_empty()];
+                label for=(format!("{id}-empty")) { "Store an empty value" }
+            }
         }
     }
 }
 
 /// A value field: always empty, never autocompleted or spell-checked.
-pub(super) fn value_field(id: &str, label: &str, error: Option<&str>) -> Markup {
+pub(super) fn value_field(id: &str, label: &str, error: Option<&str>, focus: bool) -> Markup {
     let err_id = format!("{id}-error");
     html! {
         label for=(id) { (label) }
         textarea id=(id) name="value" rows="3" autocomplete="off" autocapitalize="off"
-            spellcheck="false" aria-invalid=[error.map(|_| "true")]
+            spellcheck="false" aria-invalid=[error.map(|_| "true")] autofocus[focus]
             aria-describedby=(match error { Some(_) => format!("{id}-hint {err_id}"), None => format!("{id}-hint") }) {}
         p.hint id=(format!("{id}-hint")) { "Stored as typed, with line ends as LF (\\n)." }
         (field_error(&err_id, error))
@@ -410,16 +405,53 @@ pub struct SecretsTab<'a> {
     pub q: &'a str,
     pub can_write: bool,
     pub can_audit: bool,
-    /// The name typed in "Add secret" when it failed (names are not secret).
-    pub add_name: &'a str,
+    /// What "Add secret" sent when it failed (never its value).
+    pub add: &'a AddDraft,
     pub add_error: FormError,
-    pub import_error: Option<String>,
+    /// The .env text "Import" sent when it failed: what the user typed,
+    /// given back so that "line 3" points at text they still have.
+    pub import_text: &'a str,
+    pub import_error: FormError,
     /// The repository's egress policy (shown to those who may change it).
     pub egress: Option<&'a sealinit_core::bundle::Egress>,
     /// The organisation secrets it receives.
     pub from_org: &'a [SecretMeta],
     /// Its environments with secrets, and how many each.
     pub environments: &'a [(String, usize)],
+}
+
+/// What a refused "Add secret" form sent, but its value: shown again.
+#[derive(Debug, Default)]
+pub struct AddDraft {
+    pub name: String,
+    pub delivery: Delivery,
+    pub hosts: Vec<String>,
+    pub in_body: bool,
+}
+
+/// The summary's links for a refused form: each message to its field (a
+/// refusal to be confirmed, to its first box); and the field to focus.
+fn error_items<'a>(e: &'a FormError, id: &str, first: &str) -> (Vec<(String, &'a str)>, String) {
+    let confirm = match (e.flagged.is_empty(), e.empty) {
+        (false, _) => Some(format!("{id}-allow-0")),
+        (true, true) => Some(format!("{id}-empty")),
+        (true, false) => None,
+    };
+    let mut items = Vec::new();
+    if let Some(m) = &e.form {
+        items.push((
+            confirm.clone().unwrap_or_else(|| first.to_owned()),
+            m.as_str(),
+        ));
+    }
+    if let Some(m) = &e.name {
+        items.push((format!("{id}-name"), m.as_str()));
+    }
+    if let Some(m) = &e.value {
+        items.push((format!("{id}-value"), m.as_str()));
+    }
+    let focus = items.first().map(|(f, _)| f.clone()).unwrap_or_default();
+    (items, focus)
 }
 
 /// Secrets a page of the Secrets tab lists.
@@ -483,13 +515,30 @@ fn listing_pages(t: &SecretsTab) -> Markup {
 pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -> Markup {
     let repo = t.repo;
     let base = repo_href(repo);
+    let (mut items, mut focus) = error_items(&t.add_error, "add", "add-name");
+    // A name refused, or a value to paste again: focus there, not on the box.
+    if t.add_error.name.is_some() {
+        focus = "add-name".into();
+    } else if t.add_error.any() {
+        focus = "add-value".into();
+    }
+    if t.import_error.any() {
+        let (more, f) = error_items(&t.import_error, "import", "import-content");
+        items.extend(more);
+        focus = f;
+    }
+    let links: Vec<(&str, &str)> = items.iter().map(|(f, m)| (f.as_str(), *m)).collect();
     layout(
-        &titled(&format!("Secrets of {repo}"), flash_msg),
+        &error_title(
+            &titled(&format!("Secrets of {repo}"), flash_msg),
+            !links.is_empty(),
+        ),
         Some(chrome),
         html! {
             (crumbs(repo, None))
             h1 { (repo) }
             (tabs(repo, "secrets", t.can_audit))
+            (summary(&links))
             (flash(flash_msg))
             (listing_head(t))
             @if t.total == 0 {
@@ -529,18 +578,18 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                 h2 #add { "Add secret" }
                 form.card method="post" action=(format!("{base}/add")) {
                     (csrf(&chrome.csrf))
-                    @if let Some(m) = &t.add_error.form { p.error role="alert" { (m) } }
                     label for="add-name" { "Name" }
-                    input #add-name type="text" name="name" required value=(t.add_name)
+                    input #add-name type="text" name="name" required value=(t.add.name)
                         pattern="[A-Za-z_][A-Za-z0-9_]*" autocomplete="off" autocapitalize="off"
                         spellcheck="false" aria-invalid=[t.add_error.name.as_ref().map(|_| "true")]
                         aria-describedby=(if t.add_error.name.is_some() { "add-name-error" } else { "add-name-hint" })
-                        autofocus[t.add_error.any()];
+                        autofocus[focus == "add-name"];
                     p.hint #add-name-hint { "Letters, digits and _, not starting with a digit: API_KEY." }
                     (field_error("add-name-error", t.add_error.name.as_deref()))
-                    (value_field("add-value", "Value", t.add_error.value.as_deref()))
-                    (delivery_fields("add", Delivery::Env, &[], false))
-                    (allow_box("add-allow"))
+                    (value_field("add-value", "Value", t.add_error.value.as_deref(), focus == "add-value"))
+                    (field_error("add-error", t.add_error.form.as_deref()))
+                    (confirm_boxes("add", &t.add_error, false))
+                    (delivery_fields("add", t.add.delivery, &t.add.hosts, t.add.in_body))
                     div.actions { button type="submit" { "Add secret" } }
                 }
                 }
@@ -548,16 +597,17 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                 h2 #import { "Import .env" }
                 form.card method="post" action=(format!("{base}/import")) enctype="multipart/form-data" {
                     (csrf(&chrome.csrf))
-                    p.hint { "All or nothing: if any line is wrong, nothing changes. Existing names get a new version." }
+                    p.hint #import-hint { "All or nothing: if any line is wrong, nothing changes. Existing names get a new version." }
                     label for="import-content" { "Paste a .env file" }
-                    textarea #import-content name="content" rows="5" autocomplete="off"
+                    textarea #import-content name="content" rows=(if t.import_text.is_empty() { 5 } else { 10 }) autocomplete="off"
                         autocapitalize="off" spellcheck="false"
-                        aria-invalid=[t.import_error.as_ref().map(|_| "true")]
-                        aria-describedby=[t.import_error.as_ref().map(|_| "import-error")] {}
+                        aria-invalid=[t.import_error.any().then_some("true")]
+                        aria-describedby=(if t.import_error.any() { "import-hint import-error" } else { "import-hint" })
+                        autofocus[focus == "import-content"] { (t.import_text) }
                     label for="import-file" { "or upload one" }
                     input #import-file type="file" name="file" accept=".env,text/plain";
-                    (field_error("import-error", t.import_error.as_deref()))
-                    (allow_box("import-allow"))
+                    (field_error("import-error", t.import_error.messages().next()))
+                    (confirm_boxes("import", &t.import_error, focus == "import-allow-0"))
                     div.actions { button type="submit" { "Import" } }
                 }
                 }
@@ -596,18 +646,30 @@ pub struct SecretView<'a> {
     pub can_write: bool,
     pub can_audit: bool,
     pub error: FormError,
+    /// The delivery a refused update asked for, shown again.
+    pub draft: Option<&'a AddDraft>,
 }
 
 pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Markup {
     let (repo, m) = (v.repo, v.meta);
     let href = secret_href(repo, &m.name);
+    let (items, _) = error_items(&v.error, "update", "update-value");
+    let links: Vec<(&str, &str)> = items.iter().map(|(f, m)| (f.as_str(), *m)).collect();
+    let (delivery, hosts, in_body) = match v.draft {
+        Some(d) => (d.delivery, d.hosts.as_slice(), d.in_body),
+        None => (m.delivery, m.hosts.as_slice(), m.in_body),
+    };
     layout(
-        &titled(&format!("{} in {repo}", m.name), flash_msg),
+        &error_title(
+            &titled(&format!("{} in {repo}", m.name), flash_msg),
+            !links.is_empty(),
+        ),
         Some(chrome),
         html! {
             (crumbs(repo, Some(&m.name)))
             h1 { code { (m.name) } }
             (tabs(repo, "secrets", v.can_audit))
+            (summary(&links))
             (flash(flash_msg))
             dl.facts {
                 dt { "Size" } dd { (size(m.size)) }
@@ -622,11 +684,11 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                 form.card method="post" action=(format!("{href}/update")) {
                     (csrf(&chrome.csrf))
                     input type="hidden" name="if_version" value=(m.version);
-                    @if let Some(e) = &v.error.form { p.error role="alert" { (e) } }
                     p.hint { "The current value is never shown. A new value becomes version " (m.version + 1) "." }
-                    (value_field("update-value", "New value", v.error.value.as_deref()))
-                    (delivery_fields("update", m.delivery, &m.hosts, m.in_body))
-                    (allow_box("update-allow"))
+                    (value_field("update-value", "New value", v.error.value.as_deref(), v.error.any()))
+                    (field_error("update-error", v.error.form.as_deref()))
+                    (confirm_boxes("update", &v.error, false))
+                    (delivery_fields("update", delivery, hosts, in_body))
                     div.actions { button type="submit" { "Save new value" } }
                 }
             }
