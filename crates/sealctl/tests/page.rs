@@ -1121,7 +1121,9 @@ fn forms_redirect_cancel_has_the_focus_values_keep_lf_and_buttons_say_their_name
 /// Issue #28, points 11, 12 and 18: the page's own words for what the
 /// audit trail recorded (Updated, Deleted, Bundle minted, not set, rm,
 /// seal), a repository shown by its stored name whatever case the address
-/// has, and a secret's page marking the Secrets tab as current.
+/// has, a secret's page marking the Secrets tab as current, a warning for
+/// names that differ only in case, and "Open a repository" refusing a
+/// name that is not one of the user's.
 #[test]
 fn page_words_stored_names_and_the_current_tab() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
@@ -1172,6 +1174,39 @@ fn page_words_stored_names_and_the_current_tab() {
     site.go("/r/acme%2Fapi/s/OTHER");
     let current = site.b.text("nav.tabs [aria-current=page]");
     assert_eq!(current, "Secrets");
+
+    // A name that differs from another only in case: stored, and said.
+    site.go("/r/acme%2Fapi");
+    let b = &site.b;
+    b.type_into("#add-name", "other");
+    b.type_into("#add-value", &v);
+    b.submit("form[action$='/add'] button[type=submit]");
+    assert!(
+        site.flash().contains("Note: OTHER exists too"),
+        "{}",
+        site.flash()
+    );
+
+    // "Open a repository": any case opens the stored one; a typo says it
+    // is not one of the user's repositories, keeping what was typed.
+    site.go("/");
+    let b = &site.b;
+    b.type_into("#repo", "ACME/API");
+    b.submit("form[action='/r'] button");
+    assert_eq!(b.url(), format!("{}/r/acme%2Fapi", site.base));
+    site.go("/");
+    let b = &site.b;
+    b.type_into("#repo", "acme/apj");
+    b.submit("form[action='/r'] button");
+    assert_eq!(b.title(), "Error: Repositories · sealinit");
+    assert!(
+        b.text(".summary")
+            .contains("acme/apj is not one of your repositories"),
+        "{}",
+        b.text("main")
+    );
+    wait_for_focus(b, "#repo");
+    assert_eq!(field_value(b, "#repo"), "acme/apj");
     site.finish();
 }
 
@@ -1272,8 +1307,17 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         &["seal", "--repo", "acme/web", "--out", "b", "--key-out", "k"],
         None,
     ));
-    let live = site.value("sk_live_4eC39HqLyjWDarjtT1zdp7dc");
+    let live = site.value(&live_values().1);
+    // Each "refused" state is one: its title says so.
+    let refused = |site: &Site, state: &str| {
+        let title = site.b.title();
+        assert!(
+            !state.contains("refused") || title.starts_with("Error: "),
+            "{state}: {title}"
+        );
+    };
     let check = |site: &Site, state: &str, failures: &mut Vec<String>| {
+        refused(site, state);
         site.assert_clean();
         let (wide, broken) = overflowing(&site.b);
         for e in wide {
@@ -1285,6 +1329,16 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         for e in faint_controls(&site.b) {
             failures.push(format!("{state}: a control's border under 3:1: {e}"));
         }
+        for found in site.b.axe_violations(&axe) {
+            failures.push(format!("{state}: {found}"));
+        }
+    };
+    // A refused import gives the pasted text back: its values are in the
+    // page, as typed, so only axe and the widths are checked there.
+    let check_echoed = |site: &Site, state: &str, failures: &mut Vec<String>| {
+        refused(site, state);
+        let (wide, _) = overflowing(&site.b);
+        failures.extend(wide.into_iter().map(|e| format!("{state}: wide: {e}")));
         for found in site.b.axe_violations(&axe) {
             failures.push(format!("{state}: {found}"));
         }
@@ -1330,8 +1384,20 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
             .type_into("#import-content", "A=1\nB=two\nnot a line\n");
         site.b.submit("form[action$='/import'] button[type=submit]");
         check(&site, &at("import refused"), &mut failures);
+        site.go("/r/acme%2Fweb");
+        site.b.type_into(
+            "#import-content",
+            &format!("A=1\nSTRIPE_KEY={live}\nOTHER_KEY={live}\n"),
+        );
+        site.b.submit("form[action$='/import'] button[type=submit]");
+        check_echoed(&site, &at("import refused (guard)"), &mut failures);
+        site.go("/r?repo=acme%2Fnope");
+        check(&site, &at("open refused"), &mut failures);
         site.go("/r/acme%2Fweb/s/API_URL");
         check(&site, &at("secret"), &mut failures);
+        site.b.type_into("#update-value", "");
+        site.b.submit("form[action$='/update'] button[type=submit]");
+        check(&site, &at("update refused (empty)"), &mut failures);
         site.go("/r/acme%2Fweb/s/API_URL/delete");
         check(&site, &at("delete confirmation"), &mut failures);
         site.go("/r/acme%2Fweb/audit");

@@ -502,7 +502,9 @@ fn schemas() -> Value {
             "repo": {"type": "string"}, "name": {"type": "string"},
             "version": {"type": "integer"}, "created": {"type": "boolean"},
             "warnings": {"type": "array", "items": {"type": "string"}},
-            "allowed_production": {"type": "array", "items": {"type": "string"}}}});
+            "allowed_production": {"type": "array", "items": {"type": "string"}},
+            "case_twins": {"type": "array", "items": {"type": "string"},
+                "description": "other names of the repository that differ from this new one only in case"}}});
     // A secret's route; absent in a write: as the current version has it
     // (env for a new secret).
     let delivery = json!({"enum": ["env", "setup", "proxy"],

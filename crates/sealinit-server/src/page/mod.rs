@@ -403,6 +403,11 @@ fn notes(done: &[SetOutcome]) -> String {
                 d.name
             ));
         }
+        for twin in &d.case_twins {
+            out.push_str(&format!(
+                " Note: {twin} exists too. Names that differ only in case are different secrets, and sandboxes get both."
+            ));
+        }
         for r in &d.allowed_production {
             out.push_str(&format!(
                 " {} was stored although it looks like a production credential (rule {r}); the audit trail records it.",
@@ -480,6 +485,7 @@ async fn new_repo(
             let new = view::NewRepo {
                 name: &name,
                 error: Some(&message),
+                ..Default::default()
             };
             render_repos(&s, &signed, e.status, &new).await
         }
@@ -733,11 +739,35 @@ struct OpenQuery {
     repo: Option<String>,
 }
 
-async fn open_repo(_signed: Signed, Query(q): Query<OpenQuery>) -> Response {
-    match q.repo.as_deref().map(str::trim) {
-        Some(r) if !r.is_empty() => see_other(&view::repo_href(r)),
-        _ => see_other("/"),
+/// "Open a repository": one of those the token may see (any case), or
+/// the Repositories page saying it is not one of them.
+async fn open_repo(
+    State(s): State<AppState>,
+    signed: Signed,
+    Query(q): Query<OpenQuery>,
+) -> Result<Response, PageError> {
+    let typed = q
+        .repo
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    if typed.is_empty() {
+        return Ok(see_other("/"));
     }
+    let (repos, _) = signed.run(&s, service::repos).await?;
+    if let Some(r) = repos.iter().find(|r| r.repo.eq_ignore_ascii_case(&typed)) {
+        return Ok(see_other(&view::repo_href(&r.repo)));
+    }
+    let message = format!(
+        "{typed} is not one of your repositories. Check its name, or create it under New repository."
+    );
+    let new = view::NewRepo {
+        open: &typed,
+        open_error: Some(&message),
+        ..Default::default()
+    };
+    render_repos(&s, &signed, StatusCode::NOT_FOUND, &new).await
 }
 
 /// The Secrets tab, with what a failed form left (never a value).

@@ -196,7 +196,7 @@ pub(super) fn error_title(title: &str, error: bool) -> String {
 
 pub fn signin(csrf_token: &str, error: Option<&str>) -> Markup {
     layout(
-        "Sign in",
+        &error_title("Sign in", error.is_some()),
         None,
         html! {
             h1 { "Sign in" }
@@ -232,11 +232,14 @@ pub fn login_link(csrf_token: &str, code: &str) -> Markup {
     )
 }
 
-/// What a failed "New repository" form left: the name typed, the error.
+/// What a refused "New repository" or "Open a repository" form left: the
+/// name typed, the error.
 #[derive(Default)]
 pub struct NewRepo<'a> {
     pub name: &'a str,
     pub error: Option<&'a str>,
+    pub open: &'a str,
+    pub open_error: Option<&'a str>,
 }
 
 pub fn repos(
@@ -245,11 +248,19 @@ pub fn repos(
     repos: &[RepoSummary],
     new: &NewRepo<'_>,
 ) -> Markup {
+    let mut links = Vec::new();
+    if let Some(m) = new.error {
+        links.push(("new-repo", m));
+    }
+    if let Some(m) = new.open_error {
+        links.push(("repo", m));
+    }
     layout(
-        &titled("Repositories", flash_msg),
+        &error_title(&titled("Repositories", flash_msg), !links.is_empty()),
         Some(chrome),
         html! {
             h1 { "Repositories" }
+            (summary(&links))
             (flash(flash_msg))
             @if repos.is_empty() {
                 p.empty { "There is no repository yet. Create one below, then add its secrets." }
@@ -273,19 +284,22 @@ pub fn repos(
             h2 { "New repository" }
             form.card method="post" action="/repos/new" {
                 (csrf(&chrome.csrf))
-                @if let Some(m) = new.error { p.error role="alert" { (m) } }
                 label for="new-repo" { "Name" }
                 p.hint #new-repo-hint { "owner/name, as the repository is named on its forge" }
                 input #new-repo type="text" name="name" required placeholder="owner/name" value=(new.name)
                     autocapitalize="off" spellcheck="false" aria-invalid=[new.error.map(|_| "true")]
-                    aria-describedby="new-repo-hint" autofocus[new.error.is_some()];
+                    aria-describedby=(if new.error.is_some() { "new-repo-hint new-repo-error" } else { "new-repo-hint" })
+                    autofocus[new.error.is_some()];
+                (field_error("new-repo-error", new.error))
                 div.actions { button type="submit" { "Create" } }
             }
             h2 { "Open a repository" }
             form.card method="get" action="/r" {
                 label for="repo" { "Repository" }
-                input #repo type="text" name="repo" required placeholder="owner/name"
-                    autocapitalize="off" spellcheck="false";
+                input #repo type="text" name="repo" required placeholder="owner/name" value=(new.open)
+                    autocapitalize="off" spellcheck="false" aria-invalid=[new.open_error.map(|_| "true")]
+                    aria-describedby=[new.open_error.map(|_| "repo-error")] autofocus[new.open_error.is_some()];
+                (field_error("repo-error", new.open_error))
                 div.actions { button type="submit" { "Open" } }
             }
         },
