@@ -913,17 +913,36 @@ fn the_one_time_sign_in_link_signs_one_browser_in_once() {
     site.b.goto(&link);
     assert_eq!(site.b.title(), "Sign in · sealinit");
     site.b.goto(&link);
+    // It asks for a name for the audit trail (point 13); none is refused
+    // without using the link up.
+    site.b.exec(
+        "document.querySelector('#link-name').removeAttribute('required')",
+        json!([]),
+    );
+    site.b.submit("form[action^='/login/'] button");
+    assert_eq!(site.b.title(), "Error: Sign in · sealinit");
+    wait_for_focus(&site.b, "#link-name");
+    site.b.type_into("#link-name", "Ana Lima");
     site.b.submit("form[action^='/login/'] button");
     assert_eq!(site.b.title(), "Repositories · sealinit");
     assert!(
-        site.b.text(".who").contains("token sign-in link (tk-"),
+        site.b
+            .text(".who")
+            .starts_with("Signed in as token Ana Lima (sign-in link) (tk-"),
         "{}",
         site.b.text(".who")
     );
+    // The id: unbroken, and secondary.
+    assert!(site.b.text(".who .id").starts_with("(tk-"));
+    let nowrap = site.b.exec(
+        "return getComputedStyle(document.querySelector('.who .id')).whiteSpace",
+        json!([]),
+    );
+    assert_eq!(nowrap, "nowrap");
     let o = site.env.run(&["audit", "--json"], None);
     let made = json_lines(&o)
         .into_iter()
-        .find(|r| r["action"] == "token-create" && r["actor"] == "sign-in link")
+        .find(|r| r["action"] == "token-create" && r["actor"] == "sign-in link for Ana Lima")
         .unwrap_or_else(|| panic!("{}", stdout(&o)));
     assert_eq!(made["detail"]["scopes"], json!(["admin"]), "{made}");
     assert!(made["detail"]["expires_at"].is_i64(), "it expires: {made}");
@@ -1280,7 +1299,15 @@ fn a_big_repository_is_counted_searched_and_paged() {
 fn axe_finds_no_violation_in_any_state_width_or_scheme() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let axe = axe_script();
-    let mut site = Site::start(1440);
+    let mut site = Site::start_with(1440, &["--login-link"]);
+    let server = site.server.as_ref().unwrap();
+    server.wait_for_log("sign in to the Secrets page once");
+    let link = server
+        .log_text()
+        .lines()
+        .find_map(|l| l.split(" minutes: ").nth(1))
+        .unwrap()
+        .to_owned();
     site.env.create(&["acme/web", "acme/empty"]);
     let v = site.value("axe-value-5e1f");
     for name in ["API_URL", "DATABASE_URL_FOR_THE_INTEGRATION_TESTS_AND_MORE"] {
@@ -1349,6 +1376,8 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         site.b.prefer_dark(dark);
         let at = |s: &str| format!("{s} at {width} px{}", if dark { ", dark" } else { "" });
         site.b.delete_cookies();
+        site.b.goto(&link);
+        check(&site, &at("sign-in link"), &mut failures);
         site.go("/");
         check(&site, &at("sign-in"), &mut failures);
         site.b.type_into("#token", "sit_wrong");

@@ -664,8 +664,14 @@ async fn login_page(
         return link_gone();
     }
     with_signin_csrf(&s, &headers, peer, |csrf| {
-        page(StatusCode::OK, view::login_link(csrf, &code))
+        page(StatusCode::OK, view::login_link(csrf, &code, None))
     })
+}
+
+#[derive(Deserialize)]
+struct LinkForm {
+    csrf: Option<String>,
+    name: Option<String>,
 }
 
 fn link_gone() -> Response {
@@ -687,17 +693,42 @@ async fn login(
     axum::Extension(peer): axum::Extension<Peer>,
     headers: HeaderMap,
     Path(code): Path<String>,
-    AnonymousForm(f): AnonymousForm<CsrfOnly>,
+    AnonymousForm(f): AnonymousForm<LinkForm>,
 ) -> Result<Response, PageError> {
     check_signin_csrf(&s, &headers, peer, f.csrf.as_deref())?;
+    // A name for the audit trail: one line of printable text.
+    let name: String = f
+        .name
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if name.is_empty() || name.chars().count() > view::LINK_NAME_MAX {
+        if !s.login.valid(&code) {
+            return Ok(link_gone());
+        }
+        let error = format!(
+            "Enter your name (at most {} characters): the audit trail names this session by it.",
+            view::LINK_NAME_MAX
+        );
+        return Ok(with_signin_csrf(&s, &headers, peer, |csrf| {
+            page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                view::login_link(csrf, &code, Some(&error)),
+            )
+        }));
+    }
     if !s.login.take(&code) {
         return Ok(link_gone());
     }
     let made = s
         .pool
-        .run("sign-in link".to_owned(), |st| {
+        .run(format!("sign-in link for {name}"), move |st| {
             Ok(st.create_token(
-                "sign-in link",
+                &format!("{name} (sign-in link)"),
                 &["admin".to_owned()],
                 Some(session::LIFETIME),
                 false,

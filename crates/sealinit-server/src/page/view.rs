@@ -121,7 +121,7 @@ pub(super) fn layout(title: &str, chrome: Option<&Chrome>, body: Markup) -> Mark
                 header.top {
                     a.brand href="/" { "sealinit" }
                     @if let Some(c) = chrome {
-                        span.who { "Signed in as " (&c.who) }
+                        span.who { "Signed in as " (actor(&c.who)) }
                         form.inline method="post" action="/signout" {
                             (csrf(&c.csrf))
                             button.link type="submit" { "Sign out" }
@@ -216,21 +216,30 @@ pub fn signin(csrf_token: &str, error: Option<&str>) -> Markup {
     )
 }
 
-/// The one-time sign-in link's page: one button.
-pub fn login_link(csrf_token: &str, code: &str) -> Markup {
+/// The one-time sign-in link's page: who is signing in, and one button.
+pub fn login_link(csrf_token: &str, code: &str, error: Option<&str>) -> Markup {
     layout(
-        "Sign in",
+        &error_title("Sign in", error.is_some()),
         None,
         html! {
             h1 { "Sign in as administrator" }
-            p { "This link, printed by " code { "sealctl serve --login-link" } ", signs one browser in as admin, once. It makes an admin token that expires with the session; the audit trail names it." }
+            (summary(&error.map(|m| ("link-name", m)).into_iter().collect::<Vec<_>>()))
+            p { "This link, printed by " code { "sealctl serve --login-link" } ", signs one browser in as admin, once. It makes an admin token that expires with the session." }
             form.card method="post" action=(format!("/login/{}", seg(code))) {
                 (csrf(csrf_token))
-                div.actions { button type="submit" autofocus { "Sign in" } }
+                label for="link-name" { "Your name" }
+                input #link-name type="text" name="name" required maxlength=(LINK_NAME_MAX) autocomplete="name"
+                    spellcheck="false" autofocus aria-describedby="link-name-hint"
+                    aria-invalid=[error.map(|_| "true")];
+                p.hint #link-name-hint { "The audit trail names what this session does after it: “Ana Lima (sign-in link)”." }
+                div.actions { button type="submit" { "Sign in" } }
             }
         },
     )
 }
+
+/// The longest name a sign-in link session may give.
+pub const LINK_NAME_MAX: usize = 64;
 
 /// What a refused "New repository" or "Open a repository" form left: the
 /// name typed, the error.
