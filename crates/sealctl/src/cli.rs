@@ -512,6 +512,10 @@ pub enum SecretsCommand {
         store: StoreArgs,
         #[command(flatten)]
         at: Holder,
+        /// List the deleted secrets instead: when, by whom, and the version
+        /// `secrets rollback --to` restores
+        #[arg(long)]
+        deleted: bool,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,

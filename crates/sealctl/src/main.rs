@@ -1056,7 +1056,36 @@ fn secrets_command(cmd: SecretsCommand) -> Result<()> {
             );
             Ok(())
         }
-        SecretsCommand::List { store, at, json } => {
+        SecretsCommand::List {
+            store,
+            at,
+            deleted: true,
+            json,
+        } => {
+            let list = open_store(&store)?.deleted(&at.key())?;
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                writeln!(out, "{:#}", json!(list))
+            } else {
+                list.iter().try_for_each(|d| {
+                    let restore = match d.restorable {
+                        Some(v) => format!("restore: secrets rollback --to {v}"),
+                        None => "no value left to restore (retention)".to_owned(),
+                    };
+                    writeln!(
+                        out,
+                        "{:<32} deleted {} by {}  {restore}",
+                        d.name,
+                        time::rfc3339(d.at as u64),
+                        d.actor
+                    )
+                })
+            };
+            written.map_err(stdout_err)
+        }
+        SecretsCommand::List {
+            store, at, json, ..
+        } => {
             let repo = at.key();
             let list = open_store(&store)?.list(&repo)?;
             let mut out = std::io::stdout().lock();

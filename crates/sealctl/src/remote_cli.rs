@@ -340,6 +340,7 @@ fn secrets(remote: &Remote, cmd: SecretsCommand) -> Result<()> {
             eprintln!("sealctl: set {} secret(s) in {repo}", done.len());
             Ok(())
         }
+        SecretsCommand::List { deleted: true, .. } => Err(local_only("secrets list --deleted")),
         SecretsCommand::List { at, json, .. } => {
             let repo = at.key();
             let list = remote.list(&repo)?;

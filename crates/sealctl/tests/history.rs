@@ -84,6 +84,73 @@ fn actor_ok(env: &Env, actor: &serde_json::Value) -> bool {
     }
 }
 
+/// Issue #28, point 7: the deleted secrets of a repository, each with the
+/// version a restore rolls back to (the page's "Restore" does the same).
+#[test]
+fn deleted_secrets_are_listed_with_the_version_that_restores_them() {
+    for_each_store_backend(deleted_on);
+}
+
+fn deleted_on(env: Env) {
+    set(&env, "GONE", "one");
+    set(&env, "GONE", "two");
+    set(&env, "KEPT", "k");
+    set(&env, "BACK", "b");
+    let rm = |name: &str| {
+        ok(&env.run(&["secrets", "rm", "--repo", "acme/api", name], None))
+            .status
+            .success()
+    };
+    assert!(rm("GONE") && rm("BACK"));
+    set(&env, "BACK", "b2");
+    let o = env.run(
+        &[
+            "secrets",
+            "list",
+            "--repo",
+            "acme/api",
+            "--deleted",
+            "--json",
+        ],
+        None,
+    );
+    let list: serde_json::Value = serde_json::from_str(&stdout(ok(&o))).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["name"], "GONE");
+    assert_eq!(list[0]["version"], 3);
+    assert_eq!(list[0]["restorable"], 2);
+    assert!(actor_ok(&env, &list[0]["actor"]), "{list:?}");
+    let o = env.run(
+        &["secrets", "list", "--repo", "acme/api", "--deleted"],
+        None,
+    );
+    assert!(
+        stdout(&o).contains("restore: secrets rollback --to 2"),
+        "{}",
+        stdout(&o)
+    );
+    ok(&env.run(
+        &[
+            "secrets", "rollback", "--repo", "acme/api", "GONE", "--to", "2",
+        ],
+        None,
+    ));
+    assert_eq!(sealed_value(&env, "GONE"), "two");
+    let o = env.run(
+        &[
+            "secrets",
+            "list",
+            "--repo",
+            "acme/api",
+            "--deleted",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(stdout(ok(&o)).trim(), "[]");
+}
+
 #[test]
 fn every_set_is_a_version_rm_is_a_marker_and_rollback_writes_a_new_one() {
     for_each_backend(versions_on);

@@ -202,7 +202,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     // A repository that does not exist: the page says how to create it.
     b.type_into("#repo", "acme/web");
     b.submit("form[action='/r'] button");
-    assert_eq!(b.title(), "Not found · sealinit");
+    assert_eq!(b.title(), "Error: Repositories · sealinit");
     assert!(
         b.text("main").contains("create it under New repository"),
         "{}",
@@ -308,7 +308,7 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
         site.flash(),
         "Rolled API_KEY back to version 1: its value is now version 3."
     );
-    assert_eq!(row(&site.b, "3 (current)")[0], "3 (current)");
+    assert_eq!(row(&site.b, "3 (restored from 1) (current)").len(), 5);
     site.assert_clean();
     assert_eq!(delivered(&site.env, "acme/web", "API_KEY"), v1);
 
@@ -521,7 +521,7 @@ fn wrong_token_forms_without_csrf_scopes_and_headers() {
     let wrong = site.value("sit_wrongwrongwrongwrongwrongwrong000000");
     site.sign_in_with(&wrong);
     let b = &site.b;
-    assert_eq!(b.title(), "Sign in · sealinit");
+    assert_eq!(b.title(), "Error: Sign in · sealinit");
     assert!(
         b.text("#token-error").contains("not valid"),
         "{}",
@@ -1331,6 +1331,14 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         Some(v.as_bytes()),
     ));
     ok(&site.env.run(
+        &["secrets", "set", "--repo", "acme/web", "DELETED_ONE"],
+        Some(v.as_bytes()),
+    ));
+    ok(&site.env.run(
+        &["secrets", "rm", "--repo", "acme/web", "DELETED_ONE"],
+        None,
+    ));
+    ok(&site.env.run(
         &["seal", "--repo", "acme/web", "--out", "b", "--key-out", "k"],
         None,
     ));
@@ -1629,5 +1637,98 @@ fn a_refused_form_says_why_at_the_top_keeps_what_was_typed_and_asks_per_name() {
     b.click("#update-allow-0");
     b.submit("form[action$='/update'] button[type=submit]");
     assert!(site.flash().starts_with("Updated PORT"), "{}", site.flash());
+    site.finish();
+}
+
+/// Issue #28, points 7 and 18: a deleted secret is offered back from the
+/// result message and from the list of deleted secrets ("Restore": a roll
+/// back to its last value); history says which version a roll back
+/// restored; the Audit tab pages past its first 200 records.
+#[test]
+fn deleted_secrets_come_back_history_names_what_was_restored_and_the_audit_pages() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = Site::start(1280);
+    site.env.create(&["acme/api"]);
+    let first = site.value("restore-FIRST-61a0");
+    let second = site.value("restore-SECOND-9c3b");
+    for v in [&first, &second] {
+        ok(&site.env.run(
+            &["secrets", "set", "--repo", "acme/api", "TOKEN"],
+            Some(v.as_bytes()),
+        ));
+    }
+    site.sign_in_with(&site.token.clone());
+    site.go("/r/acme%2Fapi/s/TOKEN");
+    site.b
+        .submit("form[action$='/rollback'] input[value='1'] ~ button");
+    assert!(site.flash().starts_with("Rolled TOKEN back to version 1"));
+    assert_eq!(row(&site.b, "3 (restored from 1) (current)").len(), 5);
+
+    // Deleted from the page: the result offers it back.
+    site.go("/r/acme%2Fapi/s/TOKEN/delete");
+    site.b.submit("form[action$='/delete'] button.danger");
+    assert_eq!(site.flash(), "Deleted TOKEN.");
+    assert!(site.b.text("#deleted").contains("Deleted secrets (1)"));
+    site.b.submit("form[action$='/TOKEN/restore'] button");
+    assert_eq!(
+        site.flash(),
+        "Restored TOKEN: version 5 has the value of version 3."
+    );
+    assert_eq!(
+        site.b.title(),
+        format!(
+            "Restored TOKEN: version 5 has the value of version 3. – TOKEN in acme/api · sealinit"
+        )
+    );
+    assert_eq!(delivered(&site.env, "acme/api", "TOKEN"), first);
+
+    // Deleted elsewhere: listed with when and by whom, and restored.
+    ok(&site
+        .env
+        .run(&["secrets", "rm", "--repo", "acme/api", "TOKEN"], None));
+    site.go("/r/acme%2Fapi");
+    let r = row(&site.b, "TOKEN");
+    assert_eq!(r[1], "just now", "{r:?}");
+    site.b
+        .submit("section[aria-labelledby=deleted] form[action$='/TOKEN/restore'] button[aria-label='Restore TOKEN']");
+    assert!(site.flash().starts_with("Restored TOKEN: version 7"));
+    site.go("/r/acme%2Fapi");
+    assert!(site.b.try_find("#deleted").is_none());
+    site.assert_clean();
+
+    // 230 more records: the Audit tab pages them, newest first.
+    for i in 0..230 {
+        ok(&site.env.run(
+            &["secrets", "set", "--repo", "acme/api", &format!("K_{i}")],
+            Some(b"v"),
+        ));
+    }
+    site.go("/r/acme%2Fapi/audit");
+    let b = &site.b;
+    let count = || {
+        b.exec(
+            "return document.querySelectorAll('tbody tr').length",
+            json!([]),
+        )
+        .as_u64()
+        .unwrap()
+    };
+    assert_eq!(count(), 200);
+    assert_eq!(b.text("nav.pages [aria-current=page]"), "Page 1 of 2");
+    assert!(
+        b.text("tbody tr").contains("K_229"),
+        "{}",
+        b.text("tbody tr")
+    );
+    b.submit("nav.pages a[rel=next]");
+    let all = json_lines(
+        &site
+            .env
+            .run(&["audit", "--repo", "acme/api", "--json"], None),
+    )
+    .len();
+    assert!(all > 230 + 7, "{all}");
+    assert_eq!(count() as usize, all - 200);
+    assert!(b.text("main").contains("Repository created"));
     site.finish();
 }

@@ -440,6 +440,53 @@ pub fn rollback(
     Ok(store.rollback(repo, name, to)?)
 }
 
+/// Which versions of `name` were made by a roll back (or a restore), and
+/// from which version: `(version, from)`, read from the audit trail since
+/// the oldest version kept.
+pub fn restored_from(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+    since: i64,
+) -> Result<Vec<(i64, i64)>, ApiError> {
+    caller.require_sees(repo)?;
+    Ok(store
+        .audit(Some(repo), Some(since))?
+        .into_iter()
+        .filter(|r| r.action == "rollback" && r.detail["name"] == name)
+        .filter_map(|r| Some((r.detail["version"].as_i64()?, r.detail["to"].as_i64()?)))
+        .collect())
+}
+
+/// The secrets of `repo` whose newest version is a delete marker.
+pub fn deleted(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+) -> Result<Vec<sealinit_store::DeletedSecret>, ApiError> {
+    caller.require_sees(repo)?;
+    Ok(store.deleted(repo)?)
+}
+
+/// Brings a deleted secret back: a roll back to its newest version with
+/// a value still stored. Returns the new version and the one restored.
+pub fn restore(
+    store: &mut Store,
+    caller: &Caller,
+    repo: &str,
+    name: &str,
+) -> Result<(SetOutcome, i64), ApiError> {
+    caller.require(Action::Write, repo)?;
+    let gone = store.deleted(repo)?.into_iter().find(|d| d.name == name);
+    match gone.and_then(|d| d.restorable) {
+        Some(to) => Ok((store.rollback(repo, name, to)?, to)),
+        None => Err(ApiError::not_found(format!(
+            "{name} of {repo} is not a deleted secret with a value still stored; nothing was changed"
+        ))),
+    }
+}
+
 /// What an imported text is.
 #[derive(Debug, Clone, Copy)]
 pub enum Format {
@@ -569,18 +616,22 @@ pub fn mint(
 
 /// The newest `n` audit records of `repo`, oldest first (the page's
 /// Audit tab).
+/// Page `page` (1 = the newest) of `repo`'s audit trail, `per_page`
+/// records a page, oldest first within it; and how many records it holds.
 pub fn audit_recent(
     store: &mut Store,
     caller: &Caller,
     repo: &str,
-    n: usize,
-) -> Result<Vec<AuditRecord>, ApiError> {
+    per_page: usize,
+    page: usize,
+) -> Result<(Vec<AuditRecord>, usize), ApiError> {
     caller.require(Action::Audit, repo)?;
     let mut records = store.audit(Some(repo), None)?;
-    if records.len() > n {
-        records.drain(..records.len() - n);
-    }
-    Ok(records)
+    let total = records.len();
+    let end = total.saturating_sub(per_page * (page.max(1) - 1));
+    records.truncate(end);
+    records.drain(..end.saturating_sub(per_page));
+    Ok((records, total))
 }
 
 /// One page of the audit trail as the API shows it.

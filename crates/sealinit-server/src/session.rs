@@ -64,6 +64,9 @@ fn id_hash(id: &str) -> String {
 pub struct Flash {
     pub ok: bool,
     pub text: String,
+    /// A secret just deleted: the message offers to restore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 /// A signed-in request's view of its session.

@@ -8,8 +8,8 @@
 
 use postgres::{Client, NoTls, Transaction};
 use sealinit_store::{
-    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
-    KeyringWriter, MasterKeyRow, OWN_PREFIX, RepoInfo, Result, SCHEMA_VERSION, SealedRow,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, DeletedSecret, HistoryEntry, IdempotencyRow,
+    Keyring, KeyringWriter, MasterKeyRow, OWN_PREFIX, RepoInfo, Result, SCHEMA_VERSION, SealedRow,
     SecretInfo, SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
@@ -1241,6 +1241,32 @@ impl Backend for PostgresBackend {
                     deleted,
                     pruned: r.get::<_, bool>(5) && !deleted,
                 }
+            })
+            .collect())
+    }
+
+    fn deleted(&mut self, repo: &str) -> Result<Vec<DeletedSecret>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT d.name, d.version, d.created_at, d.actor,
+                    (SELECT MAX(v.version) FROM sealinit_secret_versions v
+                     WHERE v.repo = d.repo AND v.name = d.name AND NOT v.deleted AND v.ciphertext IS NOT NULL)
+                 FROM sealinit_secret_versions d
+                 WHERE d.repo = $1 AND d.deleted
+                   AND d.version = (SELECT MAX(x.version) FROM sealinit_secret_versions x WHERE x.repo = d.repo AND x.name = d.name)
+                 ORDER BY d.name",
+                &[&repo],
+            )
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| DeletedSecret {
+                name: r.get(0),
+                version: r.get(1),
+                at: r.get(2),
+                actor: r.get(3),
+                restorable: r.get(4),
             })
             .collect())
     }

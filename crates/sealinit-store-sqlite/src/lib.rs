@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sealinit_store::{
-    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
-    KeyringWriter, MasterKeyRow, OWN_PREFIX, RepoInfo, Result, SCHEMA_VERSION, SealedRow,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, DeletedSecret, HistoryEntry, IdempotencyRow,
+    Keyring, KeyringWriter, MasterKeyRow, OWN_PREFIX, RepoInfo, Result, SCHEMA_VERSION, SealedRow,
     SecretInfo, SessionRow, StoreError, StoredRow, TokenRow, WrappedKey, Writer,
 };
 
@@ -1004,6 +1004,28 @@ impl Backend for SqliteBackend {
                     size: r.get(3)?,
                     deleted,
                     pruned: r.get::<_, bool>(5)? && !deleted,
+                })
+            },
+        )
+    }
+
+    fn deleted(&mut self, repo: &str) -> Result<Vec<DeletedSecret>> {
+        self.query(
+            "SELECT d.name, d.version, d.created_at, d.actor,
+                    (SELECT MAX(v.version) FROM secret_versions v
+                     WHERE v.repo = d.repo AND v.name = d.name AND v.deleted = 0 AND v.ciphertext IS NOT NULL)
+                 FROM secret_versions d
+                 WHERE d.repo = ?1 AND d.deleted <> 0
+                   AND d.version = (SELECT MAX(x.version) FROM secret_versions x WHERE x.repo = d.repo AND x.name = d.name)
+                 ORDER BY d.name",
+            params![repo],
+            |r| {
+                Ok(DeletedSecret {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    at: r.get(2)?,
+                    actor: r.get(3)?,
+                    restorable: r.get(4)?,
                 })
             },
         )

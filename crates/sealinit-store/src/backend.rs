@@ -95,6 +95,20 @@ pub struct HistoryEntry {
     pub pruned: bool,
 }
 
+/// A secret whose newest version is a delete marker, as the deleted list
+/// shows it: never its value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeletedSecret {
+    pub name: String,
+    /// The delete marker's version, time (Unix seconds) and actor.
+    pub version: i64,
+    pub at: i64,
+    pub actor: String,
+    /// Its newest version with a value still stored: what a restore rolls
+    /// back to (none once retention dropped them all).
+    pub restorable: Option<i64>,
+}
+
 /// Which audit records to read: of `repo` (stored spelling) if given, at
 /// or after `since`, before `until`, with an id above `after` (a cursor),
 /// at most `limit`.
@@ -310,6 +324,9 @@ pub trait Backend: Send {
     fn repos(&mut self) -> Result<Vec<crate::RepoInfo>>;
     /// The history of `name` in `repo` (stored spelling), oldest first.
     fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>>;
+    /// The secrets of `repo` whose newest version is a delete marker, by
+    /// name.
+    fn deleted(&mut self, repo: &str) -> Result<Vec<DeletedSecret>>;
     /// How many versions keep their ciphertext.
     fn keep(&mut self) -> Result<i64>;
     /// Sets how many versions keep their ciphertext.

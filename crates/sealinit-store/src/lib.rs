@@ -32,9 +32,9 @@ use sealinit_core::describe_io;
 use sealinit_core::secret::{SecretKey, SecretValue};
 
 pub use backend::{
-    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, HistoryEntry, IdempotencyRow, Keyring,
-    KeyringWriter, MasterKeyRow, OWN_PREFIX, SCHEMA_VERSION, SealedRow, SessionRow, StoredRow,
-    TokenRow, WrappedKey, Writer,
+    AuditQuery, AuditRecord, Backend, DEFAULT_KEEP, DeletedSecret, HistoryEntry, IdempotencyRow,
+    Keyring, KeyringWriter, MasterKeyRow, OWN_PREFIX, SCHEMA_VERSION, SealedRow, SessionRow,
+    StoredRow, TokenRow, WrappedKey, Writer,
 };
 pub use keys::MasterKey;
 pub use route::{Delivery, Placeholder, Route, RouteChange};
@@ -923,6 +923,14 @@ impl Store {
     pub fn history(&mut self, repo: &str, name: &str) -> Result<Vec<HistoryEntry>> {
         match self.stored_spelling_any(repo)? {
             Some(repo) => self.db.history(&repo, name),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The secrets of `repo` deleted last (their history kept), by name.
+    pub fn deleted(&mut self, repo: &str) -> Result<Vec<DeletedSecret>> {
+        match self.stored_spelling_any(repo)? {
+            Some(repo) => self.db.deleted(&repo),
             None => Ok(Vec::new()),
         }
     }

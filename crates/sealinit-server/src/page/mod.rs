@@ -79,6 +79,10 @@ pub fn router(state: AppState) -> Router {
             "/r/{repo}/s/{name}/delete",
             get(confirm_delete).post(delete),
         )
+        .route(
+            "/r/{repo}/s/{name}/restore",
+            post(restore).get(to_repo_of_secret),
+        )
         .route("/r/{repo}/env", get(holders::open_env))
         .route("/r/{repo}/env/{env}", get(holders::show))
         .route(
@@ -105,6 +109,10 @@ async fn to_home() -> Response {
 }
 
 async fn to_repo(Path(repo): Path<String>) -> Response {
+    see_other(&view::repo_href(&repo))
+}
+
+async fn to_repo_of_secret(Path((repo, _)): Path<(String, String)>) -> Response {
     see_other(&view::repo_href(&repo))
 }
 
@@ -303,7 +311,16 @@ impl Signed {
     /// Sets the message the next page shows (a failure to store it only
     /// loses the message).
     async fn flash(&self, ok: bool, text: String) {
-        if let Err(e) = self.sessions.set_flash(&self.cur, Flash { ok, text }).await {
+        self.flash_with(Flash {
+            ok,
+            text,
+            restore: None,
+        })
+        .await
+    }
+
+    async fn flash_with(&self, flash: Flash) {
+        if let Err(e) = self.sessions.set_flash(&self.cur, flash).await {
             tracing::warn!("the result message was not kept: {}", e.message);
         }
     }
@@ -840,11 +857,12 @@ async fn render_listing(
     listing: Listing,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
-    let ((list, egress, from_org, environments, repo), caller) = signed
+    let ((list, egress, from_org, environments, deleted, repo), caller) = signed
         .run(s, move |st, c| {
             let list = service::list_secrets(st, c, &r, 1, usize::MAX)?;
             let from_org = service::received(st, c, &r)?;
             let environments = service::environments(st, c, &r)?;
+            let deleted = service::deleted(st, c, &r)?;
             // Shown as stored, whatever case the address has.
             let stored = st.existing(&r)?;
             Ok((
@@ -852,6 +870,7 @@ async fn render_listing(
                 service::egress(st, c, &r)?,
                 from_org,
                 environments,
+                deleted,
                 stored,
             ))
         })
@@ -885,6 +904,7 @@ async fn render_listing(
         egress: can_write.then_some(&egress),
         from_org: &from_org,
         environments: &environments,
+        deleted: &deleted,
     };
     Ok(page(
         status,
@@ -1194,18 +1214,33 @@ fn append_wiped(buf: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
     buf.extend_from_slice(more);
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct AuditPageQuery {
+    page: Option<usize>,
+}
+
 async fn audit(
     State(s): State<AppState>,
     signed: Signed,
     Path(repo): Path<String>,
+    Query(q): Query<AuditPageQuery>,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
-    let (records, caller) = signed
-        .run(&s, move |st, c| service::audit_recent(st, c, &r, 500))
+    let page_no = q.page.unwrap_or(1).max(1);
+    let ((records, total), caller) = signed
+        .run(&s, move |st, c| {
+            service::audit_recent(st, c, &r, view::AUDIT_PER_PAGE, page_no)
+        })
         .await?;
+    let pages = total.div_ceil(view::AUDIT_PER_PAGE).max(1);
     Ok(page(
         StatusCode::OK,
-        view::audit(&signed.chrome(&caller), &repo, &records),
+        view::audit(
+            &signed.chrome(&caller),
+            &repo,
+            &records,
+            (page_no.min(pages), pages),
+        ),
     ))
 }
 
@@ -1221,17 +1256,20 @@ async fn render_secret(
     draft: Option<&view::AddDraft>,
 ) -> Result<Response, PageError> {
     let (r, n) = (repo.clone(), name.clone());
-    let ((meta, history), caller) = signed
+    let ((meta, history, restored), caller) = signed
         .run(s, move |st, c| {
             let meta = service::get_secret(st, c, &r, &n)?;
             let history = service::versions(st, c, &r, &n)?;
-            Ok((meta, history))
+            let since = history.first().map_or(0, |h| h.at);
+            let restored = service::restored_from(st, c, &r, &n, since)?;
+            Ok((meta, history, restored))
         })
         .await?;
     let v = view::SecretView {
         repo: &repo,
         meta: &meta,
         history: &history,
+        restored: &restored,
         can_write: caller.grants.allows(Action::Write, &repo),
         can_audit: caller.grants.allows(Action::Audit, &repo),
         error,
@@ -1435,6 +1473,45 @@ async fn delete(
     signed
         .run(&s, move |st, c| service::delete_secret(st, c, &r, &n))
         .await?;
-    signed.flash(true, format!("Deleted {name}.")).await;
+    signed
+        .flash_with(Flash {
+            ok: true,
+            text: format!("Deleted {name}."),
+            restore: Some(name),
+        })
+        .await;
     Ok(see_other(&view::repo_href(&repo)))
+}
+
+/// Brings a deleted secret back (a roll back to its last value).
+async fn restore(
+    State(s): State<AppState>,
+    Path((repo, name)): Path<(String, String)>,
+    Posted { signed, .. }: Posted<CsrfOnly>,
+) -> Result<Response, PageError> {
+    let (r, n) = (repo.clone(), name.clone());
+    match signed
+        .run(&s, move |st, c| service::restore(st, c, &r, &n))
+        .await
+    {
+        Ok(((done, from), _)) => {
+            signed
+                .flash(
+                    true,
+                    format!(
+                        "Restored {name}: version {} has the value of version {from}.",
+                        done.version
+                    ),
+                )
+                .await;
+            Ok(see_other(&view::secret_href(&repo, &name)))
+        }
+        Err(e) => {
+            let e = on_form(e)?;
+            signed
+                .flash(false, format!("Not restored: {}", e.message))
+                .await;
+            Ok(see_other(&view::repo_href(&repo)))
+        }
+    }
 }

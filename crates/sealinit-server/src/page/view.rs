@@ -441,6 +441,8 @@ pub struct SecretsTab<'a> {
     pub from_org: &'a [SecretMeta],
     /// Its environments with secrets, and how many each.
     pub environments: &'a [(String, usize)],
+    /// Its secrets deleted last, which may be restored.
+    pub deleted: &'a [sealinit_store::DeletedSecret],
 }
 
 /// What a refused "Add secret" form sent, but its value: shown again.
@@ -563,6 +565,9 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
             (tabs(repo, "secrets", t.can_audit))
             (summary(&links))
             (flash(flash_msg))
+            @if let Some(name) = flash_msg.and_then(|f| f.restore.as_ref()).filter(|_| t.can_write) {
+                (restore_button(repo, name, &chrome.csrf, false))
+            }
             (listing_head(t))
             @if t.total == 0 {
                 p.empty { "No secrets yet. Sandboxes of " (repo) " start without any; add one below or import a .env file." }
@@ -594,6 +599,7 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
                 }
             }
             (listing_pages(t))
+            (deleted_list(t, &chrome.csrf))
             (super::holders::received(repo, t.from_org, t.environments))
             @if t.can_write {
                 div.forms {
@@ -660,12 +666,73 @@ pub fn secrets_tab(chrome: &Chrome, flash_msg: Option<&Flash>, t: &SecretsTab) -
     )
 }
 
+/// A form with one button that restores deleted secret `name`.
+fn restore_button(repo: &str, name: &str, csrf_token: &str, short: bool) -> Markup {
+    html! {
+        form.inline method="post" action=(format!("{}/restore", secret_href(repo, name))) {
+            (csrf(csrf_token))
+            @if short {
+                button.secondary type="submit" aria-label=(format!("Restore {name}")) { "Restore" }
+            } @else {
+                button.secondary type="submit" { "Restore " (name) }
+            }
+        }
+    }
+}
+
+/// Deleted secrets listed at most, newest names first by name.
+const DELETED_SHOWN: usize = 100;
+
+/// The secrets deleted last, with when, by whom, and Restore.
+fn deleted_list(t: &SecretsTab, csrf_token: &str) -> Markup {
+    let shown = &t.deleted[..t.deleted.len().min(DELETED_SHOWN)];
+    html! {
+        @if !t.deleted.is_empty() {
+            section aria-labelledby="deleted" {
+                h2 #deleted { "Deleted secrets (" (t.deleted.len()) ")" }
+                p.hint { "Sandboxes no longer get these. Their history is kept: Restore makes the last value current again, as a new version." }
+                div.rows {
+                    table {
+                        caption.sr { "Deleted secrets of " (t.repo) }
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" { "Deleted" } th scope="col" { "By" }
+                            @if t.can_write { th scope="col" { span.sr { "Action" } } }
+                        } }
+                        tbody {
+                            @for d in shown {
+                                tr {
+                                    td { code { (d.name) } }
+                                    td data-label="Deleted" { (when(d.at)) }
+                                    td data-label="By" { (actor(&d.actor)) }
+                                    @if t.can_write {
+                                        td.action {
+                                            @match d.restorable {
+                                                Some(_) => (restore_button(t.repo, &d.name, csrf_token, true)),
+                                                None => span.hint { "value pruned" },
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if t.deleted.len() > shown.len() {
+                    p.hint { "And " (t.deleted.len() - shown.len()) " more, not listed." }
+                }
+            }
+        }
+    }
+}
+
 /// What a secret's page shows.
 #[derive(Debug)]
 pub struct SecretView<'a> {
     pub repo: &'a str,
     pub meta: &'a SecretMeta,
     pub history: &'a [HistoryEntry],
+    /// Versions made by a roll back, and the version each restored.
+    pub restored: &'a [(i64, i64)],
     pub can_write: bool,
     pub can_audit: bool,
     pub error: FormError,
@@ -727,7 +794,13 @@ pub fn secret(chrome: &Chrome, flash_msg: Option<&Flash>, v: &SecretView) -> Mar
                     tbody {
                         @for h in v.history.iter().rev() {
                             tr {
-                                td.num { (h.version) @if h.version == m.version { " (current)" } }
+                                td.num {
+                                    (h.version)
+                                    @if let Some((_, from)) = v.restored.iter().find(|(v, _)| *v == h.version) {
+                                        " (restored from " (from) ")"
+                                    }
+                                    @if h.version == m.version { " (current)" }
+                                }
                                 td data-label="When" { (when(h.at)) }
                                 td data-label="By" { (actor(&h.actor)) }
                                 td.num data-label="Size" { @if h.deleted { "deleted" } @else { (size(h.size.max(0) as usize)) } }
@@ -801,7 +874,29 @@ fn action_words(action: &str) -> &str {
     }
 }
 
-pub fn audit(chrome: &Chrome, repo: &str, records: &[AuditRecord]) -> Markup {
+/// Audit records a page of the Audit tab lists.
+pub const AUDIT_PER_PAGE: usize = 200;
+
+/// Links to the newer and older pages of the audit trail.
+fn audit_pages(repo: &str, (page, pages): (usize, usize)) -> Markup {
+    let href = |p: usize| format!("{}/audit?page={p}", repo_href(repo));
+    html! {
+        @if pages > 1 {
+            nav.pages aria-label="Pages of the audit trail" {
+                @if page > 1 { a rel="prev" href=(href(page - 1)) { "Newer" } " " }
+                span aria-current="page" { "Page " (page) " of " (pages) }
+                @if page < pages { " " a rel="next" href=(href(page + 1)) { "Older" } }
+            }
+        }
+    }
+}
+
+pub fn audit(
+    chrome: &Chrome,
+    repo: &str,
+    records: &[AuditRecord],
+    pages: (usize, usize),
+) -> Markup {
     layout(
         &format!("Audit of {repo}"),
         Some(chrome),
@@ -830,6 +925,7 @@ pub fn audit(chrome: &Chrome, repo: &str, records: &[AuditRecord]) -> Markup {
                         }
                     }
                 }
+                (audit_pages(repo, pages))
             }
         },
     )
