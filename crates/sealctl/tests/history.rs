@@ -103,18 +103,21 @@ fn deleted_on(env: Env) {
     };
     assert!(rm("GONE") && rm("BACK"));
     set(&env, "BACK", "b2");
-    let o = env.run(
-        &[
-            "secrets",
-            "list",
-            "--repo",
-            "acme/api",
-            "--deleted",
-            "--json",
-        ],
-        None,
-    );
-    let list: serde_json::Value = serde_json::from_str(&stdout(ok(&o))).unwrap();
+    let deleted = || {
+        let o = env.run(
+            &[
+                "secrets",
+                "list",
+                "--repo",
+                "acme/api",
+                "--deleted",
+                "--json",
+            ],
+            None,
+        );
+        serde_json::from_str::<serde_json::Value>(&stdout(ok(&o))).unwrap()
+    };
+    let list = deleted();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["name"], "GONE");
@@ -137,18 +140,7 @@ fn deleted_on(env: Env) {
         None,
     ));
     assert_eq!(sealed_value(&env, "GONE"), "two");
-    let o = env.run(
-        &[
-            "secrets",
-            "list",
-            "--repo",
-            "acme/api",
-            "--deleted",
-            "--json",
-        ],
-        None,
-    );
-    assert_eq!(stdout(ok(&o)).trim(), "[]");
+    assert_eq!(deleted(), serde_json::json!([]));
 }
 
 #[test]
