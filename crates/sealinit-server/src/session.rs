@@ -50,6 +50,39 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// A CSRF token as one response carries it: a fresh random pad, then the
+/// token XOR the pad, base64url. The bytes differ in every response, so a
+/// compressed page's size tells nothing about the token (BREACH).
+pub fn mask(token: &str) -> String {
+    let t = token.as_bytes();
+    let mut out = Zeroizing::new(vec![0u8; 2 * t.len()]);
+    let (pad, masked) = out.split_at_mut(t.len());
+    getrandom::fill(pad).expect("the kernel's random number generator failed");
+    for ((m, p), b) in masked.iter_mut().zip(pad.iter()).zip(t) {
+        *m = p ^ b;
+    }
+    B64URL.encode(&*out)
+}
+
+/// Whether `sent` (a form's CSRF field) carries `token`: masked by
+/// [`mask`], or as it is (a page rendered before masking).
+pub fn carries(sent: &str, token: &str) -> bool {
+    if same(sent, token) {
+        return true;
+    }
+    let Ok(raw) = B64URL.decode(sent) else {
+        return false;
+    };
+    let raw = Zeroizing::new(raw);
+    if raw.len() != 2 * token.len() {
+        return false;
+    }
+    let (pad, masked) = raw.split_at(token.len());
+    let plain: Zeroizing<Vec<u8>> =
+        Zeroizing::new(pad.iter().zip(masked).map(|(p, m)| p ^ m).collect());
+    bool::from(plain.as_slice().ct_eq(token.as_bytes()))
+}
+
 fn digest(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
@@ -327,5 +360,27 @@ impl LoginLink {
     /// Uses `code` up: true once, if it is the live code.
     pub fn take(&self, code: &str) -> bool {
         self.check(code, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_token_differs_every_time_and_carries_only_its_token() {
+        let (token, other) = (random_token(), random_token());
+        let (a, b) = (mask(&token), mask(&token));
+        assert_ne!(a, b);
+        assert!(!a.contains(&token));
+        assert!(carries(&a, &token) && carries(&b, &token));
+        assert!(carries(&token, &token), "an unmasked token still works");
+        assert!(!carries(&a, &other));
+        // One bit changed, a truncation, or text that is not base64url.
+        let mut flipped = B64URL.decode(&a).unwrap();
+        flipped[50] ^= 1;
+        assert!(!carries(&B64URL.encode(&flipped), &token));
+        assert!(!carries(&a[..a.len() - 4], &token));
+        assert!(!carries("not base64!", &token));
     }
 }

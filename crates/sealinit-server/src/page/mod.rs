@@ -41,7 +41,7 @@ use crate::error::ApiError;
 use crate::input::{Value, new_value};
 use crate::scope::Action;
 use crate::service::{self, Caller, PutFlags};
-use crate::session::{self, Current, Flash, same};
+use crate::session::{self, Current, Flash};
 pub use crate::session::{LINK_LIFETIME, LoginLink, Sessions};
 use crate::state::{ANONYMOUS_BODY_TIME, AppState, Auth, peer_of};
 use view::{Chrome, FormError};
@@ -100,6 +100,12 @@ pub fn router(state: AppState) -> Router {
             post(holders::delete).get(holders::to_page),
         )
         .with_state(state)
+        // Pages compress about 20 times (a 500-secret tab: 125 KB, some
+        // 6 KB on the wire). The CSRF token is masked in each response, so
+        // that sizes tell nothing of it (BREACH); a value is in a page only
+        // as the user just typed it (a refused import), in the answer to a
+        // same-origin POST, which another site cannot make.
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// A form's URL opened with GET (a bookmark, Back after an error, the
@@ -296,7 +302,7 @@ impl Signed {
 
     fn check(&self, csrf: Option<&str>) -> Result<(), PageError> {
         match csrf {
-            Some(c) if same(c, &self.cur.csrf) => Ok(()),
+            Some(c) if session::carries(c, &self.cur.csrf) => Ok(()),
             _ => Err(PageError::Csrf),
         }
     }
@@ -304,7 +310,8 @@ impl Signed {
     fn chrome(&self, caller: &Caller) -> Chrome {
         Chrome {
             who: caller.actor(),
-            csrf: self.cur.csrf.clone(),
+            // Masked afresh for each response (BREACH).
+            csrf: session::mask(&self.cur.csrf),
         }
     }
 
@@ -523,7 +530,7 @@ fn check_signin_csrf(
         session::cookie(headers, session::signin_cookie(peer.tls)),
     ) {
         (Some(a), Some(b))
-            if same(a, b) && s.signin_csrf.issued(a) && same_origin(headers, peer) =>
+            if session::carries(a, b) && s.signin_csrf.issued(b) && same_origin(headers, peer) =>
         {
             Ok(())
         }
@@ -585,7 +592,7 @@ fn with_signin_csrf(
     let csrf = session::cookie(headers, name)
         .filter(|t| s.signin_csrf.issued(t))
         .map_or_else(|| s.signin_csrf.issue(), str::to_owned);
-    let mut r = page(&csrf);
+    let mut r = page(&session::mask(&csrf));
     r.headers_mut().append(
         header::SET_COOKIE,
         session::set_cookie(name, &csrf, session::LIFETIME, peer.tls),
