@@ -1642,6 +1642,9 @@ fn a_refused_form_says_why_at_the_top_keeps_what_was_typed_and_asks_per_name() {
         "{summary}"
     );
     assert!(!summary.contains("--allow-name"), "{summary}");
+    // Post/Redirect/Get: the address is the tab's, so Back and reload
+    // never send the form again (point 5).
+    assert_eq!(b.url(), format!("{}/r/acme%2Fweb", site.base));
     wait_for_focus(b, "#add-name");
     assert_eq!(field_value(b, "#add-name"), "LD_PRELOAD");
     assert_eq!(field_value(b, "#add-value"), "");
@@ -1683,6 +1686,7 @@ fn a_refused_form_says_why_at_the_top_keeps_what_was_typed_and_asks_per_name() {
         "{}",
         b.title()
     );
+    assert_eq!(b.url(), format!("{}/r/acme%2Fweb/s/PORT", site.base));
     assert!(b.text(".summary").contains("stripe-live-key"));
     wait_for_focus(b, "#update-value");
     assert_eq!(field_value(b, "#update-value"), "");

@@ -100,6 +100,10 @@ pub struct Flash {
     /// A secret just deleted: the message offers to restore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<String>,
+    /// A refused form, given back to the page it redirects to (the page's
+    /// own data: names, hosts, messages; never a value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<serde_json::Value>,
 }
 
 /// A signed-in request's view of its session.

@@ -29,8 +29,8 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::Markup;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use sealinit_core::secret::SecretValue;
@@ -322,8 +322,32 @@ impl Signed {
             ok,
             text,
             restore: None,
+            refused: None,
         })
         .await
+    }
+
+    /// Keeps a refused form for the page it redirects to (Post/Redirect/
+    /// Get: Back and reload never send the form again).
+    async fn refuse(&self, r: Returned) {
+        let text = r.error.messages().next().unwrap_or_default().to_owned();
+        self.flash_with(Flash {
+            ok: false,
+            text,
+            restore: None,
+            refused: serde_json::to_value(&r).ok(),
+        })
+        .await
+    }
+
+    /// The message waiting, or the refused form it gives back.
+    async fn take_result(&self) -> (Option<Flash>, Option<Returned>) {
+        match self.take_flash().await {
+            Some(Flash {
+                refused: Some(r), ..
+            }) => (None, serde_json::from_value(r).ok()),
+            f => (f, None),
+        }
     }
 
     async fn flash_with(&self, flash: Flash) {
@@ -467,14 +491,18 @@ async fn render_repos(
     new: &view::NewRepo<'_>,
 ) -> Result<Response, PageError> {
     let (repos, caller) = signed.run(s, service::repos).await?;
+    let (flash, returned) = signed.take_result().await;
+    let new = match &returned {
+        Some(r) => &view::NewRepo {
+            name: r.draft.as_ref().map_or("", |d| d.name.as_str()),
+            error: r.error.name.as_deref(),
+            ..Default::default()
+        },
+        None => new,
+    };
     Ok(page(
         status,
-        view::repos(
-            &signed.chrome(&caller),
-            signed.take_flash().await.as_ref(),
-            &repos,
-            new,
-        ),
+        view::repos(&signed.chrome(&caller), flash.as_ref(), &repos, new),
     ))
 }
 
@@ -506,12 +534,16 @@ async fn new_repo(
                 "conflict" => format!("{name} already exists: open it from the table."),
                 _ => e.message,
             };
-            let new = view::NewRepo {
-                name: &name,
-                error: Some(&message),
-                ..Default::default()
-            };
-            render_repos(&s, &signed, e.status, &new).await
+            signed
+                .refuse(Returned {
+                    error: FormError::name(message),
+                    draft: Some(view::AddDraft {
+                        name,
+                        ..Default::default()
+                    }),
+                })
+                .await;
+            Ok(see_other("/"))
         }
     }
 }
@@ -834,6 +866,15 @@ struct Listing {
     page: Option<usize>,
 }
 
+/// A refused form, given back through the session to the page it
+/// redirects to: what the user typed (names, hosts, a delivery; never a
+/// value) and what was wrong.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Returned {
+    error: FormError,
+    draft: Option<view::AddDraft>,
+}
+
 /// What a refused form on the Secrets tab sent back to it: what the user
 /// typed (never a stored value) and what was wrong.
 #[derive(Default)]
@@ -845,6 +886,8 @@ struct Refused {
     import_error: FormError,
 }
 
+/// The Secrets tab answering a refused import (its text cannot go
+/// through the session: it holds values).
 async fn render_tab(
     s: &AppState,
     signed: &Signed,
@@ -852,15 +895,17 @@ async fn render_tab(
     status: StatusCode,
     refused: Refused,
 ) -> Result<Response, PageError> {
-    render_listing(s, signed, repo, status, refused, Listing::default()).await
+    render_listing(s, signed, repo, status, Some(refused), Listing::default()).await
 }
 
+/// The Secrets tab: a page of its listing, with what a refused form left
+/// (`refused`, or given back through the session).
 async fn render_listing(
     s: &AppState,
     signed: &Signed,
     repo: String,
     status: StatusCode,
-    refused: Refused,
+    refused: Option<Refused>,
     listing: Listing,
 ) -> Result<Response, PageError> {
     let r = repo.clone();
@@ -894,6 +939,20 @@ async fn render_listing(
     let page_no = listing.page.unwrap_or(1).clamp(1, pages);
     let shown =
         &matched[(page_no - 1) * view::PER_PAGE..matched.len().min(page_no * view::PER_PAGE)];
+    let (flash, refused) = match refused {
+        Some(r) => (None, r),
+        None => match signed.take_result().await {
+            (f, Some(r)) => (
+                f,
+                Refused {
+                    add: r.draft.unwrap_or_default(),
+                    add_error: r.error,
+                    ..Refused::default()
+                },
+            ),
+            (f, None) => (f, Refused::default()),
+        },
+    };
     let tab = view::SecretsTab {
         repo: &repo,
         secrets: shown,
@@ -915,11 +974,7 @@ async fn render_listing(
     };
     Ok(page(
         status,
-        view::secrets_tab(
-            &signed.chrome(&caller),
-            signed.take_flash().await.as_ref(),
-            &tab,
-        ),
+        view::secrets_tab(&signed.chrome(&caller), flash.as_ref(), &tab),
     ))
 }
 
@@ -963,15 +1018,7 @@ async fn secrets_tab(
     Path(repo): Path<String>,
     Query(listing): Query<Listing>,
 ) -> Result<Response, PageError> {
-    render_listing(
-        &s,
-        &signed,
-        repo,
-        StatusCode::OK,
-        Refused::default(),
-        listing,
-    )
-    .await
+    render_listing(&s, &signed, repo, StatusCode::OK, None, listing).await
 }
 
 /// Stores one value through the service (what the API's PUT does below
@@ -1070,12 +1117,13 @@ async fn add(
                     "{name} already exists: open it from the table to update it."
                 ));
             }
-            let refused = Refused {
-                add: draft,
-                add_error: err,
-                ..Refused::default()
-            };
-            render_tab(&s, &signed, repo, e.status, refused).await
+            signed
+                .refuse(Returned {
+                    error: err,
+                    draft: Some(draft),
+                })
+                .await;
+            Ok(see_other(&view::repo_href(&repo)))
         }
     }
 }
@@ -1259,8 +1307,6 @@ async fn render_secret(
     repo: String,
     name: String,
     status: StatusCode,
-    error: FormError,
-    draft: Option<&view::AddDraft>,
 ) -> Result<Response, PageError> {
     let (r, n) = (repo.clone(), name.clone());
     let ((meta, history, restored), caller) = signed
@@ -1272,6 +1318,11 @@ async fn render_secret(
             Ok((meta, history, restored))
         })
         .await?;
+    let (flash, returned) = signed.take_result().await;
+    let (error, draft) = match returned {
+        Some(r) => (r.error, r.draft),
+        None => (FormError::default(), None),
+    };
     let v = view::SecretView {
         repo: &repo,
         meta: &meta,
@@ -1280,15 +1331,11 @@ async fn render_secret(
         can_write: caller.grants.allows(Action::Write, &repo),
         can_audit: caller.grants.allows(Action::Audit, &repo),
         error,
-        draft,
+        draft: draft.as_ref(),
     };
     Ok(page(
         status,
-        view::secret(
-            &signed.chrome(&caller),
-            signed.take_flash().await.as_ref(),
-            &v,
-        ),
+        view::secret(&signed.chrome(&caller), flash.as_ref(), &v),
     ))
 }
 
@@ -1297,16 +1344,7 @@ async fn secret(
     signed: Signed,
     Path((repo, name)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    render_secret(
-        &s,
-        &signed,
-        repo,
-        name,
-        StatusCode::OK,
-        FormError::default(),
-        None,
-    )
-    .await
+    render_secret(&s, &signed, repo, name, StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -1405,8 +1443,13 @@ async fn update(
         }
         Err(e) => {
             let e = on_form(e)?;
-            let err = FormError::from_api(&e);
-            render_secret(&s, &signed, repo, name, e.status, err, draft.as_ref()).await
+            signed
+                .refuse(Returned {
+                    error: FormError::from_api(&e),
+                    draft,
+                })
+                .await;
+            Ok(see_other(&view::secret_href(&repo, &name)))
         }
     }
 }
@@ -1485,6 +1528,7 @@ async fn delete(
             ok: true,
             text: format!("Deleted {name}."),
             restore: Some(name),
+            refused: None,
         })
         .await;
     Ok(see_other(&view::repo_href(&repo)))

@@ -446,7 +446,7 @@ pub struct SecretsTab<'a> {
 }
 
 /// What a refused "Add secret" form sent, but its value: shown again.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct AddDraft {
     pub name: String,
     pub delivery: Delivery,

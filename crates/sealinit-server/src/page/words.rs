@@ -2,6 +2,8 @@
 //! words (its fields, checkboxes and buttons, not the CLI's flags or the
 //! API's request fields), and the field each concerns.
 
+use serde::{Deserialize, Serialize};
+
 use sealinit_core::bundle::{MAX_ENTRY_LEN, MAX_PAYLOAD_LEN, PayloadError as P};
 use sealinit_store::StoreError as E;
 
@@ -9,16 +11,16 @@ use crate::error::{ApiError, Field};
 
 /// A secret the production-credential guard refused: its name, and what
 /// it looks like and by which rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flagged {
     pub name: String,
-    pub what: &'static str,
-    pub rule: &'static str,
+    pub what: String,
+    pub rule: String,
 }
 
 /// An error on a form: which field it concerns, what to say, and what the
 /// user may now confirm.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FormError {
     pub name: Option<String>,
     pub value: Option<String>,
@@ -62,8 +64,8 @@ impl FormError {
             } => {
                 out.flagged.push(Flagged {
                     name: name.clone(),
-                    what,
-                    rule,
+                    what: (*what).to_owned(),
+                    rule: (*rule).to_owned(),
                 });
                 for (n, r) in others {
                     let what = sealinit_guard::RULES
@@ -72,8 +74,8 @@ impl FormError {
                         .map_or("a production credential", |x| x.what);
                     out.flagged.push(Flagged {
                         name: n.clone(),
-                        what,
-                        rule: r,
+                        what: what.to_owned(),
+                        rule: (*r).to_owned(),
                     });
                 }
                 let names: Vec<&str> = out.flagged.iter().map(|f| f.name.as_str()).collect();
