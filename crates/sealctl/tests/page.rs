@@ -1202,6 +1202,32 @@ fn page_words_stored_names_and_the_current_tab() {
     let current = site.b.text("nav.tabs [aria-current=page]");
     assert_eq!(current, "Secrets");
 
+    // The header lines up with the content at a wide width, and a card's
+    // first child adds no space above it (point 18).
+    site.b.set_viewport(1600, 900);
+    let edges = site.b.exec(
+        "const left = s => document.querySelector(s).getBoundingClientRect().left;\
+         return [left('.brand'), left('main h1')]",
+        json!([]),
+    );
+    assert!(
+        (edges[0].as_f64().unwrap() - edges[1].as_f64().unwrap()).abs() < 1.0,
+        "header and content start at {edges}"
+    );
+    let gaps = site.b.exec(
+        "return Array.from(document.querySelectorAll('.card')).map(c => {\
+           const s = getComputedStyle(c);\
+           const inner = c.getBoundingClientRect().top + parseFloat(s.paddingTop) + parseFloat(s.borderTopWidth);\
+           const first = Array.from(c.children).find(e => e.getClientRects().length > 0);\
+           return Math.round(first.getBoundingClientRect().top - inner); })",
+        json!([]),
+    );
+    assert!(
+        gaps.as_array().unwrap().iter().all(|g| g == 0),
+        "space above a card's first child: {gaps}"
+    );
+    site.b.set_viewport(1280, 900);
+
     // A name that differs from another only in case: stored, and said.
     site.go("/r/acme%2Fapi");
     let b = &site.b;
