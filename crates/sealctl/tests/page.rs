@@ -351,7 +351,8 @@ fn sign_in_add_update_roll_back_delete_import_and_audit() {
     site.b.submit("form[action$='/import'] button[type=submit]");
     let error = site.b.text("#import-error");
     assert!(error.contains("line 3, after SECOND"), "{error}");
-    assert!(error.contains("nothing was changed"), "{error}");
+    assert!(error.contains("Nothing was changed."), "{error}");
+    assert!(error.starts_with("Syntax error on line 3"), "{error}");
     assert!(site.b.text(".empty").contains("No secrets yet"));
     site.shot("import-error");
     site.b.exec(
@@ -1813,5 +1814,93 @@ fn deleted_secrets_come_back_history_names_what_was_restored_and_the_audit_pages
     assert!(all > 230 + 7, "{all}");
     assert_eq!(count() as usize, all - 200);
     assert!(b.text("main").contains("Repository created"));
+    site.finish();
+}
+
+/// Issue #28's screenshots for docs/ (copied from `target/screenshots/`):
+/// the Secrets tab at 360 px with 12 secrets (whole page) and with 500
+/// (its first screen), and a refused import at 1440 px; and the figures
+/// the README gives for 500 secrets (printed).
+#[test]
+fn screenshots_for_the_docs() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let site = Site::start(360);
+    site.env.create(&["acme/web", "acme/big"]);
+    let twelve = [
+        "API_URL",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "STRIPE_KEY",
+        "SENTRY_DSN",
+        "GH_TOKEN",
+        "OPENAI_API_KEY",
+        "S3_BUCKET",
+        "SMTP_PASSWORD",
+        "FEATURE_FLAGS",
+        "JWT_SECRET",
+        "LOG_LEVEL",
+    ];
+    let file: String = twelve.iter().map(|n| format!("{n}=test-{n}\n")).collect();
+    std::fs::write(site.env.path("web.env"), file).unwrap();
+    let file: String = (1..=500)
+        .map(|i| format!("SERVICE_{i:03}_TOKEN=t{i}\n"))
+        .collect();
+    std::fs::write(site.env.path("big.env"), file).unwrap();
+    for (repo, f) in [("acme/web", "web.env"), ("acme/big", "big.env")] {
+        ok(&site.env.run(
+            &[
+                "secrets",
+                "set",
+                "--repo",
+                repo,
+                "--from-env-file",
+                site.env.path(f).to_str().unwrap(),
+            ],
+            None,
+        ));
+    }
+    ok(&site.env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            "acme/web",
+            "STRIPE_KEY",
+            "--delivery",
+            "proxy",
+            "--host",
+            "api.stripe.com",
+        ],
+        Some(b"sk_test_docs"),
+    ));
+    site.sign_in_with(&site.token.clone());
+    site.go("/r/acme%2Fweb");
+    site.shot("docs-secrets-360-12");
+    site.go("/r/acme%2Fbig");
+    let b = &site.b;
+    site.assert_clean();
+    let path = artifact_dir("screenshots").join("docs-secrets-360-500.png");
+    b.screenshot(&path);
+    let figures = b.exec(
+        "const n = performance.getEntriesByType('navigation')[0];\
+         const all = Array.from(document.querySelectorAll('a[href], button, input:not([type=hidden]), textarea, select'));\
+         return [document.documentElement.scrollHeight, n.decodedBodySize, all.findIndex(e => e.matches('p.jump a[href=\"#add\"]')) + 1, n.encodedBodySize]",
+        json!([]),
+    );
+    eprintln!(
+        "500 secrets at 360 px: page 1 of 5 is {} px tall, {} bytes of HTML, {} bytes on the wire; \"Add secret\" is tab stop {}",
+        figures[0], figures[1], figures[3], figures[2]
+    );
+    b.set_viewport(1440, 900);
+    site.go("/r/acme%2Fweb");
+    let b = &site.b;
+    b.type_into(
+        "#import-content",
+        "NEW_FLAG=on\nREDIS_URL=redis://localhost:6379\nexport = broken\nLAST=1",
+    );
+    b.submit("form[action$='/import'] button[type=submit]");
+    assert!(b.title().starts_with("Error: "));
+    let path = artifact_dir("screenshots").join("docs-import-refused-1440.png");
+    b.screenshot(&path);
     site.finish();
 }

@@ -395,6 +395,18 @@ impl Browser {
         );
     }
 
+    /// A PNG of what the viewport shows.
+    pub fn screenshot(&self, path: &Path) {
+        let v = self.cmd("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or(""))
+            .expect("a base64 PNG");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, png).unwrap();
+    }
+
     /// A PNG of the whole page, however long (Chromium's DevTools command
     /// through chromedriver).
     pub fn full_screenshot(&self, path: &Path) {

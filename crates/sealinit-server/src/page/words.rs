@@ -154,6 +154,20 @@ impl FormError {
     }
 }
 
+/// An import's parse error (the service's "import: syntax error on line
+/// 3, after A (the line is not shown, it may hold a secret): ...; nothing
+/// was changed") as the page says it, where the pasted text is in view.
+pub fn import_words(message: &str) -> String {
+    let m = message.strip_prefix("import: ").unwrap_or(message);
+    let m = m.replace(" (the line is not shown, it may hold a secret)", "");
+    let m = m.replace("; nothing was changed", ". Nothing was changed.");
+    let mut c = m.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => m,
+    }
+}
+
 /// "A", "A and B", "A, B and C".
 pub fn list(names: &[&str]) -> String {
     match names {
