@@ -1721,6 +1721,37 @@ fn a_refused_form_says_why_at_the_top_keeps_what_was_typed_and_asks_per_name() {
     b.click("#update-allow-0");
     b.submit("form[action$='/update'] button[type=submit]");
     assert!(site.flash().starts_with("Updated PORT"), "{}", site.flash());
+
+    // Refusals that come back as a message say it in the page's words:
+    // a roll back to a version that is not there, an organisation secret
+    // with a code-loading name.
+    let b = &site.b;
+    b.exec(
+        "document.querySelector('form[action$=\"/rollback\"] input[name=to]').value = '99'",
+        json!([]),
+    );
+    b.submit("form[action$='/rollback'] button");
+    let said = site.flash();
+    assert!(
+        said.starts_with("Not rolled back: Version 99 of PORT cannot be restored"),
+        "{said}"
+    );
+    assert!(!said.contains("/api/v1"), "{said}");
+    site.go("/o/acme");
+    let b = &site.b;
+    b.exec(
+        "document.querySelector('#add-name').removeAttribute('pattern')",
+        json!([]),
+    );
+    b.type_into("#add-name", "NODE_OPTIONS");
+    b.type_into("#add-value", "--require x");
+    b.submit("form[action$='/add'] button[type=submit]");
+    let said = site.flash();
+    assert!(
+        said.contains("NODE_OPTIONS changes how programs load"),
+        "{said}"
+    );
+    assert!(!said.contains("allow_name"), "{said}");
     site.finish();
 }
 

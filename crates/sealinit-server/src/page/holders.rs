@@ -166,9 +166,7 @@ pub(super) async fn add(
         }
         Err(e) => {
             let e = on_form(e)?;
-            signed
-                .flash(false, format!("{name} was not saved: {}", e.message))
-                .await;
+            signed.flash(false, super::words::say(&e)).await;
         }
     }
     Ok(see_other(&whose.href()))
@@ -188,7 +186,7 @@ pub(super) async fn delete(
         Ok(_) => signed.flash(true, format!("Deleted {name}.")).await,
         Err(e) => {
             let e = on_form(e)?;
-            signed.flash(false, e.message).await;
+            signed.flash(false, super::words::say(&e)).await;
         }
     }
     Ok(see_other(&whose.href()))

@@ -224,7 +224,7 @@ impl IntoResponse for PageError {
                     ("repo_not_found", Some(repo)) => format!(
                         "Repository {repo} does not exist. Check its name, or create it under New repository on the Repositories page."
                     ),
-                    _ => e.message,
+                    _ => words::say(&e),
                 };
                 let mut r = page(
                     e.status,
@@ -1006,7 +1006,7 @@ async fn set_egress(
         Ok(_) => signed.flash(true, "Egress policy saved.".into()).await,
         Err(e) => {
             let e = on_form(e)?;
-            signed.flash(false, e.message).await;
+            signed.flash(false, words::say(&e)).await;
         }
     }
     Ok(see_other(&view::repo_href(&repo)))
@@ -1489,7 +1489,7 @@ async fn rollback(
         Err(e) => {
             let e = on_form(e)?;
             signed
-                .flash(false, format!("Not rolled back: {}", e.message))
+                .flash(false, format!("Not rolled back: {}", words::say(&e)))
                 .await;
         }
     }
@@ -1560,7 +1560,7 @@ async fn restore(
         Err(e) => {
             let e = on_form(e)?;
             signed
-                .flash(false, format!("Not restored: {}", e.message))
+                .flash(false, format!("Not restored: {}", words::say(&e)))
                 .await;
             Ok(see_other(&view::repo_href(&repo)))
         }

@@ -129,6 +129,15 @@ impl FormError {
                 ),
                 P::TooManyEntries { .. } | P::Structure(_) => e.message.clone(),
             },
+            E::NoSuchSecret { repo, name } => format!(
+                "{repo} has no secret named {name} (it may have just been deleted): reload the page."
+            ),
+            E::NoSuchVersion { name, version, .. } => format!(
+                "Version {version} of {name} cannot be restored: there is no such version, it is a deletion, or its value was dropped by retention. Choose another in its history."
+            ),
+            E::InvalidRoute { name, reason } => {
+                format!("{name} was not saved: {reason}. Nothing was changed.")
+            }
             E::VersionConflict { name, expected, .. } => format!(
                 "{name} changed since this page was loaded (it was version {expected}): check its history below, then enter the value again. Nothing was changed."
             ),
@@ -152,6 +161,14 @@ impl FormError {
             .into_iter()
             .filter_map(|m| m.as_deref())
     }
+}
+
+/// What `e` says on the page, in one message.
+pub fn say(e: &ApiError) -> String {
+    FormError::from_api(e)
+        .messages()
+        .next()
+        .map_or_else(|| e.message.clone(), str::to_owned)
 }
 
 /// An import's parse error (the service's "import: syntax error on line
