@@ -73,7 +73,7 @@ impl EnvParser<'_> {
     fn err(&self, line: usize, what: &str) -> String {
         let place = match self.entries.last() {
             Some(e) => format!("line {line}, after {}", e.name),
-            None => format!("line {line}, before any NAME=value"),
+            None => format!("line {line}"),
         };
         format!("syntax error on {place} (the line is not shown, it may hold a secret): {what}")
     }
