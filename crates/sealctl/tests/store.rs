@@ -250,7 +250,7 @@ fn bad_input_is_refused_and_changes_nothing_on(env: Env) {
         ),
         65,
         // An invalid name may be a piece of a value: not shown.
-        "line 3 (the line is not shown, it may hold a secret): the text before = is not a valid name",
+        "line 3, after ALSO (the line is not shown, it may hold a secret): the text before = is not a valid name",
     );
     assert_eq!(env.names("acme/api"), ["KEEP"]);
 
