@@ -5,13 +5,23 @@
 //!
 //! - Values arrive in POST bodies only and are never sent back: value
 //!   fields start empty, also after an error; results name secrets and
-//!   versions. Redirects (303 after every POST) carry no data but the
-//!   repository and secret names.
+//!   versions. Redirects (303 after every POST, refusals too) carry no
+//!   data but the repository and secret names; a refused form's names,
+//!   hosts and messages wait in the session for the page it redirects to.
+//!   The one exception: a refused import's pasted text (what the user just
+//!   typed) is given back in the answer to its POST, never stored.
+//! - Modules: `signin` (token, link, sign-out), `repo` (Repositories,
+//!   Secrets and Audit tabs), `secret` (a secret's page), `holders`
+//!   (organisation and environment secrets), `words` (refusals in the
+//!   page's words), `view` (the HTML).
 //! - Every response gets a strict Content-Security-Policy (only the page's
 //!   own stylesheet), `frame-ancestors 'none'`, `no-referrer`, `nosniff`,
 //!   `no-store`, and HSTS over TLS ([`security_headers`]).
 
 mod holders;
+mod repo;
+mod secret;
+mod signin;
 mod view;
 mod words;
 
@@ -57,31 +67,38 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(home))
         .route(
             "/signin",
-            post(signin).layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT)),
+            post(signin::signin).layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT)),
         )
-        .route("/signout", post(signout).get(to_home))
+        .route("/signout", post(signin::signout).get(to_home))
         .route(
             "/login/{code}",
-            get(login_page).post(login.layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT))),
+            get(signin::login_page)
+                .post(signin::login.layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT))),
         )
         .route("/static/sealinit.css", get(stylesheet))
-        .route("/repos/new", post(new_repo).get(to_home))
-        .route("/r", get(open_repo))
-        .route("/r/{repo}", get(secrets_tab))
-        .route("/r/{repo}/add", post(add).get(to_repo))
-        .route("/r/{repo}/import", post(import).get(to_repo))
-        .route("/r/{repo}/egress", post(set_egress).get(to_repo))
-        .route("/r/{repo}/audit", get(audit))
-        .route("/r/{repo}/s/{name}", get(secret))
-        .route("/r/{repo}/s/{name}/update", post(update).get(to_secret))
-        .route("/r/{repo}/s/{name}/rollback", post(rollback).get(to_secret))
+        .route("/repos/new", post(repo::new_repo).get(to_home))
+        .route("/r", get(repo::open_repo))
+        .route("/r/{repo}", get(repo::secrets_tab))
+        .route("/r/{repo}/add", post(repo::add).get(to_repo))
+        .route("/r/{repo}/import", post(repo::import).get(to_repo))
+        .route("/r/{repo}/egress", post(repo::set_egress).get(to_repo))
+        .route("/r/{repo}/audit", get(repo::audit))
+        .route("/r/{repo}/s/{name}", get(secret::secret))
+        .route(
+            "/r/{repo}/s/{name}/update",
+            post(secret::update).get(to_secret),
+        )
+        .route(
+            "/r/{repo}/s/{name}/rollback",
+            post(secret::rollback).get(to_secret),
+        )
         .route(
             "/r/{repo}/s/{name}/delete",
-            get(confirm_delete).post(delete),
+            get(secret::confirm_delete).post(secret::delete),
         )
         .route(
             "/r/{repo}/s/{name}/restore",
-            post(restore).get(to_repo_of_secret),
+            post(secret::restore).get(to_repo_of_secret),
         )
         .route("/r/{repo}/env", get(holders::open_env))
         .route("/r/{repo}/env/{env}", get(holders::show))
@@ -385,11 +402,11 @@ csrf_forms!(
     holders::HolderAddForm,
     holders::HolderDeleteForm,
     CsrfOnly,
-    AddForm,
-    UpdateForm,
-    RollbackForm,
-    NewRepoForm,
-    EgressForm
+    repo::AddForm,
+    secret::UpdateForm,
+    secret::RollbackForm,
+    repo::NewRepoForm,
+    repo::EgressForm
 );
 
 /// A form posted by a signed-in page, its CSRF token checked before the
@@ -466,8 +483,6 @@ fn notes(done: &[SetOutcome]) -> String {
     out
 }
 
-// ---- sign-in ----
-
 async fn home(
     State(s): State<AppState>,
     signed: Result<Signed, PageError>,
@@ -475,98 +490,11 @@ async fn home(
     axum::Extension(peer): axum::Extension<Peer>,
 ) -> Response {
     let Ok(signed) = signed else {
-        return signin_page(&s, &headers, peer, StatusCode::OK, None);
+        return signin::signin_page(&s, &headers, peer, StatusCode::OK, None);
     };
-    match render_repos(&s, &signed, StatusCode::OK, &view::NewRepo::default()).await {
-        Err(PageError::SignedOut) => signin_page(&s, &headers, peer, StatusCode::OK, None),
+    match repo::render_repos(&s, &signed, StatusCode::OK, &view::NewRepo::default()).await {
+        Err(PageError::SignedOut) => signin::signin_page(&s, &headers, peer, StatusCode::OK, None),
         r => r.into_response(),
-    }
-}
-
-/// The Repositories page, with what a failed "New repository" form left.
-async fn render_repos(
-    s: &AppState,
-    signed: &Signed,
-    status: StatusCode,
-    new: &view::NewRepo<'_>,
-) -> Result<Response, PageError> {
-    let (repos, caller) = signed.run(s, service::repos).await?;
-    let (flash, returned) = signed.take_result().await;
-    let new = match &returned {
-        Some(r) => &view::NewRepo {
-            name: r.draft.as_ref().map_or("", |d| d.name.as_str()),
-            error: r.error.name.as_deref(),
-            ..Default::default()
-        },
-        None => new,
-    };
-    Ok(page(
-        status,
-        view::repos(&signed.chrome(&caller), flash.as_ref(), &repos, new),
-    ))
-}
-
-#[derive(Deserialize)]
-struct NewRepoForm {
-    csrf: Option<String>,
-    name: Option<String>,
-}
-
-async fn new_repo(
-    State(s): State<AppState>,
-    Posted { signed, form: f }: Posted<NewRepoForm>,
-) -> Result<Response, PageError> {
-    let name = f.name.unwrap_or_default().trim().to_owned();
-    let n = name.clone();
-    match signed
-        .run(&s, move |st, c| service::create_repo(st, c, &n))
-        .await
-    {
-        Ok((repo, _)) => {
-            signed
-                .flash(true, format!("Created {repo}. Add its secrets below."))
-                .await;
-            Ok(see_other(&view::repo_href(&repo)))
-        }
-        Err(e) => {
-            let e = on_form(e)?;
-            let message = match e.code {
-                "conflict" => format!("{name} already exists: open it from the table."),
-                _ => e.message,
-            };
-            signed
-                .refuse(Returned {
-                    error: FormError::name(message),
-                    draft: Some(view::AddDraft {
-                        name,
-                        ..Default::default()
-                    }),
-                })
-                .await;
-            Ok(see_other("/"))
-        }
-    }
-}
-
-/// A form posted before any session: its CSRF token must be one this
-/// server issued, and repeat its cookie's; an `Origin`, if sent, must be
-/// this server's.
-fn check_signin_csrf(
-    s: &AppState,
-    headers: &HeaderMap,
-    peer: Peer,
-    csrf: Option<&str>,
-) -> Result<(), PageError> {
-    match (
-        csrf,
-        session::cookie(headers, session::signin_cookie(peer.tls)),
-    ) {
-        (Some(a), Some(b))
-            if session::carries(a, b) && s.signin_csrf.issued(b) && same_origin(headers, peer) =>
-        {
-            Ok(())
-        }
-        _ => Err(PageError::Csrf),
     }
 }
 
@@ -598,272 +526,9 @@ fn same_origin(headers: &HeaderMap, peer: Peer) -> bool {
     }
 }
 
-/// The sign-in form.
-fn signin_page(
-    s: &AppState,
-    headers: &HeaderMap,
-    peer: Peer,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Response {
-    with_signin_csrf(s, headers, peer, |csrf| {
-        page(status, view::signin(csrf, error))
-    })
-}
-
-/// A page of a form posted before any session (sign-in), with its CSRF
-/// token, which a cookie of its own repeats (kept if the browser has one
-/// this server issued, so several tabs can sign in).
-fn with_signin_csrf(
-    s: &AppState,
-    headers: &HeaderMap,
-    peer: Peer,
-    page: impl FnOnce(&str) -> Response,
-) -> Response {
-    let name = session::signin_cookie(peer.tls);
-    let csrf = session::cookie(headers, name)
-        .filter(|t| s.signin_csrf.issued(t))
-        .map_or_else(|| s.signin_csrf.issue(), str::to_owned);
-    let mut r = page(&session::mask(&csrf));
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(name, &csrf, session::LIFETIME, peer.tls),
-    );
-    r
-}
-
-#[derive(Deserialize)]
-struct SigninForm {
-    csrf: Option<String>,
-    token: Option<String>,
-}
-
-async fn signin(
-    State(s): State<AppState>,
-    axum::Extension(peer): axum::Extension<Peer>,
-    headers: HeaderMap,
-    AnonymousForm(f): AnonymousForm<SigninForm>,
-) -> Result<Response, PageError> {
-    check_signin_csrf(&s, &headers, peer, f.csrf.as_deref())?;
-    let token = Arc::new(Zeroizing::new(f.token.unwrap_or_default()));
-    if token.trim().is_empty() {
-        return Ok(signin_page(
-            &s,
-            &headers,
-            peer,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("Paste a token: sit_ followed by 36 letters and digits."),
-        ));
-    }
-    let auth = Auth::new(token, peer.ip);
-    let token_id = match s.run(auth, |_, caller| Ok(caller.id.clone())).await {
-        Ok(id) => id,
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            return Ok(signin_page(
-                &s,
-                &headers,
-                peer,
-                StatusCode::UNAUTHORIZED,
-                Some(
-                    "That token is not valid: it is unknown, expired or revoked. Make one with sealctl tokens create.",
-                ),
-            ));
-        }
-        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
-            let mut r = signin_page(&s, &headers, peer, e.status, Some(&e.message));
-            if let Some(secs) = e.retry_after {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            return Ok(r);
-        }
-        Err(e) => return Err(PageError::Api(e)),
-    };
-    signed_in(&s, peer, token_id).await
-}
-
-/// Starts a session for `token` and sends the browser home with its cookie.
-async fn signed_in(s: &AppState, peer: Peer, token_id: String) -> Result<Response, PageError> {
-    let id = s.sessions.start(token_id).await.map_err(PageError::Api)?;
-    let mut r = see_other("/");
-    let h = r.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        session::set_cookie(
-            session::session_cookie(peer.tls),
-            &id,
-            session::LIFETIME,
-            peer.tls,
-        ),
-    );
-    h.append(
-        header::SET_COOKIE,
-        session::set_cookie(
-            session::signin_cookie(peer.tls),
-            "",
-            std::time::Duration::ZERO,
-            peer.tls,
-        ),
-    );
-    Ok(r)
-}
-
-/// The one-time sign-in link: a page with a button (a GET changes
-/// nothing, so a link preview cannot use the code up).
-async fn login_page(
-    State(s): State<AppState>,
-    axum::Extension(peer): axum::Extension<Peer>,
-    headers: HeaderMap,
-    Path(code): Path<String>,
-) -> Response {
-    if !s.login.valid(&code) {
-        return link_gone();
-    }
-    with_signin_csrf(&s, &headers, peer, |csrf| {
-        page(StatusCode::OK, view::login_link(csrf, &code, None))
-    })
-}
-
-#[derive(Deserialize)]
-struct LinkForm {
-    csrf: Option<String>,
-    name: Option<String>,
-}
-
-fn link_gone() -> Response {
-    page(
-        StatusCode::NOT_FOUND,
-        view::problem(
-            None,
-            "Link used or expired",
-            "This sign-in link works once, within 15 minutes of the server's start. Sign in with a token instead (sealctl tokens create).",
-            "/",
-        ),
-    )
-}
-
-/// Uses the link up: a new admin token, living as long as the session,
-/// signs this browser in.
-async fn login(
-    State(s): State<AppState>,
-    axum::Extension(peer): axum::Extension<Peer>,
-    headers: HeaderMap,
-    Path(code): Path<String>,
-    AnonymousForm(f): AnonymousForm<LinkForm>,
-) -> Result<Response, PageError> {
-    check_signin_csrf(&s, &headers, peer, f.csrf.as_deref())?;
-    // A name for the audit trail: one line of printable text.
-    let name: String = f
-        .name
-        .unwrap_or_default()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if name.is_empty() || name.chars().count() > view::LINK_NAME_MAX {
-        if !s.login.valid(&code) {
-            return Ok(link_gone());
-        }
-        let error = format!(
-            "Enter your name (at most {} characters): the audit trail names this session by it.",
-            view::LINK_NAME_MAX
-        );
-        return Ok(with_signin_csrf(&s, &headers, peer, |csrf| {
-            page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                view::login_link(csrf, &code, Some(&error)),
-            )
-        }));
-    }
-    if !s.login.take(&code) {
-        return Ok(link_gone());
-    }
-    let made = s
-        .pool
-        .run(format!("sign-in link for {name}"), move |st| {
-            Ok(st.create_token(
-                &format!("{name} (sign-in link)"),
-                &["admin".to_owned()],
-                Some(session::LIFETIME),
-                false,
-            )?)
-        })
-        .await
-        .map_err(PageError::Api)?;
-    signed_in(&s, peer, made.row.id).await
-}
-
 #[derive(Deserialize)]
 struct CsrfOnly {
     csrf: Option<String>,
-}
-
-async fn signout(Posted { signed, .. }: Posted<CsrfOnly>) -> Result<Response, PageError> {
-    signed
-        .sessions
-        .end(&signed.cur)
-        .await
-        .map_err(PageError::Api)?;
-    let mut r = see_other("/");
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(
-            session::session_cookie(signed.peer.tls),
-            "",
-            std::time::Duration::ZERO,
-            signed.peer.tls,
-        ),
-    );
-    Ok(r)
-}
-
-// ---- a repository ----
-
-#[derive(Deserialize)]
-struct OpenQuery {
-    repo: Option<String>,
-}
-
-/// "Open a repository": one of those the token may see (any case), or
-/// the Repositories page saying it is not one of them.
-async fn open_repo(
-    State(s): State<AppState>,
-    signed: Signed,
-    Query(q): Query<OpenQuery>,
-) -> Result<Response, PageError> {
-    let typed = q
-        .repo
-        .as_deref()
-        .map(str::trim)
-        .unwrap_or_default()
-        .to_owned();
-    if typed.is_empty() {
-        return Ok(see_other("/"));
-    }
-    let (repos, _) = signed.run(&s, service::repos).await?;
-    if let Some(r) = repos.iter().find(|r| r.repo.eq_ignore_ascii_case(&typed)) {
-        return Ok(see_other(&view::repo_href(&r.repo)));
-    }
-    let message = format!(
-        "{typed} is not one of your repositories. Check its name, or create it under New repository."
-    );
-    let new = view::NewRepo {
-        open: &typed,
-        open_error: Some(&message),
-        ..Default::default()
-    };
-    render_repos(&s, &signed, StatusCode::NOT_FOUND, &new).await
-}
-
-/// The Secrets tab, with what a failed form left (never a value).
-/// What the Secrets tab lists: names containing `q` (any case), a page of
-/// [`view::PER_PAGE`] at a time.
-#[derive(Debug, Default, Deserialize)]
-struct Listing {
-    q: Option<String>,
-    page: Option<usize>,
 }
 
 /// A refused form, given back through the session to the page it
@@ -873,152 +538,6 @@ struct Listing {
 struct Returned {
     error: FormError,
     draft: Option<view::AddDraft>,
-}
-
-/// What a refused form on the Secrets tab sent back to it: what the user
-/// typed (never a stored value) and what was wrong.
-#[derive(Default)]
-struct Refused {
-    add: view::AddDraft,
-    add_error: FormError,
-    /// Pasted .env text, in a buffer wiped on drop.
-    import_text: Zeroizing<String>,
-    import_error: FormError,
-}
-
-/// The Secrets tab answering a refused import (its text cannot go
-/// through the session: it holds values).
-async fn render_tab(
-    s: &AppState,
-    signed: &Signed,
-    repo: String,
-    status: StatusCode,
-    refused: Refused,
-) -> Result<Response, PageError> {
-    render_listing(s, signed, repo, status, Some(refused), Listing::default()).await
-}
-
-/// The Secrets tab: a page of its listing, with what a refused form left
-/// (`refused`, or given back through the session).
-async fn render_listing(
-    s: &AppState,
-    signed: &Signed,
-    repo: String,
-    status: StatusCode,
-    refused: Option<Refused>,
-    listing: Listing,
-) -> Result<Response, PageError> {
-    let r = repo.clone();
-    let ((list, egress, from_org, environments, deleted, repo), caller) = signed
-        .run(s, move |st, c| {
-            let list = service::list_secrets(st, c, &r, 1, usize::MAX)?;
-            let from_org = service::received(st, c, &r)?;
-            let environments = service::environments(st, c, &r)?;
-            let deleted = service::deleted(st, c, &r)?;
-            // Shown as stored, whatever case the address has.
-            let stored = st.existing(&r)?;
-            Ok((
-                list,
-                service::egress(st, c, &r)?,
-                from_org,
-                environments,
-                deleted,
-                stored,
-            ))
-        })
-        .await?;
-    let can_write = caller.grants.allows(Action::Write, &repo);
-    let q = listing.q.as_deref().map(str::trim).unwrap_or("");
-    let needle = q.to_ascii_lowercase();
-    let matched: Vec<service::SecretMeta> = list
-        .secrets
-        .into_iter()
-        .filter(|m| m.name.to_ascii_lowercase().contains(&needle))
-        .collect();
-    let pages = matched.len().div_ceil(view::PER_PAGE).max(1);
-    let page_no = listing.page.unwrap_or(1).clamp(1, pages);
-    let shown =
-        &matched[(page_no - 1) * view::PER_PAGE..matched.len().min(page_no * view::PER_PAGE)];
-    let (flash, refused) = match refused {
-        Some(r) => (None, r),
-        None => match signed.take_result().await {
-            (f, Some(r)) => (
-                f,
-                Refused {
-                    add: r.draft.unwrap_or_default(),
-                    add_error: r.error,
-                    ..Refused::default()
-                },
-            ),
-            (f, None) => (f, Refused::default()),
-        },
-    };
-    let tab = view::SecretsTab {
-        repo: &repo,
-        secrets: shown,
-        total: list.total_count,
-        matched: matched.len(),
-        page: page_no,
-        pages,
-        q,
-        can_write,
-        can_audit: caller.grants.allows(Action::Audit, &repo),
-        add: &refused.add,
-        add_error: refused.add_error,
-        import_text: &refused.import_text,
-        import_error: refused.import_error,
-        egress: can_write.then_some(&egress),
-        from_org: &from_org,
-        environments: &environments,
-        deleted: &deleted,
-    };
-    Ok(page(
-        status,
-        view::secrets_tab(&signed.chrome(&caller), flash.as_ref(), &tab),
-    ))
-}
-
-#[derive(Deserialize)]
-struct EgressForm {
-    csrf: Option<String>,
-    default: Option<String>,
-    allow: Option<String>,
-}
-
-async fn set_egress(
-    State(s): State<AppState>,
-    Path(repo): Path<String>,
-    Posted { signed, form: f }: Posted<EgressForm>,
-) -> Result<Response, PageError> {
-    use sealinit_core::bundle::{Egress, EgressDefault};
-    let policy = Egress {
-        default: match f.default.as_deref() {
-            Some("deny") => EgressDefault::Deny,
-            _ => EgressDefault::Allow,
-        },
-        allow: host_list(f.allow.as_deref().unwrap_or_default()),
-    };
-    let r = repo.clone();
-    let done = signed
-        .run(&s, move |st, c| service::set_egress(st, c, &r, policy))
-        .await;
-    match done {
-        Ok(_) => signed.flash(true, "Egress policy saved.".into()).await,
-        Err(e) => {
-            let e = on_form(e)?;
-            signed.flash(false, words::say(&e)).await;
-        }
-    }
-    Ok(see_other(&view::repo_href(&repo)))
-}
-
-async fn secrets_tab(
-    State(s): State<AppState>,
-    signed: Signed,
-    Path(repo): Path<String>,
-    Query(listing): Query<Listing>,
-) -> Result<Response, PageError> {
-    render_listing(&s, &signed, repo, StatusCode::OK, None, listing).await
 }
 
 /// Stores one value through the service (what the API's PUT does below
@@ -1052,311 +571,6 @@ fn on_form(e: PageError) -> Result<ApiError, PageError> {
         }
         e => Err(e),
     }
-}
-
-#[derive(Deserialize)]
-struct AddForm {
-    csrf: Option<String>,
-    name: Option<String>,
-    value: Option<Value>,
-    /// The name the user lets through the guard (a box shown after a
-    /// refusal names it).
-    allow_production: Option<String>,
-    allow_empty: Option<String>,
-    delivery: Option<String>,
-    hosts: Option<String>,
-    in_body: Option<String>,
-}
-
-async fn add(
-    State(s): State<AppState>,
-    Path(repo): Path<String>,
-    Posted { signed, form: f }: Posted<AddForm>,
-) -> Result<Response, PageError> {
-    let name = f.name.unwrap_or_default().trim().to_owned();
-    let route = route_change(
-        f.delivery.as_deref(),
-        f.hosts.as_deref(),
-        f.in_body.as_deref(),
-    )?;
-    let draft = view::AddDraft {
-        name: name.clone(),
-        delivery: route.delivery.unwrap_or_default(),
-        hosts: route.hosts.clone().unwrap_or_default(),
-        in_body: route.in_body.unwrap_or(false),
-    };
-    let flags = PutFlags {
-        // Add never replaces: an existing name is updated from its page.
-        if_version: Some(service::IfMatch::Version(0)),
-        allow_production: f.allow_production.as_deref() == Some(name.as_str()),
-        allow_name: false,
-        allow_empty: ticked(&f.allow_empty),
-        route,
-    };
-    let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
-    match outcome {
-        Ok(done) => {
-            signed
-                .flash(
-                    true,
-                    format!(
-                        "Added {} (version {}).{}",
-                        done.name,
-                        done.version,
-                        notes(std::slice::from_ref(&done))
-                    ),
-                )
-                .await;
-            Ok(see_other(&view::repo_href(&repo)))
-        }
-        Err(e) => {
-            let e = on_form(e)?;
-            let mut err = FormError::from_api(&e);
-            if e.status == StatusCode::PRECONDITION_FAILED {
-                err = FormError::name(format!(
-                    "{name} already exists: open it from the table to update it."
-                ));
-            }
-            signed
-                .refuse(Returned {
-                    error: err,
-                    draft: Some(draft),
-                })
-                .await;
-            Ok(see_other(&view::repo_href(&repo)))
-        }
-    }
-}
-
-async fn import(
-    State(s): State<AppState>,
-    signed: Signed,
-    Path(repo): Path<String>,
-    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, PageError> {
-    let mut mp =
-        mp.map_err(|e| PageError::Bad(format!("this form could not be read: {}", e.body_text())))?;
-    let mut csrf = None;
-    let mut allow = Vec::new();
-    // The text, pasted or uploaded, in buffers wiped on drop.
-    let mut pasted = Zeroizing::new(Vec::new());
-    let mut uploaded = Zeroizing::new(Vec::new());
-    while let Some(mut field) = mp
-        .next_field()
-        .await
-        .map_err(|e| PageError::Bad(format!("this form could not be read: {}", e.body_text())))?
-    {
-        let into = match field.name() {
-            Some("csrf") => {
-                csrf = Some(
-                    field
-                        .text()
-                        .await
-                        .map_err(|e| PageError::Bad(e.body_text()))?,
-                );
-                continue;
-            }
-            Some("allow_production") => {
-                allow.push(
-                    field
-                        .text()
-                        .await
-                        .map_err(|e| PageError::Bad(e.body_text()))?,
-                );
-                continue;
-            }
-            Some("content") => &mut pasted,
-            Some("file") => &mut uploaded,
-            _ => continue,
-        };
-        while let Some(chunk) = field.chunk().await.map_err(|e| {
-            PageError::Bad(format!("this form could not be read: {}", e.body_text()))
-        })? {
-            append_wiped(into, &chunk);
-        }
-    }
-    signed.check(csrf.as_deref())?;
-    // Pasted text is what the user typed: given back after a refusal, so
-    // that "line 3" points at text they still have.
-    let typed = Zeroizing::new(String::from_utf8_lossy(&pasted).into_owned());
-    let text = match (pasted.is_empty(), uploaded.is_empty()) {
-        (false, true) => Ok(pasted),
-        (true, false) => Ok(uploaded),
-        (true, true) => Err("Paste a .env file, or choose one to upload."),
-        (false, false) => Err("Paste a .env file or upload one, not both: nothing was changed."),
-    };
-    let mut text = match text {
-        Ok(text) => text,
-        Err(m) => {
-            let refused = Refused {
-                import_text: typed,
-                import_error: FormError::form(m),
-                ..Refused::default()
-            };
-            return render_tab(&s, &signed, repo, StatusCode::UNPROCESSABLE_ENTITY, refused).await;
-        }
-    };
-    let content = new_value(
-        signed.peer,
-        Some(Value(SecretValue::from(std::mem::take(&mut *text))).with_lf()),
-        None,
-        None,
-        "content",
-    );
-    let outcome = match content {
-        Ok(content) => {
-            let r = repo.clone();
-            signed
-                .run(&s, move |st, c| {
-                    service::import(
-                        st,
-                        c,
-                        &r,
-                        service::Format::Env { expand: false },
-                        content,
-                        service::ImportOptions {
-                            allow: service::AllowProduction::Names(allow),
-                            ..Default::default()
-                        },
-                    )
-                })
-                .await
-        }
-        Err(e) => Err(PageError::Api(e)),
-    };
-    match outcome {
-        Ok((done, _)) => {
-            let names: Vec<&str> = done.iter().map(|d| d.name.as_str()).collect();
-            signed
-                .flash(
-                    true,
-                    format!(
-                        "Imported {} secret(s): {}.{}",
-                        done.len(),
-                        names.join(", "),
-                        notes(&done)
-                    ),
-                )
-                .await;
-            Ok(see_other(&view::repo_href(&repo)))
-        }
-        Err(e) => {
-            let e = on_form(e)?;
-            let mut err = FormError::from_api(&e);
-            // One message for the whole text, next to it.
-            let all: Vec<String> = err.messages().map(words::import_words).collect();
-            (err.name, err.value, err.form) = (None, None, Some(all.join(" ")));
-            let refused = Refused {
-                import_text: typed,
-                import_error: err,
-                ..Refused::default()
-            };
-            render_tab(&s, &signed, repo, e.status, refused).await
-        }
-    }
-}
-
-/// Appends to a buffer that is wiped on drop, wiping what a growth leaves
-/// behind (`Vec`'s own growth would free the old bytes as they are).
-fn append_wiped(buf: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
-    if buf.capacity() - buf.len() < more.len() {
-        let mut bigger = Zeroizing::new(Vec::with_capacity(
-            (buf.len() + more.len()).max(buf.capacity() * 2),
-        ));
-        bigger.extend_from_slice(buf);
-        *buf = bigger;
-    }
-    buf.extend_from_slice(more);
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct AuditPageQuery {
-    page: Option<usize>,
-}
-
-async fn audit(
-    State(s): State<AppState>,
-    signed: Signed,
-    Path(repo): Path<String>,
-    Query(q): Query<AuditPageQuery>,
-) -> Result<Response, PageError> {
-    let r = repo.clone();
-    let page_no = q.page.unwrap_or(1).max(1);
-    let ((records, total), caller) = signed
-        .run(&s, move |st, c| {
-            service::audit_recent(st, c, &r, view::AUDIT_PER_PAGE, page_no)
-        })
-        .await?;
-    let pages = total.div_ceil(view::AUDIT_PER_PAGE).max(1);
-    Ok(page(
-        StatusCode::OK,
-        view::audit(
-            &signed.chrome(&caller),
-            &repo,
-            &records,
-            (page_no.min(pages), pages),
-        ),
-    ))
-}
-
-// ---- a secret ----
-
-async fn render_secret(
-    s: &AppState,
-    signed: &Signed,
-    repo: String,
-    name: String,
-    status: StatusCode,
-) -> Result<Response, PageError> {
-    let (r, n) = (repo.clone(), name.clone());
-    let ((meta, history, restored), caller) = signed
-        .run(s, move |st, c| {
-            let meta = service::get_secret(st, c, &r, &n)?;
-            let history = service::versions(st, c, &r, &n)?;
-            let since = history.first().map_or(0, |h| h.at);
-            let restored = service::restored_from(st, c, &r, &n, since)?;
-            Ok((meta, history, restored))
-        })
-        .await?;
-    let (flash, returned) = signed.take_result().await;
-    let (error, draft) = match returned {
-        Some(r) => (r.error, r.draft),
-        None => (FormError::default(), None),
-    };
-    let v = view::SecretView {
-        repo: &repo,
-        meta: &meta,
-        history: &history,
-        restored: &restored,
-        can_write: caller.grants.allows(Action::Write, &repo),
-        can_audit: caller.grants.allows(Action::Audit, &repo),
-        error,
-        draft: draft.as_ref(),
-    };
-    Ok(page(
-        status,
-        view::secret(&signed.chrome(&caller), flash.as_ref(), &v),
-    ))
-}
-
-async fn secret(
-    State(s): State<AppState>,
-    signed: Signed,
-    Path((repo, name)): Path<(String, String)>,
-) -> Result<Response, PageError> {
-    render_secret(&s, &signed, repo, name, StatusCode::OK).await
-}
-
-#[derive(Deserialize)]
-struct UpdateForm {
-    csrf: Option<String>,
-    value: Option<Value>,
-    if_version: Option<i64>,
-    allow_production: Option<String>,
-    allow_empty: Option<String>,
-    delivery: Option<String>,
-    hosts: Option<String>,
-    in_body: Option<String>,
 }
 
 /// Hosts typed in a form: one per line, or separated by spaces or commas.
@@ -1395,174 +609,4 @@ fn route_change(
         placeholder: None,
         repos: None,
     })
-}
-
-async fn update(
-    State(s): State<AppState>,
-    Path((repo, name)): Path<(String, String)>,
-    Posted { signed, form: f }: Posted<UpdateForm>,
-) -> Result<Response, PageError> {
-    let Some(if_version) = f.if_version.filter(|v| *v > 0) else {
-        return Err(PageError::Bad(
-            "the form lacks the version it updates; reload the page".into(),
-        ));
-    };
-    let route = route_change(
-        f.delivery.as_deref(),
-        f.hosts.as_deref(),
-        f.in_body.as_deref(),
-    )?;
-    let draft = route.delivery.map(|delivery| view::AddDraft {
-        name: name.clone(),
-        delivery,
-        hosts: route.hosts.clone().unwrap_or_default(),
-        in_body: route.in_body.unwrap_or(false),
-    });
-    let flags = PutFlags {
-        if_version: Some(service::IfMatch::Version(if_version)),
-        allow_production: f.allow_production.as_deref() == Some(name.as_str()),
-        allow_name: false,
-        allow_empty: ticked(&f.allow_empty),
-        route,
-    };
-    let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
-    match outcome {
-        Ok(done) => {
-            signed
-                .flash(
-                    true,
-                    format!(
-                        "Updated {}: now version {}.{}",
-                        done.name,
-                        done.version,
-                        notes(std::slice::from_ref(&done))
-                    ),
-                )
-                .await;
-            Ok(see_other(&view::secret_href(&repo, &name)))
-        }
-        Err(e) => {
-            let e = on_form(e)?;
-            signed
-                .refuse(Returned {
-                    error: FormError::from_api(&e),
-                    draft,
-                })
-                .await;
-            Ok(see_other(&view::secret_href(&repo, &name)))
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct RollbackForm {
-    csrf: Option<String>,
-    to: Option<i64>,
-}
-
-async fn rollback(
-    State(s): State<AppState>,
-    Path((repo, name)): Path<(String, String)>,
-    Posted { signed, form: f }: Posted<RollbackForm>,
-) -> Result<Response, PageError> {
-    let Some(to) = f.to else {
-        return Err(PageError::Bad(
-            "the form lacks the version to roll back to".into(),
-        ));
-    };
-    let (r, n) = (repo.clone(), name.clone());
-    match signed
-        .run(&s, move |st, c| service::rollback(st, c, &r, &n, to))
-        .await
-    {
-        Ok((done, _)) => {
-            signed
-                .flash(
-                    true,
-                    format!(
-                        "Rolled {} back to version {to}: its value is now version {}.",
-                        done.name, done.version
-                    ),
-                )
-                .await
-        }
-        Err(e) => {
-            let e = on_form(e)?;
-            signed
-                .flash(false, format!("Not rolled back: {}", words::say(&e)))
-                .await;
-        }
-    }
-    Ok(see_other(&view::secret_href(&repo, &name)))
-}
-
-async fn confirm_delete(
-    State(s): State<AppState>,
-    signed: Signed,
-    Path((repo, name)): Path<(String, String)>,
-) -> Result<Response, PageError> {
-    let (r, n) = (repo.clone(), name.clone());
-    let (_, caller) = signed
-        .run(&s, move |st, c| {
-            c.require(Action::Write, &r)?;
-            service::get_secret(st, c, &r, &n)
-        })
-        .await?;
-    Ok(page(
-        StatusCode::OK,
-        view::confirm_delete(&signed.chrome(&caller), &repo, &name),
-    ))
-}
-
-async fn delete(
-    State(s): State<AppState>,
-    Path((repo, name)): Path<(String, String)>,
-    Posted { signed, .. }: Posted<CsrfOnly>,
-) -> Result<Response, PageError> {
-    let (r, n) = (repo.clone(), name.clone());
-    signed
-        .run(&s, move |st, c| service::delete_secret(st, c, &r, &n))
-        .await?;
-    signed
-        .flash_with(Flash {
-            ok: true,
-            text: format!("Deleted {name}."),
-            restore: Some(name),
-            refused: None,
-        })
-        .await;
-    Ok(see_other(&view::repo_href(&repo)))
-}
-
-/// Brings a deleted secret back (a roll back to its last value).
-async fn restore(
-    State(s): State<AppState>,
-    Path((repo, name)): Path<(String, String)>,
-    Posted { signed, .. }: Posted<CsrfOnly>,
-) -> Result<Response, PageError> {
-    let (r, n) = (repo.clone(), name.clone());
-    match signed
-        .run(&s, move |st, c| service::restore(st, c, &r, &n))
-        .await
-    {
-        Ok(((done, from), _)) => {
-            signed
-                .flash(
-                    true,
-                    format!(
-                        "Restored {name}: version {} has the value of version {from}.",
-                        done.version
-                    ),
-                )
-                .await;
-            Ok(see_other(&view::secret_href(&repo, &name)))
-        }
-        Err(e) => {
-            let e = on_form(e)?;
-            signed
-                .flash(false, format!("Not restored: {}", words::say(&e)))
-                .await;
-            Ok(see_other(&view::repo_href(&repo)))
-        }
-    }
 }
