@@ -581,6 +581,44 @@ fn host_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a value form (Add, Update) sends besides the name and value.
+struct ValueFields<'a> {
+    /// The name the user lets through the guard (a box shown after a
+    /// refusal names it).
+    allow_production: Option<&'a str>,
+    allow_empty: bool,
+    delivery: Option<&'a str>,
+    hosts: Option<&'a str>,
+    in_body: Option<&'a str>,
+}
+
+impl ValueFields<'_> {
+    /// The write's flags for secret `name` at version `if_version` (0: a
+    /// new one), and what a refusal gives back to the form (the delivery
+    /// asked for, if the form has the delivery fields).
+    fn flags(
+        &self,
+        name: &str,
+        if_version: i64,
+    ) -> Result<(PutFlags, Option<view::AddDraft>), PageError> {
+        let route = route_change(self.delivery, self.hosts, self.in_body)?;
+        let draft = route.delivery.map(|delivery| view::AddDraft {
+            name: name.to_owned(),
+            delivery,
+            hosts: route.hosts.clone().unwrap_or_default(),
+            in_body: route.in_body.unwrap_or(false),
+        });
+        let flags = PutFlags {
+            if_version: Some(service::IfMatch::Version(if_version)),
+            allow_production: self.allow_production == Some(name),
+            allow_name: false,
+            allow_empty: self.allow_empty,
+            route,
+        };
+        Ok((flags, draft))
+    }
+}
+
 /// The delivery fields of a form: the choice, and the hosts (one per line,
 /// or separated by spaces or commas).
 fn route_change(

@@ -279,25 +279,19 @@ pub(super) async fn add(
     Posted { signed, form: f }: Posted<AddForm>,
 ) -> Result<Response, PageError> {
     let name = f.name.unwrap_or_default().trim().to_owned();
-    let route = route_change(
-        f.delivery.as_deref(),
-        f.hosts.as_deref(),
-        f.in_body.as_deref(),
-    )?;
-    let draft = view::AddDraft {
-        name: name.clone(),
-        delivery: route.delivery.unwrap_or_default(),
-        hosts: route.hosts.clone().unwrap_or_default(),
-        in_body: route.in_body.unwrap_or(false),
-    };
-    let flags = PutFlags {
-        // Add never replaces: an existing name is updated from its page.
-        if_version: Some(service::IfMatch::Version(0)),
-        allow_production: f.allow_production.as_deref() == Some(name.as_str()),
-        allow_name: false,
+    let fields = ValueFields {
+        allow_production: f.allow_production.as_deref(),
         allow_empty: ticked(&f.allow_empty),
-        route,
+        delivery: f.delivery.as_deref(),
+        hosts: f.hosts.as_deref(),
+        in_body: f.in_body.as_deref(),
     };
+    // Add never replaces: an existing name is updated from its page.
+    let (flags, draft) = fields.flags(&name, 0)?;
+    let draft = draft.unwrap_or_else(|| view::AddDraft {
+        name: name.clone(),
+        ..Default::default()
+    });
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
         Ok(done) => {

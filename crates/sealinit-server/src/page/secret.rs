@@ -71,24 +71,14 @@ pub(super) async fn update(
             "the form lacks the version it updates; reload the page".into(),
         ));
     };
-    let route = route_change(
-        f.delivery.as_deref(),
-        f.hosts.as_deref(),
-        f.in_body.as_deref(),
-    )?;
-    let draft = route.delivery.map(|delivery| view::AddDraft {
-        name: name.clone(),
-        delivery,
-        hosts: route.hosts.clone().unwrap_or_default(),
-        in_body: route.in_body.unwrap_or(false),
-    });
-    let flags = PutFlags {
-        if_version: Some(service::IfMatch::Version(if_version)),
-        allow_production: f.allow_production.as_deref() == Some(name.as_str()),
-        allow_name: false,
+    let fields = ValueFields {
+        allow_production: f.allow_production.as_deref(),
         allow_empty: ticked(&f.allow_empty),
-        route,
+        delivery: f.delivery.as_deref(),
+        hosts: f.hosts.as_deref(),
+        in_body: f.in_body.as_deref(),
     };
+    let (flags, draft) = fields.flags(&name, if_version)?;
     let outcome = put_value(&s, &signed, &repo, &name, f.value, flags).await;
     match outcome {
         Ok(done) => {
