@@ -848,6 +848,17 @@ fn every_page_fits_360_px_and_works_by_keyboard_alone() {
     ] {
         site.go(&path);
         fits(&site, name);
+        // Rows are cards: a name gets the card's width, and a row (a
+        // history version with its roll-back button) stays short.
+        let rows = site.b.exec(
+            "return Array.from(document.querySelectorAll('tbody tr')).map(r => [r.cells[0].getBoundingClientRect().width, r.getBoundingClientRect().height])",
+            json!([]),
+        );
+        for r in rows.as_array().unwrap() {
+            let (width, height) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+            assert!(width > 280.0, "{name}: a name cell {width} px wide");
+            assert!(height < 150.0, "{name}: a row {height} px tall");
+        }
         tab_reaches_everything(&site.b, name);
         site.shot(&format!("360-{name}"));
     }
@@ -1128,7 +1139,10 @@ fn forms_redirect_cancel_has_the_focus_values_keep_lf_and_buttons_say_their_name
         ("/r/acme%2Fapi/s/MULTI/update", "/r/acme%2Fapi/s/MULTI"),
         ("/r/acme%2Fapi/s/MULTI/rollback", "/r/acme%2Fapi/s/MULTI"),
         ("/repos/new", "/"),
+        ("/signin", "/"),
+        ("/r/acme%2Fapi/s/MULTI/restore", "/r/acme%2Fapi"),
         ("/o/acme/add", "/o/acme"),
+        ("/o/acme/delete", "/o/acme"),
     ] {
         let o = std::process::Command::new("curl")
             .args([

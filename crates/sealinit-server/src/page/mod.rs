@@ -67,7 +67,9 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(home))
         .route(
             "/signin",
-            post(signin::signin).layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT)),
+            post(signin::signin)
+                .layer(DefaultBodyLimit::max(ANONYMOUS_BODY_LIMIT))
+                .get(to_home),
         )
         .route("/signout", post(signin::signout).get(to_home))
         .route(
