@@ -1241,6 +1241,14 @@ fn page_words_stored_names_and_the_current_tab() {
         gaps.as_array().unwrap().iter().all(|g| g == 0),
         "space above a card's first child: {gaps}"
     );
+    // Wide: Add secret and Import .env side by side.
+    site.go("/r/acme%2Fapi");
+    let tops = site.b.exec(
+        "const top = s => document.querySelector(s).getBoundingClientRect().top;\
+         return [top('section[aria-labelledby=add]'), top('section[aria-labelledby=import]')]",
+        json!([]),
+    );
+    assert_eq!(tops[0], tops[1], "Add and Import are not side by side");
     site.b.set_viewport(1280, 900);
 
     // A name that differs from another only in case: stored, and said.

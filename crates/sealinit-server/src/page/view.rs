@@ -1009,3 +1009,21 @@ pub fn problem(chrome: Option<&Chrome>, title: &str, message: &str, back: &str) 
 
 /// The stylesheet: one file, system fonts, light and dark.
 pub const STYLESHEET: &str = include_str!("sealinit.css");
+
+#[cfg(test)]
+mod tests {
+    /// A stray brace makes browsers drop the rule after it, silently.
+    #[test]
+    fn the_stylesheet_s_braces_balance() {
+        let mut depth = 0i32;
+        for (i, c) in super::STYLESHEET.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            assert!(depth >= 0, "a stray }} at byte {i}");
+        }
+        assert_eq!(depth, 0, "an unclosed {{");
+    }
+}
