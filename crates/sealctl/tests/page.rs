@@ -1908,7 +1908,7 @@ fn deleted_secrets_come_back_history_names_what_was_restored_and_the_audit_pages
 
 /// Issue #28's screenshots for docs/ (copied from `target/screenshots/`):
 /// the Secrets tab at 360 px with 12 secrets (whole page) and with 500
-/// (its first screen), and a refused import at 1440 px; and the figures
+/// (its first screen), and a refused import at 1440 px (whole page); and the figures
 /// the README gives for 500 secrets (printed).
 #[test]
 fn screenshots_for_the_docs() {
@@ -1989,7 +1989,8 @@ fn screenshots_for_the_docs() {
     );
     b.submit("form[action$='/import'] button[type=submit]");
     assert!(b.title().starts_with("Error: "));
+    // The whole page: the summary at the top, the field it links to.
     let path = artifact_dir("screenshots").join("docs-import-refused-1440.png");
-    b.screenshot(&path);
+    b.full_screenshot(&path);
     site.finish();
 }
