@@ -171,6 +171,28 @@ fn delivered(env: &StoreDir, repo: &str, name: &str) -> String {
     stdout(&o).trim_end().to_owned()
 }
 
+/// Sets `name` of `repo` to `value` with the CLI.
+fn set_secret(env: &StoreDir, repo: &str, name: &str, value: &[u8]) {
+    ok(&env.run(&["secrets", "set", "--repo", repo, name], Some(value)));
+}
+
+/// Imports a .env text into `repo` with the CLI.
+fn import_env(env: &StoreDir, repo: &str, text: &str) {
+    let file = env.path("import.env");
+    std::fs::write(&file, text).unwrap();
+    ok(&env.run(
+        &[
+            "secrets",
+            "set",
+            "--repo",
+            repo,
+            "--from-env-file",
+            file.to_str().unwrap(),
+        ],
+        None,
+    ));
+}
+
 #[test]
 fn sign_in_add_update_roll_back_delete_import_and_audit() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
@@ -1172,10 +1194,7 @@ fn page_words_stored_names_and_the_current_tab() {
     let mut site = Site::start(1280);
     site.env.create(&["acme/api"]);
     let v = site.value("words-value-91ab");
-    ok(&site.env.run(
-        &["secrets", "set", "--repo", "acme/api", "WORDS"],
-        Some(v.as_bytes()),
-    ));
+    set_secret(&site.env, "acme/api", "WORDS", v.as_bytes());
     ok(&site.env.run(
         &["seal", "--repo", "acme/api", "--out", "b", "--key-out", "k"],
         None,
@@ -1183,10 +1202,7 @@ fn page_words_stored_names_and_the_current_tab() {
     ok(&site
         .env
         .run(&["secrets", "rm", "--repo", "acme/api", "WORDS"], None));
-    ok(&site.env.run(
-        &["secrets", "set", "--repo", "acme/api", "OTHER"],
-        Some(v.as_bytes()),
-    ));
+    set_secret(&site.env, "acme/api", "OTHER", v.as_bytes());
     site.sign_in_with(&site.token.clone());
     site.go("/r/ACME%2FApi");
     let b = &site.b;
@@ -1296,18 +1312,7 @@ fn a_big_repository_is_counted_searched_and_paged() {
     let site = Site::start(1280);
     site.env.create(&["acme/big"]);
     let file: String = (1..=250).map(|i| format!("S_{i:04}=v{i}\n")).collect();
-    std::fs::write(site.env.path("big.env"), file).unwrap();
-    ok(&site.env.run(
-        &[
-            "secrets",
-            "set",
-            "--repo",
-            "acme/big",
-            "--from-env-file",
-            site.env.path("big.env").to_str().unwrap(),
-        ],
-        None,
-    ));
+    import_env(&site.env, "acme/big", &file);
     site.sign_in_with(&site.token.clone());
     site.go("/r/acme%2Fbig");
     let b = &site.b;
@@ -1414,29 +1419,12 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         .to_owned();
     site.env.create(&["acme/web", "acme/empty", "acme/big"]);
     let file: String = (0..250).map(|i| format!("S_{i:03}=v\n")).collect();
-    std::fs::write(site.env.path("big.env"), file).unwrap();
-    ok(&site.env.run(
-        &[
-            "secrets",
-            "set",
-            "--repo",
-            "acme/big",
-            "--from-env-file",
-            site.env.path("big.env").to_str().unwrap(),
-        ],
-        None,
-    ));
+    import_env(&site.env, "acme/big", &file);
     let v = site.value("axe-value-5e1f");
     for name in ["API_URL", "DATABASE_URL_FOR_THE_INTEGRATION_TESTS_AND_MORE"] {
-        ok(&site.env.run(
-            &["secrets", "set", "--repo", "acme/web", name],
-            Some(v.as_bytes()),
-        ));
+        set_secret(&site.env, "acme/web", name, v.as_bytes());
     }
-    ok(&site.env.run(
-        &["secrets", "set", "--repo", "acme/web", "API_URL"],
-        Some(b"second"),
-    ));
+    set_secret(&site.env, "acme/web", "API_URL", b"second");
     ok(&site.env.run(
         &["secrets", "set", "--org", "acme", "ORG_TOKEN"],
         Some(v.as_bytes()),
@@ -1447,10 +1435,7 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         ],
         Some(v.as_bytes()),
     ));
-    ok(&site.env.run(
-        &["secrets", "set", "--repo", "acme/web", "DELETED_ONE"],
-        Some(v.as_bytes()),
-    ));
+    set_secret(&site.env, "acme/web", "DELETED_ONE", v.as_bytes());
     ok(&site.env.run(
         &["secrets", "rm", "--repo", "acme/web", "DELETED_ONE"],
         None,
@@ -1523,10 +1508,7 @@ fn axe_finds_no_violation_in_any_state_width_or_scheme() {
         assert_eq!(site.b.text("nav.pages [aria-current=page]"), "Page 2 of 3");
         check(&site, &at("search, second page"), &mut failures);
         // A result message, and the one that offers Restore.
-        ok(&site.env.run(
-            &["secrets", "set", "--repo", "acme/web", "SHORT_LIVED"],
-            Some(v.as_bytes()),
-        ));
+        set_secret(&site.env, "acme/web", "SHORT_LIVED", v.as_bytes());
         site.go("/r/acme%2Fweb/s/SHORT_LIVED/delete");
         site.b.submit("form[action$='/delete'] button.danger");
         assert!(
@@ -1825,10 +1807,7 @@ fn deleted_secrets_come_back_history_names_what_was_restored_and_the_audit_pages
     let first = site.value("restore-FIRST-61a0");
     let second = site.value("restore-SECOND-9c3b");
     for v in [&first, &second] {
-        ok(&site.env.run(
-            &["secrets", "set", "--repo", "acme/api", "TOKEN"],
-            Some(v.as_bytes()),
-        ));
+        set_secret(&site.env, "acme/api", "TOKEN", v.as_bytes());
     }
     site.sign_in_with(&site.token.clone());
     site.go("/r/acme%2Fapi/s/TOKEN");
@@ -1871,10 +1850,7 @@ fn deleted_secrets_come_back_history_names_what_was_restored_and_the_audit_pages
 
     // 230 more records: the Audit tab pages them, newest first.
     for i in 0..230 {
-        ok(&site.env.run(
-            &["secrets", "set", "--repo", "acme/api", &format!("K_{i}")],
-            Some(b"v"),
-        ));
+        set_secret(&site.env, "acme/api", &format!("K_{i}"), b"v");
     }
     site.go("/r/acme%2Fapi/audit");
     let b = &site.b;
@@ -1930,24 +1906,11 @@ fn screenshots_for_the_docs() {
         "LOG_LEVEL",
     ];
     let file: String = twelve.iter().map(|n| format!("{n}=test-{n}\n")).collect();
-    std::fs::write(site.env.path("web.env"), file).unwrap();
+    import_env(&site.env, "acme/web", &file);
     let file: String = (1..=500)
         .map(|i| format!("SERVICE_{i:03}_TOKEN=t{i}\n"))
         .collect();
-    std::fs::write(site.env.path("big.env"), file).unwrap();
-    for (repo, f) in [("acme/web", "web.env"), ("acme/big", "big.env")] {
-        ok(&site.env.run(
-            &[
-                "secrets",
-                "set",
-                "--repo",
-                repo,
-                "--from-env-file",
-                site.env.path(f).to_str().unwrap(),
-            ],
-            None,
-        ));
-    }
+    import_env(&site.env, "acme/big", &file);
     ok(&site.env.run(
         &[
             "secrets",
