@@ -49,6 +49,9 @@ pub(super) async fn secret(
     render_secret(&s, &signed, repo, name, StatusCode::OK).await
 }
 
+/// Its value-form fields repeat `AddForm`'s rather than sharing a
+/// `#[serde(flatten)]` part: flattening buffers every field first, the
+/// value included, in serde's own (never wiped) strings.
 #[derive(Deserialize)]
 pub(super) struct UpdateForm {
     pub(super) csrf: Option<String>,
