@@ -524,7 +524,7 @@ pub fn import(
     caller: &Caller,
     repo: &str,
     format: Format,
-    content: NewValue,
+    content: &NewValue,
     opts: ImportOptions,
 ) -> Result<Vec<SetOutcome>, ApiError> {
     let ImportOptions {
@@ -533,17 +533,24 @@ pub fn import(
         whole,
     } = opts;
     caller.require(Action::Write, repo)?;
-    let content = match content {
-        NewValue::Plain(v) => v,
-        NewValue::Sealed { sealed, key_id } => store.open_sealed_value(repo, &key_id, &sealed)?,
-    };
-    let parsed = match format {
-        Format::Json => sealinit_store::import::parse_json(content.expose()),
-        Format::Env { expand } => sealinit_store::import::parse_env(content.expose(), expand)
-            .map(|es| es.into_iter().map(|e| (e, Default::default())).collect()),
+    // Borrowed (the caller keeps the text: the page gives it back after a
+    // refusal); a sealed text is opened here and dropped once parsed.
+    let parsed = {
+        let opened;
+        let content = match content {
+            NewValue::Plain(v) => v,
+            NewValue::Sealed { sealed, key_id } => {
+                opened = store.open_sealed_value(repo, key_id, sealed)?;
+                &opened
+            }
+        };
+        match format {
+            Format::Json => sealinit_store::import::parse_json(content.expose()),
+            Format::Env { expand } => sealinit_store::import::parse_env(content.expose(), expand)
+                .map(|es| es.into_iter().map(|e| (e, Default::default())).collect()),
+        }
     }
     .map_err(|reason| ApiError::unprocessable(format!("import: {reason}; nothing was changed")))?;
-    drop(content);
     let (entries, routes) = sealinit_store::route::with_whole_route(parsed, &whole);
     let allowed: Vec<String> = match allow {
         AllowProduction::All(true) => entries.iter().map(|e| e.name.clone()).collect(),

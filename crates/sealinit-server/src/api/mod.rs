@@ -481,7 +481,7 @@ async fn import(
                 allow_names: names,
                 whole,
             };
-            service::import(st, caller, &repo, format, content, opts)
+            service::import(st, caller, &repo, format, &content, opts)
         })
         .await?;
     Ok(Json(serde_json::json!({"secrets": r})).into_response())

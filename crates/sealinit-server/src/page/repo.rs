@@ -120,7 +120,7 @@ pub(super) struct Refused {
     pub(super) add: view::AddDraft,
     pub(super) add_error: FormError,
     /// Pasted .env text, in a buffer wiped on drop.
-    pub(super) import_text: Zeroizing<String>,
+    pub(super) import_text: Option<SecretValue>,
     pub(super) import_error: FormError,
 }
 
@@ -191,6 +191,12 @@ pub(super) async fn render_listing(
             (f, None) => (f, Refused::default()),
         },
     };
+    // Borrowed from the pasted text (a copy only if it is not UTF-8).
+    let import_text = refused
+        .import_text
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v.expose()))
+        .unwrap_or_default();
     let tab = view::SecretsTab {
         repo: &repo,
         secrets: shown,
@@ -203,7 +209,7 @@ pub(super) async fn render_listing(
         can_audit: caller.grants.allows(Action::Audit, &repo),
         add: &refused.add,
         add_error: refused.add_error,
-        import_text: &refused.import_text,
+        import_text: &import_text,
         import_error: refused.import_error,
         egress: can_write.then_some(&egress),
         from_org: &from_org,
@@ -375,26 +381,27 @@ pub(super) async fn import(
         }
     }
     signed.check(csrf.as_deref())?;
-    // Pasted text is what the user typed: given back after a refusal, so
-    // that "line 3" points at text they still have.
-    let typed = Zeroizing::new(String::from_utf8_lossy(&pasted).into_owned());
-    let text = match (pasted.is_empty(), uploaded.is_empty()) {
-        (false, true) => Ok(pasted),
-        (true, false) => Ok(uploaded),
+    // Whether the text was pasted or uploaded. Pasted text is what the
+    // user typed: given back after a refusal, so that "line 3" points at
+    // text they still have.
+    let typed = match (pasted.is_empty(), uploaded.is_empty()) {
+        (false, true) => Ok(true),
+        (true, false) => Ok(false),
         (true, true) => Err("Paste a .env file, or choose one to upload."),
         (false, false) => Err("Paste a .env file or upload one, not both: nothing was changed."),
     };
-    let mut text = match text {
-        Ok(text) => text,
+    let typed = match typed {
+        Ok(typed) => typed,
         Err(m) => {
             let refused = Refused {
-                import_text: typed,
+                import_text: Some(SecretValue::from(std::mem::take(&mut *pasted))),
                 import_error: FormError::form(m),
                 ..Refused::default()
             };
             return render_tab(&s, &signed, repo, StatusCode::UNPROCESSABLE_ENTITY, refused).await;
         }
     };
+    let mut text = if typed { pasted } else { uploaded };
     let content = new_value(
         signed.peer,
         Some(Value(SecretValue::from(std::mem::take(&mut *text))).with_lf()),
@@ -402,29 +409,36 @@ pub(super) async fn import(
         None,
         "content",
     );
-    let outcome = match content {
+    // The text comes back from the store's thread with the result: a
+    // refusal gives back what the user pasted, with no copy made of it.
+    let (outcome, content) = match content {
         Ok(content) => {
             let r = repo.clone();
-            signed
+            let ran = signed
                 .run(&s, move |st, c| {
-                    service::import(
+                    let done = service::import(
                         st,
                         c,
                         &r,
                         service::Format::Env { expand: false },
-                        content,
+                        &content,
                         service::ImportOptions {
                             allow: service::AllowProduction::Names(allow),
                             ..Default::default()
                         },
-                    )
+                    );
+                    Ok((done, content))
                 })
-                .await
+                .await;
+            match ran {
+                Ok(((done, content), _)) => (done.map_err(PageError::Api), Some(content)),
+                Err(e) => (Err(e), None),
+            }
         }
-        Err(e) => Err(PageError::Api(e)),
+        Err(e) => (Err(PageError::Api(e)), None),
     };
     match outcome {
-        Ok((done, _)) => {
+        Ok(done) => {
             let names: Vec<&str> = done.iter().map(|d| d.name.as_str()).collect();
             signed
                 .flash(
@@ -446,7 +460,10 @@ pub(super) async fn import(
             let all: Vec<String> = err.messages().map(words::import_words).collect();
             (err.name, err.value, err.form) = (None, None, Some(all.join(" ")));
             let refused = Refused {
-                import_text: typed,
+                import_text: match content {
+                    Some(service::NewValue::Plain(v)) if typed => Some(v),
+                    _ => None,
+                },
                 import_error: err,
                 ..Refused::default()
             };
